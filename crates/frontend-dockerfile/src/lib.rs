@@ -1,0 +1,8 @@
+//! The Dockerfile frontend: the first stage of img's pipeline.
+//!
+//! It turns a Dockerfile and the build options into the build graph (`img-llb`) plus the image
+//! config the Dockerfile describes. Like BuildKit's frontend it works in separate steps:
+//! `parser` turns text into a generic syntax tree, `instructions` turns that tree into typed
+//! instructions, `shell` expands variables in words with Docker's rules, and `lower` turns the
+//! typed instructions into build-graph ops.
+#![deny(missing_docs)]
