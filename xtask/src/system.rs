@@ -4,28 +4,26 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// A program the tests run, and the Debian package that provides it.
-const TEST_PROGRAMS: &[(&str, &str)] = &[
-    ("docker-registry", "docker-registry"),
-    ("skopeo", "skopeo"),
-    ("umoci", "umoci"),
-    ("podman", "podman"),
-    ("runc", "runc"),
-    ("newuidmap", "uidmap"),
-    ("busybox", "busybox-static"),
-    ("htpasswd", "apache2-utils"),
-    ("pigz", "pigz"),
-    ("zstd", "zstd"),
-    ("dot", "graphviz"),
-];
+/// Programs the tests run and the Debian packages that provide them, one pair a line; `.ci/run`
+/// installs from the same list.
+const TEST_PACKAGES: &str = include_str!("../test-packages.txt");
+
+/// The (program, package) pairs of [`TEST_PACKAGES`].
+fn test_programs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TEST_PACKAGES
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(' '))
+        .map(|(program, package)| (program.trim(), package.trim()))
+}
 
 /// Installs the packages of any missing test program with apt-get (root only).
 pub fn ensure_test_packages() -> Result<()> {
-    let missing: Vec<&str> = TEST_PROGRAMS
-        .iter()
+    let mut missing: Vec<&str> = test_programs()
         .filter(|(program, _)| !on_path(program))
-        .map(|&(_, package)| package)
+        .map(|(_, package)| package)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
