@@ -6,3 +6,7 @@
 //! instructions, `shell` expands variables in words with Docker's rules, and `lower` turns the
 //! typed instructions into build-graph ops.
 #![deny(missing_docs)]
+
+mod ast;
+
+pub use ast::{DirectiveLines, Directives, Dockerfile, Heredoc, Node, ParseWarning};
