@@ -1,0 +1,236 @@
+//! Digest stability, builder behaviour and the serialized forms of a definition.
+
+use img_llb::{
+    CacheSharing, CopyAction, Definition, DefinitionBuilder, DefinitionError, Digest, ExecOp,
+    FileOp, ImageSource, LocalSource, MergeOp, MkdirAction, Mount, MountKind, Op, OpMetadata,
+    OpRef, Platform, SourceLocation, SourceOp,
+};
+
+fn alpine() -> SourceOp {
+    SourceOp::Image(ImageSource {
+        reference: "docker.io/library/alpine:3.20".into(),
+        platform: Platform::new("linux", "amd64"),
+    })
+}
+
+fn run(root: OpRef, script: &str) -> ExecOp {
+    ExecOp::new(
+        Some(root),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    )
+    .with_env("PATH", "/usr/bin:/bin")
+    .with_cwd("/src")
+}
+
+fn located(description: &str, line: u32) -> OpMetadata {
+    OpMetadata {
+        description: description.into(),
+        location: Some(SourceLocation {
+            file: "Dockerfile".into(),
+            start_line: line,
+            end_line: line,
+            text: description.into(),
+        }),
+        stage: Some("build".into()),
+        ignore_cache: false,
+    }
+}
+
+/// Pins the canonical form: if this changes, every cache key of every user changes, so it must
+/// only change together with the digest domain version.
+#[test]
+fn op_digests_are_pinned() {
+    let image: Op = alpine().into();
+    assert_eq!(
+        String::from_utf8(image.canonical_bytes()).unwrap(),
+        r#"{"source":{"image":{"platform":{"architecture":"amd64","os":"linux","variant":null},"reference":"docker.io/library/alpine:3.20"}}}"#
+    );
+    assert_eq!(
+        image.digest().to_string(),
+        "sha256:268f72c9c0e22e134f489fd73208e31a4fac7e71654060df4125bd92f641b6e6"
+    );
+}
+
+#[test]
+fn digest_covers_inputs_and_fields_but_not_metadata() {
+    let base = OpRef::new(Op::from(alpine()).digest());
+    let a: Op = run(base, "make").into();
+    let b: Op = run(base, "make test").into();
+    assert_ne!(a.digest(), b.digest());
+
+    let other_base = OpRef::new(Digest::of_bytes(b"another image"));
+    let c: Op = run(other_base, "make").into();
+    assert_ne!(
+        a.digest(),
+        c.digest(),
+        "input digest must be part of the op digest"
+    );
+
+    let mut one = DefinitionBuilder::new();
+    let base1 = one.add(alpine(), located("FROM alpine", 1)).unwrap();
+    let r1 = one.add(run(base1, "make"), located("RUN make", 2)).unwrap();
+    let mut two = DefinitionBuilder::new();
+    let base2 = two.add(alpine(), OpMetadata::default()).unwrap();
+    let r2 = two
+        .add(run(base2, "make"), located("RUN make", 40))
+        .unwrap();
+    assert_eq!(r1, r2, "metadata must not change digests");
+}
+
+#[test]
+fn same_work_in_two_stages_is_one_op_and_unused_ops_are_dropped() {
+    let mut g = DefinitionBuilder::new();
+    let base = g.add(alpine(), OpMetadata::described("FROM")).unwrap();
+    let first = g
+        .add(
+            run(base, "apk add gcc"),
+            located("[a 2/2] RUN apk add gcc", 3),
+        )
+        .unwrap();
+    let second = g
+        .add(
+            run(base, "apk add gcc"),
+            located("[b 2/2] RUN apk add gcc", 7),
+        )
+        .unwrap();
+    assert_eq!(first, second);
+    let unused = g.add(run(base, "true"), OpMetadata::default()).unwrap();
+    let merged = g
+        .add(
+            MergeOp {
+                inputs: vec![first, second],
+            },
+            OpMetadata::described("merge"),
+        )
+        .unwrap();
+    let def = g.build(merged).unwrap();
+    assert_eq!(def.len(), 3);
+    assert!(def.op(&unused.digest).is_none());
+    assert_eq!(
+        def.metadata(&first.digest).unwrap().description,
+        "[a 2/2] RUN apk add gcc",
+        "the first metadata given is kept"
+    );
+}
+
+#[test]
+fn inputs_must_exist_before_use() {
+    let mut g = DefinitionBuilder::new();
+    let ghost = OpRef::new(Digest::of_bytes(b"nothing"));
+    let err = g.add(run(ghost, "x"), OpMetadata::default()).unwrap_err();
+    assert!(matches!(err, DefinitionError::MissingInput { input, .. } if input == ghost.digest));
+    let base = g.add(alpine(), OpMetadata::default()).unwrap();
+    let bad_output = OpRef {
+        digest: base.digest,
+        output: 3,
+    };
+    let err = g
+        .add(run(bad_output, "x"), OpMetadata::default())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        DefinitionError::NoSuchOutput { output: 3, .. }
+    ));
+}
+
+fn sample() -> Definition {
+    let mut g = DefinitionBuilder::new();
+    let base = g.add(alpine(), located("FROM alpine", 1)).unwrap();
+    let context = g
+        .add(
+            SourceOp::Local(LocalSource {
+                exclude_patterns: vec!["target".into()],
+                ..LocalSource::new("context")
+            }),
+            OpMetadata::described("load build context"),
+        )
+        .unwrap();
+    let workdir = g
+        .add(
+            FileOp::new(Some(base)).with_action(MkdirAction {
+                path: "/src".into(),
+                mode: 0o755,
+                make_parents: true,
+                owner: None,
+            }),
+            located("WORKDIR /src", 2),
+        )
+        .unwrap();
+    let copy = g
+        .add(
+            FileOp::new(Some(workdir)).with_action(CopyAction::new(
+                context,
+                vec!["src/*.c".into()],
+                "/src/",
+            )),
+            located("COPY src/*.c /src/", 3),
+        )
+        .unwrap();
+    let build = g
+        .add(
+            run(copy, "make \"all\"").with_mount(Mount {
+                target: "/root/.cache".into(),
+                kind: MountKind::Cache {
+                    id: "ccache".into(),
+                    sharing: CacheSharing::Locked,
+                    source: None,
+                    selector: "/".into(),
+                    readonly: false,
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o755,
+                },
+            }),
+            located("RUN make \"all\"", 4),
+        )
+        .unwrap();
+    g.build(build).unwrap()
+}
+
+#[test]
+fn json_round_trips_and_is_stable() {
+    let def = sample();
+    let json = def.to_json();
+    let back = Definition::from_json(&json).unwrap();
+    assert_eq!(back, def);
+    assert_eq!(back.to_json(), json, "serialization must be deterministic");
+}
+
+#[test]
+fn json_with_a_tampered_op_is_rejected() {
+    let json = sample().to_json().replace("make \\\"all\\\"", "make evil");
+    let err = Definition::from_json(&json).unwrap_err();
+    assert!(
+        matches!(err, DefinitionError::DigestMismatch { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn dot_has_one_node_per_op_and_one_edge_per_input() {
+    let def = sample();
+    let dot = def.to_dot();
+    assert!(dot.starts_with("digraph llb {"));
+    assert_eq!(dot.matches("[label=").count(), def.len());
+    assert_eq!(dot.matches(" -> ").count(), 4);
+    assert!(dot.contains("RUN make \\\"all\\\"\\n"), "{dot}");
+    assert!(dot.contains("Dockerfile:4"), "{dot}");
+}
+
+#[test]
+fn map_inputs_visits_in_input_order() {
+    let def = sample();
+    let build = def.op(&def.output().digest).unwrap();
+    let inputs = build.inputs();
+    assert_eq!(inputs.len(), 1);
+    let mut seen = Vec::new();
+    let replaced = build.map_inputs(|r| {
+        seen.push(*r);
+        OpRef::new(Digest::of_bytes(b"key"))
+    });
+    assert_eq!(seen, inputs);
+    assert_eq!(
+        replaced.inputs(),
+        vec![OpRef::new(Digest::of_bytes(b"key"))]
+    );
+}
