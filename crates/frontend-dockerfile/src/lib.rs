@@ -8,5 +8,7 @@
 #![deny(missing_docs)]
 
 mod ast;
+mod parser;
 
 pub use ast::{DirectiveLines, Directives, Dockerfile, Heredoc, Node, ParseWarning};
+pub use parser::{parse, LexError, ParseError, ParseErrorKind};

@@ -1,0 +1,191 @@
+//! The Dockerfile parser: text to the raw syntax tree ([`Dockerfile`]), exactly as BuildKit's
+//! `parser.Parse` builds it.
+//!
+//! The steps, each in its own module: physical lines and continuation (`lines`), the leading
+//! parser directives (`directives`), builder flags (`flags`), the per-keyword argument rules
+//! (`node`, `words`) and heredocs (`heredoc`).
+
+mod directives;
+mod error;
+mod flags;
+mod heredoc;
+mod lines;
+mod node;
+mod words;
+
+pub use error::{LexError, ParseError, ParseErrorKind};
+
+use self::directives::DirectiveParser;
+use self::lines::{is_blank, is_comment, trim_continuation, trim_newline, LineScanner, LineTooLong, MAX_LINE_LEN};
+use crate::ast::{Dockerfile, Heredoc, Node, ParseWarning};
+
+/// The lint rule of the empty-continuation-line warning.
+const NO_EMPTY_CONTINUATION: &str = "NoEmptyContinuation";
+
+/// Parses a Dockerfile into its raw syntax tree.
+///
+/// `file_name` is only used in errors. Invalid UTF-8 is decoded lossily (U+FFFD); a UTF-8 BOM
+/// and CRLF line endings are accepted.
+pub fn parse(source: impl AsRef<[u8]>, file_name: &str) -> Result<Dockerfile, ParseError> {
+    Parser {
+        scanner: LineScanner::new(source.as_ref()),
+        directives: DirectiveParser::new(),
+        file: file_name,
+        warnings: Vec::new(),
+        instructions: Vec::new(),
+        comments: Vec::new(),
+    }
+    .run()
+}
+
+struct Parser<'a> {
+    scanner: LineScanner<'a>,
+    directives: DirectiveParser,
+    file: &'a str,
+    warnings: Vec<ParseWarning>,
+    instructions: Vec<Node>,
+    /// Comment lines seen since the last instruction.
+    comments: Vec<String>,
+}
+
+impl<'a> Parser<'a> {
+    fn run(mut self) -> Result<Dockerfile, ParseError> {
+        while let Some(first) = self.next_line()? {
+            let start_line = first.number;
+            let text = trim_newline(&first.text).trim_start();
+            if let Some(comment) = text.strip_prefix('#') {
+                let comment = comment.trim();
+                // An empty `#` line separates a comment block from the next instruction.
+                if comment.is_empty() {
+                    self.comments.clear();
+                } else {
+                    self.comments.push(comment.to_owned());
+                }
+            }
+            self.directives
+                .observe(text, start_line)
+                .map_err(|kind| self.error(start_line, start_line, text, kind))?;
+            let content = if is_comment(text) { "" } else { text };
+            let (first_part, mut end_of_line) = trim_continuation(content, self.directives.escape());
+            if end_of_line && first_part.is_empty() {
+                continue;
+            }
+            let mut line = first_part.to_owned();
+            let mut end_line = start_line;
+            let mut skipped_blank = false;
+            while !end_of_line {
+                let Some(next) = self.next_line()? else { break };
+                end_line = next.number;
+                // Comment and blank lines do not end an instruction being continued: they
+                // are skipped (BuildKit warns about blank ones).
+                if is_comment(&next.text) {
+                    continue;
+                }
+                if is_blank(&next.text) {
+                    skipped_blank = true;
+                    continue;
+                }
+                let (part, eol) = trim_continuation(trim_newline(&next.text), self.directives.escape());
+                line.push_str(part);
+                end_of_line = eol;
+            }
+            if skipped_blank {
+                self.warnings.push(ParseWarning {
+                    line: end_line,
+                    message: format!("Empty continuation line found in: {line}"),
+                    rule: Some(NO_EMPTY_CONTINUATION),
+                });
+            }
+            let mut node = node::node_from_line(&line, self.directives.escape())
+                .map_err(|kind| self.error(start_line, end_line, &line, kind))?;
+            if can_contain_heredoc(&node) && line.contains("<<") {
+                let starts = heredoc::heredocs_from_line(&line)
+                    .map_err(|kind| self.error(start_line, end_line, &line, kind))?;
+                for start in starts {
+                    let content = self.read_heredoc_body(&start.name, start.chomp, &mut end_line).ok_or_else(|| {
+                        self.error(
+                            start_line,
+                            end_line,
+                            &line,
+                            ParseErrorKind::UnterminatedHeredoc {
+                                name: start.name.clone(),
+                            },
+                        )
+                    })??;
+                    node.heredocs.push(Heredoc {
+                        name: start.name,
+                        fd: start.fd,
+                        expand: start.expand,
+                        chomp: start.chomp,
+                        content,
+                    });
+                }
+            }
+            node.start_line = start_line;
+            node.end_line = end_line;
+            if let Some(sub) = node.sub.as_deref_mut() {
+                sub.start_line = start_line;
+                sub.end_line = end_line;
+            }
+            node.comments = std::mem::take(&mut self.comments);
+            self.instructions.push(node);
+        }
+        if self.instructions.is_empty() {
+            let last = self.scanner.current();
+            return Err(self.error(last, last, "", ParseErrorKind::NoInstructions));
+        }
+        Ok(Dockerfile {
+            directives: self.directives.into_directives(),
+            warnings: self.warnings,
+            instructions: self.instructions,
+        })
+    }
+
+    /// Reads a heredoc body up to its terminator line, raw (line endings kept); `None` when
+    /// the file ends first. The terminator is compared after removing the line ending and, for
+    /// `<<-`, leading tabs; the body keeps its tabs (they are removed when it is used).
+    fn read_heredoc_body(&mut self, name: &str, chomp: bool, end_line: &mut usize) -> Option<Result<String, ParseError>> {
+        let mut content = String::new();
+        loop {
+            let next = match self.next_line() {
+                Ok(Some(next)) => next,
+                Ok(None) => return None,
+                Err(err) => return Some(Err(err)),
+            };
+            *end_line = next.number;
+            let mut candidate = trim_newline(&next.text);
+            if chomp {
+                candidate = candidate.trim_start_matches('\t');
+            }
+            if candidate == name {
+                return Some(Ok(content));
+            }
+            content.push_str(&next.text);
+        }
+    }
+
+    fn next_line(&mut self) -> Result<Option<lines::PhysicalLine<'a>>, ParseError> {
+        self.scanner.next_line().map_err(|LineTooLong(number)| {
+            ParseError::new(
+                self.file,
+                number,
+                number,
+                "",
+                ParseErrorKind::LineTooLong { max: MAX_LINE_LEN },
+            )
+        })
+    }
+
+    fn error(&self, line: usize, end_line: usize, text: &str, kind: ParseErrorKind) -> ParseError {
+        ParseError::new(self.file, line, end_line, text, kind)
+    }
+}
+
+/// Only RUN, COPY and ADD in shell form carry heredocs, also when wrapped in ONBUILD.
+fn can_contain_heredoc(node: &Node) -> bool {
+    let node = match (&*node.keyword, node.sub.as_deref()) {
+        ("onbuild", Some(sub)) => sub,
+        _ => node,
+    };
+    matches!(&*node.keyword, "run" | "copy" | "add") && !node.json
+}
