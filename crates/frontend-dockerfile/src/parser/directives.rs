@@ -110,10 +110,22 @@ mod tests {
     #[test]
     fn directive_regex() {
         assert_eq!(match_directive("# escape=`"), Some(("escape".into(), "`")));
-        assert_eq!(match_directive("#  ESCAPE  =  \\  "), Some(("escape".into(), "\\")));
-        assert_eq!(match_directive("#syntax=docker/dockerfile:1"), Some(("syntax".into(), "docker/dockerfile:1")));
-        assert_eq!(match_directive("# check=skip=all;error=true"), Some(("check".into(), "skip=all;error=true")));
-        assert_eq!(match_directive("# foo2=bar baz"), Some(("foo2".into(), "bar baz")));
+        assert_eq!(
+            match_directive("#  ESCAPE  =  \\  "),
+            Some(("escape".into(), "\\"))
+        );
+        assert_eq!(
+            match_directive("#syntax=docker/dockerfile:1"),
+            Some(("syntax".into(), "docker/dockerfile:1"))
+        );
+        assert_eq!(
+            match_directive("# check=skip=all;error=true"),
+            Some(("check".into(), "skip=all;error=true"))
+        );
+        assert_eq!(
+            match_directive("# foo2=bar baz"),
+            Some(("foo2".into(), "bar baz"))
+        );
         assert_eq!(match_directive("# escape="), None);
         assert_eq!(match_directive("# escape=  "), Some(("escape".into(), " ")));
         assert_eq!(match_directive("# 2x=y"), None);
@@ -141,7 +153,9 @@ mod tests {
         assert_eq!(p.escape(), '`');
         assert_eq!(
             p.observe("# Escape=\\", 2),
-            Err(ParseErrorKind::RepeatedDirective { name: "escape".into() })
+            Err(ParseErrorKind::RepeatedDirective {
+                name: "escape".into()
+            })
         );
         let mut p = DirectiveParser::new();
         assert_eq!(

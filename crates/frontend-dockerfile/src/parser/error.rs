@@ -27,16 +27,22 @@ pub struct ParseError {
 #[non_exhaustive]
 pub enum ParseErrorKind {
     /// The file holds no instruction at all.
-    #[error("file with no instructions: a Dockerfile needs at least one instruction, such as FROM")]
+    #[error(
+        "file with no instructions: a Dockerfile needs at least one instruction, such as FROM"
+    )]
     NoInstructions,
     /// A physical line is longer than BuildKit's scanner accepts.
-    #[error("dockerfile line greater than max allowed size of {max}: split it with line continuations")]
+    #[error(
+        "dockerfile line greater than max allowed size of {max}: split it with line continuations"
+    )]
     LineTooLong {
         /// The longest accepted line, in bytes (65535).
         max: usize,
     },
     /// `# escape=` names something other than a backslash or a backtick.
-    #[error("invalid escape token '{token}' does not match ` or \\: use `# escape=\\` or `# escape=``")]
+    #[error(
+        "invalid escape token '{token}' does not match ` or \\: use `# escape=\\` or `# escape=``"
+    )]
     InvalidEscape {
         /// The value given.
         token: String,
@@ -113,7 +119,13 @@ fn show_text(text: &str) -> String {
 }
 
 impl ParseError {
-    pub(crate) fn new(file: &str, line: usize, end_line: usize, text: &str, kind: ParseErrorKind) -> Self {
+    pub(crate) fn new(
+        file: &str,
+        line: usize,
+        end_line: usize,
+        text: &str,
+        kind: ParseErrorKind,
+    ) -> Self {
         ParseError {
             file: file.to_owned(),
             line,

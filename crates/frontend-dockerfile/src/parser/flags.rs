@@ -113,7 +113,11 @@ mod tests {
             ("foo /tmp/", &[], "foo /tmp/"),
             ("--from=x a b", &["--from=x"], "a b"),
             ("-- foo /tmp/", &[], " foo /tmp/"),
-            ("--doit=true -- --foo /tmp/", &["--doit=true"], " --foo /tmp/"),
+            (
+                "--doit=true -- --foo /tmp/",
+                &["--doit=true"],
+                " --foo /tmp/",
+            ),
             ("--x=\"a b\" --z='e f' c", &["--x=a b", "--z=e f"], "c"),
             ("--empty=\"\" c", &["--empty="], "c"),
             ("--x=a\\ b --y=\"c\\\"d\" e", &["--x=a b", "--y=c\"d"], "e"),

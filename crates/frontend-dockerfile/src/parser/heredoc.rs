@@ -53,11 +53,15 @@ fn parse_heredoc_word(word: &str) -> Result<Option<HeredocStart>, ParseErrorKind
         word: name_part.to_owned(),
         reason,
     };
-    let words = Lexer::new(name_part, false, false).words().map_err(invalid)?;
+    let words = Lexer::new(name_part, false, false)
+        .words()
+        .map_err(invalid)?;
     let [name] = words.as_slice() else {
         return Ok(None);
     };
-    let raw = Lexer::new(name_part, true, false).words().map_err(invalid)?;
+    let raw = Lexer::new(name_part, true, false)
+        .words()
+        .map_err(invalid)?;
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     let expand = raw.len() == 1 && quotes(name) == quotes(&raw[0]);
     Ok(Some(HeredocStart {
@@ -133,7 +137,8 @@ impl Lexer {
 
     fn words(mut self) -> Result<Vec<String>, LexError> {
         let raw_escapes = self.raw_escapes;
-        self.process_until(None, raw_escapes).map(|(_, words)| words)
+        self.process_until(None, raw_escapes)
+            .map(|(_, words)| words)
     }
 
     fn peek(&self) -> Option<char> {
@@ -149,14 +154,21 @@ impl Lexer {
     }
 
     /// Reads up to `stop` (consumed) or the end; returns the text and its words.
-    fn process_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), LexError> {
+    fn process_until(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), LexError> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let result = self.process_until_inner(stop);
         self.raw_escapes = saved;
         result
     }
 
-    fn process_until_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), LexError> {
+    fn process_until_inner(
+        &mut self,
+        stop: Option<char>,
+    ) -> Result<(String, Vec<String>), LexError> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(ch) = self.peek() {
@@ -309,15 +321,21 @@ impl Lexer {
                 if null_is_unset && raw_escapes {
                     return Err(LexError::UnsupportedModifier(modifier));
                 }
-                let (word, _) = self.process_until(Some('}'), raw_escapes).map_err(|e| self.missing_brace(e))?;
+                let (word, _) = self
+                    .process_until(Some('}'), raw_escapes)
+                    .map_err(|e| self.missing_brace(e))?;
                 Ok(format!("${{{name}{modifier}{word}}}"))
             }
             '/' => {
                 if self.peek() == Some('/') {
                     self.next();
                 }
-                let (pattern, _) = self.process_until(Some('/'), true).map_err(|e| self.missing_brace(e))?;
-                let (replacement, _) = self.process_until(Some('}'), true).map_err(|e| self.missing_brace(e))?;
+                let (pattern, _) = self
+                    .process_until(Some('/'), true)
+                    .map_err(|e| self.missing_brace(e))?;
+                let (replacement, _) = self
+                    .process_until(Some('}'), true)
+                    .map_err(|e| self.missing_brace(e))?;
                 Ok(format!("${{{name}/{pattern}/{replacement}}}"))
             }
             _ => Err(LexError::UnsupportedModifier(modifier)),
@@ -388,12 +406,18 @@ mod tests {
             ("RUN cat<<EOF", vec![]),
             ("RUN <<$EOF", vec![doc("$EOF", 0, true, false)]),
             ("RUN <<'one two'", vec![doc("one two", 0, false, false)]),
-            ("COPY <<X <<Y /dest", vec![doc("X", 0, true, false), doc("Y", 0, true, false)]),
+            (
+                "COPY <<X <<Y /dest",
+                vec![doc("X", 0, true, false), doc("Y", 0, true, false)],
+            ),
             ("RUN <<EOF 'unterminated", vec![]),
             ("RUN <<EOF ${", vec![]),
             ("RUN <<", vec![]),
             ("RUN <<<EOF", vec![]),
-            ("RUN 99999999999999999999999<<EOF", vec![doc("EOF", 0, true, false)]),
+            (
+                "RUN 99999999999999999999999<<EOF",
+                vec![doc("EOF", 0, true, false)],
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(heredocs_from_line(line).unwrap(), want, "{line:?}");
@@ -402,8 +426,16 @@ mod tests {
 
     #[test]
     fn lexer_keeps_text_as_written() {
-        let words = Lexer::new("a ${x:-b c} \"d e\" f\\ g $1 ${y/z/w}", true, true).words().unwrap();
-        assert_eq!(words, ["a", "${x:-b", "c}", "\"d e\"", "f\\ g", "$1", "${y/z/w}"]);
-        assert_eq!(Lexer::new("${a.b}", true, true).words(), Err(LexError::UnsupportedModifier(".".into())));
+        let words = Lexer::new("a ${x:-b c} \"d e\" f\\ g $1 ${y/z/w}", true, true)
+            .words()
+            .unwrap();
+        assert_eq!(
+            words,
+            ["a", "${x:-b", "c}", "\"d e\"", "f\\ g", "$1", "${y/z/w}"]
+        );
+        assert_eq!(
+            Lexer::new("${a.b}", true, true).words(),
+            Err(LexError::UnsupportedModifier(".".into()))
+        );
     }
 }

@@ -139,12 +139,18 @@ mod tests {
         let ok = vec![b'a'; MAX_LINE_LEN];
         assert!(LineScanner::new(&ok).next_line().is_ok());
         let long = vec![b'a'; MAX_LINE_LEN + 1];
-        assert!(matches!(LineScanner::new(&long).next_line(), Err(LineTooLong(1))));
+        assert!(matches!(
+            LineScanner::new(&long).next_line(),
+            Err(LineTooLong(1))
+        ));
     }
 
     #[test]
     fn invalid_utf8_is_replaced() {
         let mut s = LineScanner::new(b"RUN \xff\n");
-        assert_eq!(s.next_line().ok().flatten().map(|l| l.text.into_owned()), Some("RUN \u{FFFD}\n".to_owned()));
+        assert_eq!(
+            s.next_line().ok().flatten().map(|l| l.text.into_owned()),
+            Some("RUN \u{FFFD}\n".to_owned())
+        );
     }
 }

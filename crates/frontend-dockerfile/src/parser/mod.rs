@@ -16,7 +16,9 @@ mod words;
 pub use error::{LexError, ParseError, ParseErrorKind};
 
 use self::directives::DirectiveParser;
-use self::lines::{is_blank, is_comment, trim_continuation, trim_newline, LineScanner, LineTooLong, MAX_LINE_LEN};
+use self::lines::{
+    is_blank, is_comment, trim_continuation, trim_newline, LineScanner, LineTooLong, MAX_LINE_LEN,
+};
 use crate::ast::{Dockerfile, Heredoc, Node, ParseWarning};
 
 /// The lint rule of the empty-continuation-line warning.
@@ -66,7 +68,8 @@ impl<'a> Parser<'a> {
                 .observe(text, start_line)
                 .map_err(|kind| self.error(start_line, start_line, text, kind))?;
             let content = if is_comment(text) { "" } else { text };
-            let (first_part, mut end_of_line) = trim_continuation(content, self.directives.escape());
+            let (first_part, mut end_of_line) =
+                trim_continuation(content, self.directives.escape());
             if end_of_line && first_part.is_empty() {
                 continue;
             }
@@ -85,7 +88,8 @@ impl<'a> Parser<'a> {
                     skipped_blank = true;
                     continue;
                 }
-                let (part, eol) = trim_continuation(trim_newline(&next.text), self.directives.escape());
+                let (part, eol) =
+                    trim_continuation(trim_newline(&next.text), self.directives.escape());
                 line.push_str(part);
                 end_of_line = eol;
             }
@@ -102,16 +106,18 @@ impl<'a> Parser<'a> {
                 let starts = heredoc::heredocs_from_line(&line)
                     .map_err(|kind| self.error(start_line, end_line, &line, kind))?;
                 for start in starts {
-                    let content = self.read_heredoc_body(&start.name, start.chomp, &mut end_line).ok_or_else(|| {
-                        self.error(
-                            start_line,
-                            end_line,
-                            &line,
-                            ParseErrorKind::UnterminatedHeredoc {
-                                name: start.name.clone(),
-                            },
-                        )
-                    })??;
+                    let content = self
+                        .read_heredoc_body(&start.name, start.chomp, &mut end_line)
+                        .ok_or_else(|| {
+                            self.error(
+                                start_line,
+                                end_line,
+                                &line,
+                                ParseErrorKind::UnterminatedHeredoc {
+                                    name: start.name.clone(),
+                                },
+                            )
+                        })??;
                     node.heredocs.push(Heredoc {
                         name: start.name,
                         fd: start.fd,
@@ -144,7 +150,12 @@ impl<'a> Parser<'a> {
     /// Reads a heredoc body up to its terminator line, raw (line endings kept); `None` when
     /// the file ends first. The terminator is compared after removing the line ending and, for
     /// `<<-`, leading tabs; the body keeps its tabs (they are removed when it is used).
-    fn read_heredoc_body(&mut self, name: &str, chomp: bool, end_line: &mut usize) -> Option<Result<String, ParseError>> {
+    fn read_heredoc_body(
+        &mut self,
+        name: &str,
+        chomp: bool,
+        end_line: &mut usize,
+    ) -> Option<Result<String, ParseError>> {
         let mut content = String::new();
         loop {
             let next = match self.next_line() {

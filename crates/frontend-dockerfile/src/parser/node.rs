@@ -169,7 +169,11 @@ fn parse_name_value(rest: &str, keyword: &str, escape: char) -> Result<Arguments
 
 /// HEALTHCHECK: the type word verbatim, then the rest parsed like CMD.
 fn parse_healthcheck(rest: &str) -> Result<Arguments, ParseErrorKind> {
-    let Some(kind) = rest.split(char::is_whitespace).next().filter(|k| !k.is_empty()) else {
+    let Some(kind) = rest
+        .split(char::is_whitespace)
+        .next()
+        .filter(|k| !k.is_empty())
+    else {
         return Ok(Arguments::default());
     };
     let command = rest[kind.len()..].trim_start();
@@ -201,10 +205,18 @@ mod tests {
             ("ENV a=\"x y\" b=c", &["a", "\"x y\"", "b", "c"], false),
             ("ENV k v  w", &["k", "v  w"], false),
             ("LABEL \"a b\"=c", &["\"a b\"", "c"], false),
-            ("ARG abc=\"123 456\" def", &["abc=\"123 456\"", "def"], false),
+            (
+                "ARG abc=\"123 456\" def",
+                &["abc=\"123 456\"", "def"],
+                false,
+            ),
             ("USER  a b ", &["a b"], false),
             ("HEALTHCHECK CMD a b", &["CMD", "a b"], false),
-            ("HEALTHCHECK CMD [\"curl\", \"-f\"]", &["CMD", "curl", "-f"], true),
+            (
+                "HEALTHCHECK CMD [\"curl\", \"-f\"]",
+                &["CMD", "curl", "-f"],
+                true,
+            ),
             ("HEALTHCHECK NONE", &["NONE"], false),
             ("HEALTHCHECK CMD", &["CMD"], false),
             ("HEALTHCHECK", &[], false),
@@ -226,7 +238,10 @@ mod tests {
         assert_eq!(node.flags, ["--flag"]);
         assert!(node.args.is_empty());
         let sub = node.sub.unwrap();
-        assert_eq!((sub.keyword.as_str(), sub.flags.as_slice()), ("copy", ["--from=x".to_owned()].as_slice()));
+        assert_eq!(
+            (sub.keyword.as_str(), sub.flags.as_slice()),
+            ("copy", ["--from=x".to_owned()].as_slice())
+        );
         assert_eq!(sub.args, ["/a", "/b"]);
         assert!(parse("ONBUILD").sub.is_none());
     }
@@ -234,10 +249,23 @@ mod tests {
     #[test]
     fn argument_errors() {
         let err = |line| node_from_line(line, '\\').unwrap_err();
-        assert_eq!(err("ENV PATH"), ParseErrorKind::MissingValue { keyword: "ENV".into() });
-        assert_eq!(err("LABEL a=b c"), ParseErrorKind::MissingEquals { word: "c".into() });
+        assert_eq!(
+            err("ENV PATH"),
+            ParseErrorKind::MissingValue {
+                keyword: "ENV".into()
+            }
+        );
+        assert_eq!(
+            err("LABEL a=b c"),
+            ParseErrorKind::MissingEquals { word: "c".into() }
+        );
         assert_eq!(err("CMD [\"a\", 1]"), ParseErrorKind::JsonNotStrings);
         assert_eq!(err("COPY [[\"a\"]]"), ParseErrorKind::JsonNotStrings);
-        assert_eq!(err("ONBUILD ENV PATH"), ParseErrorKind::MissingValue { keyword: "ENV".into() });
+        assert_eq!(
+            err("ONBUILD ENV PATH"),
+            ParseErrorKind::MissingValue {
+                keyword: "ENV".into()
+            }
+        );
     }
 }
