@@ -8,7 +8,11 @@
 #![deny(missing_docs)]
 
 mod ast;
+mod dockerignore;
 mod parser;
+mod shell;
 
 pub use ast::{DirectiveLines, Directives, Dockerfile, Heredoc, Node, ParseWarning};
 pub use parser::{parse, LexError, ParseError, ParseErrorKind};
+pub use dockerignore::{ignore_file_for, DockerignoreError, IgnorePatterns};
+pub use shell::{Environment, Expansion, Lexer, ShellError};

@@ -1,0 +1,628 @@
+//! `.dockerignore`: which files of the build context are left out.
+//!
+//! Reproduces Docker's rules (moby `patternmatcher` and its `ignorefile` reader, as BuildKit
+//! applies them to the context):
+//!
+//! - a line whose first character is `#` is a comment (`  # x` is the pattern `# x`);
+//! - lines are trimmed, blank lines skipped, each pattern is `filepath.Clean`ed and one leading
+//!   `/` removed, so `/a/./b/` is `a/b`; `!` (spaces after it allowed) makes an exception;
+//! - `*` is any run and `?` any one character, neither crossing `/`; `**` is any number of
+//!   directories; `[a-z]`, `[^a-z]` classes and `\` escapes as in Go's `filepath.Match`;
+//! - a path is excluded when the last pattern that matches it, or any of its parent
+//!   directories, is not an exception: excluding `docs` excludes `docs/a/b` too.
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+/// A `.dockerignore` file that could not be used.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DockerignoreError {
+    /// The file exists but could not be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The ignore file.
+        file: PathBuf,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pattern is not valid `filepath.Match` syntax (unclosed `[`, `[]`, a trailing `\`, …).
+    #[error("{}:{line}: syntax error in pattern {pattern:?}; escape [ ] \\ with a backslash to match them literally", file.display())]
+    InvalidPattern {
+        /// The ignore file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The pattern as cleaned.
+        pattern: String,
+    },
+    /// A line that is only `!`: an exception for nothing.
+    #[error("{}:{line}: illegal exclusion pattern: \"!\"; write the path to re-include after the !", file.display())]
+    LoneExclamation {
+        /// The ignore file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A valid pattern whose matcher would be too large to build.
+    #[error("{}:{line}: pattern {pattern:?} is too complex", file.display())]
+    PatternTooComplex {
+        /// The ignore file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// The pattern as cleaned.
+        pattern: String,
+        /// The matcher's complaint.
+        #[source]
+        source: regex::Error,
+    },
+}
+
+/// The parsed patterns of one `.dockerignore` file.
+#[derive(Debug, Clone, Default)]
+pub struct IgnorePatterns {
+    /// The cleaned lines, `!` included, in file order.
+    lines: Vec<String>,
+    rules: Vec<Rule>,
+    has_exceptions: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    exception: bool,
+    /// Pattern without the `!`.
+    pattern: String,
+    matcher: Matcher,
+}
+
+/// How a pattern is tested, chosen as patternmatcher does: plain strings and a leading or
+/// trailing `**` avoid a regex.
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact,
+    /// Pattern ends in `**` after literal text: the text before the `**`.
+    Prefix(String),
+    /// Pattern starts with `**` followed by literal text: the text after the `**`.
+    Suffix(String),
+    Regex(Regex),
+}
+
+impl IgnorePatterns {
+    /// Parses the text of an ignore file; `file` is only used in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<IgnorePatterns, DockerignoreError> {
+        let mut patterns = IgnorePatterns::default();
+        for (index, raw) in text.split('\n').enumerate() {
+            let line = index + 1;
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            let raw = if index == 0 {
+                raw.strip_prefix('\u{feff}').unwrap_or(raw)
+            } else {
+                raw
+            };
+            let Some(cleaned) = clean_line(raw) else {
+                continue;
+            };
+            let rule = compile_rule(&cleaned).map_err(|problem| match problem {
+                RuleProblem::LoneExclamation => DockerignoreError::LoneExclamation {
+                    file: file.to_owned(),
+                    line,
+                },
+                RuleProblem::Syntax(pattern) => DockerignoreError::InvalidPattern {
+                    file: file.to_owned(),
+                    line,
+                    pattern,
+                },
+                RuleProblem::TooComplex(pattern, source) => DockerignoreError::PatternTooComplex {
+                    file: file.to_owned(),
+                    line,
+                    pattern,
+                    source,
+                },
+            })?;
+            patterns.has_exceptions |= rule.exception;
+            patterns.rules.push(rule);
+            patterns.lines.push(cleaned);
+        }
+        Ok(patterns)
+    }
+
+    /// Reads and parses an ignore file.
+    pub fn read(file: &Path) -> Result<IgnorePatterns, DockerignoreError> {
+        let text = std::fs::read(file).map_err(|source| DockerignoreError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        IgnorePatterns::parse(&String::from_utf8_lossy(&text), file)
+    }
+
+    /// The cleaned patterns in file order (exceptions keep their `!`), as BuildKit forwards them
+    /// with the context.
+    pub fn patterns(&self) -> &[String] {
+        &self.lines
+    }
+
+    /// True when there are no patterns: nothing is excluded.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// True when some pattern is a `!` exception.
+    pub fn has_exceptions(&self) -> bool {
+        self.has_exceptions
+    }
+
+    /// Whether the context-relative, `/`-separated path is left out of the context.
+    pub fn is_excluded(&self, relative_path: &str) -> bool {
+        let path = clean_path(relative_path.trim_start_matches('/'));
+        if path == "." || self.rules.is_empty() {
+            return false;
+        }
+        let mut excluded = false;
+        for rule in &self.rules {
+            // Only a rule that could flip the answer needs evaluating.
+            if rule.exception != excluded {
+                continue;
+            }
+            if rule.matches_or_parent_matches(&path) {
+                excluded = !rule.exception;
+            }
+        }
+        excluded
+    }
+
+    /// For a directory that [`is_excluded`](Self::is_excluded): whether an exception could
+    /// re-include something below it, so a context walker must still descend. False means the
+    /// whole directory can be skipped. Like BuildKit's walker this is exact for exceptions
+    /// without wildcards and conservatively true for those with them.
+    pub fn may_include_below(&self, dir: &str) -> bool {
+        if !self.has_exceptions {
+            return false;
+        }
+        let dir = clean_path(dir.trim_start_matches('/'));
+        let dir_slash = format!("{dir}/");
+        self.rules.iter().filter(|rule| rule.exception).any(|rule| {
+            has_wildcards(&rule.pattern) || format!("{}/", rule.pattern).starts_with(&dir_slash)
+        })
+    }
+}
+
+/// The ignore file for a build: `<Dockerfile name>.dockerignore` beside the Dockerfile wins over
+/// `.dockerignore` at the root of the context; `None` when neither exists.
+pub fn ignore_file_for(context: &Path, dockerfile: &Path) -> Option<PathBuf> {
+    let specific = dockerfile.file_name().map(|name| {
+        let mut name = name.to_os_string();
+        name.push(".dockerignore");
+        dockerfile.with_file_name(name)
+    });
+    specific
+        .into_iter()
+        .chain(std::iter::once(context.join(".dockerignore")))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Applies the ignore-file line rules; `None` for comments and blank lines.
+fn clean_line(raw: &str) -> Option<String> {
+    if raw.starts_with('#') {
+        return None;
+    }
+    let mut pattern = raw.trim();
+    if pattern.is_empty() {
+        return None;
+    }
+    let exception = pattern.starts_with('!');
+    if exception {
+        pattern = pattern[1..].trim();
+    }
+    let mut cleaned = String::new();
+    if !pattern.is_empty() {
+        cleaned = clean_path(pattern);
+        // A leading slash means the context root, which is where patterns start anyway.
+        if cleaned.len() > 1 && cleaned.starts_with('/') {
+            cleaned.remove(0);
+        }
+    }
+    Some(if exception {
+        format!("!{cleaned}")
+    } else {
+        cleaned
+    })
+}
+
+enum RuleProblem {
+    LoneExclamation,
+    Syntax(String),
+    TooComplex(String, regex::Error),
+}
+
+fn compile_rule(line: &str) -> Result<Rule, RuleProblem> {
+    // patternmatcher cleans once more, with the `!` still attached.
+    let cleaned = clean_path(line.trim());
+    let (exception, pattern) = match cleaned.strip_prefix('!') {
+        Some("") => return Err(RuleProblem::LoneExclamation),
+        Some(rest) => (true, rest.to_owned()),
+        None => (false, cleaned),
+    };
+    if !is_valid_glob(&pattern) {
+        return Err(RuleProblem::Syntax(pattern));
+    }
+    let matcher = compile_matcher(&pattern)
+        .map_err(|source| RuleProblem::TooComplex(pattern.clone(), source))?;
+    Ok(Rule {
+        exception,
+        pattern,
+        matcher,
+    })
+}
+
+impl Rule {
+    fn matches(&self, path: &str) -> bool {
+        match &self.matcher {
+            Matcher::Exact => path == self.pattern,
+            Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Matcher::Suffix(suffix) => {
+                // `**/foo` also matches `foo` at the root.
+                path.ends_with(suffix.as_str())
+                    || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
+            }
+            Matcher::Regex(re) => re.is_match(path),
+        }
+    }
+
+    /// The path itself or one of its parent directories matches.
+    fn matches_or_parent_matches(&self, path: &str) -> bool {
+        self.matches(path)
+            || path
+                .match_indices('/')
+                .any(|(slash, _)| self.matches(&path[..slash]))
+    }
+}
+
+/// Translates a validated pattern the way patternmatcher does, except that a `[…]` class is
+/// translated item by item (patternmatcher passes the brackets to Go's regexp verbatim, which
+/// agrees for every class `filepath.Match` accepts short of POSIX `[:name:]` forms and `*`, `?`
+/// inside brackets) and `\x` is always the literal `x`.
+fn compile_matcher(pattern: &str) -> Result<Matcher, regex::Error> {
+    #[derive(PartialEq)]
+    enum Kind {
+        Exact,
+        Prefix,
+        Suffix,
+        Regex,
+    }
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut regex = String::from("^");
+    let mut kind = Kind::Exact;
+    let mut i = 0;
+    let mut buf = [0u8; 4];
+    while i < chars.len() {
+        let first = i == 0;
+        let ch = chars[i];
+        i += 1;
+        match ch {
+            '*' if chars.get(i) == Some(&'*') => {
+                i += 1;
+                // `**/` is the same as `**`.
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                if i == chars.len() {
+                    if kind == Kind::Exact {
+                        kind = Kind::Prefix;
+                    } else {
+                        regex.push_str(".*");
+                        kind = Kind::Regex;
+                    }
+                } else {
+                    regex.push_str("(?:.*/)?");
+                    kind = Kind::Regex;
+                }
+                if first {
+                    kind = Kind::Suffix;
+                }
+            }
+            '*' => {
+                regex.push_str("[^/]*");
+                kind = Kind::Regex;
+            }
+            '?' => {
+                regex.push_str("[^/]");
+                kind = Kind::Regex;
+            }
+            '\\' => {
+                if let Some(&escaped) = chars.get(i) {
+                    i += 1;
+                    regex.push_str(&regex::escape(escaped.encode_utf8(&mut buf)));
+                    kind = Kind::Regex;
+                } else {
+                    regex.push_str("\\\\");
+                }
+            }
+            '[' => {
+                let (class, next) = translate_class(&chars, i);
+                regex.push_str(&class);
+                i = next;
+                kind = Kind::Regex;
+            }
+            ']' => {
+                regex.push_str("\\]");
+                kind = Kind::Regex;
+            }
+            // Unescaped in patternmatcher's regex, where it anchors (and so never matches).
+            '^' => regex.push('^'),
+            other => regex.push_str(&regex::escape(other.encode_utf8(&mut buf))),
+        }
+    }
+    Ok(match kind {
+        Kind::Exact => Matcher::Exact,
+        Kind::Prefix => Matcher::Prefix(pattern[..pattern.len() - 2].to_owned()),
+        Kind::Suffix => Matcher::Suffix(pattern[2..].to_owned()),
+        Kind::Regex => {
+            regex.push('$');
+            Matcher::Regex(Regex::new(&regex)?)
+        }
+    })
+}
+
+/// Translates the class whose items start at `chars[start]` (just after `[`); the pattern has
+/// passed [`is_valid_glob`]. Returns the regex class and the index after its `]`.
+fn translate_class(chars: &[char], start: usize) -> (String, usize) {
+    let mut i = start;
+    let mut out = String::from("[");
+    if chars.get(i) == Some(&'^') {
+        out.push('^');
+        i += 1;
+    }
+    let mut items = 0;
+    let item = |i: &mut usize| -> char {
+        if chars.get(*i) == Some(&'\\') {
+            *i += 1;
+        }
+        let ch = chars.get(*i).copied().unwrap_or('\\');
+        *i += 1;
+        ch
+    };
+    while i < chars.len() {
+        if chars[i] == ']' && items > 0 {
+            i += 1;
+            break;
+        }
+        let lo = item(&mut i);
+        out.push_str(&class_char(lo));
+        if chars.get(i) == Some(&'-') {
+            i += 1;
+            let hi = item(&mut i);
+            out.push('-');
+            out.push_str(&class_char(hi));
+        }
+        items += 1;
+    }
+    out.push(']');
+    (out, i)
+}
+
+fn class_char(ch: char) -> String {
+    let mut buf = [0u8; 4];
+    let text = ch.encode_utf8(&mut buf);
+    if ch.is_ascii_alphanumeric() {
+        text.to_owned()
+    } else {
+        format!("\\x{{{:x}}}", ch as u32)
+    }
+}
+
+/// Whether Go's `filepath.Match` accepts the pattern (Docker rejects the file otherwise).
+fn is_valid_glob(pattern: &str) -> bool {
+    let mut rest = pattern.as_bytes();
+    while !rest.is_empty() {
+        while rest.first() == Some(&b'*') {
+            rest = &rest[1..];
+        }
+        // A chunk runs to the next `*` outside brackets.
+        let mut in_range = false;
+        let mut end = 0;
+        while end < rest.len() {
+            match rest[end] {
+                b'\\' if end + 1 < rest.len() => end += 1,
+                b'[' => in_range = true,
+                b']' => in_range = false,
+                b'*' if !in_range => break,
+                _ => {}
+            }
+            end += 1;
+        }
+        let (chunk, tail) = rest.split_at(end);
+        if !is_valid_chunk(chunk) {
+            return false;
+        }
+        rest = tail;
+    }
+    true
+}
+
+fn is_valid_chunk(mut chunk: &[u8]) -> bool {
+    while let Some(&first) = chunk.first() {
+        match first {
+            b'[' => {
+                chunk = &chunk[1..];
+                if chunk.first() == Some(&b'^') {
+                    chunk = &chunk[1..];
+                }
+                let mut ranges = 0;
+                loop {
+                    if chunk.first() == Some(&b']') && ranges > 0 {
+                        chunk = &chunk[1..];
+                        break;
+                    }
+                    let Some(after_lo) = class_item(chunk) else {
+                        return false;
+                    };
+                    chunk = after_lo;
+                    if chunk.first() == Some(&b'-') {
+                        let Some(after_hi) = class_item(&chunk[1..]) else {
+                            return false;
+                        };
+                        chunk = after_hi;
+                    }
+                    ranges += 1;
+                }
+            }
+            b'\\' => {
+                if chunk.len() < 2 {
+                    return false;
+                }
+                chunk = &chunk[2..];
+            }
+            _ => chunk = &chunk[1..],
+        }
+    }
+    true
+}
+
+/// One class item (`x` or `\x`); `None` where Go reports a bad pattern, including an item that
+/// ends the pattern (the class is then unclosed).
+fn class_item(chunk: &[u8]) -> Option<&[u8]> {
+    let mut chunk = match chunk.first()? {
+        b'-' | b']' => return None,
+        b'\\' => &chunk[1..],
+        _ => chunk,
+    };
+    let ch = std::str::from_utf8(chunk).ok()?.chars().next()?;
+    chunk = &chunk[ch.len_utf8()..];
+    (!chunk.is_empty()).then_some(chunk)
+}
+
+fn has_wildcards(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '[', '\\'])
+}
+
+/// Go's `filepath.Clean` for `/`-separated paths: drop empty and `.` elements, resolve `..`
+/// lexically, `.` for nothing.
+fn clean_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> IgnorePatterns {
+        IgnorePatterns::parse(text, Path::new(".dockerignore")).unwrap()
+    }
+
+    #[test]
+    fn cleans_lines_like_docker() {
+        let patterns = parse(
+            "\u{feff}test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n  #not a comment\n./x/../y/\r\n",
+        );
+        assert_eq!(
+            patterns.patterns(),
+            [
+                "test1",
+                "test2",
+                "a/file/here",
+                "lastfile",
+                "!inverted/abs/path",
+                "#not a comment",
+                "y"
+            ]
+        );
+    }
+
+    #[test]
+    fn clean_path_matches_go() {
+        for (input, want) in [
+            ("", "."),
+            ("a/b/", "a/b"),
+            ("./a//b/./c", "a/b/c"),
+            ("a/../..", ".."),
+            ("/../a", "/a"),
+            ("/", "/"),
+            ("a/b/../../..", ".."),
+        ] {
+            assert_eq!(clean_path(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let err =
+            IgnorePatterns::parse("ok\n# c\n!\n", Path::new("ctx/.dockerignore")).unwrap_err();
+        assert!(matches!(
+            err,
+            DockerignoreError::LoneExclamation { line: 3, .. }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "ctx/.dockerignore:3: illegal exclusion pattern: \"!\"; write the path to re-include after the !"
+        );
+        let err = IgnorePatterns::parse("a\nb[\n", Path::new(".dockerignore")).unwrap_err();
+        assert!(matches!(
+            err,
+            DockerignoreError::InvalidPattern { line: 2, ref pattern, .. } if pattern == "b["
+        ));
+        // `!/` cleans to a lone `!`.
+        assert!(IgnorePatterns::parse("!/", Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn walker_can_skip_directories_without_exceptions_below() {
+        let patterns = parse("node_modules\nbuild\n!build/keep.txt\n");
+        assert!(patterns.is_excluded("node_modules"));
+        assert!(!patterns.may_include_below("node_modules"));
+        assert!(patterns.is_excluded("build"));
+        assert!(patterns.may_include_below("build"));
+        assert!(!patterns.is_excluded("build/keep.txt"));
+        assert!(parse("a\n!*/x\n").may_include_below("a"));
+        assert!(!parse("a\n").may_include_below("a"));
+    }
+
+    #[test]
+    fn ignore_file_next_to_dockerfile_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("ctx");
+        let build = dir.path().join("build");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::create_dir_all(&build).unwrap();
+        let dockerfile = build.join("app.Dockerfile");
+        assert_eq!(ignore_file_for(&context, &dockerfile), None);
+        std::fs::write(context.join(".dockerignore"), "x\n").unwrap();
+        assert_eq!(
+            ignore_file_for(&context, &dockerfile),
+            Some(context.join(".dockerignore"))
+        );
+        std::fs::write(build.join("app.Dockerfile.dockerignore"), "y\n").unwrap();
+        assert_eq!(
+            ignore_file_for(&context, &dockerfile),
+            Some(build.join("app.Dockerfile.dockerignore"))
+        );
+        let read = IgnorePatterns::read(&build.join("app.Dockerfile.dockerignore")).unwrap();
+        assert_eq!(read.patterns(), ["y"]);
+        assert!(matches!(
+            IgnorePatterns::read(&build.join("missing")),
+            Err(DockerignoreError::Read { .. })
+        ));
+    }
+}

@@ -1,0 +1,893 @@
+//! Docker's word expansion: quotes, escapes and `$variable` substitution in Dockerfile words.
+//!
+//! This reproduces BuildKit's `frontend/dockerfile/shell` lexer rule for rule, including its
+//! departures from POSIX sh, because a Dockerfile must expand the same way under img as under
+//! `docker build`:
+//!
+//! - inside double quotes the escape character escapes only `"`, `$` and itself, and is kept
+//!   literally before anything else;
+//! - an escape character at the very end of a word is dropped;
+//! - `${v#p}`, `${v%p}` and `${v/p/r}` patterns know `*`, `?` and the escapes `\*`, `\?`, `\\`
+//!   (plus `\}` and `\/` to write those characters), but no bracket expressions: `[` is literal;
+//! - positional (`$1`, `$001`) and special (`$@ $* $# $? $- $$ $! $0`) parameters are never set;
+//! - there is no field splitting in [`Lexer::expand_word`]; [`Lexer::expand_words`] splits only on
+//!   whitespace that is neither quoted, escaped nor part of the literal text between expansions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+
+use pattern::{replace_all_go, shell_pattern_regex, trim_prefix, trim_suffix, PatternFault};
+
+mod pattern;
+
+/// Variables visible to an expansion.
+pub trait Environment {
+    /// The value of variable `name`, or `None` when it is unset (set-but-empty is `Some("")`).
+    fn lookup(&self, name: &str) -> Option<&str>;
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+impl Environment for HashMap<String, String> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+}
+
+/// An ordered list of assignments; a later entry overrides an earlier one of the same name, as
+/// repeated `ENV`/`ARG` instructions do.
+impl Environment for [(String, String)] {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .rev()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+impl Environment for Vec<(String, String)> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        self.as_slice().lookup(name)
+    }
+}
+
+impl<E: Environment + ?Sized> Environment for &E {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        (**self).lookup(name)
+    }
+}
+
+/// Why a word could not be expanded.
+///
+/// Every variant carries the whole `word` and the byte `position` in it of the construct at
+/// fault: the opening quote, or the `$` that starts the substitution.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ShellError {
+    /// A quote was opened and never closed.
+    #[error(
+        "failed to process {word:?}: unexpected end of statement while looking for matching {}-quote (opened at offset {position}); close the quote or escape it",
+        if *quote == '\'' { "single" } else { "double" }
+    )]
+    UnterminatedQuote {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the opening quote.
+        position: usize,
+        /// The quote character, `'` or `"`.
+        quote: char,
+    },
+    /// `${` without its closing `}`.
+    #[error("failed to process {word:?}: syntax error: missing '}}' for the substitution at offset {position}")]
+    MissingBrace {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+    },
+    /// `${name/pattern` without the `/` that ends the pattern.
+    #[error("failed to process {word:?}: syntax error: missing '/' in ${{}} at offset {position}")]
+    MissingSlash {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+    },
+    /// `${}`, `${:…}` or `${{…}`: no variable name.
+    #[error("failed to process {word:?}: syntax error: bad substitution at offset {position}; write ${{name}} or escape the $")]
+    BadSubstitution {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+    },
+    /// A modifier Docker does not support, such as `${v:=w}`, `${v:#p}` or `${v.}`.
+    #[error("failed to process {word:?}: unsupported modifier ({modifier}) in substitution at offset {position}")]
+    UnsupportedModifier {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+        /// The modifier as written, e.g. `:=`.
+        modifier: String,
+    },
+    /// `${name?message}` with `name` unset, or `${name:?message}` with `name` unset or empty.
+    #[error(
+        "failed to process {word:?}: {name}: {}",
+        message.as_deref().unwrap_or(if *empty { "is not allowed to be empty" } else { "is not allowed to be unset" })
+    )]
+    RequiredVariable {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+        /// The variable that had to be set.
+        name: String,
+        /// The message written after `?`, when there was one.
+        message: Option<String>,
+        /// True when the variable was set but empty (only `:?` rejects that).
+        empty: bool,
+    },
+    /// A `#`, `%` or `/` pattern with an escape other than `\*`, `\?`, `\\`, `\}`, `\/`.
+    #[error(
+        "failed to process {word:?}: invalid pattern ({pattern}) in substitution at offset {position}: invalid escape '\\{}'",
+        escaped.map(String::from).unwrap_or_default()
+    )]
+    InvalidPatternEscape {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+        /// The pattern after expansion.
+        pattern: String,
+        /// The character after the backslash, `None` when the pattern ends with it.
+        escaped: Option<char>,
+    },
+    /// `${…}` nested more deeply than any real Dockerfile does.
+    #[error("failed to process {word:?}: substitutions nested more than {MAX_NESTING} deep at offset {position}")]
+    NestingTooDeep {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$` of the innermost substitution read.
+        position: usize,
+    },
+    /// A pattern too large to compile into a matcher.
+    #[error(
+        "failed to process {word:?}: pattern in substitution at offset {position} is too large"
+    )]
+    PatternTooLarge {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+        /// The matcher's complaint.
+        #[source]
+        source: regex::Error,
+    },
+}
+
+/// The result of [`Lexer::expand_word_tracking`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Expansion {
+    /// The expanded word.
+    pub value: String,
+    /// Every variable name the word referenced, set or not (including `1`, `@`, … for
+    /// positional and special parameters).
+    pub used: BTreeSet<String>,
+    /// The subset of `used` that was unset in the environment.
+    pub unset: BTreeSet<String>,
+}
+
+/// Expands words with Docker's rules for a given escape character.
+#[derive(Debug, Clone)]
+pub struct Lexer {
+    escape: char,
+    raw_quotes: bool,
+    raw_escapes: bool,
+}
+
+impl Lexer {
+    /// A lexer for the Dockerfile's escape character: `\` by default, `` ` `` after
+    /// `# escape=``.
+    pub fn new(escape: char) -> Self {
+        Lexer {
+            escape,
+            raw_quotes: false,
+            raw_escapes: false,
+        }
+    }
+
+    /// Keep quote characters in the output (they still group and stop expansion in `'…'`).
+    /// BuildKit expands `COPY <<EOF` heredoc bodies this way.
+    pub fn with_raw_quotes(mut self, raw: bool) -> Self {
+        self.raw_quotes = raw;
+        self
+    }
+
+    /// Keep escape characters in the output (they still protect the next character).
+    /// BuildKit expands `COPY <<EOF` heredoc bodies this way.
+    pub fn with_raw_escapes(mut self, raw: bool) -> Self {
+        self.raw_escapes = raw;
+        self
+    }
+
+    /// Expands one word: quotes removed, escapes processed, variables substituted, no field
+    /// splitting (BuildKit `ProcessWord`).
+    pub fn expand_word(&self, word: &str, env: &dyn Environment) -> Result<String, ShellError> {
+        let mut expander = Expander::new(self, word, env, None);
+        expander.process_stop_on(None, self.raw_escapes, None, 0)
+    }
+
+    /// Expands and splits into words; whitespace from unquoted expansions splits (BuildKit
+    /// `ProcessWords`).
+    pub fn expand_words(
+        &self,
+        word: &str,
+        env: &dyn Environment,
+    ) -> Result<Vec<String>, ShellError> {
+        let mut expander = Expander::new(self, word, env, None);
+        let mut words = WordSplitter::default();
+        expander.process_stop_on(None, self.raw_escapes, Some(&mut words), 0)?;
+        Ok(words.finish())
+    }
+
+    /// Like [`expand_word`](Self::expand_word), but also returns the variable names the word
+    /// referenced, and which of them were unset (for the UndefinedVar check and for cache keys).
+    pub fn expand_word_tracking(
+        &self,
+        word: &str,
+        env: &dyn Environment,
+    ) -> Result<Expansion, ShellError> {
+        let mut tracking = Expansion::default();
+        let value = {
+            let mut expander = Expander::new(self, word, env, Some(&mut tracking));
+            expander.process_stop_on(None, self.raw_escapes, None, 0)?
+        };
+        tracking.value = value;
+        Ok(tracking)
+    }
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer::new('\\')
+    }
+}
+
+/// A cursor over characters with Go `text/scanner` semantics, which BuildKit reads words with:
+/// a byte-order mark at the very start is skipped.
+struct Scanner<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn new(text: &'a str) -> Self {
+        let pos = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        Scanner { text, pos }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.text[self.pos..].chars().next()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let ch = self.peek()?;
+        self.pos += ch.len_utf8();
+        Some(ch)
+    }
+}
+
+/// Collects the fields of [`Lexer::expand_words`].
+#[derive(Default)]
+struct WordSplitter {
+    words: Vec<String>,
+    current: String,
+    in_word: bool,
+}
+
+impl WordSplitter {
+    /// Text that may split: literal text and unquoted expansions.
+    fn add_char(&mut self, ch: char) {
+        if ch.is_whitespace() {
+            // Go's unicode.IsSpace and Rust's is_whitespace agree on every code point.
+            if self.in_word && !self.current.is_empty() {
+                self.words.push(std::mem::take(&mut self.current));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(ch);
+        }
+    }
+
+    fn add_raw_char(&mut self, ch: char) {
+        self.current.push(ch);
+        self.in_word = true;
+    }
+
+    fn add_str(&mut self, text: &str) {
+        for ch in text.chars() {
+            self.add_char(ch);
+        }
+    }
+
+    /// Quoted text: never splits.
+    fn add_raw_str(&mut self, text: &str) {
+        self.current.push_str(text);
+        self.in_word = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.words.push(self.current);
+        }
+        self.words
+    }
+}
+
+/// The expansion of one word.
+struct Expander<'a, 't> {
+    lexer: &'a Lexer,
+    word: &'a str,
+    scanner: Scanner<'a>,
+    env: &'a dyn Environment,
+    tracking: Option<&'t mut Expansion>,
+}
+
+/// Nesting bound for `${a:-${b:-…}}`: deeper words are not Dockerfiles but attacks on the stack.
+const MAX_NESTING: usize = 256;
+
+impl<'a, 't> Expander<'a, 't> {
+    fn new(
+        lexer: &'a Lexer,
+        word: &'a str,
+        env: &'a dyn Environment,
+        tracking: Option<&'t mut Expansion>,
+    ) -> Self {
+        Expander {
+            lexer,
+            word,
+            scanner: Scanner::new(word),
+            env,
+            tracking,
+        }
+    }
+
+    /// Expands up to `stop` (consumed) or the end of the word. `raw_escapes` keeps escape
+    /// characters, as BuildKit does for the pattern and replacement of `${v#p}`, `${v/p/r}`.
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+        mut words: Option<&mut WordSplitter>,
+        depth: usize,
+    ) -> Result<String, ShellError> {
+        let mut result = String::new();
+        let escape = self.lexer.escape;
+        while let Some(ch) = self.scanner.peek() {
+            if stop == Some(ch) {
+                self.scanner.next();
+                return Ok(result);
+            }
+            match ch {
+                '$' => {
+                    let value = self.process_dollar(depth)?;
+                    if let Some(words) = words.as_deref_mut() {
+                        words.add_str(&value);
+                    }
+                    result.push_str(&value);
+                }
+                '\'' | '"' => {
+                    let value = if ch == '\'' {
+                        self.process_single_quote()?
+                    } else {
+                        self.process_double_quote(raw_escapes, depth)?
+                    };
+                    if let Some(words) = words.as_deref_mut() {
+                        words.add_raw_str(&value);
+                    }
+                    result.push_str(&value);
+                }
+                _ => {
+                    self.scanner.next();
+                    if ch == escape {
+                        if raw_escapes {
+                            if let Some(words) = words.as_deref_mut() {
+                                words.add_raw_char(ch);
+                            }
+                            result.push(ch);
+                        }
+                        // An escape character ending the word escapes nothing and is dropped.
+                        let Some(escaped) = self.scanner.next() else {
+                            break;
+                        };
+                        if let Some(words) = words.as_deref_mut() {
+                            words.add_raw_char(escaped);
+                        }
+                        result.push(escaped);
+                    } else {
+                        if let Some(words) = words.as_deref_mut() {
+                            words.add_char(ch);
+                        }
+                        result.push(ch);
+                    }
+                }
+            }
+        }
+        match stop {
+            // Callers turn this into the error of the construct they were reading.
+            Some(_) => Err(self.missing_brace(self.scanner.pos)),
+            None => Ok(result),
+        }
+    }
+
+    fn process_single_quote(&mut self) -> Result<String, ShellError> {
+        // Everything up to the next single quote is literal; a single quote cannot be escaped.
+        let start = self.scanner.pos;
+        let mut result = String::new();
+        self.scanner.next();
+        if self.lexer.raw_quotes {
+            result.push('\'');
+        }
+        loop {
+            match self.scanner.next() {
+                None => return Err(self.unterminated_quote(start, '\'')),
+                Some('\'') => {
+                    if self.lexer.raw_quotes {
+                        result.push('\'');
+                    }
+                    return Ok(result);
+                }
+                Some(ch) => result.push(ch),
+            }
+        }
+    }
+
+    fn process_double_quote(
+        &mut self,
+        raw_escapes: bool,
+        depth: usize,
+    ) -> Result<String, ShellError> {
+        // Literal except `$…`; the escape character escapes only `"`, `$` and itself and is kept
+        // before anything else (sh would also honour backquote and newline; Docker does not).
+        let start = self.scanner.pos;
+        let escape = self.lexer.escape;
+        let mut result = String::new();
+        self.scanner.next();
+        if self.lexer.raw_quotes {
+            result.push('"');
+        }
+        loop {
+            match self.scanner.peek() {
+                None => return Err(self.unterminated_quote(start, '"')),
+                Some('"') => {
+                    self.scanner.next();
+                    if self.lexer.raw_quotes {
+                        result.push('"');
+                    }
+                    return Ok(result);
+                }
+                Some('$') => {
+                    let value = self.process_dollar(depth)?;
+                    result.push_str(&value);
+                }
+                Some(mut ch) => {
+                    self.scanner.next();
+                    if ch == escape {
+                        if raw_escapes {
+                            result.push(ch);
+                        }
+                        match self.scanner.peek() {
+                            // Leads to the unterminated-quote error on the next turn.
+                            None => continue,
+                            Some(next) if next == '"' || next == '$' || next == escape => {
+                                self.scanner.next();
+                                ch = next;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    result.push(ch);
+                }
+            }
+        }
+    }
+
+    fn process_dollar(&mut self, depth: usize) -> Result<String, ShellError> {
+        let start = self.scanner.pos;
+        self.scanner.next();
+
+        if self.scanner.peek() != Some('{') {
+            let name = self.process_name();
+            if name.is_empty() {
+                return Ok("$".to_owned());
+            }
+            return Ok(self.get_env(&name).unwrap_or_default().to_owned());
+        }
+
+        self.scanner.next();
+        match self.scanner.peek() {
+            None => return Err(self.missing_brace(start)),
+            Some('{' | '}' | ':') => return Err(self.fault(start, Fault::BadSubstitution)),
+            Some(_) => {}
+        }
+        if depth >= MAX_NESTING {
+            return Err(self.fault(start, Fault::NestingTooDeep));
+        }
+        let name = self.process_name();
+        let Some(mut modifier) = self.scanner.next() else {
+            return Err(self.missing_brace(start));
+        };
+        let mut written = String::from(modifier);
+
+        match modifier {
+            '}' => Ok(self.get_env(&name).unwrap_or_default().to_owned()),
+            ':' | '+' | '-' | '?' | '#' | '%' => {
+                let null_is_unset = modifier == ':';
+                if null_is_unset {
+                    // BuildKit reads the word after any `:x` before rejecting an unknown `x`, so
+                    // a missing `}` is reported first.
+                    match self.scanner.next() {
+                        Some(ch) => {
+                            modifier = ch;
+                            written.push(ch);
+                        }
+                        None => return Err(self.missing_brace(start)),
+                    }
+                }
+                let is_pattern = modifier == '#' || modifier == '%';
+                if null_is_unset && is_pattern {
+                    return Err(self.unsupported(start, written));
+                }
+                let word = self.nested(start, Some('}'), is_pattern, depth)?;
+                let value = self.get_env(&name);
+                match modifier {
+                    '-' => Ok(match value {
+                        Some(v) if !(null_is_unset && v.is_empty()) => v.to_owned(),
+                        _ => word,
+                    }),
+                    '+' => Ok(match value {
+                        Some(v) if !(null_is_unset && v.is_empty()) => word,
+                        _ => String::new(),
+                    }),
+                    '?' => match value {
+                        Some(v) if !(null_is_unset && v.is_empty()) => Ok(v.to_owned()),
+                        _ => Err(self.fault(
+                            start,
+                            Fault::Required {
+                                empty: value.is_some(),
+                                name,
+                                message: (!word.is_empty()).then_some(word),
+                            },
+                        )),
+                    },
+                    '#' | '%' => {
+                        // A doubled operator (`##`, `%%`) removes the longest match.
+                        let (pattern, greedy) = match word.strip_prefix(modifier) {
+                            Some(rest) => (rest, true),
+                            None => (word.as_str(), false),
+                        };
+                        let value = value.unwrap_or_default();
+                        let trimmed = if modifier == '%' {
+                            trim_suffix(pattern, value, greedy)
+                        } else {
+                            trim_prefix(pattern, value, greedy)
+                        };
+                        trimmed.map_err(|fault| self.pattern_fault(start, pattern, fault))
+                    }
+                    _ => Err(self.unsupported(start, written)),
+                }
+            }
+            '/' => {
+                let replace_all = self.scanner.peek() == Some('/');
+                if replace_all {
+                    self.scanner.next();
+                }
+                let pattern = match self.process_stop_on(Some('/'), true, None, depth + 1) {
+                    Ok(pattern) => pattern,
+                    Err(_) if self.scanner.peek().is_none() => {
+                        return Err(self.fault(start, Fault::MissingSlash))
+                    }
+                    Err(err) => return Err(err),
+                };
+                let replacement = self.nested(start, Some('}'), true, depth)?;
+                let value = self.get_env(&name).unwrap_or_default();
+                let re = shell_pattern_regex(&pattern, true, false)
+                    .map_err(|fault| self.pattern_fault(start, &pattern, fault))?;
+                Ok(if replace_all {
+                    replace_all_go(&re, value, &replacement)
+                } else {
+                    match re.find(value) {
+                        Some(m) => {
+                            let mut out = String::with_capacity(value.len() + replacement.len());
+                            out.push_str(&value[..m.start()]);
+                            out.push_str(&replacement);
+                            out.push_str(&value[m.end()..]);
+                            out
+                        }
+                        None => value.to_owned(),
+                    }
+                })
+            }
+            _ => Err(self.unsupported(start, written)),
+        }
+    }
+
+    /// Reads the word of a `${name<op>word}`; any failure at the end of input is reported, like
+    /// BuildKit, as the missing `}` of the substitution that started at `start`.
+    fn nested(
+        &mut self,
+        start: usize,
+        stop: Option<char>,
+        raw_escapes: bool,
+        depth: usize,
+    ) -> Result<String, ShellError> {
+        match self.process_stop_on(stop, raw_escapes, None, depth + 1) {
+            Ok(word) => Ok(word),
+            Err(_) if self.scanner.peek().is_none() => Err(self.missing_brace(start)),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A name: letters, digits and `_`; or a run of digits (positional); or one special
+    /// parameter character.
+    fn process_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.scanner.peek() {
+            if name.is_empty() && is_decimal_digit(ch) {
+                while let Some(digit) = self.scanner.peek().filter(|&c| is_decimal_digit(c)) {
+                    self.scanner.next();
+                    name.push(digit);
+                }
+                return name;
+            }
+            if name.is_empty() && is_special_parameter(ch) {
+                self.scanner.next();
+                name.push(ch);
+                return name;
+            }
+            if !is_letter(ch) && !is_decimal_digit(ch) && ch != '_' {
+                break;
+            }
+            self.scanner.next();
+            name.push(ch);
+        }
+        name
+    }
+
+    fn get_env(&mut self, name: &str) -> Option<&'a str> {
+        let value = self.env.lookup(name);
+        if let Some(tracking) = self.tracking.as_deref_mut() {
+            if !tracking.used.contains(name) {
+                tracking.used.insert(name.to_owned());
+            }
+            if value.is_none() && !tracking.unset.contains(name) {
+                tracking.unset.insert(name.to_owned());
+            }
+        }
+        value
+    }
+
+    fn missing_brace(&self, position: usize) -> ShellError {
+        self.fault(position, Fault::MissingBrace)
+    }
+
+    fn unterminated_quote(&self, position: usize, quote: char) -> ShellError {
+        self.fault(position, Fault::UnterminatedQuote(quote))
+    }
+
+    fn unsupported(&self, position: usize, modifier: String) -> ShellError {
+        self.fault(position, Fault::UnsupportedModifier(modifier))
+    }
+
+    fn pattern_fault(&self, position: usize, pattern: &str, fault: PatternFault) -> ShellError {
+        let word = self.word.to_owned();
+        match fault {
+            PatternFault::InvalidEscape(escaped) => ShellError::InvalidPatternEscape {
+                word,
+                position,
+                pattern: pattern.to_owned(),
+                escaped,
+            },
+            PatternFault::TooLarge(source) => ShellError::PatternTooLarge {
+                word,
+                position,
+                source,
+            },
+        }
+    }
+
+    fn fault(&self, position: usize, fault: Fault) -> ShellError {
+        let word = self.word.to_owned();
+        match fault {
+            Fault::UnterminatedQuote(quote) => ShellError::UnterminatedQuote {
+                word,
+                position,
+                quote,
+            },
+            Fault::MissingBrace => ShellError::MissingBrace { word, position },
+            Fault::MissingSlash => ShellError::MissingSlash { word, position },
+            Fault::BadSubstitution => ShellError::BadSubstitution { word, position },
+            Fault::NestingTooDeep => ShellError::NestingTooDeep { word, position },
+            Fault::UnsupportedModifier(modifier) => ShellError::UnsupportedModifier {
+                word,
+                position,
+                modifier,
+            },
+            Fault::Required {
+                name,
+                message,
+                empty,
+            } => ShellError::RequiredVariable {
+                word,
+                position,
+                name,
+                message,
+                empty,
+            },
+        }
+    }
+}
+
+/// What went wrong, before the word and position are attached.
+enum Fault {
+    UnterminatedQuote(char),
+    MissingBrace,
+    MissingSlash,
+    BadSubstitution,
+    NestingTooDeep,
+    UnsupportedModifier(String),
+    Required {
+        name: String,
+        message: Option<String>,
+        empty: bool,
+    },
+}
+
+/// Go's `unicode.IsDigit`: decimal digits of any script (category Nd).
+fn is_decimal_digit(ch: char) -> bool {
+    ch.is_ascii_digit()
+        || (!ch.is_ascii() && ch.general_category() == GeneralCategory::DecimalNumber)
+}
+
+/// Go's `unicode.IsLetter`: category L (narrower than Rust's `is_alphabetic`).
+fn is_letter(ch: char) -> bool {
+    ch.is_ascii_alphabetic()
+        || (!ch.is_ascii() && ch.general_category_group() == GeneralCategoryGroup::Letter)
+}
+
+fn is_special_parameter(ch: char) -> bool {
+    matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Vec<(String, String)> {
+        [
+            ("PWD", "/home"),
+            ("EMPTY", ""),
+            ("path", "/usr/local/bin/tool.tar.gz"),
+            ("text", "aXbXc"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn expand(word: &str) -> Result<String, ShellError> {
+        Lexer::new('\\').expand_word(word, &env())
+    }
+
+    #[test]
+    fn later_assignment_wins_in_lists() {
+        let list = vec![
+            ("A".to_owned(), "1".to_owned()),
+            ("A".to_owned(), "2".to_owned()),
+        ];
+        assert_eq!(Lexer::default().expand_word("$A", &list).unwrap(), "2");
+        let slice: &[(String, String)] = &list;
+        assert_eq!(Lexer::default().expand_word("$A", &slice).unwrap(), "2");
+    }
+
+    #[test]
+    fn pattern_operators() {
+        assert_eq!(expand("${path#*/}").unwrap(), "usr/local/bin/tool.tar.gz");
+        assert_eq!(expand("${path##*/}").unwrap(), "tool.tar.gz");
+        assert_eq!(expand("${path%.*}").unwrap(), "/usr/local/bin/tool.tar");
+        assert_eq!(expand("${path%%.*}").unwrap(), "/usr/local/bin/tool");
+        assert_eq!(expand("${text/X/-}").unwrap(), "a-bXc");
+        assert_eq!(expand("${text//X/-}").unwrap(), "a-b-c");
+        assert_eq!(expand("${text//X/[$$]}").unwrap(), "a[]b[]c");
+        assert_eq!(
+            expand("${text//?/<\\$0>}").unwrap(),
+            "<\\a><\\X><\\b><\\X><\\c>"
+        );
+        assert_eq!(expand("${text///-}").unwrap(), "-a-X-b-X-c-");
+    }
+
+    #[test]
+    fn errors_carry_position_and_data() {
+        match expand("ab${UNSET:?set it}").unwrap_err() {
+            ShellError::RequiredVariable {
+                position,
+                name,
+                message,
+                empty,
+                ..
+            } => {
+                assert_eq!((position, name.as_str()), (2, "UNSET"));
+                assert_eq!(message.as_deref(), Some("set it"));
+                assert!(!empty);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = expand("x 'abc").unwrap_err();
+        assert!(matches!(
+            err,
+            ShellError::UnterminatedQuote {
+                position: 2,
+                quote: '\'',
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "failed to process \"x 'abc\": unexpected end of statement while looking for matching single-quote (opened at offset 2); close the quote or escape it"
+        );
+        assert!(matches!(
+            expand("${EMPTY:?}").unwrap_err(),
+            ShellError::RequiredVariable { empty: true, .. }
+        ));
+    }
+
+    #[test]
+    fn tracking_reports_used_and_unset() {
+        let expansion = Lexer::default()
+            .expand_word_tracking("$PWD/${NOPE:-$EMPTY}$1", &env())
+            .unwrap();
+        assert_eq!(expansion.value, "/home/");
+        let used: Vec<_> = expansion.used.iter().map(String::as_str).collect();
+        assert_eq!(used, ["1", "EMPTY", "NOPE", "PWD"]);
+        let unset: Vec<_> = expansion.unset.iter().map(String::as_str).collect();
+        assert_eq!(unset, ["1", "NOPE"]);
+    }
+
+    #[test]
+    fn pattern_wildcards_do_not_match_newlines() {
+        // Go's regexp `.`, which BuildKit's patterns compile to, excludes '\n'.
+        let env = vec![("x".to_owned(), "a\nb".to_owned())];
+        let lexer = Lexer::default();
+        assert_eq!(lexer.expand_word("${x#?}", &env).unwrap(), "\nb");
+        assert_eq!(lexer.expand_word("${x#??}", &env).unwrap(), "a\nb");
+        assert_eq!(lexer.expand_word("${x%%*}", &env).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn leading_byte_order_mark_is_skipped() {
+        assert_eq!(expand("\u{feff}$PWD").unwrap(), "/home");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let word = "${a:-".repeat(100_000);
+        assert!(expand(&word).is_err());
+    }
+
+    #[test]
+    fn raw_modes_keep_quotes_and_escapes() {
+        let lexer = Lexer::new('\\')
+            .with_raw_quotes(true)
+            .with_raw_escapes(true);
+        assert_eq!(
+            lexer.expand_word("'$PWD' \"$PWD\" \\$PWD", &env()).unwrap(),
+            "'$PWD' \"/home\" \\$PWD"
+        );
+    }
+}
