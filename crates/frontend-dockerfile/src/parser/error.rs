@@ -5,7 +5,7 @@
 /// It names the file, the 1-based line range of the offending instruction (or line), that
 /// line's text, and the reason ([`ParseErrorKind`]), whose message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{}: {kind}{}", lines(*.line, *.end_line), show_text(.text))]
+#[error("{file}{}: {kind}{}", lines(*.line, *.end_line), show_text(.text))]
 #[non_exhaustive]
 pub struct ParseError {
     /// The name of the Dockerfile, as given to [`parse`](crate::parse).
@@ -102,11 +102,12 @@ pub enum LexError {
     UnsupportedModifier(String),
 }
 
+/// `:3`, `:3-5`, or nothing for an empty file.
 fn lines(start: usize, end: usize) -> String {
-    if end > start {
-        format!("{start}-{end}")
-    } else {
-        start.to_string()
+    match (start, end) {
+        (0, _) => String::new(),
+        _ if end > start => format!(":{start}-{end}"),
+        _ => format!(":{start}"),
     }
 }
 
