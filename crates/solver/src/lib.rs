@@ -3,4 +3,37 @@
 //! Pipeline position: takes the DAG from `llb` and executes it, op by op, as soon as each op's
 //! inputs are ready, so independent stages run in parallel. It computes cache keys, keeps the
 //! persistent cache in the state directory and emits progress events for the CLI to display.
+//!
+//! The solver knows nothing about containers or filesystems: an [`Executor`] supplies each
+//! op's extra cache-key material ([`CacheKeyExtra`]), performs ops, and names results with a
+//! stable id that the [`CacheDb`] records and a later process can [`Executor::load`].
+//!
+//! Cache keys ([`CacheKey`]) are the op's definition with every input digest replaced by the
+//! input's cache key, or, where the executor supplies one, by a checksum of just the content
+//! the op reads from that input ([`checksum_tree`]). Editing one file of the build context
+//! thus changes the keys of the steps that copy it and of everything after them, and nothing
+//! else. Metadata (descriptions, Dockerfile lines) never enters a key.
+//!
+//! Scheduling is described on [`Solver`]'s module: each op runs on a thread of its own, never
+//! on rayon's CPU-sized pool, with `--jobs` bounding concurrent exec ops.
 #![deny(missing_docs)]
+
+mod cache;
+mod cancel;
+mod checksum;
+mod error;
+mod executor;
+mod key;
+mod progress;
+mod scheduler;
+
+pub use cache::{CacheDb, CacheError, CacheRecord};
+pub use cancel::CancelToken;
+pub use checksum::{
+    checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll, TreeChecksum,
+};
+pub use error::{Error, ExecutorError, OpLabel, SolveError};
+pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
+pub use key::CacheKey;
+pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
+pub use scheduler::{SolveOptions, Solved, Solver};

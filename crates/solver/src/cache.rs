@@ -1,0 +1,403 @@
+//! The persistent cache: cache key → stored output, plus the file checksum cache.
+//!
+//! Both tables live in one SQLite database in the state directory. SQLite in WAL mode lets
+//! several img processes share it: readers never block, writers queue behind `busy_timeout`
+//! instead of failing with "database is locked". The checksum cache sits in the same file rather
+//! than a sidecar so that it gets the same crash safety and multi-process locking for free, and
+//! so a whole context's entries can be loaded with one range query and written in one
+//! transaction.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use img_llb::Digest;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::CacheKey;
+
+/// How long a process waits for another one holding the write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An error of the cache database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The database could not be opened or set up.
+    #[error("cannot open the build cache database {path}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("build cache database {path}: {operation} failed")]
+    Query {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done, e.g. `look up a cache key`.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored value is not what this version of img writes.
+    #[error("build cache database {path} holds a malformed {column}: {value:?}; remove the file to reset the cache")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which column.
+        column: &'static str,
+        /// The stored value.
+        value: String,
+    },
+}
+
+/// One cached result, as listed by `img du` and removed by `img prune`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheRecord {
+    /// The cache key.
+    pub key: CacheKey,
+    /// The executor's id of the stored output.
+    pub output_id: String,
+    /// The digest of the op that produced it.
+    pub op: Digest,
+    /// The op's description when it was recorded.
+    pub description: String,
+    /// Size on disk, if the executor knew it.
+    pub size: Option<u64>,
+    /// When the result was recorded.
+    pub created_at: SystemTime,
+    /// When a build last used it.
+    pub last_used_at: SystemTime,
+}
+
+/// A file's identity as the checksum cache sees it: if none of this changed, the content did
+/// not either (barring a write within the timestamp granularity, see [`crate::checksum_tree`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+}
+
+/// A checksum cache entry.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StampedChecksum {
+    pub stamp: FileStamp,
+    pub sha256: [u8; 32],
+    /// When the file was examined; entries whose timestamps are this recent are not trusted.
+    pub recorded_ns: i64,
+}
+
+/// The cache database. Cheap to share between threads (one connection behind a mutex); open
+/// one per process.
+#[derive(Debug)]
+pub struct CacheDb {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cache_records (
+    cache_key    TEXT PRIMARY KEY,
+    output_id    TEXT NOT NULL,
+    op_digest    TEXT NOT NULL,
+    description  TEXT NOT NULL,
+    size         INTEGER,
+    created_ns   INTEGER NOT NULL,
+    last_used_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS file_checksums (
+    path        TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    mtime_ns    INTEGER NOT NULL,
+    ctime_ns    INTEGER NOT NULL,
+    inode       INTEGER NOT NULL,
+    sha256      BLOB NOT NULL,
+    recorded_ns INTEGER NOT NULL
+);
+";
+
+impl CacheDb {
+    /// Opens (creating if needed) the database at `path`, e.g. `<state>/cache.db`.
+    pub fn open(path: impl AsRef<Path>) -> Result<CacheDb, CacheError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| CacheError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // Switching to WAL takes an exclusive lock once per database file; later opens find
+        // it already in WAL and only read the setting.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        // In WAL mode NORMAL keeps the database consistent after a crash and skips an fsync per
+        // commit; a lost last record only costs a rebuild of that op.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(open_err)?;
+        tx.execute_batch(SCHEMA).map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+        Ok(CacheDb {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: it rolls back.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn query_err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> CacheError + '_ {
+        move |source| CacheError::Query {
+            path: self.path.clone(),
+            operation,
+            source,
+        }
+    }
+
+    /// The record for `key`, if any.
+    pub fn lookup(&self, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
+        let row = self
+            .conn()
+            .prepare_cached(
+                "SELECT cache_key, output_id, op_digest, description, size, created_ns, last_used_ns
+                 FROM cache_records WHERE cache_key = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![key.to_string()], RawRecord::from_row)
+                    .optional()
+            })
+            .map_err(self.query_err("look up a cache key"))?;
+        row.map(|raw| raw.parse(&self.path)).transpose()
+    }
+
+    /// Records that `key`'s result is the output `output_id`, replacing any older record.
+    /// Called only after the op succeeded, so no partial result is ever recorded.
+    pub fn record(
+        &self,
+        key: &CacheKey,
+        output_id: &str,
+        op: &Digest,
+        description: &str,
+        size: Option<u64>,
+    ) -> Result<(), CacheError> {
+        let now = unix_ns(SystemTime::now());
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO cache_records
+                 (cache_key, output_id, op_digest, description, size, created_ns, last_used_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    key.to_string(),
+                    output_id,
+                    op.to_string(),
+                    description,
+                    size.map(|s| s as i64),
+                    now
+                ])
+            })
+            .map_err(self.query_err("record a result"))?;
+        Ok(())
+    }
+
+    /// Marks `key` as used now (for least-recently-used pruning).
+    pub fn touch(&self, key: &CacheKey) -> Result<(), CacheError> {
+        let now = unix_ns(SystemTime::now());
+        self.conn()
+            .prepare_cached("UPDATE cache_records SET last_used_ns = ?2 WHERE cache_key = ?1")
+            .and_then(|mut stmt| stmt.execute(params![key.to_string(), now]))
+            .map_err(self.query_err("mark a result used"))?;
+        Ok(())
+    }
+
+    /// Forgets `key`; returns whether there was a record.
+    pub fn remove(&self, key: &CacheKey) -> Result<bool, CacheError> {
+        let removed = self
+            .conn()
+            .prepare_cached("DELETE FROM cache_records WHERE cache_key = ?1")
+            .and_then(|mut stmt| stmt.execute(params![key.to_string()]))
+            .map_err(self.query_err("remove a record"))?;
+        Ok(removed > 0)
+    }
+
+    /// Every record, least recently used first.
+    pub fn records(&self) -> Result<Vec<CacheRecord>, CacheError> {
+        let raws = self
+            .conn()
+            .prepare_cached(
+                "SELECT cache_key, output_id, op_digest, description, size, created_ns, last_used_ns
+                 FROM cache_records ORDER BY last_used_ns, cache_key",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], RawRecord::from_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(self.query_err("list records"))?;
+        raws.into_iter().map(|raw| raw.parse(&self.path)).collect()
+    }
+
+    /// Checksum cache entries for files under the directory `root` (an absolute path).
+    pub(crate) fn checksums_under(
+        &self,
+        root: &str,
+    ) -> Result<HashMap<String, StampedChecksum>, CacheError> {
+        let prefix = format!("{}/", root.trim_end_matches('/'));
+        // Every path starting with "<root>/" sorts in ["<root>/", "<root>0"): '0' follows '/'.
+        let upper = format!("{}0", root.trim_end_matches('/'));
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns
+                 FROM file_checksums WHERE path >= ?1 AND path < ?2",
+            )
+            .map_err(self.query_err("read the checksum cache"))?;
+        let rows = stmt
+            .query_map(params![prefix, upper], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Vec<u8>>(5)?,
+                    row.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(self.query_err("read the checksum cache"))?;
+        let mut entries = HashMap::new();
+        for row in rows {
+            let (path, size, mtime_ns, ctime_ns, inode, sha, recorded_ns) =
+                row.map_err(self.query_err("read the checksum cache"))?;
+            // A malformed entry is only a missed shortcut: the file is hashed again.
+            let Ok(sha256) = <[u8; 32]>::try_from(sha.as_slice()) else {
+                continue;
+            };
+            let stamp = FileStamp {
+                size: size as u64,
+                mtime_ns,
+                ctime_ns,
+                inode: inode as u64,
+            };
+            entries.insert(
+                path,
+                StampedChecksum {
+                    stamp,
+                    sha256,
+                    recorded_ns,
+                },
+            );
+        }
+        Ok(entries)
+    }
+
+    /// Stores checksum cache entries in one transaction.
+    pub(crate) fn store_checksums(
+        &self,
+        entries: &[(String, StampedChecksum)],
+    ) -> Result<(), CacheError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let err = self.query_err("update the checksum cache");
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO file_checksums
+                     (path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(&err)?;
+            for (path, entry) in entries {
+                stmt.execute(params![
+                    path,
+                    entry.stamp.size as i64,
+                    entry.stamp.mtime_ns,
+                    entry.stamp.ctime_ns,
+                    entry.stamp.inode as i64,
+                    &entry.sha256[..],
+                    entry.recorded_ns
+                ])
+                .map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
+    }
+}
+
+struct RawRecord {
+    key: String,
+    output_id: String,
+    op: String,
+    description: String,
+    size: Option<i64>,
+    created_ns: i64,
+    last_used_ns: i64,
+}
+
+impl RawRecord {
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+        Ok(RawRecord {
+            key: row.get(0)?,
+            output_id: row.get(1)?,
+            op: row.get(2)?,
+            description: row.get(3)?,
+            size: row.get(4)?,
+            created_ns: row.get(5)?,
+            last_used_ns: row.get(6)?,
+        })
+    }
+
+    fn parse(self, path: &Path) -> Result<CacheRecord, CacheError> {
+        let corrupt = |column, value: &str| CacheError::Corrupt {
+            path: path.to_path_buf(),
+            column,
+            value: value.to_owned(),
+        };
+        Ok(CacheRecord {
+            key: self
+                .key
+                .parse()
+                .map_err(|_| corrupt("cache_key", &self.key))?,
+            op: self
+                .op
+                .parse()
+                .map_err(|_| corrupt("op_digest", &self.op))?,
+            output_id: self.output_id,
+            description: self.description,
+            size: self.size.map(|s| s as u64),
+            created_at: from_unix_ns(self.created_ns),
+            last_used_at: from_unix_ns(self.last_used_ns),
+        })
+    }
+}
+
+pub(crate) fn unix_ns(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn from_unix_ns(ns: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
+}

@@ -1,0 +1,330 @@
+//! A fake executor for solver tests: exec ops sleep, fail or wait for cancellation according to
+//! their arguments, outputs are files in a store directory (so a fresh process can reload
+//! them), and every run is timed and counted.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use img_llb::{
+    CopyAction, Definition, DefinitionBuilder, Digest, ExecOp, FileAction, FileOp, ImageSource,
+    LocalSource, MergeOp, Op, OpMetadata, OpRef, Platform, SourceLocation, SourceOp,
+};
+use img_solver::{
+    checksum_tree, CacheDb, CacheKeyExtra, ChecksumOptions, ExecContext, Executor, Inputs,
+    LogStream,
+};
+
+/// What a fake op produced: a stored id, and for the local source the directory it stands for.
+#[derive(Clone, Debug)]
+pub struct FakeOutput {
+    pub id: String,
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FakeError {
+    #[error("process exited with code {code}")]
+    Exit { code: i32 },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("checksum failed")]
+    Checksum(#[from] img_solver::ChecksumError),
+    #[error("store i/o failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// One execution of an op.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub op: Digest,
+    pub name: String,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+pub struct FakeExecutor {
+    store: PathBuf,
+    context: PathBuf,
+    checksums: Option<CacheDb>,
+    runs: Mutex<Vec<Run>>,
+    names: Mutex<HashMap<Digest, String>>,
+    counter: AtomicU64,
+}
+
+impl FakeExecutor {
+    pub fn new(store: &Path, context: &Path, checksum_db: Option<&Path>) -> Self {
+        std::fs::create_dir_all(store).unwrap();
+        FakeExecutor {
+            store: store.to_path_buf(),
+            context: context.to_path_buf(),
+            checksums: checksum_db.map(|p| CacheDb::open(p).unwrap()),
+            runs: Mutex::new(Vec::new()),
+            names: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn runs(&self) -> Vec<Run> {
+        self.runs.lock().unwrap().clone()
+    }
+
+    /// How many times ops with this description ran.
+    pub fn run_count(&self, name: &str) -> usize {
+        self.runs().iter().filter(|r| r.name == name).count()
+    }
+
+    pub fn run_of(&self, name: &str) -> Run {
+        self.runs()
+            .into_iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("{name} did not run"))
+    }
+
+    fn store_output(&self, op: Digest, dir: Option<PathBuf>) -> Result<FakeOutput, FakeError> {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{}-{n}", op.short(), std::process::id());
+        std::fs::write(self.store.join(&id), op.to_string())?;
+        Ok(FakeOutput { id, dir })
+    }
+}
+
+/// Selects exactly the named paths (and everything under them), as a COPY of them would read.
+fn selection(paths: &[String]) -> impl Fn(&str) -> bool + Sync + '_ {
+    move |p: &str| {
+        paths.iter().any(|s| {
+            let s = s.trim_start_matches('/');
+            p == s || p.starts_with(&format!("{s}/"))
+        })
+    }
+}
+
+impl Executor for FakeExecutor {
+    type Output = FakeOutput;
+    type Error = FakeError;
+
+    fn cache_key_extra(
+        &self,
+        op: &Op,
+        inputs: &Inputs<FakeOutput>,
+    ) -> Result<CacheKeyExtra, FakeError> {
+        let options = ChecksumOptions::default();
+        let mut extra = CacheKeyExtra::new();
+        match op {
+            Op::Source(SourceOp::Local(_)) => {
+                let sum = checksum_tree(
+                    &self.context,
+                    &img_solver::SelectAll,
+                    &options,
+                    self.checksums.as_ref(),
+                )?;
+                extra = extra.with_salt(sum.digest.to_string());
+            }
+            Op::File(file) => {
+                for action in &file.actions {
+                    if let FileAction::Copy(copy) = action {
+                        if let Some(dir) = inputs.get(&copy.source).and_then(|o| o.dir.as_ref()) {
+                            let filter = selection(&copy.src);
+                            let sum =
+                                checksum_tree(dir, &filter, &options, self.checksums.as_ref())?;
+                            extra = extra.with_content(copy.source, sum.digest);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(extra)
+    }
+
+    fn execute(
+        &self,
+        op: &Op,
+        _inputs: &Inputs<FakeOutput>,
+        ctx: &ExecContext<'_>,
+    ) -> Result<FakeOutput, FakeError> {
+        let name = ctx.metadata().description.clone();
+        let start = Instant::now();
+        let result = match op {
+            Op::Exec(exec) => run_script(&exec.args, ctx),
+            _ => Ok(()),
+        };
+        self.runs.lock().unwrap().push(Run {
+            op: ctx.op(),
+            name: name.clone(),
+            start,
+            end: Instant::now(),
+        });
+        self.names.lock().unwrap().insert(ctx.op(), name);
+        result?;
+        let dir = matches!(op, Op::Source(SourceOp::Local(_))).then(|| self.context.clone());
+        self.store_output(ctx.op(), dir)
+    }
+
+    fn output_id(&self, output: &FakeOutput) -> String {
+        output.id.clone()
+    }
+
+    fn load(&self, id: &str) -> Result<Option<FakeOutput>, FakeError> {
+        if !self.store.join(id).exists() {
+            return Ok(None);
+        }
+        // The local source stands for the context directory wherever it was loaded.
+        let dir = Some(self.context.clone());
+        Ok(Some(FakeOutput {
+            id: id.to_owned(),
+            dir,
+        }))
+    }
+}
+
+/// The fake "process": `sleep MS`, `fail CODE`, `wait-cancel`, anything else succeeds at once.
+fn run_script(args: &[String], ctx: &ExecContext<'_>) -> Result<(), FakeError> {
+    match args.first().map(String::as_str) {
+        Some("sleep") => {
+            let ms: u64 = args[1].parse().unwrap();
+            if ctx.cancel_token().wait_timeout(Duration::from_millis(ms)) {
+                return Err(FakeError::Cancelled);
+            }
+            Ok(())
+        }
+        Some("fail") => {
+            std::thread::sleep(Duration::from_millis(50));
+            for i in 1..=30 {
+                ctx.log(LogStream::Stdout, format!("line {i}\n").as_bytes());
+            }
+            ctx.log(LogStream::Stderr, b"make: *** [all] Error 2\n");
+            Err(FakeError::Exit {
+                code: args[1].parse().unwrap(),
+            })
+        }
+        Some("wait-cancel") => {
+            if ctx.cancel_token().wait_timeout(Duration::from_secs(20)) {
+                Err(FakeError::Cancelled)
+            } else {
+                Ok(())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A small graph vocabulary for tests.
+pub struct Graph {
+    pub builder: DefinitionBuilder,
+    line: u32,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Graph {
+            builder: DefinitionBuilder::new(),
+            line: 0,
+        }
+    }
+
+    fn meta(&mut self, name: &str, stage: &str) -> OpMetadata {
+        self.line += 1;
+        OpMetadata {
+            description: name.to_owned(),
+            location: Some(SourceLocation {
+                file: "Dockerfile".into(),
+                start_line: self.line,
+                end_line: self.line,
+                text: name.to_owned(),
+            }),
+            stage: Some(stage.to_owned()),
+            ignore_cache: false,
+        }
+    }
+
+    pub fn image(&mut self, reference: &str) -> OpRef {
+        let meta = self.meta(&format!("FROM {reference}"), "base");
+        self.builder
+            .add(
+                SourceOp::Image(ImageSource {
+                    reference: reference.into(),
+                    platform: Platform::new("linux", "amd64"),
+                }),
+                meta,
+            )
+            .unwrap()
+    }
+
+    pub fn context(&mut self) -> OpRef {
+        let meta = self.meta("load build context", "context");
+        self.builder
+            .add(SourceOp::Local(LocalSource::new("context")), meta)
+            .unwrap()
+    }
+
+    /// An exec op whose description is `name` and whose "process" is `script`.
+    pub fn run(&mut self, stage: &str, root: OpRef, name: &str, script: &[&str]) -> OpRef {
+        let meta = self.meta(name, stage);
+        let args = script.iter().map(|s| s.to_string()).collect();
+        self.builder
+            .add(ExecOp::new(Some(root), args), meta)
+            .unwrap()
+    }
+
+    pub fn copy(&mut self, stage: &str, base: OpRef, from: OpRef, path: &str) -> OpRef {
+        let meta = self.meta(&format!("COPY {path}"), stage);
+        let op = FileOp::new(Some(base)).with_action(CopyAction::new(
+            from,
+            vec![path.to_owned()],
+            "/app/",
+        ));
+        self.builder.add(op, meta).unwrap()
+    }
+
+    pub fn merge(&mut self, inputs: Vec<OpRef>) -> OpRef {
+        let meta = self.meta("merge", "final");
+        self.builder.add(MergeOp { inputs }, meta).unwrap()
+    }
+
+    pub fn build(self, output: OpRef) -> Definition {
+        self.builder.build(output).unwrap()
+    }
+}
+
+/// A test's state: a temp dir with the cache database, an output store and a context.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("context")).unwrap();
+        Workspace { dir }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("cache.db")
+    }
+
+    pub fn context(&self) -> PathBuf {
+        self.dir.path().join("context")
+    }
+
+    pub fn executor(&self) -> FakeExecutor {
+        FakeExecutor::new(
+            &self.dir.path().join("store"),
+            &self.context(),
+            Some(&self.db_path()),
+        )
+    }
+
+    pub fn solver(&self) -> img_solver::Solver<FakeExecutor> {
+        img_solver::Solver::new(self.executor(), CacheDb::open(self.db_path()).unwrap())
+    }
+}
+
+/// Whether two runs overlap in time.
+pub fn overlap(a: &Run, b: &Run) -> bool {
+    a.start < b.end && b.start < a.end
+}
