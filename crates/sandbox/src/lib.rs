@@ -1,6 +1,78 @@
 //! The rootless container in which one `RUN` step executes.
 //!
 //! Pipeline position: called by `solver` for exec ops. It knows nothing about Dockerfiles: it
-//! takes a root filesystem, mounts, a process description and a uid/gid mapping, runs the
-//! process in new user, mount, pid, ipc and uts namespaces, and reports its output and exit code.
+//! takes a root filesystem (a directory, or mounts such as an overlay to perform first), extra
+//! mounts, a process description and a uid/gid mapping, runs the process in new user, mount,
+//! pid, ipc and uts namespaces (and a network namespace for `--network=none`), streams its
+//! output and reports its exit code.
+//!
+//! # Design
+//!
+//! The sandbox is set up by a *freshly executed* process, never by a fork of the caller: the
+//! caller (the `img` binary) is multithreaded, and after `fork` only async-signal-safe work is
+//! allowed until `exec`, which rules out the allocation-heavy mount setup. [`Sandbox::run`]
+//! therefore re-executes an init program — by default `/proc/self/exe`, the calling binary itself —
+//! with a hidden environment variable; that program's `main` calls [`maybe_run_init`] first
+//! thing, which turns it into the sandbox init:
+//!
+//! 1. stage 1 reads the request from stdin, unshares the user namespace and asks the parent over
+//!    a `SOCK_SEQPACKET` socket to write the uid/gid maps (`newuidmap`/`newgidmap` for
+//!    subordinate ranges, or `/proc/<pid>/uid_map` directly for a single id), then unshares the
+//!    mount, pid, ipc, uts (and network) namespaces and forks;
+//! 2. stage 2 is pid 1 of the new pid namespace: it mounts the root filesystem, a fresh /proc,
+//!    a small /dev, a read-only /sys, the supplied /etc/hosts, /etc/resolv.conf and
+//!    /etc/hostname and the step's mounts, pivots into the root, forks the command, reaps
+//!    zombies, forwards signals, and on cancellation kills the whole namespace;
+//! 3. stage 3 resolves `USER` in the image, drops capabilities to Docker's default set, sets
+//!    `no_new_privs` and executes the command.
+//!
+//! Failures inside the sandbox come back to the caller as typed data over the socket
+//! ([`SetupError`]). Every privileged system call of the setup goes through one internal trait
+//! with a real and a recording implementation, so the mount plan is unit-tested without root;
+//! `tests/` runs real namespaces. Host paths (`/proc`, `/etc/subuid`, the uidmap helpers) are
+//! injectable through [`HostPaths`].
+//!
+//! # What a binary must do
+//!
+//! ```no_run
+//! fn main() {
+//!     img_sandbox::maybe_run_init(); // first thing: returns at once unless started as the init
+//!     // ... the program proper
+//! }
+//! ```
+//!
+//! Libraries and tests that cannot change `main` use the `img-sandbox-init` binary of this
+//! crate through [`Sandbox::with_init_program`].
 #![deny(missing_docs)]
+
+mod cache_lock;
+mod cancel;
+mod caps;
+mod doctor;
+mod error;
+mod idmap;
+mod init;
+mod mount_plan;
+mod output;
+mod paths;
+mod protocol;
+mod sandbox;
+mod spec;
+mod syscalls;
+mod user;
+
+pub use cache_lock::{CacheLockError, CacheMountLock, CacheSharing};
+pub use cancel::CancelToken;
+pub use doctor::{doctor, DoctorReport, Probe, ProbeResult, ProbeStatus, MIN_SUBORDINATE_IDS};
+pub use error::{SandboxError, SetupError};
+pub use idmap::{IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange};
+pub use init::maybe_run_init;
+pub use output::{DiscardOutput, LineSink, OutputChunk, OutputSink, Stream};
+pub use paths::HostPaths;
+pub use protocol::SetupStep;
+pub use sandbox::{Sandbox, StepExit};
+pub use spec::{
+    BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes, SecurityMode, StepMount,
+    DEFAULT_HOSTNAME,
+};
+pub use user::UserError;
