@@ -1,0 +1,266 @@
+//! Layer export: entries -> deterministic tar -> compressor -> content store, in one pass.
+//! The diffID (sha256 of the tar) and the blob digest are both computed as the bytes stream
+//! through; the uncompressed tar is never stored.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, MediaType};
+
+use super::compression::{Compression, Compressor};
+use super::tarfmt::{self, TarEntry};
+use crate::changes::{self, EntryKind, LayerEntry};
+use crate::content::{ContentError, ContentStore};
+use crate::copy::read_xattrs;
+use crate::digest::{Digest, HashingWriter};
+
+/// A failure while exporting a layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// Reading the tree failed.
+    #[error("exporting layer: reading {path}: {source}")]
+    Read {
+        /// The file or directory being read.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the tar stream or the compressed blob failed.
+    #[error("exporting layer: writing the blob: {source}")]
+    Write {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Storing the blob failed.
+    #[error(transparent)]
+    Content(#[from] ContentError),
+}
+
+/// How to write a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExportOptions {
+    /// The compression (gzip by default).
+    pub compression: Compression,
+    /// The compression level; `None` for [`Compression::default_level`].
+    pub level: Option<u32>,
+    /// Clamp every mtime to at most this (unix seconds), for reproducible layers; the cli
+    /// takes it from `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+    /// Compression threads; 0 means one per core.
+    pub threads: usize,
+}
+
+/// A layer stored in the content store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// The digest of the (compressed) blob.
+    pub digest: Digest,
+    /// The blob size in bytes.
+    pub size: u64,
+    /// The digest of the uncompressed tar: the image config's `rootfs.diff_ids` entry.
+    pub diff_id: Digest,
+    /// The compression used.
+    pub compression: Compression,
+}
+
+impl LayerDescriptor {
+    /// The descriptor to put in a manifest's `layers`.
+    pub fn to_oci(&self) -> Descriptor {
+        Descriptor::new(
+            MediaType::Other(self.compression.media_type().to_owned()),
+            self.size,
+            self.digest.to_oci(),
+        )
+    }
+}
+
+/// Exports the whole tree at `root` as a layer with no parent.
+pub fn export_layer(
+    content: &ContentStore,
+    root: &Path,
+    options: &ExportOptions,
+) -> Result<LayerDescriptor, ExportError> {
+    let entries = changes::whole_tree(root).map_err(|source| ExportError::Read {
+        path: root.to_owned(),
+        source,
+    })?;
+    export_entries(content, None, root, &entries, options)
+}
+
+/// Writes `entries` (sorted, as produced by `changes`) from the tree at `root`.
+pub(crate) fn export_entries(
+    content: &ContentStore,
+    lease: Option<&str>,
+    root: &Path,
+    entries: &[LayerEntry],
+    options: &ExportOptions,
+) -> Result<LayerDescriptor, ExportError> {
+    let mut blob = content.ingest(None)?;
+    if let Some(lease) = lease {
+        blob = blob.with_lease_id(lease.to_owned());
+    }
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let level = options.level.unwrap_or(options.compression.default_level());
+    let write_err = |source| ExportError::Write { source };
+    let compressor =
+        Compressor::new(options.compression, level, threads, blob).map_err(write_err)?;
+    let mut builder = tar::Builder::new(HashingWriter::new(compressor));
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    for entry in entries {
+        write_entry(
+            &mut builder,
+            root,
+            entry,
+            options.source_date_epoch,
+            &mut links,
+        )?;
+    }
+    let hashing = builder.into_inner().map_err(write_err)?;
+    let (compressor, diff_id, _) = hashing.finish();
+    let blob = compressor.finish().map_err(write_err)?;
+    let info = blob.commit()?;
+    Ok(LayerDescriptor {
+        digest: info.digest,
+        size: info.size,
+        diff_id,
+        compression: options.compression,
+    })
+}
+
+fn write_entry<W: io::Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    entry: &LayerEntry,
+    epoch: Option<i64>,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> Result<(), ExportError> {
+    let name = changes::tar_name(entry);
+    let name = name.as_os_str().as_encoded_bytes();
+    let write_err = |source| ExportError::Write { source };
+    if entry.kind != EntryKind::Write {
+        // Whiteouts carry no metadata of their own; fixed values keep layers reproducible.
+        let marker = TarEntry {
+            name,
+            kind: tar::EntryType::Regular,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            link: None,
+            device: None,
+            xattrs: &[],
+        };
+        return tarfmt::append(builder, &marker, io::empty()).map_err(write_err);
+    }
+    let path = root.join(&entry.rel);
+    let read_err = |source| ExportError::Read {
+        path: path.clone(),
+        source,
+    };
+    let meta = fs::symlink_metadata(&path).map_err(read_err)?;
+    let ft = meta.file_type();
+    let mtime = meta.mtime().max(0);
+    let mtime = epoch.map_or(mtime, |e| mtime.min(e.max(0))) as u64;
+    let xattrs = read_xattrs(&path).map_err(read_err)?;
+    let mut tar_entry = TarEntry {
+        name,
+        kind: tar::EntryType::Regular,
+        mode: meta.mode(),
+        uid: meta.uid() as u64,
+        gid: meta.gid() as u64,
+        mtime,
+        size: 0,
+        link: None,
+        device: None,
+        xattrs: &xattrs,
+    };
+    let dir_name;
+    let target;
+    if ft.is_dir() {
+        let mut n = name.to_vec();
+        n.push(b'/');
+        dir_name = n;
+        tar_entry.name = &dir_name;
+        tar_entry.kind = tar::EntryType::Directory;
+    } else if ft.is_file() {
+        if meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = links.get(&key).cloned() {
+                tar_entry.kind = tar::EntryType::Link;
+                tar_entry.link = Some(&first);
+                return tarfmt::append(builder, &tar_entry, io::empty()).map_err(write_err);
+            }
+            links.insert(key, name.to_vec());
+        }
+        tar_entry.size = meta.size();
+        // O_NOFOLLOW: the entry was a regular file when listed; never read through a symlink
+        // swapped in since.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(read_err)?;
+        let data = ExactReader {
+            inner: file.take(meta.size()),
+            left: meta.size(),
+        };
+        return tarfmt::append(builder, &tar_entry, data).map_err(|source| match source.kind() {
+            io::ErrorKind::UnexpectedEof => ExportError::Read {
+                path: path.clone(),
+                source,
+            },
+            _ => ExportError::Write { source },
+        });
+    } else if ft.is_symlink() {
+        target = fs::read_link(&path).map_err(read_err)?;
+        tar_entry.kind = tar::EntryType::Symlink;
+        tar_entry.link = Some(target.as_os_str().as_encoded_bytes());
+    } else if ft.is_char_device() || ft.is_block_device() {
+        tar_entry.kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else {
+            tar::EntryType::Block
+        };
+        let rdev = meta.rdev();
+        tar_entry.device = Some((libc::major(rdev), libc::minor(rdev)));
+    } else if ft.is_fifo() {
+        tar_entry.kind = tar::EntryType::Fifo;
+    } else {
+        // Sockets cannot be represented in a layer.
+        return Ok(());
+    }
+    tarfmt::append(builder, &tar_entry, io::empty()).map_err(write_err)
+}
+
+/// Reads exactly the size announced in the tar header: a file that shrank while being read
+/// would otherwise leave a corrupt archive.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being archived",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

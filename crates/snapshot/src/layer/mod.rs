@@ -1,0 +1,11 @@
+//! Layers: the tar diff between a snapshot and its parent, compressed, in the content store.
+
+mod apply;
+mod compression;
+mod export;
+mod tarfmt;
+
+pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, WhiteoutStyle};
+pub use compression::Compression;
+pub(crate) use export::export_entries;
+pub use export::{export_layer, ExportError, ExportOptions, LayerDescriptor};
