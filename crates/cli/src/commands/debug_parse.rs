@@ -40,8 +40,12 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
             ("<stdin>".to_owned(), source)
         }
         Input::File(path) => {
-            let source = std::fs::read(path)
-                .with_context(|| format!("could not read the Dockerfile {}", path.display()))?;
+            let source = std::fs::read(path).with_context(|| {
+                format!(
+                    "could not read the Dockerfile {} (give its path, or - for standard input)",
+                    path.display()
+                )
+            })?;
             (path.display().to_string(), source)
         }
     };
