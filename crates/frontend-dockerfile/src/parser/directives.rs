@@ -29,14 +29,15 @@ impl DirectiveParser {
     }
 
     /// Looks at the first line of a would-be instruction (newline and leading whitespace
-    /// already removed). After the first line that is not a known directive, does nothing.
-    pub fn observe(&mut self, line: &str, number: usize) -> Result<(), ParseErrorKind> {
+    /// already removed); true when it was a directive. After the first line that is not a
+    /// known directive, does nothing.
+    pub fn observe(&mut self, line: &str, number: usize) -> Result<bool, ParseErrorKind> {
         if self.done {
-            return Ok(());
+            return Ok(false);
         }
         let Some((name, value)) = match_directive(line) else {
             self.done = true;
-            return Ok(());
+            return Ok(false);
         };
         let directives = &mut self.directives;
         let (slot_line, value_slot) = match name.as_str() {
@@ -46,7 +47,7 @@ impl DirectiveParser {
             _ => {
                 // An unknown name ends the directive block like any other comment.
                 self.done = true;
-                return Ok(());
+                return Ok(false);
             }
         };
         if slot_line.is_some() {
@@ -67,7 +68,7 @@ impl DirectiveParser {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -137,9 +138,9 @@ mod tests {
     #[test]
     fn block_ends_at_first_non_directive() {
         let mut p = DirectiveParser::new();
-        p.observe("# syntax=x", 1).unwrap();
-        p.observe("# foo=bar", 2).unwrap();
-        p.observe("# escape=`", 3).unwrap();
+        assert_eq!(p.observe("# syntax=x", 1), Ok(true));
+        assert_eq!(p.observe("# foo=bar", 2), Ok(false));
+        assert_eq!(p.observe("# escape=`", 3), Ok(false));
         assert_eq!(p.escape(), '\\');
         let d = p.into_directives();
         assert_eq!(d.syntax.as_deref(), Some("x"));

@@ -55,7 +55,11 @@ impl<'a> Parser<'a> {
         while let Some(first) = self.next_line()? {
             let start_line = first.number;
             let text = trim_newline(&first.text).trim_start();
-            if let Some(comment) = text.strip_prefix('#') {
+            let is_directive = self
+                .directives
+                .observe(text, start_line)
+                .map_err(|kind| self.error(start_line, start_line, text, kind))?;
+            if let Some(comment) = text.strip_prefix('#').filter(|_| !is_directive) {
                 let comment = comment.trim();
                 // An empty `#` line separates a comment block from the next instruction.
                 if comment.is_empty() {
@@ -64,9 +68,6 @@ impl<'a> Parser<'a> {
                     self.comments.push(comment.to_owned());
                 }
             }
-            self.directives
-                .observe(text, start_line)
-                .map_err(|kind| self.error(start_line, start_line, text, kind))?;
             let content = if is_comment(text) { "" } else { text };
             let (first_part, mut end_of_line) =
                 trim_continuation(content, self.directives.escape());
@@ -199,4 +200,57 @@ fn can_contain_heredoc(node: &Node) -> bool {
         _ => node,
     };
     matches!(&*node.keyword, "run" | "copy" | "add") && !node.json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_before_an_instruction_are_kept_without_directives() {
+        let df = parse(
+            "# syntax=x\n# about from\nFROM a\n\n# one\n#\n# two\nRUN x \\\n# inside\n y\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        assert_eq!(df.instructions[0].comments, ["about from"]);
+        assert_eq!(df.instructions[1].comments, ["two"]);
+        assert_eq!(df.directives.lines.syntax, Some(1));
+    }
+
+    #[test]
+    fn original_is_the_joined_logical_line() {
+        let df = parse("FROM a\n  RUN x \\\n   y  \nONBUILD  RUN z\n", "Dockerfile").unwrap();
+        assert_eq!(df.instructions[1].original, "RUN x    y  ");
+        assert_eq!(df.instructions[2].sub.as_ref().unwrap().original, "RUN z");
+        assert_eq!(
+            (
+                df.instructions[2].sub.as_ref().unwrap().start_line,
+                df.instructions[2].sub.as_ref().unwrap().end_line
+            ),
+            (4, 4)
+        );
+    }
+
+    #[test]
+    fn error_carries_file_lines_text_and_kind() {
+        let err = parse("FROM a\nENV a=b \\\n  c\n", "app/Dockerfile").unwrap_err();
+        assert_eq!(err.file, "app/Dockerfile");
+        assert_eq!((err.line, err.end_line), (2, 3));
+        assert_eq!(err.text, "ENV a=b   c");
+        assert_eq!(err.kind, ParseErrorKind::MissingEquals { word: "c".into() });
+    }
+
+    #[test]
+    fn warning_names_its_rule_and_last_line() {
+        let df = parse("FROM a\nRUN x \\\n\n y\n", "Dockerfile").unwrap();
+        assert_eq!(
+            df.warnings,
+            [ParseWarning {
+                line: 4,
+                message: "Empty continuation line found in: RUN x  y".into(),
+                rule: Some("NoEmptyContinuation"),
+            }]
+        );
+    }
 }
