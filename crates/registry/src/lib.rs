@@ -3,4 +3,47 @@
 //! Pipeline position: beside `snapshot`, used by `solver` (to pull base images for `FROM`) and
 //! by the CLI (`pull`, `push`, `login`, `logout`). It speaks the OCI distribution protocol with
 //! Docker's reference rules and credential lookup.
+//!
+//! Design:
+//! - Blocking HTTP (`ureq`) on plain threads: transfers block on the network, so they never
+//!   run in rayon's pool. A [`Client`] is `Sync` and shares connections, endpoints and tokens.
+//! - Blobs stream: a pull writes into a [`BlobSink`] while hashing and commits only a blob
+//!   whose size and digest match; a push reads from a [`BlobSource`]. Memory stays bounded
+//!   whatever the layer size.
+//! - This crate knows nothing of img's content store: the traits above are the seam, and
+//!   [`DirBlobStore`] is a plain OCI-layout blob directory implementing both.
+//! - Authentication follows Docker: anonymous, Basic, or Bearer tokens from the realm in the
+//!   `WWW-Authenticate` challenge, reused while they cover the scopes a request needs;
+//!   credentials from `config.json`, `credsStore` and `credHelpers`.
 #![deny(missing_docs)]
+
+mod auth;
+mod client;
+mod config;
+mod credentials;
+mod error;
+mod login;
+mod manifest;
+mod parallel;
+mod platform;
+mod progress;
+mod pull;
+mod push;
+mod reference;
+mod store;
+mod transport;
+mod verify;
+
+pub use client::Client;
+pub use config::{ClientConfig, ConfigError, DEFAULT_CONCURRENT_TRANSFERS};
+pub use credentials::{Credentials, CredentialsError};
+pub use error::{Error, RegistryErrorEntry, RegistryErrors, Result};
+pub use login::{login, logout};
+pub use manifest::{ManifestError, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+pub use oci_spec::image::{Descriptor, Digest};
+pub use platform::{Platform, PlatformError};
+pub use progress::{no_progress, ProgressEvent, ProgressFn};
+pub use pull::{Manifest, ResolvedImage};
+pub use push::PushOptions;
+pub use reference::{normalize_registry, Reference, ReferenceError, DOCKER_HUB};
+pub use store::{sha256_digest, BlobSink, BlobSource, BlobWriter, DirBlobStore};

@@ -1,0 +1,611 @@
+//! HTTP to registries: endpoint discovery (HTTPS, or plain HTTP for insecure and loopback
+//! registries), authentication on every request, and retries with backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ureq::http::{self, Response};
+use ureq::{Body, SendBody};
+use url::Url;
+
+use crate::auth::{basic_header, parse_challenge, Challenge, TokenCache, TokenResponse};
+use crate::config::ClientConfig;
+use crate::credentials::{Credentials, DockerConfig, Secret};
+use crate::error::{Error, RegistryErrors, Result};
+use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST};
+
+/// Attempts per request (the first plus four retries).
+const MAX_ATTEMPTS: u32 = 5;
+/// Error bodies and token responses are small; never read more than this of them.
+const SMALL_BODY_LIMIT: u64 = 1 << 20;
+
+/// Delay before retry number `attempt` (1-based): 250 ms doubling, capped at 8 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(8))
+}
+
+/// Runs `f` until it succeeds, fails with a non-retryable error, or runs out of attempts.
+pub(crate) fn with_retries<T>(
+    mut f: impl FnMut() -> Result<T>,
+    mut on_retry: impl FnMut(u32, Duration, &Error),
+) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                let delay = backoff(attempt);
+                on_retry(attempt, delay, &e);
+                std::thread::sleep(delay);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One registry (or mirror) as reached over the network.
+pub(crate) struct Endpoint {
+    /// The name credentials are filed under (`docker.io`, `localhost:5000`, a mirror host).
+    pub(crate) registry: String,
+    /// `scheme://host[:port]`, without trailing slash.
+    pub(crate) base: String,
+    /// HTTPS without certificate verification (an insecure registry that speaks TLS).
+    no_verify: bool,
+    challenge: Mutex<Option<Challenge>>,
+}
+
+impl Endpoint {
+    /// The URL of a path under `/v2/`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base)
+    }
+}
+
+/// The Authorization header for one request, and the token in it (to drop it if refused).
+struct Authorization {
+    header: Option<String>,
+    token: Option<Secret>,
+}
+
+/// Shared HTTP state of a client.
+pub(crate) struct Transport {
+    pub(crate) config: ClientConfig,
+    agent: ureq::Agent,
+    agent_no_verify: ureq::Agent,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
+    tokens: TokenCache,
+    credentials: Mutex<HashMap<String, Option<Credentials>>>,
+}
+
+impl Transport {
+    pub(crate) fn new(config: ClientConfig) -> Self {
+        let agent = |no_verify: bool| {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .user_agent(config.user_agent.as_str())
+                // Blobs are verified byte for byte: never let the client decompress them.
+                .accept_encoding("identity")
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(300)))
+                // A stalled body read is a broken transfer: fail it so it can be resumed.
+                .timeout_per_read(Some(Duration::from_secs(120)))
+                .max_idle_connections_per_host(8)
+                .tls_config(
+                    ureq::tls::TlsConfig::builder()
+                        .disable_verification(no_verify)
+                        .build(),
+                )
+                .build()
+                .new_agent()
+        };
+        Transport {
+            agent: agent(false),
+            agent_no_verify: agent(true),
+            config,
+            endpoints: Mutex::default(),
+            tokens: TokenCache::default(),
+            credentials: Mutex::default(),
+        }
+    }
+
+    /// Uses `creds` for `registry` instead of Docker's config (login checks them this way).
+    pub(crate) fn set_credentials(&self, registry: &str, creds: Credentials) {
+        lock(&self.credentials).insert(registry.to_string(), Some(creds));
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
+        if let Some(c) = lock(&self.credentials).get(registry) {
+            return Ok(c.clone());
+        }
+        let found = match self.config.docker_config_dir() {
+            Some(dir) => DockerConfig::load(&dir)?.lookup(registry)?,
+            None => None,
+        };
+        lock(&self.credentials).insert(registry.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The endpoint of a registry named in a reference.
+    pub(crate) fn endpoint(&self, registry: &str) -> Result<Arc<Endpoint>> {
+        let host = if registry == DOCKER_HUB {
+            DOCKER_HUB_API_HOST
+        } else {
+            registry
+        };
+        self.connect(registry, host, None)
+    }
+
+    /// The endpoint of a mirror given as `host[:port]` or `scheme://host[:port]`.
+    pub(crate) fn mirror_endpoint(&self, mirror: &str) -> Result<Arc<Endpoint>> {
+        let (scheme, rest) = match mirror.split_once("://") {
+            Some((s, r)) => (Some(s), r),
+            None => (None, mirror),
+        };
+        let host = rest.trim_end_matches('/');
+        self.connect(host, host, scheme)
+    }
+
+    /// Finds how to talk to `host` by pinging `/v2/`, as Docker does: HTTPS, and for insecure
+    /// registries HTTPS without verification then plain HTTP. The ping also yields the
+    /// authentication challenge.
+    fn connect(&self, registry: &str, host: &str, scheme: Option<&str>) -> Result<Arc<Endpoint>> {
+        let key = format!("{}|{host}", scheme.unwrap_or(""));
+        if let Some(ep) = lock(&self.endpoints).get(&key) {
+            return Ok(ep.clone());
+        }
+        let candidates: &[(&str, bool)] = match scheme {
+            Some("http") => &[("http", false)],
+            Some(_) => &[("https", false)],
+            None if self.config.is_insecure(registry) || self.config.is_insecure(host) => {
+                &[("https", true), ("http", false)]
+            }
+            None => &[("https", false)],
+        };
+        let mut last_err = None;
+        for (i, (scheme, no_verify)) in candidates.iter().enumerate() {
+            let ep = Endpoint {
+                registry: registry.to_string(),
+                base: format!("{scheme}://{host}"),
+                no_verify: *no_verify,
+                challenge: Mutex::new(None),
+            };
+            let last = i + 1 == candidates.len();
+            let ping = || self.ping(&ep);
+            let result = if last {
+                with_retries(ping, |_, _, _| {})
+            } else {
+                ping()
+            };
+            match result {
+                Ok(challenge) => {
+                    *lock(&ep.challenge) = challenge;
+                    let ep = Arc::new(ep);
+                    lock(&self.endpoints).insert(key, ep.clone());
+                    return Ok(ep);
+                }
+                Err(e @ Error::Transport { .. }) if !last => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.expect("at least one candidate scheme"))
+    }
+
+    fn ping(&self, ep: &Endpoint) -> Result<Option<Challenge>> {
+        let url = ep.url("");
+        let req = build(http::Method::GET, &url, &[], None, SendBody::none())?;
+        let mut resp = self.execute(ep, req)?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(None),
+            401 => challenge_of(&url, &resp).map(Some),
+            _ => Err(status_error(ep, "GET", &url, &mut resp)),
+        }
+    }
+
+    fn agent(&self, ep: &Endpoint) -> &ureq::Agent {
+        if ep.no_verify {
+            &self.agent_no_verify
+        } else {
+            &self.agent
+        }
+    }
+
+    /// Sends one request as is.
+    fn execute(&self, ep: &Endpoint, req: http::Request<SendBody<'_>>) -> Result<Response<Body>> {
+        let url = req.uri().to_string();
+        self.agent(ep).run(req).map_err(|source| Error::Transport {
+            url: strip_query(&url),
+            source,
+        })
+    }
+
+    fn authorization(&self, ep: &Endpoint, scopes: &[String]) -> Result<Authorization> {
+        let challenge = lock(&ep.challenge).clone();
+        match challenge {
+            None => Ok(Authorization {
+                header: None,
+                token: None,
+            }),
+            Some(Challenge::Basic) => Ok(Authorization {
+                header: self.credentials(&ep.registry)?.map(|c| basic_header(&c)),
+                token: None,
+            }),
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let token = match self.tokens.find(&ep.base, scopes) {
+                    Some(t) => t,
+                    None => self.fetch_token(ep, &realm, service.as_deref(), scopes)?,
+                };
+                Ok(Authorization {
+                    header: Some(format!("Bearer {}", token.expose())),
+                    token: Some(token),
+                })
+            }
+        }
+    }
+
+    /// The token flow: GET the realm with Basic credentials (or POST an OAuth2 refresh token
+    /// when Docker stored an identity token). A 401/403 from the realm means bad credentials.
+    fn fetch_token(
+        &self,
+        ep: &Endpoint,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<Secret> {
+        let creds = self.credentials(&ep.registry)?;
+        let url = Url::parse(realm).map_err(|_| Error::AuthProtocol {
+            url: ep.base.clone(),
+            problem: "the Bearer realm is not a URL",
+        })?;
+        let realm_shown = strip_query(realm);
+        let (token, lifetime) = with_retries(
+            || {
+                let req = match creds.as_ref().and_then(|c| c.identity_token()) {
+                    Some(refresh) => {
+                        let mut form = url::form_urlencoded::Serializer::new(String::new());
+                        form.append_pair("grant_type", "refresh_token")
+                            .append_pair("refresh_token", refresh)
+                            .append_pair("client_id", "img");
+                        if let Some(s) = service {
+                            form.append_pair("service", s);
+                        }
+                        if !scopes.is_empty() {
+                            form.append_pair("scope", &scopes.join(" "));
+                        }
+                        let body = form.finish();
+                        build(
+                            http::Method::POST,
+                            url.as_str(),
+                            &[("Content-Type", "application/x-www-form-urlencoded")],
+                            None,
+                            SendBody::from_owned_reader(std::io::Cursor::new(body.into_bytes())),
+                        )?
+                    }
+                    None => {
+                        let mut u = url.clone();
+                        {
+                            let mut q = u.query_pairs_mut();
+                            if let Some(s) = service {
+                                q.append_pair("service", s);
+                            }
+                            for s in scopes {
+                                q.append_pair("scope", s);
+                            }
+                            if let Some(c) = &creds {
+                                q.append_pair("account", c.username());
+                            }
+                        }
+                        let auth = creds.as_ref().map(basic_header);
+                        build(
+                            http::Method::GET,
+                            u.as_str(),
+                            &[],
+                            auth.as_deref(),
+                            SendBody::none(),
+                        )?
+                    }
+                };
+                let mut resp = self.execute(ep, req)?;
+                let status = resp.status().as_u16();
+                match status {
+                    200..=299 => {
+                        let body = read_small(&realm_shown, &mut resp)?;
+                        serde_json::from_slice::<TokenResponse>(&body)
+                            .ok()
+                            .and_then(TokenResponse::into_parts)
+                            .ok_or_else(|| Error::AuthProtocol {
+                                url: realm_shown.clone(),
+                                problem: "the token response has no token",
+                            })
+                    }
+                    401 | 403 => Err(Error::Unauthorized {
+                        registry: ep.registry.clone(),
+                        url: realm_shown.clone(),
+                        status,
+                        errors: errors_of(&mut resp),
+                    }),
+                    _ => Err(status_error(ep, "GET", &realm_shown, &mut resp)),
+                }
+            },
+            |_, _, _| {},
+        )?;
+        self.tokens
+            .insert(&ep.base, scopes, token.clone(), lifetime);
+        Ok(token)
+    }
+
+    /// Checks that the credentials for `ep` are accepted: a token for no particular scope
+    /// (Docker's login does the same), then `/v2/` with it.
+    pub(crate) fn check_login(&self, ep: &Endpoint) -> Result<()> {
+        let mut resp = self.request(ep, &[], http::Method::GET, &ep.url(""), &[])?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(()),
+            _ => Err(status_error(ep, "GET", &ep.url(""), &mut resp)),
+        }
+    }
+
+    /// A request without body, authenticated, retried on connection errors and 5xx, and
+    /// re-authenticated once on 401 (the token expired or needs another scope). Returns any
+    /// other status for the caller to judge.
+    pub(crate) fn request(
+        &self,
+        ep: &Endpoint,
+        scopes: &[String],
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Body>> {
+        // POST/PUT/PATCH without content still declare an empty body.
+        let mut all_headers = headers.to_vec();
+        if matches!(
+            method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        ) {
+            all_headers.push(("Content-Length", "0"));
+        }
+        let headers = all_headers.as_slice();
+        with_retries(
+            || {
+                let auth = self.authorization(ep, scopes)?;
+                let req = build(
+                    method.clone(),
+                    url,
+                    headers,
+                    auth.header.as_deref(),
+                    SendBody::none(),
+                )?;
+                let resp = self.execute(ep, req)?;
+                if resp.status().as_u16() != 401 {
+                    return server_error_as_err(ep, method_name(&method), url, resp);
+                }
+                // Learn the challenge (the ping may have said nothing, or it changed), drop the
+                // refused token and try once more with fresh authorization.
+                let challenge = challenge_of(url, &resp)?;
+                let mut scopes = scopes.to_vec();
+                if let Challenge::Bearer { scope: Some(s), .. } = &challenge {
+                    if !scopes.contains(s) {
+                        scopes.push(s.clone());
+                    }
+                }
+                *lock(&ep.challenge) = Some(challenge);
+                if let Some(t) = &auth.token {
+                    self.tokens.remove(&ep.base, t);
+                }
+                let auth = self.authorization(ep, &scopes)?;
+                let req = build(
+                    method.clone(),
+                    url,
+                    headers,
+                    auth.header.as_deref(),
+                    SendBody::none(),
+                )?;
+                let mut resp = self.execute(ep, req)?;
+                if resp.status().as_u16() == 401 {
+                    return Err(status_error(ep, method_name(&method), url, &mut resp));
+                }
+                server_error_as_err(ep, method_name(&method), url, resp)
+            },
+            |_, _, _| {},
+        )
+    }
+
+    /// A request with a body, sent once with current authorization (the caller restarts the
+    /// whole operation on failure, since a streamed body cannot be replayed).
+    pub(crate) fn request_with_body(
+        &self,
+        ep: &Endpoint,
+        scopes: &[String],
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: SendBody<'_>,
+    ) -> Result<Response<Body>> {
+        let auth = self.authorization(ep, scopes)?;
+        let req = build(method.clone(), url, headers, auth.header.as_deref(), body)?;
+        let mut resp = self.execute(ep, req)?;
+        if resp.status().as_u16() == 401 {
+            if let Some(t) = &auth.token {
+                self.tokens.remove(&ep.base, t);
+            }
+            return Err(status_error(ep, method_name(&method), url, &mut resp));
+        }
+        server_error_as_err(ep, method_name(&method), url, resp)
+    }
+}
+
+/// The method's name with a static lifetime, for error values.
+fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "request",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn build<'a>(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    authorization: Option<&str>,
+    body: SendBody<'a>,
+) -> Result<http::Request<SendBody<'a>>> {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    if let Some(a) = authorization {
+        b = b.header("Authorization", a);
+    }
+    b.body(body).map_err(|e| Error::Transport {
+        url: strip_query(url),
+        source: ureq::Error::Http(e),
+    })
+}
+
+fn challenge_of(url: &str, resp: &Response<Body>) -> Result<Challenge> {
+    resp.headers()
+        .get_all("www-authenticate")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_challenge)
+        .ok_or_else(|| Error::AuthProtocol {
+            url: strip_query(url),
+            problem: "401 without a usable WWW-Authenticate challenge (Basic or Bearer)",
+        })
+}
+
+fn server_error_as_err(
+    ep: &Endpoint,
+    method: &'static str,
+    url: &str,
+    mut resp: Response<Body>,
+) -> Result<Response<Body>> {
+    if resp.status().is_server_error() {
+        return Err(status_error(ep, method, url, &mut resp));
+    }
+    Ok(resp)
+}
+
+/// The error for an unexpected status: 401/403 are authentication failures, others plain.
+pub(crate) fn status_error(
+    ep: &Endpoint,
+    method: &'static str,
+    url: &str,
+    resp: &mut Response<Body>,
+) -> Error {
+    let status = resp.status().as_u16();
+    let errors = errors_of(resp);
+    let url = strip_query(url);
+    match status {
+        401 | 403 => Error::Unauthorized {
+            registry: ep.registry.clone(),
+            url,
+            status,
+            errors,
+        },
+        _ => Error::Status {
+            method,
+            url,
+            status,
+            errors,
+        },
+    }
+}
+
+fn errors_of(resp: &mut Response<Body>) -> RegistryErrors {
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(SMALL_BODY_LIMIT)
+        .read_to_vec()
+        .unwrap_or_default();
+    RegistryErrors::from_body(&body)
+}
+
+/// Reads a small body (JSON answers, manifests) with a size cap.
+pub(crate) fn read_limited(url: &str, resp: &mut Response<Body>, limit: u64) -> Result<Vec<u8>> {
+    resp.body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|source| Error::Transport {
+            url: strip_query(url),
+            source,
+        })
+}
+
+fn read_small(url: &str, resp: &mut Response<Body>) -> Result<Vec<u8>> {
+    read_limited(url, resp, SMALL_BODY_LIMIT)
+}
+
+/// Upload URLs carry opaque state in their query; errors show the path only.
+pub(crate) fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// A header's value as text.
+pub(crate) fn header<'r>(resp: &'r Response<Body>, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Resolves an upload `Location` (often relative) against the endpoint.
+pub(crate) fn location(ep: &Endpoint, url: &str, resp: &Response<Body>) -> Result<Url> {
+    let value = header(resp, "location").ok_or_else(|| Error::MissingHeader {
+        url: strip_query(url),
+        header: "Location",
+    })?;
+    let base = Url::parse(&ep.base).map_err(|_| Error::MissingHeader {
+        url: strip_query(url),
+        header: "Location",
+    })?;
+    base.join(value).map_err(|_| Error::MissingHeader {
+        url: strip_query(url),
+        header: "Location",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let delays: Vec<u64> = (1..=8).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 8000, 8000]);
+    }
+
+    #[test]
+    fn retries_only_retryable_errors() {
+        let mut calls = 0;
+        let r: Result<()> = with_retries(
+            || {
+                calls += 1;
+                Err(Error::Status {
+                    method: "GET",
+                    url: "u".into(),
+                    status: 404,
+                    errors: RegistryErrors::default(),
+                })
+            },
+            |_, _, _| {},
+        );
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "4xx is never retried");
+    }
+
+    #[test]
+    fn query_is_not_shown() {
+        assert_eq!(
+            strip_query("http://h/v2/x/blobs/uploads/u?_state=abc"),
+            "http://h/v2/x/blobs/uploads/u"
+        );
+    }
+}
