@@ -440,14 +440,43 @@ impl Unpacker {
             Err(e) if create && e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
+        let owned: Vec<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
+        self.create_dirs(owned, 0)
+    }
+
+    fn create_dirs(&self, comps: Vec<Vec<u8>>, depth: u32) -> io::Result<OwnedFd> {
+        // The kernel's own limit on symlinks followed in one lookup.
+        if depth > 40 {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
         let mut dir = self.resolve(&[])?;
-        for i in 0..comps.len() {
-            match self.resolve(&comps[..=i]) {
+        for i in 0..refs.len() {
+            match self.resolve(&refs[..=i]) {
                 Ok(fd) => dir = fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    mkdirat(&dir, os(comps[i]), Mode::from_bits_truncate(0o755))?;
-                    self.inherit_lower_dir_meta(&dir, &comps[..=i])?;
-                    dir = self.resolve(&comps[..=i])?;
+                    let existing = exists_at(&dir, refs[i])?;
+                    if existing.is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK) {
+                        // A dangling symlink: create its target, scoped to the root as the
+                        // kernel would resolve it there.
+                        let target = nix::fcntl::readlinkat(&dir, os(refs[i]))?;
+                        let mut next: Vec<Vec<u8>> =
+                            if target.as_bytes().starts_with(b"/") { Vec::new() } else { comps[..i].to_vec() };
+                        for part in target.as_bytes().split(|&b| b == b'/') {
+                            match part {
+                                b"" | b"." => {}
+                                b".." => {
+                                    next.pop();
+                                }
+                                p => next.push(p.to_vec()),
+                            }
+                        }
+                        next.extend(comps[i + 1..].iter().cloned());
+                        return self.create_dirs(next, depth + 1);
+                    }
+                    mkdirat(&dir, os(refs[i]), Mode::from_bits_truncate(0o755))?;
+                    self.inherit_lower_dir_meta(&dir, &refs[..=i])?;
+                    dir = self.resolve(&refs[..=i])?;
                 }
                 Err(e) => return Err(e),
             }
