@@ -9,10 +9,28 @@
 
 mod ast;
 mod dockerignore;
+mod instructions;
 mod parser;
 mod shell;
+mod stages;
 
 pub use ast::{DirectiveLines, Directives, Dockerfile, Heredoc, Node, ParseWarning};
 pub use parser::{parse, LexError, ParseError, ParseErrorKind};
+pub use instructions::{
+    parse_instruction, AddInstruction, ArgDeclaration, ArgInstruction, CacheSharing, Chmod,
+    ChmodFlag, CommandInstruction, CommandLine, CopyInstruction, ExposeInstruction, FileSources,
+    FromInstruction, HealthCheck, HealthcheckInstruction, InlineSource, Instruction,
+    InstructionError, InstructionErrorKind, KeyValue, KeyValueInstruction, Location,
+    MaintainerInstruction, Mount, MountError, MountType, NetworkMode, OnBuildInstruction,
+    RunInstruction, RunScript, SecurityMode, ShellInstruction, StopSignalInstruction,
+    SymbolicClause, SymbolicOp, SymbolicPerms, UserInstruction, VolumeInstruction,
+    WorkdirInstruction,
+};
 pub use dockerignore::{ignore_file_for, DockerignoreError, IgnorePatterns};
 pub use shell::{Environment, Expansion, Lexer, ShellError};
+pub use stages::{
+    plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, ContainerConfig, Empty,
+    FrontendError, HealthcheckConfig, HistoryEntry, ImageConfig, InstructionContext,
+    PlannedInstruction, Platform, PlatformError, SourceRef, Stage, StageBase, Warning,
+    DEFAULT_PATH,
+};

@@ -1,0 +1,737 @@
+//! The stage walk: global ARGs, stage selection from the target, dependency resolution with
+//! cycle detection, and each stage's instructions in order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ast::Dockerfile;
+use crate::instructions::{
+    location_of, parse_instruction, ArgInstruction, CommandLine, FromInstruction, Instruction,
+    InstructionError, InstructionErrorKind, Location,
+};
+use crate::shell::Lexer;
+use crate::stages::apply::{apply, StageState};
+use crate::stages::config::{HistoryEntry, ImageConfig, DEFAULT_PATH};
+use crate::stages::expand::{expand_instruction, Expanded, WordExpander};
+use crate::stages::lint::{file_warnings, Warnings};
+use crate::stages::{
+    BaseImageResolver, BuildOptions, BuildPlan, FrontendError, PlannedInstruction, Platform,
+    SourceRef, Stage, StageBase,
+};
+
+/// Build args every RUN may use without an ARG; kept out of history and cache keys.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A stage as written.
+struct StageSource {
+    name: Option<String>,
+    from: FromInstruction,
+    location: Location,
+    instructions: Vec<(Instruction, Location)>,
+}
+
+enum Visit {
+    Pending,
+    InProgress,
+    Done(Box<DoneStage>),
+}
+
+struct DoneStage {
+    stage: Stage,
+    state: StageState,
+    deps: BTreeSet<usize>,
+}
+
+/// Plans one build.
+pub(crate) struct Planner<'a> {
+    options: &'a BuildOptions,
+    resolver: &'a dyn BaseImageResolver,
+    lexer: Lexer,
+    stages: Vec<StageSource>,
+    global_env: BTreeMap<String, String>,
+    target: usize,
+    target_platform: Platform,
+    proxies: BTreeMap<String, String>,
+    visits: Vec<Visit>,
+    chain: Vec<usize>,
+    warnings: Warnings,
+}
+
+impl<'a> Planner<'a> {
+    /// Types every instruction, splits the stages and evaluates the global ARGs.
+    pub(crate) fn new(
+        dockerfile: &Dockerfile,
+        options: &'a BuildOptions,
+        resolver: &'a dyn BaseImageResolver,
+    ) -> Result<Planner<'a>, FrontendError> {
+        let file = options.file_name.as_str();
+        let mut warnings = Warnings::default();
+        file_warnings(dockerfile, file, &mut warnings);
+        let mut global_args: Vec<(ArgInstruction, Location)> = Vec::new();
+        let mut stages: Vec<StageSource> = Vec::new();
+        for node in &dockerfile.instructions {
+            let instruction = parse_instruction(node, file)?;
+            let location = location_of(node, file);
+            lint_instruction(&instruction, &location, node, &mut warnings);
+            match (instruction, stages.last_mut()) {
+                (Instruction::From(from), _) => {
+                    check_stage_name(&from, &location, &stages)?;
+                    stages.push(StageSource {
+                        name: from.stage_name.clone(),
+                        from,
+                        location,
+                        instructions: Vec::new(),
+                    });
+                }
+                (Instruction::Arg(arg), None) => global_args.push((arg, location)),
+                (other, None) => {
+                    return Err(FrontendError::FromFirst {
+                        location: Box::new(location),
+                        keyword: other.keyword(),
+                    })
+                }
+                (other, Some(stage)) => stage.instructions.push((other, location)),
+            }
+        }
+        if stages.is_empty() {
+            return Err(FrontendError::NoStages {
+                file: file.to_string(),
+            });
+        }
+        let target = match &options.target {
+            None => stages.len() - 1,
+            Some(t) => {
+                let wanted = t.to_lowercase();
+                stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(wanted.as_str()))
+                    .ok_or_else(|| FrontendError::TargetNotFound {
+                        target: t.clone(),
+                        available: stages
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| {
+                                s.name.clone().unwrap_or_else(|| format!("#{i} (unnamed)"))
+                            })
+                            .collect(),
+                    })?
+            }
+        };
+        let target_platform = options
+            .target_platform
+            .clone()
+            .unwrap_or_else(|| options.build_platform.clone());
+        let proxies = options
+            .build_args
+            .iter()
+            .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut planner = Planner {
+            options,
+            resolver,
+            lexer: Lexer::new(dockerfile.directives.escape),
+            visits: stages.iter().map(|_| Visit::Pending).collect(),
+            stages,
+            global_env: BTreeMap::new(),
+            target,
+            target_platform,
+            proxies,
+            chain: Vec::new(),
+            warnings,
+        };
+        planner.global_args(&global_args)?;
+        Ok(planner)
+    }
+
+    /// The automatic platform args, then the global ARGs in order; `--build-arg` wins.
+    fn global_args(&mut self, args: &[(ArgInstruction, Location)]) -> Result<(), FrontendError> {
+        let build = &self.options.build_platform;
+        let target = &self.target_platform;
+        let stage_name = self
+            .options
+            .target
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let automatic = [
+            ("TARGETPLATFORM", target.to_string()),
+            ("TARGETOS", target.os.clone()),
+            ("TARGETARCH", target.architecture.clone()),
+            ("TARGETVARIANT", target.variant.clone().unwrap_or_default()),
+            ("BUILDPLATFORM", build.to_string()),
+            ("BUILDOS", build.os.clone()),
+            ("BUILDARCH", build.architecture.clone()),
+            ("BUILDVARIANT", build.variant.clone().unwrap_or_default()),
+            ("TARGETSTAGE", stage_name),
+        ];
+        for (k, v) in automatic {
+            let value = self.options.build_args.get(k).cloned().unwrap_or(v);
+            self.global_env.insert(k.to_string(), value);
+        }
+        for (arg, location) in args {
+            let before = self.global_env.clone();
+            let mut updates = Vec::new();
+            for decl in &arg.args {
+                let name = self.expand(&decl.name, &before, location, None)?;
+                let value = match (self.options.build_args.get(&name), &decl.default) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(d)) => Some(self.expand(d, &before, location, None)?),
+                    (None, None) => before.get(&name).cloned(),
+                };
+                updates.push((name, value));
+            }
+            for (name, value) in updates {
+                if let Some(v) = value {
+                    self.global_env.insert(name, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans the target and everything it needs.
+    pub(crate) fn run(mut self) -> Result<BuildPlan, FrontendError> {
+        let target = self.target;
+        let location = self.stages[target].location.clone();
+        self.dispatch(target, &location)?;
+        let mut done: BTreeMap<usize, DoneStage> = BTreeMap::new();
+        for (i, visit) in std::mem::take(&mut self.visits).into_iter().enumerate() {
+            if let Visit::Done(d) = visit {
+                done.insert(i, *d);
+            }
+        }
+        // Dependencies first; among stages that are ready, Dockerfile order.
+        let mut order = Vec::new();
+        let mut emitted = BTreeSet::new();
+        while emitted.len() < done.len() {
+            let next = done
+                .iter()
+                .find(|(i, d)| !emitted.contains(*i) && d.deps.iter().all(|x| emitted.contains(x)))
+                .map(|(i, _)| *i);
+            let Some(next) = next else { break };
+            emitted.insert(next);
+            order.push(next);
+        }
+        let mut stages: Vec<Stage> = Vec::new();
+        for i in order {
+            if let Some(d) = done.remove(&i) {
+                stages.push(d.stage);
+            }
+        }
+        Ok(BuildPlan {
+            stages,
+            global_args: self.global_env,
+            warnings: self.warnings.list,
+        })
+    }
+
+    /// Plans stage `index` (and, first, the stages it uses). `at` is the instruction that
+    /// needs it, for the cycle error.
+    fn dispatch(&mut self, index: usize, at: &Location) -> Result<(), FrontendError> {
+        match self.visits[index] {
+            Visit::Done(_) => return Ok(()),
+            Visit::InProgress => {
+                let start = self.chain.iter().position(|i| *i == index).unwrap_or(0);
+                let mut chain: Vec<String> = self.chain[start..]
+                    .iter()
+                    .map(|i| self.stage_label(*i))
+                    .collect();
+                chain.push(self.stage_label(index));
+                return Err(FrontendError::Cycle {
+                    chain,
+                    location: Box::new(at.clone()),
+                });
+            }
+            Visit::Pending => {}
+        }
+        self.visits[index] = Visit::InProgress;
+        self.chain.push(index);
+        let result = self.dispatch_stage(index);
+        self.chain.pop();
+        let done = result?;
+        self.visits[index] = Visit::Done(Box::new(done));
+        Ok(())
+    }
+
+    fn stage_label(&self, index: usize) -> String {
+        self.stages[index]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("#{index}"))
+    }
+
+    fn dispatch_stage(&mut self, index: usize) -> Result<DoneStage, FrontendError> {
+        let from = self.stages[index].from.clone();
+        let location = self.stages[index].location.clone();
+        let globals = self.global_env.clone();
+        let image_word = self.expand_from(&from.image, &globals, &location)?;
+        if image_word.is_empty() {
+            return Err(FrontendError::BlankBaseName {
+                location: Box::new(location),
+                word: from.image.clone(),
+            });
+        }
+        let explicit_platform = match &from.platform {
+            Some(p) => {
+                let value = self.expand_from(p, &globals, &location)?;
+                Some(
+                    Platform::parse(&value).map_err(|source| FrontendError::Platform {
+                        location: Box::new(location.clone()),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let lowered = image_word.to_lowercase();
+        let base_stage = self.stages[..index]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lowered.as_str()));
+        let mut deps = BTreeSet::new();
+        let (base, mut state, platform) = if let Some(j) = base_stage {
+            self.dispatch(j, &location)?;
+            deps.insert(j);
+            let Visit::Done(parent) = &self.visits[j] else {
+                return Err(FrontendError::NoStages {
+                    file: self.options.file_name.clone(),
+                });
+            };
+            let mut state = parent.state.clone();
+            state.cmd_set = false;
+            let platform = explicit_platform.unwrap_or_else(|| parent.stage.platform.clone());
+            (StageBase::Stage { index: j }, state, platform)
+        } else {
+            let platform = explicit_platform.unwrap_or_else(|| self.target_platform.clone());
+            let (base, image) = if lowered == "scratch" {
+                (StageBase::Scratch, ImageConfig::default())
+            } else {
+                let image = self
+                    .resolver
+                    .image_config(&image_word, &platform)
+                    .map_err(|source| FrontendError::BaseImage {
+                        location: Box::new(location.clone()),
+                        reference: image_word.clone(),
+                        platform: platform.to_string(),
+                        source,
+                    })?
+                    .unwrap_or_default();
+                (
+                    StageBase::Image {
+                        reference: image_word.clone(),
+                    },
+                    image,
+                )
+            };
+            let mut state = StageState {
+                image,
+                ..StageState::default()
+            };
+            let config = &mut state.image;
+            if config.os.is_empty() {
+                config.os = platform.os.clone();
+                config.architecture = platform.architecture.clone();
+                config.variant = platform.variant.clone();
+            }
+            if config.config.env_value("PATH").is_none() && platform.os != "windows" {
+                config.config.set_env("PATH", DEFAULT_PATH);
+            }
+            (base, state, platform)
+        };
+        let mut planned = Vec::new();
+        // The base's ONBUILD triggers run right after FROM, and are not passed further down.
+        let triggers = state.image.config.on_build.take().unwrap_or_default();
+        for text in triggers {
+            let trigger_error = |source: FrontendError| FrontendError::Trigger {
+                location: Box::new(location.clone()),
+                image: image_word.clone(),
+                trigger: text.clone(),
+                source: Box::new(source),
+            };
+            let parsed = crate::parser::parse(&text, &self.options.file_name)
+                .map_err(|e| trigger_error(e.into()))?;
+            for node in &parsed.instructions {
+                let instruction = parse_instruction(node, &self.options.file_name)
+                    .map_err(|e| trigger_error(e.into()))?;
+                if let Some(p) = self
+                    .step(&mut state, &instruction, &location, &mut deps, true)
+                    .map_err(trigger_error)?
+                {
+                    planned.push(p);
+                }
+            }
+        }
+        let instructions = self.stages[index].instructions.clone();
+        let mut workdir_set = state.image.config.working_dir.is_some();
+        for (instruction, at) in &instructions {
+            if let Instruction::Workdir(w) = instruction {
+                if !w.path.starts_with('/') && !w.path.starts_with('$') && !workdir_set {
+                    self.warnings.add(
+                        "WorkdirRelativePath",
+                        at,
+                        format!(
+                            "Relative workdir {:?} can have unexpected results if the base image changes",
+                            w.path
+                        ),
+                    );
+                }
+                workdir_set = true;
+            }
+            if let Some(p) = self.step(&mut state, instruction, at, &mut deps, false)? {
+                planned.push(p);
+            }
+        }
+        self.lint_repeated(&planned);
+        if index == self.target && !self.options.labels.is_empty() {
+            let labels = state.image.config.labels.get_or_insert_with(BTreeMap::new);
+            labels.extend(self.options.labels.clone());
+        }
+        Ok(DoneStage {
+            stage: Stage {
+                index,
+                name: self.stages[index].name.clone(),
+                location,
+                base,
+                platform,
+                instructions: planned,
+                image: state.image.clone(),
+            },
+            state,
+            deps,
+        })
+    }
+
+    /// Expands, resolves and applies one instruction of a stage.
+    fn step(
+        &mut self,
+        state: &mut StageState,
+        instruction: &Instruction,
+        at: &Location,
+        deps: &mut BTreeSet<usize>,
+        from_trigger: bool,
+    ) -> Result<Option<PlannedInstruction>, FrontendError> {
+        let context = state.context(&self.proxies);
+        let env = state.expansion_env();
+        let declared: BTreeSet<String> = state.args.iter().map(|(k, _)| k.clone()).collect();
+        let expanded = {
+            let mut expander = InstructionExpander {
+                planner: self,
+                env: &env,
+                declared: &declared,
+                location: at,
+            };
+            expand_instruction(instruction, &mut expander)
+        };
+        let expanded = match expanded {
+            Ok(i) => i,
+            Err(Expanded::Failed(e)) => return Err(e),
+            Err(Expanded::Invalid(kind)) => return Err(self.error_at(at, kind)),
+        };
+        let mut sources = Vec::new();
+        match &expanded {
+            Instruction::Copy(c) => {
+                if let Some(from) = &c.from {
+                    sources.push(self.resolve_source(from, at, deps)?);
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &r.mounts {
+                    if let Some(from) = &m.from {
+                        sources.push(self.resolve_source(from, at, deps)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let history = match &expanded {
+            Instruction::Arg(arg) => self.declare_args(state, arg),
+            Instruction::From(_) => {
+                return Err(self.error_at(
+                    at,
+                    InstructionErrorKind::ArgumentCount {
+                        instruction: "FROM",
+                        expected: "to start a stage, not to appear inside ONBUILD",
+                    },
+                ))
+            }
+            other => apply(state, other, &context).map_err(|kind| self.error_at(at, kind))?,
+        };
+        state.image.history.push(history.clone());
+        Ok(Some(PlannedInstruction {
+            instruction: expanded,
+            location: at.clone(),
+            context,
+            history,
+            sources,
+            from_trigger,
+        }))
+    }
+
+    /// ARG inside a stage: a build arg wins, then the default, then the global value.
+    fn declare_args(&self, state: &mut StageState, arg: &ArgInstruction) -> HistoryEntry {
+        let mut words = Vec::new();
+        for decl in &arg.args {
+            let value = self
+                .options
+                .build_args
+                .get(&decl.name)
+                .cloned()
+                .or_else(|| decl.default.clone())
+                .or_else(|| self.global_env.get(&decl.name).cloned());
+            words.push(match &value {
+                Some(v) => format!("{}={v}", decl.name),
+                None => decl.name.clone(),
+            });
+            match state.args.iter_mut().find(|(k, _)| *k == decl.name) {
+                Some(slot) => slot.1 = value,
+                None => state.args.push((decl.name.clone(), value)),
+            }
+        }
+        HistoryEntry::new(format!("ARG {}", words.join(" ")), true)
+    }
+
+    /// `--from` of COPY or a mount: a stage name or index, else an image reference.
+    fn resolve_source(
+        &mut self,
+        from: &str,
+        at: &Location,
+        deps: &mut BTreeSet<usize>,
+    ) -> Result<SourceRef, FrontendError> {
+        let lowered = from.to_lowercase();
+        let index = match self
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lowered.as_str()))
+        {
+            Some(i) => i,
+            None if !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit()) => {
+                let index = from.parse::<usize>().unwrap_or(usize::MAX);
+                if index >= self.stages.len() {
+                    return Err(FrontendError::StageIndex {
+                        location: Box::new(at.clone()),
+                        index,
+                        count: self.stages.len(),
+                    });
+                }
+                index
+            }
+            None => {
+                return Ok(SourceRef::Image {
+                    reference: from.to_string(),
+                })
+            }
+        };
+        self.dispatch(index, at)?;
+        deps.insert(index);
+        Ok(SourceRef::Stage { index })
+    }
+
+    fn error_at(&self, at: &Location, kind: InstructionErrorKind) -> FrontendError {
+        FrontendError::Instruction(InstructionError {
+            location: Box::new(at.clone()),
+            kind,
+        })
+    }
+
+    /// Expands a FROM word with the global args; unset names get `UndefinedArgInFrom`.
+    fn expand_from(
+        &mut self,
+        word: &str,
+        env: &BTreeMap<String, String>,
+        at: &Location,
+    ) -> Result<String, FrontendError> {
+        self.expand(word, env, at, Some("UndefinedArgInFrom"))
+    }
+
+    fn expand(
+        &mut self,
+        word: &str,
+        env: &BTreeMap<String, String>,
+        at: &Location,
+        unset_rule: Option<&'static str>,
+    ) -> Result<String, FrontendError> {
+        let expansion = self
+            .lexer
+            .expand_word_tracking(word, env)
+            .map_err(|source| FrontendError::Expansion {
+                location: Box::new(at.clone()),
+                word: word.to_string(),
+                source: Box::new(source),
+            })?;
+        if let Some(rule) = unset_rule {
+            for name in &expansion.unset {
+                self.warnings
+                    .add(rule, at, format!("FROM argument '{name}' is not declared"));
+            }
+        }
+        Ok(expansion.value)
+    }
+
+    /// `MultipleInstructionsDisallowed`: only the last CMD, ENTRYPOINT or HEALTHCHECK counts.
+    fn lint_repeated(&mut self, planned: &[PlannedInstruction]) {
+        for keyword in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
+            let matching: Vec<&PlannedInstruction> = planned
+                .iter()
+                .filter(|p| !p.from_trigger && p.instruction.keyword() == keyword)
+                .collect();
+            if let Some((_, earlier)) = matching.split_last() {
+                for p in earlier {
+                    self.warnings.add(
+                        "MultipleInstructionsDisallowed",
+                        &p.location,
+                        format!(
+                            "Multiple {keyword} instructions should not be used in the same stage because only the last one will be used"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Expands the words of one instruction with the stage's variables, reporting `UndefinedVar`.
+struct InstructionExpander<'p, 'a> {
+    planner: &'p mut Planner<'a>,
+    env: &'p BTreeMap<String, String>,
+    declared: &'p BTreeSet<String>,
+    location: &'p Location,
+}
+
+impl InstructionExpander<'_, '_> {
+    fn run(&mut self, word: &str, lexer: &Lexer) -> Result<String, FrontendError> {
+        let expansion = lexer
+            .expand_word_tracking(word, self.env)
+            .map_err(|source| FrontendError::Expansion {
+                location: Box::new(self.location.clone()),
+                word: word.to_string(),
+                source: Box::new(source),
+            })?;
+        for name in &expansion.unset {
+            let positional =
+                name.chars().all(|c| c.is_ascii_digit()) || "@*#?-$!".contains(name.as_str());
+            if !self.declared.contains(name) && !positional {
+                self.planner.warnings.add(
+                    "UndefinedVar",
+                    self.location,
+                    format!("Usage of undefined variable '${name}'"),
+                );
+            }
+        }
+        Ok(expansion.value)
+    }
+}
+
+impl WordExpander for InstructionExpander<'_, '_> {
+    fn word(&mut self, word: &str) -> Result<String, FrontendError> {
+        let lexer = self.planner.lexer.clone();
+        self.run(word, &lexer)
+    }
+
+    fn heredoc(&mut self, body: &str) -> Result<String, FrontendError> {
+        let lexer = self
+            .planner
+            .lexer
+            .clone()
+            .with_raw_quotes(true)
+            .with_raw_escapes(true);
+        self.run(body, &lexer)
+    }
+}
+
+/// Stage names must be unique and not reserved.
+fn check_stage_name(
+    from: &FromInstruction,
+    location: &Location,
+    stages: &[StageSource],
+) -> Result<(), FrontendError> {
+    let Some(name) = &from.stage_name else {
+        return Ok(());
+    };
+    if name == "scratch" || name == "context" {
+        return Err(FrontendError::ReservedStageName {
+            name: name.clone(),
+            location: Box::new(location.clone()),
+        });
+    }
+    if let Some(first) = stages.iter().find(|s| s.name.as_ref() == Some(name)) {
+        return Err(FrontendError::DuplicateStageName {
+            name: name.clone(),
+            location: Box::new(location.clone()),
+            first_line: first.location.line,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that need only the typed instruction and how it was written.
+fn lint_instruction(
+    instruction: &Instruction,
+    at: &Location,
+    node: &crate::ast::Node,
+    warnings: &mut Warnings,
+) {
+    match instruction {
+        Instruction::Maintainer(_) => warnings.add(
+            "MaintainerDeprecated",
+            at,
+            "Maintainer instruction is deprecated in favor of using label".into(),
+        ),
+        Instruction::Cmd(c) | Instruction::Entrypoint(c) => {
+            if let CommandLine::Shell(_) = c.command {
+                warnings.add(
+                    "JSONArgsRecommended",
+                    at,
+                    format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        instruction.keyword()
+                    ),
+                );
+            }
+        }
+        Instruction::Env(kv) | Instruction::Label(kv) if kv.legacy => {
+            let keyword = instruction.keyword();
+            warnings.add(
+                "LegacyKeyValueFormat",
+                at,
+                format!(
+                    "\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"
+                ),
+            );
+        }
+        Instruction::From(from) => {
+            if let Some(written) = &from.stage_name_as_written {
+                if written.to_lowercase() != *written {
+                    warnings.add(
+                        "StageNameCasing",
+                        at,
+                        format!("Stage name '{written}' should be lowercase"),
+                    );
+                }
+            }
+            if let Some(as_word) = &from.as_keyword {
+                let from_word = node.original.split_whitespace().next().unwrap_or("FROM");
+                let from_upper = from_word == from_word.to_ascii_uppercase();
+                let as_upper = as_word == &as_word.to_ascii_uppercase();
+                let from_lower = from_word == from_word.to_ascii_lowercase();
+                let as_lower = as_word == &as_word.to_ascii_lowercase();
+                if (from_upper && !as_upper) || (from_lower && !as_lower) {
+                    warnings.add(
+                        "FromAsCasing",
+                        at,
+                        format!("'{as_word}' and '{from_word}' keywords' casing do not match"),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,133 @@
+//! The error of planning a build from a Dockerfile.
+
+use crate::instructions::{InstructionError, Location};
+use crate::parser::ParseError;
+use crate::shell::ShellError;
+use crate::stages::platform::PlatformError;
+
+/// The error the caller's base-image lookup returns.
+pub type BaseImageError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a Dockerfile cannot be planned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrontendError {
+    /// The Dockerfile text does not parse.
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// An instruction is invalid.
+    #[error(transparent)]
+    Instruction(#[from] InstructionError),
+    /// An instruction other than ARG comes before the first FROM.
+    #[error("{location}: the first instruction must be FROM (only ARG may come before it), found {keyword} (in `{}`)", location.original)]
+    FromFirst {
+        /// The instruction.
+        location: Box<Location>,
+        /// Its keyword.
+        keyword: &'static str,
+    },
+    /// No FROM at all.
+    #[error("{file}: the Dockerfile has no FROM instruction; add one, such as FROM scratch")]
+    NoStages {
+        /// The Dockerfile's name.
+        file: String,
+    },
+    /// Two stages with the same name.
+    #[error("{location}: duplicate stage name {name:?}, first defined at line {first_line}; rename one of them")]
+    DuplicateStageName {
+        /// The name.
+        name: String,
+        /// The second definition.
+        location: Box<Location>,
+        /// The line of the first.
+        first_line: usize,
+    },
+    /// A stage named like a reserved base.
+    #[error("{location}: {name:?} is reserved and cannot be a stage name; choose another name")]
+    ReservedStageName {
+        /// The name.
+        name: String,
+        /// The FROM line.
+        location: Box<Location>,
+    },
+    /// `--target` names no stage.
+    #[error("target stage {target:?} could not be found; the stages are: {}", available.join(", "))]
+    TargetNotFound {
+        /// The target asked for.
+        target: String,
+        /// The names (or indexes, for unnamed stages) of the stages.
+        available: Vec<String>,
+    },
+    /// Stages that depend on each other.
+    #[error("{location}: circular dependency between stages: {}", chain.join(" -> "))]
+    Cycle {
+        /// The stages in the cycle, the first repeated at the end.
+        chain: Vec<String>,
+        /// The instruction that closes the cycle.
+        location: Box<Location>,
+    },
+    /// `--from=<n>` beyond the last stage.
+    #[error("{location}: invalid stage index {index}: the Dockerfile has {count} stages (in `{}`)", location.original)]
+    StageIndex {
+        /// The instruction.
+        location: Box<Location>,
+        /// The index given.
+        index: usize,
+        /// How many stages there are.
+        count: usize,
+    },
+    /// A word whose variables cannot be expanded.
+    #[error("{location}: cannot expand {word:?} (in `{}`)", location.original)]
+    Expansion {
+        /// The instruction.
+        location: Box<Location>,
+        /// The word.
+        word: String,
+        /// Why.
+        #[source]
+        source: Box<ShellError>,
+    },
+    /// A FROM whose image is empty once expanded.
+    #[error("{location}: base name ({word}) should not be blank; define the ARG it uses before FROM or pass it with --build-arg")]
+    BlankBaseName {
+        /// The FROM line.
+        location: Box<Location>,
+        /// The image word as written.
+        word: String,
+    },
+    /// A bad `--platform` or platform option.
+    #[error("{location}: {source}")]
+    Platform {
+        /// Where the platform was given.
+        location: Box<Location>,
+        /// What is wrong.
+        #[source]
+        source: PlatformError,
+    },
+    /// The caller could not give a base image's config.
+    #[error("{location}: cannot get the config of base image {reference} for {platform}")]
+    BaseImage {
+        /// The FROM line.
+        location: Box<Location>,
+        /// The image reference.
+        reference: String,
+        /// The platform asked for.
+        platform: String,
+        /// The caller's error.
+        #[source]
+        source: BaseImageError,
+    },
+    /// An ONBUILD trigger of a base image that does not parse.
+    #[error("{location}: ONBUILD trigger {trigger:?} of base image {image} is invalid")]
+    Trigger {
+        /// The FROM line that ran the trigger.
+        location: Box<Location>,
+        /// The base image.
+        image: String,
+        /// The trigger text.
+        trigger: String,
+        /// Why.
+        #[source]
+        source: Box<FrontendError>,
+    },
+}
