@@ -116,6 +116,90 @@ fn never_panics_on_truncated_or_corrupted_input() {
     }
 }
 
+/// Dockerfile-like token soup: the parser never panics, and every parse it accepts has
+/// ordered, in-range line numbers.
+#[test]
+fn token_soup_parses_or_fails_cleanly() {
+    const TOKENS: &[&str] = &[
+        "RUN ",
+        "COPY ",
+        "ADD ",
+        "ENV ",
+        "LABEL ",
+        "ARG ",
+        "ONBUILD ",
+        "HEALTHCHECK ",
+        "CMD ",
+        "FROM ",
+        "USER ",
+        "FOO ",
+        "<<EOF",
+        "<<-EOF",
+        "3<<'EOF'",
+        "<<\"A B\"",
+        "EOF",
+        "\tEOF",
+        "\\",
+        "`",
+        "\"",
+        "'",
+        "${",
+        "}",
+        "$x",
+        "# escape=`",
+        "# syntax=x",
+        "#",
+        "\n",
+        "\r\n",
+        " ",
+        "\t",
+        "[",
+        "]",
+        "[\"a\", 1]",
+        "[\"a\"]",
+        "--",
+        "--x=",
+        "=",
+        "a",
+        "é",
+        "\u{a0}",
+        "\u{feff}",
+        "<<",
+        "<",
+        ",",
+        "{",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let text: String = (0..len)
+            .map(|_| TOKENS[(next() % TOKENS.len() as u64) as usize])
+            .collect();
+        let Ok(dockerfile) = parse(&text, "Dockerfile") else {
+            continue;
+        };
+        let total_lines = text.split_inclusive('\n').count();
+        let mut previous_end = 0;
+        for node in &dockerfile.instructions {
+            assert!(
+                previous_end < node.start_line
+                    && node.start_line <= node.end_line
+                    && node.end_line <= total_lines,
+                "bad lines {}-{} in {text:?}",
+                node.start_line,
+                node.end_line
+            );
+            previous_end = node.end_line;
+        }
+    }
+}
+
 /// The conformance folder, when `IMG_CONFORMANCE_DIR` names it.
 fn conformance_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(std::env::var_os("IMG_CONFORMANCE_DIR")?);
