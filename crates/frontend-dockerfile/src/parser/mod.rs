@@ -50,96 +50,42 @@ struct Parser<'a> {
     comments: Vec<String>,
 }
 
+/// An instruction's text with its continuation lines joined, and the physical lines it spans.
+struct LogicalLine {
+    text: String,
+    start: usize,
+    end: usize,
+}
+
 impl<'a> Parser<'a> {
     fn run(mut self) -> Result<Dockerfile, ParseError> {
         while let Some(first) = self.next_line()? {
-            let start_line = first.number;
-            let text = trim_newline(&first.text).trim_start();
-            let is_directive = self
-                .directives
-                .observe(text, start_line)
-                .map_err(|kind| self.error(start_line, start_line, text, kind))?;
-            if let Some(comment) = text.strip_prefix('#').filter(|_| !is_directive) {
-                let comment = comment.trim();
-                // An empty `#` line separates a comment block from the next instruction.
-                if comment.is_empty() {
-                    self.comments.clear();
-                } else {
-                    self.comments.push(comment.to_owned());
-                }
-            }
-            let content = if is_comment(text) { "" } else { text };
-            let (first_part, mut end_of_line) =
-                trim_continuation(content, self.directives.escape());
-            if end_of_line && first_part.is_empty() {
+            let Some(mut line) = self.logical_line(first)? else {
                 continue;
+            };
+            let mut node = node::node_from_line(&line.text, self.directives.escape())
+                .map_err(|kind| self.error(&line, kind))?;
+            if can_contain_heredoc(&node) && line.text.contains("<<") {
+                node.heredocs = self.read_heredocs(&mut line)?;
             }
-            let mut line = first_part.to_owned();
-            let mut end_line = start_line;
-            let mut skipped_blank = false;
-            while !end_of_line {
-                let Some(next) = self.next_line()? else { break };
-                end_line = next.number;
-                // Comment and blank lines do not end an instruction being continued: they
-                // are skipped (BuildKit warns about blank ones).
-                if is_comment(&next.text) {
-                    continue;
-                }
-                if is_blank(&next.text) {
-                    skipped_blank = true;
-                    continue;
-                }
-                let (part, eol) =
-                    trim_continuation(trim_newline(&next.text), self.directives.escape());
-                line.push_str(part);
-                end_of_line = eol;
-            }
-            if skipped_blank {
-                self.warnings.push(ParseWarning {
-                    line: end_line,
-                    message: format!("Empty continuation line found in: {line}"),
-                    rule: Some(NO_EMPTY_CONTINUATION),
-                });
-            }
-            let mut node = node::node_from_line(&line, self.directives.escape())
-                .map_err(|kind| self.error(start_line, end_line, &line, kind))?;
-            if can_contain_heredoc(&node) && line.contains("<<") {
-                let starts = heredoc::heredocs_from_line(&line)
-                    .map_err(|kind| self.error(start_line, end_line, &line, kind))?;
-                for start in starts {
-                    let content = self
-                        .read_heredoc_body(&start.name, start.chomp, &mut end_line)
-                        .ok_or_else(|| {
-                            self.error(
-                                start_line,
-                                end_line,
-                                &line,
-                                ParseErrorKind::UnterminatedHeredoc {
-                                    name: start.name.clone(),
-                                },
-                            )
-                        })??;
-                    node.heredocs.push(Heredoc {
-                        name: start.name,
-                        fd: start.fd,
-                        expand: start.expand,
-                        chomp: start.chomp,
-                        content,
-                    });
-                }
-            }
-            node.start_line = start_line;
-            node.end_line = end_line;
+            node.start_line = line.start;
+            node.end_line = line.end;
             if let Some(sub) = node.sub.as_deref_mut() {
-                sub.start_line = start_line;
-                sub.end_line = end_line;
+                sub.start_line = line.start;
+                sub.end_line = line.end;
             }
             node.comments = std::mem::take(&mut self.comments);
             self.instructions.push(node);
         }
         if self.instructions.is_empty() {
             let last = self.scanner.current();
-            return Err(self.error(last, last, "", ParseErrorKind::NoInstructions));
+            return Err(ParseError::new(
+                self.file,
+                last,
+                last,
+                "",
+                ParseErrorKind::NoInstructions,
+            ));
         }
         Ok(Dockerfile {
             directives: self.directives.into_directives(),
@@ -148,32 +94,111 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Reads a heredoc body up to its terminator line, raw (line endings kept); `None` when
-    /// the file ends first. The terminator is compared after removing the line ending and, for
-    /// `<<-`, leading tabs; the body keeps its tabs (they are removed when it is used).
+    /// Reads the instruction starting at `first`: directives and comments are noted, and
+    /// continuation lines joined. `None` when `first` holds no instruction (a blank line, a
+    /// comment or a directive).
+    fn logical_line(
+        &mut self,
+        first: lines::PhysicalLine<'a>,
+    ) -> Result<Option<LogicalLine>, ParseError> {
+        let start = first.number;
+        let text = trim_newline(&first.text).trim_start();
+        let is_directive = self
+            .directives
+            .observe(text, start)
+            .map_err(|kind| ParseError::new(self.file, start, start, text, kind))?;
+        if let Some(comment) = text.strip_prefix('#').filter(|_| !is_directive) {
+            let comment = comment.trim();
+            // An empty `#` line separates a comment block from the next instruction.
+            if comment.is_empty() {
+                self.comments.clear();
+            } else {
+                self.comments.push(comment.to_owned());
+            }
+        }
+        let content = if is_comment(text) { "" } else { text };
+        let (first_part, mut end_of_line) = trim_continuation(content, self.directives.escape());
+        if end_of_line && first_part.is_empty() {
+            return Ok(None);
+        }
+        let mut line = LogicalLine {
+            text: first_part.to_owned(),
+            start,
+            end: start,
+        };
+        let mut skipped_blank = false;
+        while !end_of_line {
+            let Some(next) = self.next_line()? else { break };
+            line.end = next.number;
+            // Comment and blank lines do not end an instruction being continued: they are
+            // skipped (BuildKit warns about blank ones).
+            if is_comment(&next.text) {
+                continue;
+            }
+            if is_blank(&next.text) {
+                skipped_blank = true;
+                continue;
+            }
+            let (part, eol) = trim_continuation(trim_newline(&next.text), self.directives.escape());
+            line.text.push_str(part);
+            end_of_line = eol;
+        }
+        if skipped_blank {
+            self.warnings.push(ParseWarning {
+                line: line.end,
+                message: format!("Empty continuation line found in: {}", line.text),
+                rule: Some(NO_EMPTY_CONTINUATION),
+            });
+        }
+        Ok(Some(line))
+    }
+
+    /// Reads the bodies of the heredocs `line` opens, one after the other, extending the
+    /// line's range over them.
+    fn read_heredocs(&mut self, line: &mut LogicalLine) -> Result<Vec<Heredoc>, ParseError> {
+        let starts =
+            heredoc::heredocs_from_line(&line.text).map_err(|kind| self.error(line, kind))?;
+        let mut heredocs = Vec::with_capacity(starts.len());
+        for start in starts {
+            let content = self.read_heredoc_body(&start.name, start.chomp, line)?;
+            heredocs.push(Heredoc {
+                name: start.name,
+                fd: start.fd,
+                expand: start.expand,
+                chomp: start.chomp,
+                content,
+            });
+        }
+        Ok(heredocs)
+    }
+
+    /// Reads one heredoc body up to its terminator line, raw (line endings kept). The
+    /// terminator is compared after removing the line ending and, for `<<-`, leading tabs;
+    /// the body keeps its tabs (they are removed when it is used).
     fn read_heredoc_body(
         &mut self,
         name: &str,
         chomp: bool,
-        end_line: &mut usize,
-    ) -> Option<Result<String, ParseError>> {
+        line: &mut LogicalLine,
+    ) -> Result<String, ParseError> {
         let mut content = String::new();
-        loop {
-            let next = match self.next_line() {
-                Ok(Some(next)) => next,
-                Ok(None) => return None,
-                Err(err) => return Some(Err(err)),
-            };
-            *end_line = next.number;
+        while let Some(next) = self.next_line()? {
+            line.end = next.number;
             let mut candidate = trim_newline(&next.text);
             if chomp {
                 candidate = candidate.trim_start_matches('\t');
             }
             if candidate == name {
-                return Some(Ok(content));
+                return Ok(content);
             }
             content.push_str(&next.text);
         }
+        Err(self.error(
+            line,
+            ParseErrorKind::UnterminatedHeredoc {
+                name: name.to_owned(),
+            },
+        ))
     }
 
     fn next_line(&mut self) -> Result<Option<lines::PhysicalLine<'a>>, ParseError> {
@@ -188,8 +213,8 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn error(&self, line: usize, end_line: usize, text: &str, kind: ParseErrorKind) -> ParseError {
-        ParseError::new(self.file, line, end_line, text, kind)
+    fn error(&self, line: &LogicalLine, kind: ParseErrorKind) -> ParseError {
+        ParseError::new(self.file, line.start, line.end, &line.text, kind)
     }
 }
 
