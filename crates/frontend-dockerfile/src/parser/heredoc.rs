@@ -424,6 +424,43 @@ mod tests {
         }
     }
 
+    /// BuildKit's `TestParseHeredocHelpers`, on single words.
+    #[test]
+    fn heredoc_word_helpers() {
+        let valid = [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<-'EOF'",
+            "<<-\"EOF\"",
+            "<<EO\"F\"",
+            "<< EOF",
+            "<<- EOF",
+        ];
+        for word in valid {
+            let doc = parse_heredoc_word(word).unwrap().unwrap();
+            assert_eq!(doc.name, "EOF", "{word:?}");
+        }
+        for word in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            assert!(matches!(
+                parse_heredoc_word(word),
+                Err(ParseErrorKind::InvalidHeredocName { .. })
+            ));
+        }
+        for word in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            assert_eq!(parse_heredoc_word(word).unwrap(), None, "{word:?}");
+        }
+        assert_eq!(
+            heredocs_from_line("RUN << -EOF").unwrap(),
+            vec![doc("-EOF", 0, true, false)]
+        );
+        assert_eq!(
+            heredocs_from_line("RUN <<  EOF  > foo").unwrap(),
+            vec![doc("EOF", 0, true, false)]
+        );
+    }
+
     #[test]
     fn lexer_keeps_text_as_written() {
         let words = Lexer::new("a ${x:-b c} \"d e\" f\\ g $1 ${y/z/w}", true, true)
