@@ -122,6 +122,8 @@ mod tests {
             ("", &[]),
             ("   ", &[]),
             ("a=\"open", &["a=\"open"]),
+            ("àöû", &["àöû"]),
+            ("föo bàr \"âbc xÿz\"", &["föo", "bàr", "\"âbc xÿz\""]),
         ];
         for (input, want) in cases {
             assert_eq!(parse_words(input, '\\'), *want, "{input:?}");
