@@ -7,8 +7,8 @@ use std::fs;
 use std::path::Path;
 
 use img_snapshot::{
-    apply_layer, export_layer, run_mounted, ApplyOptions, Backend, BackendChoice, Compression, ExportOptions,
-    LayerDescriptor, SnapshotError, SnapshotKind, Snapshotter, Store,
+    apply_layer, export_layer, run_mounted, ApplyOptions, Backend, BackendChoice, Compression,
+    ExportOptions, LayerDescriptor, SnapshotError, SnapshotKind, Snapshotter, Store,
 };
 
 use common::{build_rich_tree, store, summarize};
@@ -16,7 +16,11 @@ use common::{build_rich_tree, store, summarize};
 const EPOCH: i64 = 1_700_000_000;
 
 fn opts() -> ExportOptions {
-    ExportOptions { compression: Compression::Gzip, source_date_epoch: Some(EPOCH), ..Default::default() }
+    ExportOptions {
+        compression: Compression::Gzip,
+        source_date_epoch: Some(EPOCH),
+        ..Default::default()
+    }
 }
 
 fn overlay_available(store: &Store) -> Option<Snapshotter> {
@@ -38,7 +42,12 @@ fn change(s: &Snapshotter, key: &str, script: &str) {
 }
 
 /// base layer -> committed "base" -> active "work" changed by `script` -> diff.
-fn layer_for(store: &Store, s: &Snapshotter, base: &LayerDescriptor, script: &str) -> LayerDescriptor {
+fn layer_for(
+    store: &Store,
+    s: &Snapshotter,
+    base: &LayerDescriptor,
+    script: &str,
+) -> LayerDescriptor {
     let content = store.content();
     s.prepare("base-active", None).unwrap();
     let report = s.apply("base-active", &content, &base.digest).unwrap();
@@ -59,7 +68,11 @@ fn base_layer(store: &Store, dir: &Path) -> LayerDescriptor {
 fn tar_names(store: &Store, layer: &LayerDescriptor) -> Vec<String> {
     let blob = store.content().open(&layer.digest).unwrap();
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
-    archive.entries().unwrap().map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap()).collect()
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect()
 }
 
 const SCRIPT: &str = "
@@ -77,7 +90,10 @@ chmod 0700 dir/sub
 #[test]
 fn both_backends_produce_identical_layers() {
     let native_store = store();
-    let native = native_store.store.snapshotter(BackendChoice::Native).unwrap();
+    let native = native_store
+        .store
+        .snapshotter(BackendChoice::Native)
+        .unwrap();
     assert_eq!(native.backend(), Backend::Native);
     let base = base_layer(&native_store.store, native_store.dir.path());
     let native_layer = layer_for(&native_store.store, &native, &base, SCRIPT);
@@ -98,48 +114,91 @@ fn both_backends_produce_identical_layers() {
     assert_eq!(names, want);
 
     let overlay_store = store();
-    let Some(overlay) = overlay_available(&overlay_store.store) else { return };
+    let Some(overlay) = overlay_available(&overlay_store.store) else {
+        return;
+    };
     // The same base blob in the second store.
-    let blob = native_store.store.content().read_blob(&base.digest).unwrap();
-    overlay_store.store.content().write_blob(&blob, Some(&base.digest)).unwrap();
+    let blob = native_store
+        .store
+        .content()
+        .read_blob(&base.digest)
+        .unwrap();
+    overlay_store
+        .store
+        .content()
+        .write_blob(&blob, Some(&base.digest))
+        .unwrap();
     let overlay_layer = layer_for(&overlay_store.store, &overlay, &base, SCRIPT);
     assert_eq!(tar_names(&overlay_store.store, &overlay_layer), names);
-    assert_eq!(overlay_layer.diff_id, native_layer.diff_id, "same tar from both backends");
-    assert_eq!(overlay_layer.digest, native_layer.digest, "same blob from both backends");
+    assert_eq!(
+        overlay_layer.diff_id, native_layer.diff_id,
+        "same tar from both backends"
+    );
+    assert_eq!(
+        overlay_layer.digest, native_layer.digest,
+        "same blob from both backends"
+    );
 }
 
 #[test]
 fn overlay_opaque_directory_becomes_opaque_whiteout_and_applies_on_both_backends() {
     let t = store();
-    let Some(overlay) = overlay_available(&t.store) else { return };
+    let Some(overlay) = overlay_available(&t.store) else {
+        return;
+    };
     let base = base_layer(&t.store, t.dir.path());
-    let layer = layer_for(&t.store, &overlay, &base, "rm -r dir; mkdir dir; echo fresh > dir/only");
+    let layer = layer_for(
+        &t.store,
+        &overlay,
+        &base,
+        "rm -r dir; mkdir dir; echo fresh > dir/only",
+    );
     let names = tar_names(&t.store, &layer);
     assert!(names.contains(&"dir/.wh..wh..opq".to_string()), "{names:?}");
 
     // Native: base + layer gives a dir holding only the new file.
     let native = t.store.snapshotter(BackendChoice::Native).unwrap();
     native.prepare("n-base", None).unwrap();
-    native.apply("n-base", &t.store.content(), &base.digest).unwrap();
+    native
+        .apply("n-base", &t.store.content(), &base.digest)
+        .unwrap();
     native.commit("n-base", "n-base-c").unwrap();
     native.prepare("n-top", Some("n-base-c")).unwrap();
-    native.apply("n-top", &t.store.content(), &layer.digest).unwrap();
+    native
+        .apply("n-top", &t.store.content(), &layer.digest)
+        .unwrap();
     let tree = mounted_listing(&native, "n-top");
-    assert!(tree.contains("./dir/only") && !tree.contains("./dir/file"), "{tree}");
+    assert!(
+        tree.contains("./dir/only") && !tree.contains("./dir/file"),
+        "{tree}"
+    );
 
     // Overlay: applying writes an opaque directory, and the mounted view agrees.
     overlay.prepare("o-top", Some("base")).unwrap();
-    overlay.apply("o-top", &t.store.content(), &layer.digest).unwrap();
+    overlay
+        .apply("o-top", &t.store.content(), &layer.digest)
+        .unwrap();
     let tree = mounted_listing(&overlay, "o-top");
-    assert!(tree.contains("./dir/only") && !tree.contains("./dir/file"), "{tree}");
+    assert!(
+        tree.contains("./dir/only") && !tree.contains("./dir/file"),
+        "{tree}"
+    );
 }
 
 fn mounted_listing(s: &Snapshotter, key: &str) -> String {
     let target = tempfile::tempdir().unwrap();
-    let out = target.path().join("..").join(format!("listing-{}", std::process::id()));
+    let out = target
+        .path()
+        .join("..")
+        .join(format!("listing-{}", std::process::id()));
     let out = out.canonicalize().unwrap_or(out);
     let script = format!("find . | sort > {}", out.display());
-    let status = run_mounted(&s.mounts(key).unwrap(), target.path(), &["/bin/sh", "-c", &script]).unwrap();
+    let status = run_mounted(
+        &s.mounts(key).unwrap(),
+        target.path(),
+        &["/bin/sh", "-c", &script],
+    )
+    .unwrap();
     assert!(status.success());
     let listing = fs::read_to_string(&out).unwrap();
     fs::remove_file(&out).unwrap();
@@ -156,10 +215,18 @@ fn layer_from_either_backend_rebuilds_the_same_tree() {
     let rebuilt = t.dir.path().join("rebuilt");
     fs::create_dir(&rebuilt).unwrap();
     for l in [&base, &layer] {
-        apply_layer(t.store.content().open(&l.digest).unwrap(), &rebuilt, &ApplyOptions::default()).unwrap();
+        apply_layer(
+            t.store.content().open(&l.digest).unwrap(),
+            &rebuilt,
+            &ApplyOptions::default(),
+        )
+        .unwrap();
     }
     let listing = mounted_listing(&native, "work");
-    let mut want: Vec<String> = summarize(&rebuilt).keys().map(|p| format!("./{}", p.display())).collect();
+    let mut want: Vec<String> = summarize(&rebuilt)
+        .keys()
+        .map(|p| format!("./{}", p.display()))
+        .collect();
     want.push(".".into());
     want.sort();
     let got: Vec<String> = listing.lines().map(str::to_owned).collect();
@@ -169,18 +236,36 @@ fn layer_from_either_backend_rebuilds_the_same_tree() {
 #[test]
 fn snapshot_lifecycle_and_errors() {
     let t = store();
-    for s in [Some(t.store.snapshotter(BackendChoice::Native).unwrap()), overlay_available(&t.store)].into_iter().flatten() {
+    for s in [
+        Some(t.store.snapshotter(BackendChoice::Native).unwrap()),
+        overlay_available(&t.store),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let p = |k: &str| format!("{}-{k}", s.backend());
         let active = s.prepare(&p("a"), None).unwrap();
         assert_eq!(active.mounts.len(), 1);
-        assert!(matches!(s.prepare(&p("a"), None), Err(SnapshotError::Exists { .. })));
-        assert!(matches!(s.prepare(&p("b"), Some(&p("a"))), Err(SnapshotError::NotCommitted { .. })));
-        assert!(matches!(s.prepare(&p("b"), Some("missing")), Err(SnapshotError::NotFound { .. })));
+        assert!(matches!(
+            s.prepare(&p("a"), None),
+            Err(SnapshotError::Exists { .. })
+        ));
+        assert!(matches!(
+            s.prepare(&p("b"), Some(&p("a"))),
+            Err(SnapshotError::NotCommitted { .. })
+        ));
+        assert!(matches!(
+            s.prepare(&p("b"), Some("missing")),
+            Err(SnapshotError::NotFound { .. })
+        ));
         change(&s, &p("a"), "echo hi > f");
         let info = s.commit(&p("a"), &p("a-c")).unwrap();
         assert_eq!(info.kind, SnapshotKind::Committed);
         assert!(info.size.unwrap() > 0);
-        assert!(matches!(s.commit(&p("a-c"), &p("x")), Err(SnapshotError::NotActive { .. })));
+        assert!(matches!(
+            s.commit(&p("a-c"), &p("x")),
+            Err(SnapshotError::NotActive { .. })
+        ));
         s.prepare(&p("b"), Some(&p("a-c"))).unwrap();
         s.commit(&p("b"), &p("b-c")).unwrap();
         s.prepare(&p("c"), Some(&p("b-c"))).unwrap();
@@ -189,14 +274,28 @@ fn snapshot_lifecycle_and_errors() {
             let m = &mounts[0];
             assert_eq!(m.kind, "overlay");
             assert!(m.options.contains(&"userxattr".to_string()), "{m:?}");
-            let lower = m.options.iter().find(|o| o.starts_with("lowerdir=")).unwrap();
-            assert_eq!(lower.matches(':').count(), 1, "two lower layers, nearest first: {lower}");
+            let lower = m
+                .options
+                .iter()
+                .find(|o| o.starts_with("lowerdir="))
+                .unwrap();
+            assert_eq!(
+                lower.matches(':').count(),
+                1,
+                "two lower layers, nearest first: {lower}"
+            );
             // A read-only view of a committed chain has no upper directory.
             let ro = &s.mounts(&p("b-c")).unwrap()[0];
-            assert!(ro.read_only() && !ro.options.iter().any(|o| o.starts_with("upperdir=")), "{ro:?}");
+            assert!(
+                ro.read_only() && !ro.options.iter().any(|o| o.starts_with("upperdir=")),
+                "{ro:?}"
+            );
         }
         change(&s, &p("c"), "test \"$(cat f)\" = hi");
-        assert!(matches!(s.remove(&p("b-c")), Err(SnapshotError::HasChildren { children: 1, .. })));
+        assert!(matches!(
+            s.remove(&p("b-c")),
+            Err(SnapshotError::HasChildren { children: 1, .. })
+        ));
         s.remove(&p("c")).unwrap();
         s.remove(&p("b-c")).unwrap();
         let keys: Vec<String> = s.list().unwrap().into_iter().map(|i| i.key).collect();
@@ -208,11 +307,18 @@ fn snapshot_lifecycle_and_errors() {
 fn auto_backend_picks_overlay_when_the_probe_mounts() {
     let t = store();
     let auto = t.store.snapshotter(BackendChoice::Auto).unwrap();
-    let expected = if t.store.snapshotter(BackendChoice::Overlayfs).is_ok() { Backend::Overlayfs } else { Backend::Native };
+    let expected = if t.store.snapshotter(BackendChoice::Overlayfs).is_ok() {
+        Backend::Overlayfs
+    } else {
+        Backend::Native
+    };
     assert_eq!(auto.backend(), expected);
     let native = t.store.snapshotter(BackendChoice::Native).unwrap();
     native.prepare("n", None).unwrap();
     if expected == Backend::Overlayfs {
-        assert!(matches!(auto.mounts("n"), Err(SnapshotError::WrongBackend { .. })));
+        assert!(matches!(
+            auto.mounts("n"),
+            Err(SnapshotError::WrongBackend { .. })
+        ));
     }
 }

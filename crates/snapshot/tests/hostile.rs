@@ -105,11 +105,21 @@ fn check(name: &str, items: &[Item]) -> Result<(), ApplyError> {
     // Relative symlinks from root to the sentinel for the archives to aim at.
     let before = listing(tmp.path(), &root);
     let result = apply_layer(build(items).as_slice(), &root, &ApplyOptions::default()).map(|_| ());
-    assert_eq!(fs::read(sentinel.join("victim")).unwrap(), b"original", "{name}: victim changed");
+    assert_eq!(
+        fs::read(sentinel.join("victim")).unwrap(),
+        b"original",
+        "{name}: victim changed"
+    );
     let after = listing(tmp.path(), &root);
-    assert_eq!(before, after, "{name}: something outside the snapshot changed");
+    assert_eq!(
+        before, after,
+        "{name}: something outside the snapshot changed"
+    );
     assert!(fs::metadata("/etc/passwd").unwrap().len() > 0);
-    assert!(!Path::new("/tmp/img-escape").exists(), "{name}: escaped to /tmp");
+    assert!(
+        !Path::new("/tmp/img-escape").exists(),
+        "{name}: escaped to /tmp"
+    );
     result
 }
 
@@ -137,54 +147,111 @@ fn listing(top: &Path, root: &Path) -> Vec<(String, u64)> {
 #[test]
 fn dotdot_paths_are_rejected() {
     for (name, items) in [
-        ("parent file", vec![Item::File("../sentinel/victim", b"pwned")]),
-        ("nested parent", vec![Item::File("a/../../sentinel/victim", b"pwned")]),
-        ("pax parent", vec![Item::PaxFile("../sentinel/victim", b"pwned")]),
-        ("hardlink to parent", vec![Item::Hardlink("x", "../sentinel/victim")]),
-        ("whiteout of parent", vec![Item::File("../.wh.sentinel", b"")]),
+        (
+            "parent file",
+            vec![Item::File("../sentinel/victim", b"pwned")],
+        ),
+        (
+            "nested parent",
+            vec![Item::File("a/../../sentinel/victim", b"pwned")],
+        ),
+        (
+            "pax parent",
+            vec![Item::PaxFile("../sentinel/victim", b"pwned")],
+        ),
+        (
+            "hardlink to parent",
+            vec![Item::Hardlink("x", "../sentinel/victim")],
+        ),
+        (
+            "whiteout of parent",
+            vec![Item::File("../.wh.sentinel", b"")],
+        ),
     ] {
         let err = check(name, &items).expect_err(name);
-        assert!(matches!(err, ApplyError::UnsafePath { .. }), "{name}: {err}");
+        assert!(
+            matches!(err, ApplyError::UnsafePath { .. }),
+            "{name}: {err}"
+        );
     }
 }
 
 #[test]
 fn absolute_paths_and_symlinks_are_contained() {
     let cases: Vec<(&str, Vec<Item>)> = vec![
-        ("absolute path", vec![Item::File("/tmp/img-escape", b"pwned")]),
-        ("write through absolute dir symlink", vec![Item::Symlink("evil", "/tmp"), Item::File("evil/img-escape", b"pwned")]),
+        (
+            "absolute path",
+            vec![Item::File("/tmp/img-escape", b"pwned")],
+        ),
+        (
+            "write through absolute dir symlink",
+            vec![
+                Item::Symlink("evil", "/tmp"),
+                Item::File("evil/img-escape", b"pwned"),
+            ],
+        ),
         (
             "write through relative dir symlink",
-            vec![Item::Symlink("evil", "../sentinel"), Item::File("evil/victim", b"pwned")],
+            vec![
+                Item::Symlink("evil", "../sentinel"),
+                Item::File("evil/victim", b"pwned"),
+            ],
         ),
         (
             "write through deep relative symlink",
-            vec![Item::Dir("a/"), Item::Symlink("a/up", "../../../../../../.."), Item::File("a/up/tmp/img-escape", b"pwned")],
+            vec![
+                Item::Dir("a/"),
+                Item::Symlink("a/up", "../../../../../../.."),
+                Item::File("a/up/tmp/img-escape", b"pwned"),
+            ],
         ),
         (
             "replace symlink target file",
-            vec![Item::Symlink("victim", "../sentinel/victim"), Item::File("victim", b"pwned")],
+            vec![
+                Item::Symlink("victim", "../sentinel/victim"),
+                Item::File("victim", b"pwned"),
+            ],
         ),
         (
             "hardlink through symlinked dir",
-            vec![Item::Symlink("evil", "../sentinel"), Item::Hardlink("stolen", "evil/victim")],
+            vec![
+                Item::Symlink("evil", "../sentinel"),
+                Item::Hardlink("stolen", "evil/victim"),
+            ],
         ),
-        ("hardlink to absolute path", vec![Item::Hardlink("passwd", "/etc/passwd")]),
+        (
+            "hardlink to absolute path",
+            vec![Item::Hardlink("passwd", "/etc/passwd")],
+        ),
         (
             "symlink then dir over it",
-            vec![Item::Symlink("d", "../sentinel"), Item::Dir("d/"), Item::File("d/victim", b"pwned")],
+            vec![
+                Item::Symlink("d", "../sentinel"),
+                Item::Dir("d/"),
+                Item::File("d/victim", b"pwned"),
+            ],
         ),
         (
             "whiteout through symlink",
-            vec![Item::Symlink("evil", "../sentinel"), Item::File("evil/.wh.victim", b"")],
+            vec![
+                Item::Symlink("evil", "../sentinel"),
+                Item::File("evil/.wh.victim", b""),
+            ],
         ),
         (
             "opaque through symlink",
-            vec![Item::Symlink("evil", "../sentinel"), Item::File("evil/.wh..wh..opq", b"")],
+            vec![
+                Item::Symlink("evil", "../sentinel"),
+                Item::File("evil/.wh..wh..opq", b""),
+            ],
         ),
         (
             "hardlink to symlink then write",
-            vec![Item::Symlink("s", "../sentinel/victim"), Item::Hardlink("h", "s"), Item::File("h", b"pwned")],
+            vec![
+                Item::Symlink("s", "../sentinel/victim"),
+                Item::Hardlink("h", "s"),
+                Item::File("h", b"pwned"),
+            ],
         ),
         ("device node", vec![Item::CharDev("dev/null", 1, 3)]),
     ];
@@ -205,7 +272,11 @@ fn contained_writes_land_inside_the_root() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     fs::create_dir(&root).unwrap();
-    let items = [Item::Symlink("evil", "/tmp"), Item::File("evil/img-escape", b"inside"), Item::File("/abs", b"a")];
+    let items = [
+        Item::Symlink("evil", "/tmp"),
+        Item::File("evil/img-escape", b"inside"),
+        Item::File("/abs", b"a"),
+    ];
     apply_layer(build(&items).as_slice(), &root, &ApplyOptions::default()).unwrap();
     // The absolute symlink resolved inside the snapshot, as it would in the container.
     assert_eq!(fs::read(root.join("tmp/img-escape")).unwrap(), b"inside");

@@ -17,18 +17,34 @@ fn round_trip_preserves_everything_for_each_compression() {
     build_rich_tree(&src);
     let want = summarize(&src);
     let content = t.store.content();
-    for compression in [Compression::Gzip, Compression::Zstd, Compression::Uncompressed] {
-        let opts = ExportOptions { compression, ..Default::default() };
+    for compression in [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Uncompressed,
+    ] {
+        let opts = ExportOptions {
+            compression,
+            ..Default::default()
+        };
         let layer = export_layer(&content, &src, &opts).unwrap();
         assert_eq!(content.size(&layer.digest).unwrap(), layer.size);
         let dst = t.dir.path().join(format!("dst-{compression:?}"));
         fs::create_dir(&dst).unwrap();
-        let report = apply_layer(content.open(&layer.digest).unwrap(), &dst, &ApplyOptions::default()).unwrap();
+        let report = apply_layer(
+            content.open(&layer.digest).unwrap(),
+            &dst,
+            &ApplyOptions::default(),
+        )
+        .unwrap();
         assert_eq!(report.diff_id, layer.diff_id, "{compression:?}");
         assert_eq!(report.compression, compression);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let got = summarize(&dst);
-        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{compression:?}");
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{compression:?}"
+        );
         for (path, w) in &want {
             assert_eq!(&got[path], w, "{compression:?}: {}", path.display());
         }
@@ -42,9 +58,21 @@ fn export_is_deterministic_and_diff_id_is_the_tar_digest() {
     fs::create_dir(&src).unwrap();
     build_rich_tree(&src);
     let content = t.store.content();
-    for compression in [Compression::Gzip, Compression::Zstd, Compression::Uncompressed] {
-        let one = ExportOptions { compression, threads: 1, ..Default::default() };
-        let many = ExportOptions { compression, threads: 4, ..Default::default() };
+    for compression in [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Uncompressed,
+    ] {
+        let one = ExportOptions {
+            compression,
+            threads: 1,
+            ..Default::default()
+        };
+        let many = ExportOptions {
+            compression,
+            threads: 4,
+            ..Default::default()
+        };
         let a = export_layer(&content, &src, &one).unwrap();
         let b = export_layer(&content, &src, &many).unwrap();
         assert_eq!(a.diff_id, b.diff_id);
@@ -59,7 +87,9 @@ fn export_is_deterministic_and_diff_id_is_the_tar_digest() {
 fn decompress(blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     if blob.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut out).unwrap();
+        flate2::read::MultiGzDecoder::new(blob)
+            .read_to_end(&mut out)
+            .unwrap();
     } else if blob.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         out = zstd::decode_all(blob).unwrap();
     } else {
@@ -75,7 +105,15 @@ fn tar_stream_is_sorted_pax_numeric_and_keeps_hardlinks() {
     fs::create_dir(&src).unwrap();
     build_rich_tree(&src);
     let content = t.store.content();
-    let layer = export_layer(&content, &src, &ExportOptions { compression: Compression::Uncompressed, ..Default::default() }).unwrap();
+    let layer = export_layer(
+        &content,
+        &src,
+        &ExportOptions {
+            compression: Compression::Uncompressed,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let raw = content.read_blob(&layer.digest).unwrap();
     let mut archive = tar::Archive::new(raw.as_slice());
     let mut names = Vec::new();
@@ -86,7 +124,10 @@ fn tar_stream_is_sorted_pax_numeric_and_keeps_hardlinks() {
         let mut e = e.unwrap();
         let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
         let h = e.header();
-        assert!(h.username_bytes().is_none_or(|u| u.is_empty()), "numeric ids only: {name}");
+        assert!(
+            h.username_bytes().is_none_or(|u| u.is_empty()),
+            "numeric ids only: {name}"
+        );
         if h.entry_type() == tar::EntryType::Link {
             assert_eq!(e.link_name_bytes().unwrap().as_ref(), b"dir/hard2");
             assert_eq!(name, "hard1");
@@ -112,7 +153,12 @@ fn tar_stream_is_sorted_pax_numeric_and_keeps_hardlinks() {
     let out = tempfile::tempdir().unwrap();
     let tarfile = out.path().join("l.tar");
     fs::write(&tarfile, &raw).unwrap();
-    let status = std::process::Command::new("tar").arg("-tf").arg(&tarfile).stdout(std::process::Stdio::null()).status().unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tarfile)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -125,7 +171,11 @@ fn source_date_epoch_clamps_mtimes() {
     fs::write(src.join("old"), b"then").unwrap();
     common::set_mtime(&src.join("old"), 100);
     let content = t.store.content();
-    let opts = ExportOptions { compression: Compression::Uncompressed, source_date_epoch: Some(1000), ..Default::default() };
+    let opts = ExportOptions {
+        compression: Compression::Uncompressed,
+        source_date_epoch: Some(1000),
+        ..Default::default()
+    };
     let layer = export_layer(&content, &src, &opts).unwrap();
     let raw = content.read_blob(&layer.digest).unwrap();
     let mut archive = tar::Archive::new(raw.as_slice());
@@ -134,10 +184,16 @@ fn source_date_epoch_clamps_mtimes() {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.path().unwrap().display().to_string(), e.header().mtime().unwrap())
+            (
+                e.path().unwrap().display().to_string(),
+                e.header().mtime().unwrap(),
+            )
         })
         .collect();
-    assert_eq!(mtimes, [("new".to_string(), 1000), ("old".to_string(), 100)]);
+    assert_eq!(
+        mtimes,
+        [("new".to_string(), 1000), ("old".to_string(), 100)]
+    );
 }
 
 #[test]
@@ -152,13 +208,29 @@ fn gzip_layer_is_read_by_gzip_and_zstd_layer_by_zstd() {
             println!("skipping {tool} check: not installed");
             continue;
         }
-        let layer = export_layer(&content, &src, &ExportOptions { compression, ..Default::default() }).unwrap();
-        let out = std::process::Command::new(tool).arg("-dc").arg(content.path(&layer.digest)).output().unwrap();
+        let layer = export_layer(
+            &content,
+            &src,
+            &ExportOptions {
+                compression,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let out = std::process::Command::new(tool)
+            .arg("-dc")
+            .arg(content.path(&layer.digest))
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{tool} rejected the blob");
         assert_eq!(img_snapshot::Digest::of(&out.stdout), layer.diff_id);
     }
 }
 
 pub fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(tool)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(tool))
+        .find(|p| p.is_file())
 }

@@ -460,8 +460,11 @@ impl Unpacker {
                         // A dangling symlink: create its target, scoped to the root as the
                         // kernel would resolve it there.
                         let target = nix::fcntl::readlinkat(&dir, os(refs[i]))?;
-                        let mut next: Vec<Vec<u8>> =
-                            if target.as_bytes().starts_with(b"/") { Vec::new() } else { comps[..i].to_vec() };
+                        let mut next: Vec<Vec<u8>> = if target.as_bytes().starts_with(b"/") {
+                            Vec::new()
+                        } else {
+                            comps[..i].to_vec()
+                        };
                         for part in target.as_bytes().split(|&b| b == b'/') {
                             match part {
                                 b"" | b"." => {}

@@ -66,7 +66,12 @@ pub fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
             "other"
         };
         let link_group = if ft.is_file() && m.nlink() > 1 {
-            Some(first_by_inode.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone())
+            Some(
+                first_by_inode
+                    .entry((m.dev(), m.ino()))
+                    .or_insert_with(|| rel.clone())
+                    .clone(),
+            )
         } else {
             None
         };
@@ -74,7 +79,12 @@ pub fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
             .map(|names| {
                 names
                     .filter(|n| !n.to_string_lossy().contains(".overlay."))
-                    .filter_map(|n| xattr::get(&p, &n).ok().flatten().map(|v| (n.to_string_lossy().into_owned(), v)))
+                    .filter_map(|n| {
+                        xattr::get(&p, &n)
+                            .ok()
+                            .flatten()
+                            .map(|v| (n.to_string_lossy().into_owned(), v))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -83,13 +93,21 @@ pub fn summarize(root: &Path) -> BTreeMap<PathBuf, Summary> {
             rel.clone(),
             Summary {
                 kind,
-                mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    m.mode() & 0o7777
+                },
                 uid: m.uid(),
                 gid: m.gid(),
                 mtime: if ft.is_symlink() { 0 } else { m.mtime() },
                 content: ft.is_file().then(|| fs::read(&p).unwrap()),
                 target: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
-                rdev: if ft.is_char_device() || ft.is_block_device() { m.rdev() } else { 0 },
+                rdev: if ft.is_char_device() || ft.is_block_device() {
+                    m.rdev()
+                } else {
+                    0
+                },
                 xattrs,
                 link_group,
             },
@@ -111,7 +129,14 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
 
 pub fn set_mtime(path: &Path, secs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, 0);
-    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
 }
 
 /// A tree exercising everything a layer must carry. Devices and foreign ownership only as root.
@@ -126,7 +151,11 @@ pub fn build_rich_tree(root: &Path) {
     fs::hard_link(root.join("hard1"), root.join("dir/hard2")).unwrap();
     std::os::unix::fs::symlink("dir/file", root.join("link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/abs", root.join("abslink")).unwrap();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o640)).unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
     fs::create_dir(root.join("private")).unwrap();
     fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
     let long_dir = root.join("a".repeat(60)).join("b".repeat(60));
@@ -143,7 +172,12 @@ pub fn build_rich_tree(root: &Path) {
             libc::makedev(1, 3),
         )
         .unwrap();
-        xattr::set(root.join("dir/exec"), "security.capability", &cap_net_bind()).unwrap();
+        xattr::set(
+            root.join("dir/exec"),
+            "security.capability",
+            &cap_net_bind(),
+        )
+        .unwrap();
     }
     set_all_mtimes(root, 1_600_000_000);
 }
