@@ -437,3 +437,51 @@ fn corrupted_blob_is_refused_and_nothing_is_stored() {
         "no manifest for an incomplete image"
     );
 }
+
+#[test]
+fn docker_hub_pulls_go_through_a_configured_mirror() {
+    let mirror = TestRegistry::start(RegistryAuth::Anonymous);
+    let docker = tempfile::tempdir().unwrap();
+    let src = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = small_image(&src);
+    // Seed the mirror as a pull-through cache would hold `docker.io/library/mirrored:1`.
+    let client = Client::new(client_config(docker.path()));
+    let in_mirror = reference(&format!("{}/library/mirrored:1", mirror.host()));
+    client
+        .push(
+            &in_mirror,
+            &image.manifest,
+            &src,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
+
+    let config_dir = tempfile::tempdir().unwrap();
+    let config_file = config_dir.path().join("config.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[registry.\"docker.io\"]\nmirrors = [\"http://{}\"]\n",
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let mut config = client_config(docker.path());
+    config.merge_file(&config_file).unwrap();
+    let client = Client::new(config);
+    let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let resolved = client
+        .pull(
+            &reference("mirrored:1"),
+            &Platform::host(),
+            &dest,
+            &no_progress,
+        )
+        .unwrap();
+    assert_eq!(
+        resolved.reference.to_string(),
+        "docker.io/library/mirrored:1"
+    );
+    assert_eq!(resolved.manifest.digest, image.digest);
+}
