@@ -27,8 +27,7 @@ impl fmt::Display for Location {
 pub struct InstructionError {
     /// Where the instruction is.
     pub location: Box<Location>,
-    /// What is wrong with it.
-    #[source]
+    /// What is wrong with it (part of the message, so not a separate source).
     pub kind: InstructionErrorKind,
 }
 

@@ -96,7 +96,7 @@ pub enum FrontendError {
         word: String,
     },
     /// A bad `--platform` or platform option.
-    #[error("{location}: {source}")]
+    #[error("{location}: bad platform in `{}`", location.original)]
     Platform {
         /// Where the platform was given.
         location: Box<Location>,
