@@ -144,12 +144,21 @@ pub fn checksum_tree(
         path: root.to_path_buf(),
         source,
     })?;
-    let mut entries = walk(&root, filter)?;
-
-    let known = match cache {
-        Some(db) => db.checksums_under(&root.to_string_lossy())?,
-        None => HashMap::new(),
-    };
+    // Loading the cache's entries overlaps the walk: both take about as long on a large tree.
+    let (walked, known) = std::thread::scope(|scope| {
+        let known = scope.spawn(|| match cache {
+            Some(db) => db.checksums_under(&root.to_string_lossy()),
+            None => Ok(HashMap::new()),
+        });
+        let walked = walk(&root, filter);
+        // A panic in the cache read is re-raised here rather than swallowed.
+        let known = known
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (walked, known)
+    });
+    let mut entries = walked?;
+    let known = known?;
     let mut to_read = Vec::new();
     for entry in entries.iter_mut().filter(|e| matches!(e.kind, Kind::File)) {
         match known.get(&*entry.abs.to_string_lossy()) {
@@ -200,8 +209,11 @@ fn is_racy(entry: &StampedChecksum) -> bool {
     newest >= entry.recorded_ns - RACY_WINDOW_NS
 }
 
+/// Lists the selected entries in walk order, then examines them in parallel: on a large tree
+/// the `lstat` calls dominate, and directory listing alone needs none (the kernel returns each
+/// entry's type with its name).
 fn walk(root: &Path, filter: &dyn PathFilter) -> Result<Vec<Entry>, ChecksumError> {
-    let mut entries = Vec::new();
+    let mut listed = Vec::new();
     let walker = WalkDir::new(root)
         .min_depth(1)
         .follow_links(false)
@@ -216,44 +228,48 @@ fn walk(root: &Path, filter: &dyn PathFilter) -> Result<Vec<Entry>, ChecksumErro
             source: err.into(),
         })?;
         let rel = relative(root, item.path());
-        let file_type = item.file_type();
-        if !filter.selects(&rel, file_type.is_dir()) {
-            continue;
+        if filter.selects(&rel, item.file_type().is_dir()) {
+            listed.push((rel, item.into_path()));
         }
-        let meta = item.metadata().map_err(|err| ChecksumError::Walk {
-            path: item.path().to_path_buf(),
-            source: err.into(),
-        })?;
-        let kind = if file_type.is_file() {
-            Kind::File
-        } else if file_type.is_dir() {
-            Kind::Dir
-        } else if file_type.is_symlink() {
-            let target = std::fs::read_link(item.path()).map_err(|source| ChecksumError::Walk {
-                path: item.path().to_path_buf(),
-                source,
-            })?;
-            Kind::Symlink(target.as_os_str().as_bytes().to_vec())
-        } else {
-            Kind::Other
-        };
-        entries.push(Entry {
-            rel,
-            abs: item.path().to_path_buf(),
-            kind,
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            stamp: FileStamp {
-                size: meta.size(),
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-                ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
-                inode: meta.ino(),
-            },
-            content: None,
-        });
     }
-    Ok(entries)
+    listed
+        .into_par_iter()
+        .map(|(rel, abs)| examine(rel, abs))
+        .collect()
+}
+
+fn examine(rel: String, abs: PathBuf) -> Result<Entry, ChecksumError> {
+    let walk_err = |source| ChecksumError::Walk {
+        path: abs.clone(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(&abs).map_err(walk_err)?;
+    let file_type = meta.file_type();
+    let kind = if file_type.is_file() {
+        Kind::File
+    } else if file_type.is_dir() {
+        Kind::Dir
+    } else if file_type.is_symlink() {
+        let target = std::fs::read_link(&abs).map_err(walk_err)?;
+        Kind::Symlink(target.as_os_str().as_bytes().to_vec())
+    } else {
+        Kind::Other
+    };
+    Ok(Entry {
+        rel,
+        kind,
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        stamp: FileStamp {
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+            inode: meta.ino(),
+        },
+        content: None,
+        abs,
+    })
 }
 
 fn relative(root: &Path, path: &Path) -> String {

@@ -42,7 +42,7 @@ pub enum SolveError {
     #[error("{label} failed")]
     OpFailed {
         /// The op.
-        label: OpLabel,
+        label: Box<OpLabel>,
         /// The last lines of the op's output, oldest first.
         log_tail: Vec<String>,
         /// The executor's error (for a process: its exit code).
@@ -53,7 +53,7 @@ pub enum SolveError {
     #[error("{label}: cannot compute the cache key")]
     CacheKey {
         /// The op.
-        label: OpLabel,
+        label: Box<OpLabel>,
         /// The executor's error.
         #[source]
         source: ExecutorError,
@@ -62,7 +62,7 @@ pub enum SolveError {
     #[error("{label}: cannot load cached result {output_id}")]
     Load {
         /// The op.
-        label: OpLabel,
+        label: Box<OpLabel>,
         /// The stored output id.
         output_id: String,
         /// The executor's error.
@@ -73,13 +73,13 @@ pub enum SolveError {
     #[error("{label}: the executor panicked; this is a bug in img")]
     Panicked {
         /// The op.
-        label: OpLabel,
+        label: Box<OpLabel>,
     },
     /// The cache database failed.
     #[error("{label}: build cache error")]
     Cache {
         /// The op being looked up or recorded.
-        label: OpLabel,
+        label: Box<OpLabel>,
         /// The database error.
         #[source]
         source: CacheError,

@@ -481,12 +481,12 @@ fn start<'scope, 'env>(scope: &'scope Scope<'scope, 'env>, f: impl FnOnce() + Se
     scope.spawn(f);
 }
 
-fn label(op: Digest, metadata: &OpMetadata) -> OpLabel {
-    OpLabel {
+fn label(op: Digest, metadata: &OpMetadata) -> Box<OpLabel> {
+    Box::new(OpLabel {
         op,
         description: metadata.description.clone(),
         location: metadata.location.clone(),
-    }
+    })
 }
 
 fn boxed<E: std::error::Error + Send + Sync + 'static>(err: E) -> ExecutorError {
