@@ -84,7 +84,29 @@ impl Op {
     /// copy sources; merge inputs; diff lower then upper. A reference used twice appears twice.
     pub fn inputs(&self) -> Vec<OpRef> {
         let mut refs = Vec::new();
-        self.clone().visit_inputs_mut(&mut |r| refs.push(*r));
+        match self {
+            Op::Source(_) => {}
+            Op::Exec(exec) => {
+                refs.extend(exec.root);
+                refs.extend(exec.mounts.iter().filter_map(|m| match &m.kind {
+                    MountKind::Bind { source, .. } => Some(*source),
+                    MountKind::Cache { source, .. } => *source,
+                    _ => None,
+                }));
+            }
+            Op::File(file) => {
+                refs.extend(file.base);
+                refs.extend(file.actions.iter().filter_map(|a| match a {
+                    FileAction::Copy(copy) => Some(copy.source),
+                    _ => None,
+                }));
+            }
+            Op::Merge(merge) => refs.extend(&merge.inputs),
+            Op::Diff(diff) => {
+                refs.extend(diff.lower);
+                refs.push(diff.upper);
+            }
+        }
         refs
     }
 
@@ -116,6 +138,7 @@ impl Op {
         1
     }
 
+    /// Visits input references mutably, in the order [`Op::inputs`] lists them.
     fn visit_inputs_mut(&mut self, f: &mut dyn FnMut(&mut OpRef)) {
         match self {
             Op::Source(_) => {}

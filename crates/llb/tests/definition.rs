@@ -234,3 +234,53 @@ fn map_inputs_visits_in_input_order() {
         vec![OpRef::new(Digest::of_bytes(b"key"))]
     );
 }
+
+#[test]
+fn every_kind_of_input_is_listed_in_a_fixed_order() {
+    use img_llb::{DiffOp, FileAction, MkfileAction};
+    let r = |s: &str| OpRef::new(Digest::of_bytes(s.as_bytes()));
+    let bind = |source: OpRef| Mount {
+        target: "/mnt".into(),
+        kind: MountKind::Bind {
+            source,
+            selector: "/".into(),
+            readonly: true,
+        },
+    };
+    let exec: Op = ExecOp::new(Some(r("root")), vec!["true".into()])
+        .with_mount(bind(r("bind")))
+        .with_mount(Mount {
+            target: "/tmp".into(),
+            kind: MountKind::Tmpfs { size: None },
+        })
+        .into();
+    assert_eq!(exec.inputs(), vec![r("root"), r("bind")]);
+    let file: Op = FileOp::new(Some(r("base")))
+        .with_action(FileAction::Mkfile(MkfileAction {
+            path: "/f".into(),
+            mode: 0o644,
+            data: "x".into(),
+            owner: None,
+        }))
+        .with_action(CopyAction::new(r("ctx"), vec!["a".into()], "/"))
+        .into();
+    assert_eq!(file.inputs(), vec![r("base"), r("ctx")]);
+    let diff: Op = DiffOp {
+        lower: Some(r("lower")),
+        upper: r("upper"),
+    }
+    .into();
+    assert_eq!(diff.inputs(), vec![r("lower"), r("upper")]);
+    for op in [exec, file, diff] {
+        let mut visited = Vec::new();
+        op.map_inputs(|x| {
+            visited.push(*x);
+            *x
+        });
+        assert_eq!(
+            visited,
+            op.inputs(),
+            "map_inputs and inputs disagree for {op:?}"
+        );
+    }
+}

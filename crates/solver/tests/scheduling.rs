@@ -279,3 +279,22 @@ fn progress_reports_every_op_with_timestamps_in_order() {
         .iter()
         .all(|e| matches!(e, ProgressEvent::Cached { .. })));
 }
+
+#[test]
+fn a_panicking_executor_fails_the_build_instead_of_hanging_it() {
+    let ws = Workspace::new();
+    let mut g = Graph::new();
+    let base = g.image("alpine");
+    let waiting = g.run("s", base, "RUN wait", &["wait-cancel"]);
+    let broken = g.run("t", base, "RUN broken", &["panic"]);
+    let out = g.merge(vec![waiting, broken]);
+    let def = g.build(out);
+    let err = ws
+        .solver()
+        .solve(&def, &SolveOptions::default(), &NoProgress)
+        .unwrap_err();
+    let SolveError::Panicked { label } = &err else {
+        panic!("unexpected error {err:?}");
+    };
+    assert_eq!(label.op, broken.digest);
+}

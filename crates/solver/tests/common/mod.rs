@@ -182,7 +182,8 @@ impl Executor for FakeExecutor {
     }
 }
 
-/// The fake "process": `sleep MS`, `fail CODE`, `wait-cancel`, anything else succeeds at once.
+/// The fake "process": `sleep MS`, `fail CODE`, `panic`, `wait-cancel`; anything else
+/// succeeds at once.
 fn run_script(args: &[String], ctx: &ExecContext<'_>) -> Result<(), FakeError> {
     match args.first().map(String::as_str) {
         Some("sleep") => {
@@ -202,6 +203,7 @@ fn run_script(args: &[String], ctx: &ExecContext<'_>) -> Result<(), FakeError> {
                 code: args[1].parse().unwrap(),
             })
         }
+        Some("panic") => panic!("executor bug"),
         Some("wait-cancel") => {
             if ctx.cancel_token().wait_timeout(Duration::from_secs(20)) {
                 Err(FakeError::Cancelled)
