@@ -51,3 +51,15 @@ pub use file::{
 };
 pub use op::{DiffOp, MergeOp, Op, OpRef};
 pub use source::{GitSource, HttpSource, ImageSource, LocalSource, Platform, SourceOp};
+
+/// Any error of this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A malformed digest.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// An invalid definition.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+}

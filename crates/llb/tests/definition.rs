@@ -284,3 +284,33 @@ fn every_kind_of_input_is_listed_in_a_fixed_order() {
         );
     }
 }
+
+/// Graphviz itself must accept the output (graphviz is in xtask/test-packages.txt).
+#[test]
+fn graphviz_renders_the_dot_output() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let def = sample();
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("graphviz `dot` must be installed (apt-get install graphviz)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(def.to_dot().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(svg.matches("class=\"node\"").count(), def.len());
+    assert!(svg.contains("WORKDIR /src"), "{svg}");
+}

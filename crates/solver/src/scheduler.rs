@@ -163,7 +163,7 @@ impl<E: Executor> Solver<E> {
         options: &SolveOptions,
         progress: &dyn ProgressSink,
     ) -> Result<Solved<E::Output>, SolveError> {
-        let (graph, _) = build_graph(definition);
+        let graph = build_graph(definition);
         let mut waiting_on: Vec<usize> = graph
             .node_indices()
             .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
@@ -304,10 +304,8 @@ impl<E: Executor> Solver<E> {
         let op_label = || label(job.digest, job.metadata);
         let extra = match self.executor.cache_key_extra(job.op, &job.inputs) {
             Ok(extra) => extra,
-            Err(err) if shared.cancel.is_cancelled() => {
-                let _ = err;
-                return Outcome::Cancelled;
-            }
+            // Failing because the solve is being cancelled is not a failure of its own.
+            Err(_) if shared.cancel.is_cancelled() => return Outcome::Cancelled,
             Err(err) => {
                 return Outcome::Failed(SolveError::CacheKey {
                     label: op_label(),
@@ -373,8 +371,7 @@ impl<E: Executor> Solver<E> {
         );
         let output = match self.executor.execute(job.op, &job.inputs, &ctx) {
             Ok(output) => output,
-            Err(err) if shared.cancel.is_cancelled() => {
-                let _ = err;
+            Err(_) if shared.cancel.is_cancelled() => {
                 shared.progress.emit(ProgressEvent::Cancelled {
                     op: job.digest,
                     at: SystemTime::now(),
@@ -459,7 +456,7 @@ impl<E: Executor> Solver<E> {
 }
 
 /// One node per op and one edge per (input op, op) pair, however often the input is used.
-fn build_graph(definition: &Definition) -> (DiGraph<Digest, ()>, HashMap<Digest, NodeIndex>) {
+fn build_graph(definition: &Definition) -> DiGraph<Digest, ()> {
     let mut graph = DiGraph::with_capacity(definition.len(), definition.len());
     let mut index = HashMap::with_capacity(definition.len());
     for (digest, _) in definition.ops() {
@@ -474,7 +471,7 @@ fn build_graph(definition: &Definition) -> (DiGraph<Digest, ()>, HashMap<Digest,
             }
         }
     }
-    (graph, index)
+    graph
 }
 
 fn start<'scope, 'env>(scope: &'scope Scope<'scope, 'env>, f: impl FnOnce() + Send + 'scope) {
