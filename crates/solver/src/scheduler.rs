@@ -188,6 +188,9 @@ impl<E: Executor> Solver<E> {
                 .filter(|n| waiting_on[n.index()] == 0)
                 .collect();
             loop {
+                if options.cancel.is_cancelled() {
+                    shared.cancel.cancel();
+                }
                 if !shared.cancel.is_cancelled() {
                     for node in ready.drain(..) {
                         let job = self.prepare(definition, graph[node], &done);
@@ -211,12 +214,7 @@ impl<E: Executor> Solver<E> {
                 }
                 let (node, outcome) = match rx.recv_timeout(CANCEL_POLL) {
                     Ok(message) => message,
-                    Err(RecvTimeoutError::Timeout) => {
-                        if options.cancel.is_cancelled() {
-                            shared.cancel.cancel();
-                        }
-                        continue;
-                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
                     // Unreachable while `tx` is alive in this scope.
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
