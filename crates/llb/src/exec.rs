@@ -153,6 +153,9 @@ pub enum MountKind {
     Secret {
         /// The secret's id as given with `--secret id=…`.
         id: String,
+        /// Also expose the value in this environment variable (`env=`); the file is then only
+        /// mounted when the mount's target is not empty.
+        env: Option<String>,
         /// Fail when the client did not provide it.
         required: bool,
         /// Owner uid of the file.
