@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use pattern::{replace_all_go, shell_pattern_regex, trim_prefix, trim_suffix, PatternFault};
+use pattern::{replace, trim_prefix, trim_suffix, PatternFault, MAX_STARS};
 
 mod pattern;
 
@@ -148,6 +148,16 @@ pub enum ShellError {
         /// The character after the backslash, `None` when the pattern ends with it.
         escaped: Option<char>,
     },
+    /// A pattern with more separate `*` wildcards than any real Dockerfile uses.
+    #[error("failed to process {word:?}: pattern ({pattern}) in substitution at offset {position} has more than {MAX_STARS} wildcards")]
+    PatternTooComplex {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
+        /// The pattern after expansion.
+        pattern: String,
+    },
     /// `${…}` nested more deeply than any real Dockerfile does.
     #[error("failed to process {word:?}: substitutions nested more than {MAX_NESTING} deep at offset {position}")]
     NestingTooDeep {
@@ -155,19 +165,6 @@ pub enum ShellError {
         word: String,
         /// Byte offset of the `$` of the innermost substitution read.
         position: usize,
-    },
-    /// A pattern too large to compile into a matcher.
-    #[error(
-        "failed to process {word:?}: pattern in substitution at offset {position} is too large"
-    )]
-    PatternTooLarge {
-        /// The word being expanded.
-        word: String,
-        /// Byte offset of the `$`.
-        position: usize,
-        /// The matcher's complaint.
-        #[source]
-        source: regex::Error,
     },
 }
 
@@ -597,22 +594,8 @@ impl<'a, 't> Expander<'a, 't> {
                 };
                 let replacement = self.nested(start, Some('}'), true, depth)?;
                 let value = self.get_env(&name).unwrap_or_default();
-                let re = shell_pattern_regex(&pattern, true, false)
-                    .map_err(|fault| self.pattern_fault(start, &pattern, fault))?;
-                Ok(if replace_all {
-                    replace_all_go(&re, value, &replacement)
-                } else {
-                    match re.find(value) {
-                        Some(m) => {
-                            let mut out = String::with_capacity(value.len() + replacement.len());
-                            out.push_str(&value[..m.start()]);
-                            out.push_str(&replacement);
-                            out.push_str(&value[m.end()..]);
-                            out
-                        }
-                        None => value.to_owned(),
-                    }
-                })
+                replace(&pattern, value, &replacement, replace_all)
+                    .map_err(|fault| self.pattern_fault(start, &pattern, fault))
             }
             _ => Err(self.unsupported(start, written)),
         }
@@ -694,10 +677,10 @@ impl<'a, 't> Expander<'a, 't> {
                 pattern: pattern.to_owned(),
                 escaped,
             },
-            PatternFault::TooLarge(source) => ShellError::PatternTooLarge {
+            PatternFault::TooManyStars => ShellError::PatternTooComplex {
                 word,
                 position,
-                source,
+                pattern: pattern.to_owned(),
             },
         }
     }
