@@ -192,6 +192,17 @@ pub enum InstructionErrorKind {
         /// The instruction keyword, upper case.
         instruction: &'static str,
     },
+    /// A URL source in COPY.
+    #[error("source can't be a URL for COPY: {source_url} (use ADD to download it)")]
+    UrlSourceInCopy {
+        /// The source.
+        source_url: String,
+    },
+    /// `ADD --checksum` with several sources.
+    #[error(
+        "checksum can't be specified for multiple sources; use one ADD per checksummed source"
+    )]
+    ChecksumWithSeveralSources,
     /// A bad `RUN --mount` value.
     #[error(transparent)]
     Mount(#[from] MountError),

@@ -22,7 +22,9 @@ use crate::ast::Heredoc;
 
 pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
 pub(crate) use duration::format_go_duration;
+pub(crate) use error::suggest;
 pub use error::{InstructionError, InstructionErrorKind, Location};
+pub(crate) use flags::parse_bool as parse_bool_value;
 pub(crate) use mount::Values as MountValues;
 pub use mount::{CacheSharing, Mount, MountError, MountType};
 pub use parse::parse_instruction;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::instructions::{
-    format_go_duration, CommandLine, HealthcheckInstruction, Instruction, InstructionErrorKind,
+    format_go_duration, ChmodFlag, CommandLine, FileSources, HealthcheckInstruction, Instruction,
+    InstructionErrorKind,
 };
 use crate::stages::config::{Empty, HealthcheckConfig, HistoryEntry, ImageConfig};
 use crate::stages::InstructionContext;
@@ -19,28 +20,65 @@ pub(crate) fn default_shell() -> Vec<String> {
 pub(crate) struct StageState {
     /// The image config so far.
     pub(crate) image: ImageConfig,
-    /// The ARGs in scope, in declaration order; `None` for a declared ARG with no value.
+    /// The ARGs declared in this stage, in order; `None` for a declared ARG with no value.
     pub(crate) args: Vec<(String, Option<String>)>,
+    /// ARG values of the parent stages. BuildKit adds ARG values to the build state's
+    /// environment, which a child stage starts from, so they keep their values in RUN and in
+    /// expansion, but they are not this stage's ARGs: history does not list them.
+    pub(crate) inherited: Vec<(String, String)>,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub(crate) cmd_set: bool,
+    /// A WORKDIR of this Dockerfile ran in this stage or a parent stage.
+    pub(crate) workdir_set: bool,
 }
 
 impl StageState {
+    /// The state for a stage built on this one.
+    pub(crate) fn for_child(&self) -> StageState {
+        let mut inherited = self.inherited.clone();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                set_pair(&mut inherited, k, v);
+            }
+        }
+        StageState {
+            image: self.image.clone(),
+            args: Vec::new(),
+            inherited,
+            cmd_set: false,
+            workdir_set: self.workdir_set,
+        }
+    }
+
+    /// ARG values in scope (inherited, then this stage's), without ENV.
+    fn arg_values(&self) -> Vec<(String, String)> {
+        let mut values = self.inherited.clone();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                set_pair(&mut values, k, v);
+            }
+        }
+        values
+    }
+
     /// The state an instruction sees; `proxies` are the proxy build args.
     pub(crate) fn context(&self, proxies: &BTreeMap<String, String>) -> InstructionContext {
         let config = &self.image.config;
-        let env_pairs = config.env_pairs();
-        let args: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect();
-        let mut env = env_pairs.clone();
-        for (k, v) in &args {
-            if !env_pairs.iter().any(|(ek, _)| ek == k) {
-                env.push((k.clone(), v.clone()));
+        let mut env = config.env_pairs();
+        for (k, v) in self.arg_values() {
+            // ENV wins over an ARG of the same name.
+            if !env.iter().any(|(ek, _)| *ek == k) {
+                env.push((k, v));
             }
         }
+        let args = self
+            .args
+            .iter()
+            .map(|(k, _)| {
+                let shown = env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
+                (k.clone(), shown.unwrap_or_default())
+            })
+            .collect();
         let proxy_env = proxies
             .iter()
             .filter(|(k, _)| !self.args.iter().any(|(a, _)| a == *k))
@@ -63,22 +101,26 @@ impl StageState {
 
     /// The variables words are expanded with: ARGs with values, overridden by ENV.
     pub(crate) fn expansion_env(&self) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .collect();
+        let mut env: BTreeMap<String, String> = self.arg_values().into_iter().collect();
         env.extend(self.image.config.env_pairs());
         env
     }
 }
 
-/// Applies an expanded instruction other than FROM and ARG; returns its history entry.
+fn set_pair(pairs: &mut Vec<(String, String)>, key: &str, value: &str) {
+    match pairs.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => pairs.push((key.to_string(), value.to_string())),
+    }
+}
+
+/// Applies an expanded instruction other than FROM and ARG; returns its history entry (ONBUILD
+/// writes none, as in BuildKit).
 pub(crate) fn apply(
     state: &mut StageState,
     instruction: &Instruction,
     ctx: &InstructionContext,
-) -> Result<HistoryEntry, InstructionErrorKind> {
+) -> Result<Option<HistoryEntry>, InstructionErrorKind> {
     let config = &mut state.image.config;
     let entry = match instruction {
         Instruction::Env(kv) => {
@@ -109,6 +151,8 @@ pub(crate) fn apply(
             let argv = command_argv(&cmd.command, &ctx.shell);
             let text = format!("CMD {}", go_quote_list(&argv));
             config.cmd = Some(argv);
+            // BuildKit marks every CMD as escaped (a Docker image-spec field).
+            config.args_escaped = Some(true);
             state.cmd_set = true;
             HistoryEntry::new(text, true)
         }
@@ -156,7 +200,9 @@ pub(crate) fn apply(
             }
             let wd = resolve_workdir(&ctx.workdir, &w.path);
             config.working_dir = Some(wd.clone());
-            HistoryEntry::new(format!("WORKDIR {wd}"), false)
+            // Docker creates the directory in a layer, except for `/` which always exists.
+            let empty = wd == "/";
+            HistoryEntry::new(format!("WORKDIR {wd}"), empty)
         }
         Instruction::User(u) => {
             config.user = Some(u.user.clone());
@@ -202,10 +248,21 @@ pub(crate) fn apply(
                 .on_build
                 .get_or_insert_with(Vec::new)
                 .push(o.expression.clone());
-            HistoryEntry::new(format!("ONBUILD {}", o.expression), true)
+            return Ok(None);
         }
-        Instruction::Copy(c) => HistoryEntry::new(copy_history("COPY", &c.files), false),
-        Instruction::Add(a) => HistoryEntry::new(copy_history("ADD", &a.files), false),
+        Instruction::Copy(c) => {
+            let mut flags = Vec::new();
+            if c.parents {
+                flags.push("--parents".to_string());
+            }
+            copy_flags(&mut flags, &c.chown, &c.chmod);
+            HistoryEntry::new(copy_history("COPY", &flags, &c.files), false)
+        }
+        Instruction::Add(a) => {
+            let mut flags = Vec::new();
+            copy_flags(&mut flags, &a.chown, &a.chmod);
+            HistoryEntry::new(copy_history("ADD", &flags, &a.files), false)
+        }
         Instruction::Maintainer(m) => {
             state.image.author = Some(m.name.clone());
             HistoryEntry::new(format!("MAINTAINER {}", m.name), true)
@@ -213,7 +270,16 @@ pub(crate) fn apply(
         // FROM and ARG are handled by the stage walk; a variant added later changes nothing.
         _ => HistoryEntry::new(instruction.keyword().to_string(), true),
     };
-    Ok(entry)
+    Ok(Some(entry))
+}
+
+fn copy_flags(flags: &mut Vec<String>, chown: &Option<String>, chmod: &Option<ChmodFlag>) {
+    if let Some(chown) = chown {
+        flags.push(format!("--chown={chown}"));
+    }
+    if let Some(chmod) = chmod {
+        flags.push(format!("--chmod={}", chmod.raw));
+    }
 }
 
 /// The argv of CMD or ENTRYPOINT: the shell form goes through the current SHELL.
@@ -236,8 +302,13 @@ fn run_command_string(argv: &[String], args: &[(String, String)]) -> String {
     parts.join(" ")
 }
 
-fn copy_history(keyword: &str, files: &crate::instructions::FileSources) -> String {
+/// `COPY [--parents] [--chown=…] [--chmod=…] src… <<heredoc… dest # buildkit`.
+fn copy_history(keyword: &str, flags: &[String], files: &FileSources) -> String {
     let mut text = keyword.to_string();
+    for flag in flags {
+        text.push(' ');
+        text.push_str(flag);
+    }
     for s in &files.sources {
         text.push(' ');
         text.push_str(s);

@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::Dockerfile;
 use crate::instructions::{
-    location_of, parse_instruction, ArgInstruction, CommandLine, FromInstruction, Instruction,
-    InstructionError, InstructionErrorKind, Location,
+    location_of, parse_instruction, suggest, ArgInstruction, CommandLine, FromInstruction,
+    Instruction, InstructionError, InstructionErrorKind, Location,
 };
 use crate::shell::Lexer;
 use crate::stages::apply::{apply, StageState};
 use crate::stages::config::{HistoryEntry, ImageConfig, DEFAULT_PATH};
 use crate::stages::expand::{expand_instruction, Expanded, WordExpander};
-use crate::stages::lint::{file_warnings, Warnings};
+use crate::stages::lint::{file_warnings, lint_instruction, CheckConfig, Warnings};
 use crate::stages::{
     BaseImageResolver, BuildOptions, BuildPlan, FrontendError, PlannedInstruction, Platform,
     SourceRef, Stage, StageBase,
@@ -65,6 +65,7 @@ pub(crate) struct Planner<'a> {
     visits: Vec<Visit>,
     chain: Vec<usize>,
     warnings: Warnings,
+    checks: CheckConfig,
 }
 
 impl<'a> Planner<'a> {
@@ -127,6 +128,18 @@ impl<'a> Planner<'a> {
                     })?
             }
         };
+        // The build arg wins over the directive, as in BuildKit.
+        let check_value = options
+            .build_args
+            .get("BUILDKIT_DOCKERFILE_CHECK")
+            .or(dockerfile.directives.check.as_ref())
+            .cloned()
+            .unwrap_or_default();
+        let checks =
+            CheckConfig::parse(&check_value).map_err(|reason| FrontendError::CheckOptions {
+                file: file.to_string(),
+                reason,
+            })?;
         let target_platform = options
             .target_platform
             .clone()
@@ -149,6 +162,7 @@ impl<'a> Planner<'a> {
             proxies,
             chain: Vec::new(),
             warnings,
+            checks,
         };
         planner.global_args(&global_args)?;
         Ok(planner)
@@ -228,10 +242,20 @@ impl<'a> Planner<'a> {
                 stages.push(d.stage);
             }
         }
+        let mut warnings = self.warnings.list;
+        self.checks.filter(&mut warnings);
+        if self.checks.error && warnings.iter().any(|w| w.rule != "Syntax") {
+            return Err(FrontendError::ChecksFailed {
+                warnings: warnings
+                    .into_iter()
+                    .filter(|w| w.rule != "Syntax")
+                    .collect(),
+            });
+        }
         Ok(BuildPlan {
             stages,
             global_args: self.global_env,
-            warnings: self.warnings.list,
+            warnings,
         })
     }
 
@@ -306,8 +330,7 @@ impl<'a> Planner<'a> {
                     file: self.options.file_name.clone(),
                 });
             };
-            let mut state = parent.state.clone();
-            state.cmd_set = false;
+            let state = parent.state.for_child();
             let platform = explicit_platform.unwrap_or_else(|| parent.stage.platform.clone());
             (StageBase::Stage { index: j }, state, platform)
         } else {
@@ -359,11 +382,18 @@ impl<'a> Planner<'a> {
             };
             let parsed = crate::parser::parse(&text, &self.options.file_name)
                 .map_err(|e| trigger_error(e.into()))?;
+            if parsed.instructions.len() != 1 {
+                return Err(FrontendError::TriggerNotSingle {
+                    location: Box::new(location.clone()),
+                    image: image_word.clone(),
+                    trigger: text.clone(),
+                });
+            }
             for node in &parsed.instructions {
                 let instruction = parse_instruction(node, &self.options.file_name)
                     .map_err(|e| trigger_error(e.into()))?;
                 if let Some(p) = self
-                    .step(&mut state, &instruction, &location, &mut deps, true)
+                    .step(index, &mut state, &instruction, &location, &mut deps, true)
                     .map_err(trigger_error)?
                 {
                     planned.push(p);
@@ -371,22 +401,8 @@ impl<'a> Planner<'a> {
             }
         }
         let instructions = self.stages[index].instructions.clone();
-        let mut workdir_set = state.image.config.working_dir.is_some();
         for (instruction, at) in &instructions {
-            if let Instruction::Workdir(w) = instruction {
-                if !w.path.starts_with('/') && !w.path.starts_with('$') && !workdir_set {
-                    self.warnings.add(
-                        "WorkdirRelativePath",
-                        at,
-                        format!(
-                            "Relative workdir {:?} can have unexpected results if the base image changes",
-                            w.path
-                        ),
-                    );
-                }
-                workdir_set = true;
-            }
-            if let Some(p) = self.step(&mut state, instruction, at, &mut deps, false)? {
+            if let Some(p) = self.step(index, &mut state, instruction, at, &mut deps, false)? {
                 planned.push(p);
             }
         }
@@ -413,6 +429,7 @@ impl<'a> Planner<'a> {
     /// Expands, resolves and applies one instruction of a stage.
     fn step(
         &mut self,
+        current: usize,
         state: &mut StageState,
         instruction: &Instruction,
         at: &Location,
@@ -436,24 +453,25 @@ impl<'a> Planner<'a> {
             Err(Expanded::Failed(e)) => return Err(e),
             Err(Expanded::Invalid(kind)) => return Err(self.error_at(at, kind)),
         };
+        self.lint_in_context(state, &expanded, at);
         let mut sources = Vec::new();
         match &expanded {
             Instruction::Copy(c) => {
                 if let Some(from) = &c.from {
-                    sources.push(self.resolve_source(from, at, deps)?);
+                    sources.push(self.resolve_source(from, current, false, at, deps)?);
                 }
             }
             Instruction::Run(r) => {
                 for m in &r.mounts {
                     if let Some(from) = &m.from {
-                        sources.push(self.resolve_source(from, at, deps)?);
+                        sources.push(self.resolve_source(from, current, true, at, deps)?);
                     }
                 }
             }
             _ => {}
         }
         let history = match &expanded {
-            Instruction::Arg(arg) => self.declare_args(state, arg),
+            Instruction::Arg(arg) => Some(self.declare_args(state, arg)),
             Instruction::From(_) => {
                 return Err(self.error_at(
                     at,
@@ -465,7 +483,9 @@ impl<'a> Planner<'a> {
             }
             other => apply(state, other, &context).map_err(|kind| self.error_at(at, kind))?,
         };
-        state.image.history.push(history.clone());
+        if let Some(entry) = &history {
+            state.image.history.push(entry.clone());
+        }
         Ok(Some(PlannedInstruction {
             instruction: expanded,
             location: at.clone(),
@@ -503,6 +523,8 @@ impl<'a> Planner<'a> {
     fn resolve_source(
         &mut self,
         from: &str,
+        current: usize,
+        mount: bool,
         at: &Location,
         deps: &mut BTreeSet<usize>,
     ) -> Result<SourceRef, FrontendError> {
@@ -530,6 +552,16 @@ impl<'a> Planner<'a> {
                 })
             }
         };
+        // BuildKit dispatches stages in order, so a stage can only use the stages before it;
+        // using itself is a cycle.
+        if index > current {
+            return Err(FrontendError::StageOrder {
+                location: Box::new(at.clone()),
+                source_stage: self.stage_label(index),
+                current_stage: self.stage_label(current),
+                mount,
+            });
+        }
         self.dispatch(index, at)?;
         deps.insert(index);
         Ok(SourceRef::Stage { index })
@@ -576,6 +608,46 @@ impl<'a> Planner<'a> {
         Ok(expansion.value)
     }
 
+    /// Checks that depend on the stage's state: `WorkdirRelativePath` (a relative WORKDIR
+    /// before any absolute one in this Dockerfile; base images do not count, since they may
+    /// change) and `JSONArgsRecommended` (shell-form CMD or ENTRYPOINT with the default shell).
+    fn lint_in_context(
+        &mut self,
+        state: &mut StageState,
+        instruction: &Instruction,
+        at: &Location,
+    ) {
+        match instruction {
+            Instruction::Workdir(w) => {
+                if !state.workdir_set && !w.path.starts_with('/') {
+                    self.warnings.add(
+                        "WorkdirRelativePath",
+                        at,
+                        format!(
+                            "Relative workdir {:?} can have unexpected results if the base image changes",
+                            w.path
+                        ),
+                    );
+                }
+                state.workdir_set = true;
+            }
+            Instruction::Cmd(c) | Instruction::Entrypoint(c)
+                if matches!(c.command, CommandLine::Shell(_))
+                    && state.image.config.shell.is_none() =>
+            {
+                self.warnings.add(
+                    "JSONArgsRecommended",
+                    at,
+                    format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        instruction.keyword()
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
     /// `MultipleInstructionsDisallowed`: only the last CMD, ENTRYPOINT or HEALTHCHECK counts.
     fn lint_repeated(&mut self, planned: &[PlannedInstruction]) {
         for keyword in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
@@ -619,10 +691,19 @@ impl InstructionExpander<'_, '_> {
             let positional =
                 name.chars().all(|c| c.is_ascii_digit()) || "@*#?-$!".contains(name.as_str());
             if !self.declared.contains(name) && !positional {
+                let options = self
+                    .planner
+                    .global_env
+                    .keys()
+                    .chain(self.env.keys())
+                    .map(String::as_str);
+                let hint = suggest(name, options)
+                    .map(|s| format!(" (did you mean ${s}?)"))
+                    .unwrap_or_default();
                 self.planner.warnings.add(
                     "UndefinedVar",
                     self.location,
-                    format!("Usage of undefined variable '${name}'"),
+                    format!("Usage of undefined variable '${name}'{hint}"),
                 );
             }
         }
@@ -634,6 +715,19 @@ impl WordExpander for InstructionExpander<'_, '_> {
     fn word(&mut self, word: &str) -> Result<String, FrontendError> {
         let lexer = self.planner.lexer.clone();
         self.run(word, &lexer)
+    }
+
+    fn words(&mut self, word: &str) -> Result<Vec<String>, FrontendError> {
+        let lexer = self.planner.lexer.clone();
+        // Expanded once with tracking for the UndefinedVar check, then split.
+        self.run(word, &lexer)?;
+        lexer
+            .expand_words(word, self.env)
+            .map_err(|source| FrontendError::Expansion {
+                location: Box::new(self.location.clone()),
+                word: word.to_string(),
+                source: Box::new(source),
+            })
     }
 
     fn heredoc(&mut self, body: &str) -> Result<String, FrontendError> {
@@ -670,68 +764,4 @@ fn check_stage_name(
         });
     }
     Ok(())
-}
-
-/// Checks that need only the typed instruction and how it was written.
-fn lint_instruction(
-    instruction: &Instruction,
-    at: &Location,
-    node: &crate::ast::Node,
-    warnings: &mut Warnings,
-) {
-    match instruction {
-        Instruction::Maintainer(_) => warnings.add(
-            "MaintainerDeprecated",
-            at,
-            "Maintainer instruction is deprecated in favor of using label".into(),
-        ),
-        Instruction::Cmd(c) | Instruction::Entrypoint(c) => {
-            if let CommandLine::Shell(_) = c.command {
-                warnings.add(
-                    "JSONArgsRecommended",
-                    at,
-                    format!(
-                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                        instruction.keyword()
-                    ),
-                );
-            }
-        }
-        Instruction::Env(kv) | Instruction::Label(kv) if kv.legacy => {
-            let keyword = instruction.keyword();
-            warnings.add(
-                "LegacyKeyValueFormat",
-                at,
-                format!(
-                    "\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"
-                ),
-            );
-        }
-        Instruction::From(from) => {
-            if let Some(written) = &from.stage_name_as_written {
-                if written.to_lowercase() != *written {
-                    warnings.add(
-                        "StageNameCasing",
-                        at,
-                        format!("Stage name '{written}' should be lowercase"),
-                    );
-                }
-            }
-            if let Some(as_word) = &from.as_keyword {
-                let from_word = node.original.split_whitespace().next().unwrap_or("FROM");
-                let from_upper = from_word == from_word.to_ascii_uppercase();
-                let as_upper = as_word == &as_word.to_ascii_uppercase();
-                let from_lower = from_word == from_word.to_ascii_lowercase();
-                let as_lower = as_word == &as_word.to_ascii_lowercase();
-                if (from_upper && !as_upper) || (from_lower && !as_lower) {
-                    warnings.add(
-                        "FromAsCasing",
-                        at,
-                        format!("'{as_word}' and '{from_word}' keywords' casing do not match"),
-                    );
-                }
-            }
-        }
-        _ => {}
-    }
 }

@@ -66,6 +66,42 @@ pub enum FrontendError {
         /// The instruction that closes the cycle.
         location: Box<Location>,
     },
+    /// `COPY --from` or a mount `from` naming a stage defined later.
+    #[error("{location}: cannot {} stage {source_stage:?}{}, it needs to be defined before current stage {current_stage:?}; move it above", if *mount { "mount from" } else { "copy from" }, if *mount { " in RUN" } else { "" })]
+    StageOrder {
+        /// The instruction.
+        location: Box<Location>,
+        /// The stage named in `from`.
+        source_stage: String,
+        /// The stage being built.
+        current_stage: String,
+        /// True for `RUN --mount from=`, false for `COPY --from`.
+        mount: bool,
+    },
+    /// An ONBUILD trigger of a base image that holds more than one instruction.
+    #[error("{location}: ONBUILD trigger {trigger:?} of base image {image} should be a single expression")]
+    TriggerNotSingle {
+        /// The FROM line that ran the trigger.
+        location: Box<Location>,
+        /// The base image.
+        image: String,
+        /// The trigger text.
+        trigger: String,
+    },
+    /// A `# check=` directive (or `BUILDKIT_DOCKERFILE_CHECK`) that does not parse.
+    #[error("{file}: failed to parse check options: {reason}")]
+    CheckOptions {
+        /// The Dockerfile's name.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Build checks failed and `# check=error=true` makes them fatal.
+    #[error("{} build check(s) failed with error=true: {}", warnings.len(), warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))]
+    ChecksFailed {
+        /// The findings.
+        warnings: Vec<crate::stages::Warning>,
+    },
     /// `--from=<n>` beyond the last stage.
     #[error("{location}: invalid stage index {index}: the Dockerfile has {count} stages (in `{}`)", location.original)]
     StageIndex {

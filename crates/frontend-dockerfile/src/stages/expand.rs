@@ -11,6 +11,8 @@ use crate::stages::error::FrontendError;
 pub(crate) trait WordExpander {
     /// Expands one word: quotes removed, escapes processed.
     fn word(&mut self, word: &str) -> Result<String, FrontendError>;
+    /// Expands and splits into words (EXPOSE: `EXPOSE $PORTS` may give several ports).
+    fn words(&mut self, word: &str) -> Result<Vec<String>, FrontendError>;
     /// Expands a heredoc body: quotes and escapes kept, as BuildKit does for `COPY <<EOF`.
     fn heredoc(&mut self, body: &str) -> Result<String, FrontendError>;
 }
@@ -39,9 +41,11 @@ pub(crate) fn expand_instruction(
             }
         }
         Instruction::Expose(e) => {
-            for port in &mut e.ports {
-                *port = expand.word(port)?;
+            let mut ports = Vec::new();
+            for port in &e.ports {
+                ports.extend(expand.words(port)?);
             }
+            e.ports = ports;
         }
         Instruction::Workdir(w) => w.path = expand.word(&w.path)?,
         Instruction::User(u) => u.user = expand.word(&u.user)?,
@@ -94,6 +98,11 @@ pub(crate) fn expand_instruction(
                 *e = expand.word(e)?;
             }
             check_destination(&copy.files, "COPY")?;
+            if let Some(url) = copy.files.sources.iter().find(|s| is_http_source(s)) {
+                return Err(Expanded::Invalid(InstructionErrorKind::UrlSourceInCopy {
+                    source_url: url.clone(),
+                }));
+            }
         }
         Instruction::Add(add) => {
             expand_files(&mut add.files, expand)?;
@@ -104,6 +113,11 @@ pub(crate) fn expand_instruction(
                 *e = expand.word(e)?;
             }
             check_destination(&add.files, "ADD")?;
+            if add.checksum.is_some() && add.files.sources.len() + add.files.inline.len() > 1 {
+                return Err(Expanded::Invalid(
+                    InstructionErrorKind::ChecksumWithSeveralSources,
+                ));
+            }
         }
         Instruction::From(_)
         | Instruction::Cmd(_)
@@ -186,4 +200,8 @@ fn check_destination(
         ));
     }
     Ok(())
+}
+
+fn is_http_source(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::ast::{Dockerfile, Node};
-use crate::instructions::Location;
+use crate::instructions::{Instruction, Location};
 
 /// A non-fatal finding about the Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -96,61 +96,160 @@ fn is_dockerfile_frontend(syntax: &str) -> bool {
     repo == "docker/dockerfile" || repo == "docker/dockerfile-upstream"
 }
 
-/// `ConsistentInstructionCasing`: keywords should all be upper or all lower case, following
-/// the majority.
+/// `ConsistentInstructionCasing`: a keyword should be all upper or all lower case, and follow
+/// the case most keywords use (upper case on a tie), as BuildKit's `validateCommandCasing`.
 fn consistent_casing(nodes: &[Node], file: &str, out: &mut Warnings) {
-    let written: Vec<(&Node, &str)> = nodes.iter().flat_map(keywords).collect();
-    let upper = written
+    let written: Vec<(&Node, &str)> = nodes
         .iter()
-        .filter(|(_, k)| *k == k.to_ascii_uppercase())
-        .count();
+        .filter_map(|n| n.original.split_whitespace().next().map(|k| (n, k)))
+        .collect();
+    let self_consistent = |k: &str| k == k.to_ascii_lowercase() || k == k.to_ascii_uppercase();
     let lower = written
         .iter()
-        .filter(|(_, k)| *k == k.to_ascii_lowercase())
+        .filter(|(_, k)| self_consistent(k) && *k == k.to_ascii_lowercase())
         .count();
-    let majority_upper = upper >= lower;
+    let upper = written
+        .iter()
+        .filter(|(_, k)| self_consistent(k) && *k != k.to_ascii_lowercase())
+        .count();
+    let majority_lower = lower > upper;
     for (node, keyword) in written {
-        let ok = if majority_upper {
-            keyword == keyword.to_ascii_uppercase()
+        let message = if !self_consistent(keyword) {
+            format!("Command '{keyword}' should be consistently cased")
+        } else if majority_lower && keyword == keyword.to_ascii_uppercase() {
+            format!("Command '{keyword}' should match the case of the command majority (lowercase)")
+        } else if !majority_lower && keyword == keyword.to_ascii_lowercase() {
+            format!("Command '{keyword}' should match the case of the command majority (uppercase)")
         } else {
-            keyword == keyword.to_ascii_lowercase()
+            continue;
         };
-        if !ok {
-            let case = if majority_upper {
-                "uppercase"
-            } else {
-                "lowercase"
-            };
-            out.list.push(Warning {
-                rule: "ConsistentInstructionCasing",
-                message: format!(
-                    "Command '{keyword}' should match the case of the command majority ({case})"
-                ),
-                file: file.to_string(),
-                line: node.start_line,
-            });
-        }
+        out.list.push(Warning {
+            rule: "ConsistentInstructionCasing",
+            message,
+            file: file.to_string(),
+            line: node.start_line,
+        });
     }
 }
 
-/// The keywords of a node as written: the instruction's, and for ONBUILD the trigger's.
-fn keywords(node: &Node) -> Vec<(&Node, &str)> {
-    let mut words = node.original.split_whitespace();
-    let mut out = Vec::new();
-    if let Some(first) = words.next() {
-        out.push((node, first));
-        if node.keyword == "onbuild" {
-            if let Some(second) = words.find(|w| !w.starts_with("--")) {
-                out.push((node, second));
+/// The `# check=` directive (or the `BUILDKIT_DOCKERFILE_CHECK` build arg):
+/// `skip=<rule,…|all>;error=<bool>`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CheckConfig {
+    skip_all: bool,
+    skip: Vec<String>,
+    pub(crate) error: bool,
+}
+
+impl CheckConfig {
+    /// Parses the directive value as BuildKit's `parseLintOptions` does.
+    pub(crate) fn parse(value: &str) -> Result<CheckConfig, String> {
+        let mut config = CheckConfig::default();
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(config);
+        }
+        for part in value.splitn(2, ';') {
+            let Some((key, v)) = part.split_once('=') else {
+                return Err(format!(
+                    "invalid check option {part:?} (expected skip=… or error=…)"
+                ));
+            };
+            match key.trim() {
+                "skip" if v.trim() == "all" => config.skip_all = true,
+                "skip" => config.skip = v.split(',').map(|r| r.trim().to_string()).collect(),
+                "error" => {
+                    config.error =
+                        crate::instructions::parse_bool_value(v.trim()).ok_or_else(|| {
+                            format!("invalid check option {part:?}: error takes true or false")
+                        })?
+                }
+                other => {
+                    return Err(format!(
+                        "invalid check option {other:?} (expected skip or error)"
+                    ))
+                }
             }
         }
+        Ok(config)
     }
-    out
+
+    /// Drops the skipped rules. Parser findings and the syntax note are not checks and stay.
+    pub(crate) fn filter(&self, warnings: &mut Vec<Warning>) {
+        warnings.retain(|w| {
+            let is_check = w.rule != "Syntax";
+            !(is_check && (self.skip_all || self.skip.iter().any(|r| r == w.rule)))
+        });
+    }
+}
+
+/// Checks that need only the typed instruction and how it was written.
+pub(crate) fn lint_instruction(
+    instruction: &Instruction,
+    at: &Location,
+    node: &crate::ast::Node,
+    warnings: &mut Warnings,
+) {
+    match instruction {
+        Instruction::Maintainer(_) => warnings.add(
+            "MaintainerDeprecated",
+            at,
+            "Maintainer instruction is deprecated in favor of using label".into(),
+        ),
+        Instruction::Env(kv) | Instruction::Label(kv) if kv.legacy => {
+            let keyword = instruction.keyword();
+            warnings.add(
+                "LegacyKeyValueFormat",
+                at,
+                format!(
+                    "\"{keyword} key=value\" should be used instead of legacy \"{keyword} key value\" format"
+                ),
+            );
+        }
+        Instruction::From(from) => {
+            if let Some(written) = &from.stage_name_as_written {
+                if written.to_lowercase() != *written {
+                    warnings.add(
+                        "StageNameCasing",
+                        at,
+                        format!("Stage name '{written}' should be lowercase"),
+                    );
+                }
+            }
+            if let Some(as_word) = &from.as_keyword {
+                let from_word = node.original.split_whitespace().next().unwrap_or("FROM");
+                let from_upper = from_word == from_word.to_ascii_uppercase();
+                let as_upper = as_word == &as_word.to_ascii_uppercase();
+                let from_lower = from_word == from_word.to_ascii_lowercase();
+                let as_lower = as_word == &as_word.to_ascii_lowercase();
+                if (from_upper && !as_upper) || (from_lower && !as_lower) {
+                    warnings.add(
+                        "FromAsCasing",
+                        at,
+                        format!("'{as_word}' and '{from_word}' keywords' casing do not match"),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_options() {
+        assert_eq!(CheckConfig::parse("").unwrap(), CheckConfig::default());
+        let c = CheckConfig::parse("skip=JSONArgsRecommended, StageNameCasing;error=true").unwrap();
+        assert!(c.error);
+        assert_eq!(c.skip, ["JSONArgsRecommended", "StageNameCasing"]);
+        assert!(CheckConfig::parse("skip=all").unwrap().skip_all);
+        assert!(CheckConfig::parse("error=maybe").is_err());
+        assert!(CheckConfig::parse("nope=1").is_err());
+        assert!(CheckConfig::parse("skip").is_err());
+    }
 
     #[test]
     fn dockerfile_frontends_are_recognised() {

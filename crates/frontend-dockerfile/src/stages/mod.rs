@@ -223,8 +223,8 @@ pub struct PlannedInstruction {
     pub location: Location,
     /// The state the instruction runs in, before its own effect.
     pub context: InstructionContext,
-    /// The history entry it adds to the image config.
-    pub history: HistoryEntry,
+    /// The history entry it adds to the image config (ONBUILD adds none).
+    pub history: Option<HistoryEntry>,
     /// For COPY: the resolved `--from`. For RUN: one entry per mount, in order, for mounts
     /// with `from`.
     pub sources: Vec<SourceRef>,
@@ -236,13 +236,14 @@ pub struct PlannedInstruction {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InstructionContext {
-    /// The environment a RUN sees: the image's `Env`, then the ARGs declared so far that ENV
-    /// does not override.
+    /// The environment a RUN sees: the image's `Env`, then the ARG values in scope (this
+    /// stage's and its parent stages') that ENV does not override.
     pub env: Vec<(String, String)>,
     /// Proxy build args (`HTTP_PROXY`, …) that no ARG declares: passed to RUN, but kept out of
     /// the history and the cache key.
     pub proxy_env: Vec<(String, String)>,
-    /// The ARGs declared so far with their values (they key the cache and show in history).
+    /// The ARGs this stage declared so far, each with the value a RUN sees (empty when it has
+    /// none); they key the cache and show in the RUN history as `|N k=v …`.
     pub args: Vec<(String, String)>,
     /// The shell that runs shell-form commands.
     pub shell: Vec<String>,
