@@ -38,7 +38,8 @@ pub struct OpMetadata {
     pub description: String,
     /// The Dockerfile instruction it came from, if any.
     pub location: Option<SourceLocation>,
-    /// The build stage it belongs to, matched by `--no-cache-filter`.
+    /// The build stage it belongs to, matched by `--no-cache-filter`: the name given with
+    /// `FROM … AS name`, or the stage's index (`"0"`, `"1"`, …) for an unnamed stage.
     pub stage: Option<String>,
     /// Always run the op even when a cached result exists.
     pub ignore_cache: bool,

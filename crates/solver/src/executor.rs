@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use img_llb::{Digest, Op, OpMetadata, OpRef};
 
 use crate::progress::{LogStream, ProgressEvent, ProgressSink};
-use crate::CancelToken;
+use crate::{CacheKey, CancelToken};
 
 /// Performs ops for the solver. The solver knows nothing about filesystems or processes: it
 /// asks for extra cache-key material, runs ops whose inputs are ready, and stores the
@@ -131,6 +131,7 @@ impl CacheKeyExtra {
 /// What a running op may use: its identity, the cancel token, and the log.
 pub struct ExecContext<'a> {
     op: Digest,
+    key: CacheKey,
     metadata: &'a OpMetadata,
     cancel: &'a CancelToken,
     progress: &'a dyn ProgressSink,
@@ -149,6 +150,7 @@ impl std::fmt::Debug for ExecContext<'_> {
 impl<'a> ExecContext<'a> {
     pub(crate) fn new(
         op: Digest,
+        key: CacheKey,
         metadata: &'a OpMetadata,
         cancel: &'a CancelToken,
         progress: &'a dyn ProgressSink,
@@ -156,6 +158,7 @@ impl<'a> ExecContext<'a> {
     ) -> Self {
         ExecContext {
             op,
+            key,
             metadata,
             cancel,
             progress,
@@ -166,6 +169,12 @@ impl<'a> ExecContext<'a> {
     /// The digest of the op being run.
     pub fn op(&self) -> Digest {
         self.op
+    }
+
+    /// The cache key the result will be recorded under; lets an executor name what it stores
+    /// after it, so processes building the same step at once can find each other's results.
+    pub fn cache_key(&self) -> CacheKey {
+        self.key
     }
 
     /// The op's description and Dockerfile location.

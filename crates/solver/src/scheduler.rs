@@ -362,6 +362,7 @@ impl<E: Executor> Solver<E> {
         });
         let ctx = ExecContext::new(
             job.digest,
+            key,
             job.metadata,
             &shared.cancel,
             shared.progress,
