@@ -203,6 +203,18 @@ pub enum InstructionErrorKind {
         "checksum can't be specified for multiple sources; use one ADD per checksummed source"
     )]
     ChecksumWithSeveralSources,
+    /// `COPY --from` with a variable that is not a global ARG.
+    #[error("variable expansion is not supported for --from ({value}), define a new stage with FROM using ARG from global scope as a workaround")]
+    CopyFromVariable {
+        /// The value as written.
+        value: String,
+    },
+    /// A mount whose target is the root directory.
+    #[error("invalid mount target {target:?}: a mount cannot cover /")]
+    InvalidMountTarget {
+        /// The target as written.
+        target: String,
+    },
     /// A bad `RUN --mount` value.
     #[error(transparent)]
     Mount(#[from] MountError),

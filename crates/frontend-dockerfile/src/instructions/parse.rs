@@ -126,9 +126,10 @@ fn parse_kind(node: &Node) -> Result<Instruction, Kind> {
         "arg" => Instruction::Arg(parse_arg(args)?),
         "expose" => {
             at_least_one(args, "EXPOSE")?;
-            Instruction::Expose(ExposeInstruction {
-                ports: args.clone(),
-            })
+            // BuildKit sorts the words so that the history entry does not depend on their order.
+            let mut ports = args.clone();
+            ports.sort();
+            Instruction::Expose(ExposeInstruction { ports })
         }
         "workdir" => Instruction::Workdir(WorkdirInstruction {
             path: exactly_one(args, "WORKDIR")?,

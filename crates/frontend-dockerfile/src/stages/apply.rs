@@ -172,24 +172,15 @@ pub(crate) fn apply(
             HistoryEntry::new(format!("SHELL [{}]", sh.shell.join(" ")), true)
         }
         Instruction::Expose(e) => {
-            let mut ports = BTreeMap::new();
+            let mut ports = Vec::new();
             for word in &e.ports {
-                for port in parse_port_spec(word)? {
-                    ports.insert(port, Empty {});
-                }
+                ports.extend(parse_port_spec(word)?);
             }
-            let text = format!(
-                "EXPOSE map[{}]",
-                ports
-                    .keys()
-                    .map(|p| format!("{p}:{{}}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            let text = format!("EXPOSE [{}]", ports.join(" "));
             config
                 .exposed_ports
                 .get_or_insert_with(BTreeMap::new)
-                .extend(ports);
+                .extend(ports.into_iter().map(|p| (p, Empty {})));
             HistoryEntry::new(text, true)
         }
         Instruction::Workdir(w) => {

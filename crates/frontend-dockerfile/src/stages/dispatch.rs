@@ -9,7 +9,7 @@ use crate::instructions::{
     Instruction, InstructionError, InstructionErrorKind, Location,
 };
 use crate::shell::Lexer;
-use crate::stages::apply::{apply, StageState};
+use crate::stages::apply::{apply, resolve_workdir, StageState};
 use crate::stages::config::{HistoryEntry, ImageConfig, DEFAULT_PATH};
 use crate::stages::expand::{expand_instruction, Expanded, WordExpander};
 use crate::stages::lint::{file_warnings, lint_instruction, CheckConfig, Warnings};
@@ -18,18 +18,14 @@ use crate::stages::{
     SourceRef, Stage, StageBase,
 };
 
-/// Build args every RUN may use without an ARG; kept out of history and cache keys.
+/// Build args every RUN may use without an ARG, in any letter case; kept out of history and
+/// cache keys.
 const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
-    "http_proxy",
     "HTTPS_PROXY",
-    "https_proxy",
     "FTP_PROXY",
-    "ftp_proxy",
     "NO_PROXY",
-    "no_proxy",
     "ALL_PROXY",
-    "all_proxy",
 ];
 
 /// A stage as written.
@@ -117,6 +113,10 @@ impl<'a> Planner<'a> {
                     .iter()
                     .position(|s| s.name.as_deref() == Some(wanted.as_str()))
                     .ok_or_else(|| FrontendError::TargetNotFound {
+                        suggestion: suggest(
+                            &wanted,
+                            stages.iter().filter_map(|s| s.name.as_deref()),
+                        ),
                         target: t.clone(),
                         available: stages
                             .iter()
@@ -147,7 +147,7 @@ impl<'a> Planner<'a> {
         let proxies = options
             .build_args
             .iter()
-            .filter(|(k, _)| PROXY_ARGS.contains(&k.as_str()))
+            .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut planner = Planner {
@@ -172,9 +172,9 @@ impl<'a> Planner<'a> {
     fn global_args(&mut self, args: &[(ArgInstruction, Location)]) -> Result<(), FrontendError> {
         let build = &self.options.build_platform;
         let target = &self.target_platform;
-        let stage_name = self
-            .options
-            .target
+        // The target's name; for the default target, the last stage's name, else `default`.
+        let stage_name = self.stages[self.target]
+            .name
             .clone()
             .unwrap_or_else(|| "default".into());
         let automatic = [
@@ -186,6 +186,8 @@ impl<'a> Planner<'a> {
             ("BUILDOS", build.os.clone()),
             ("BUILDARCH", build.architecture.clone()),
             ("BUILDVARIANT", build.variant.clone().unwrap_or_default()),
+            ("TARGETOSVERSION", String::new()),
+            ("BUILDOSVERSION", String::new()),
             ("TARGETSTAGE", stage_name),
         ];
         for (k, v) in automatic {
@@ -196,7 +198,7 @@ impl<'a> Planner<'a> {
             let before = self.global_env.clone();
             let mut updates = Vec::new();
             for decl in &arg.args {
-                let name = self.expand(&decl.name, &before, location, None)?;
+                let name = decl.name.clone();
                 let value = match (self.options.build_args.get(&name), &decl.default) {
                     (Some(v), _) => Some(v.clone()),
                     (None, Some(d)) => Some(self.expand(d, &before, location, None)?),
@@ -331,12 +333,21 @@ impl<'a> Planner<'a> {
                 });
             };
             let state = parent.state.for_child();
-            let platform = explicit_platform.unwrap_or_else(|| parent.stage.platform.clone());
+            // BuildKit ignores `FROM --platform` on a stage base: the parent's platform wins.
+            let platform = parent.stage.platform.clone();
             (StageBase::Stage { index: j }, state, platform)
         } else {
-            let platform = explicit_platform.unwrap_or_else(|| self.target_platform.clone());
-            let (base, image) = if lowered == "scratch" {
-                (StageBase::Scratch, ImageConfig::default())
+            let scratch = lowered == "scratch";
+            // `FROM --platform` picks the base image's platform; scratch has none to pick.
+            let platform = match explicit_platform {
+                Some(p) if !scratch => p,
+                _ => self.target_platform.clone(),
+            };
+            let (base, image) = if scratch {
+                // BuildKit's empty image: working directory `/` (PATH is added below).
+                let mut image = ImageConfig::default();
+                image.config.working_dir = Some("/".to_string());
+                (StageBase::Scratch, image)
             } else {
                 let image = self
                     .resolver
@@ -446,13 +457,42 @@ impl<'a> Planner<'a> {
                 declared: &declared,
                 location: at,
             };
-            expand_instruction(instruction, &mut expander)
+            match instruction {
+                Instruction::Arg(arg) => expander.arg_defaults(arg).map(Instruction::Arg),
+                other => expand_instruction(other, &mut expander),
+            }
         };
-        let expanded = match expanded {
+        let mut expanded = match expanded {
             Ok(i) => i,
             Err(Expanded::Failed(e)) => return Err(e),
             Err(Expanded::Invalid(kind)) => return Err(self.error_at(at, kind)),
         };
+        match &mut expanded {
+            Instruction::Copy(c) => {
+                if let Some(from) = &mut c.from {
+                    *from = self.expand_copy_from(from, at)?;
+                }
+            }
+            Instruction::Run(r) => {
+                for m in &mut r.mounts {
+                    if let Some(target) = &mut m.target {
+                        // A relative target is under the working directory; `/` cannot be
+                        // covered by a mount.
+                        let resolved = resolve_workdir(&context.workdir, target);
+                        if resolved == "/" {
+                            return Err(self.error_at(
+                                at,
+                                InstructionErrorKind::InvalidMountTarget {
+                                    target: target.clone(),
+                                },
+                            ));
+                        }
+                        *target = resolved;
+                    }
+                }
+            }
+            _ => {}
+        }
         self.lint_in_context(state, &expanded, at);
         let mut sources = Vec::new();
         match &expanded {
@@ -496,6 +536,30 @@ impl<'a> Planner<'a> {
         }))
     }
 
+    /// `COPY --from` may only use the global ARGs: BuildKit resolves it before the stage runs.
+    fn expand_copy_from(&mut self, from: &str, at: &Location) -> Result<String, FrontendError> {
+        if !from.contains('$') {
+            return Ok(from.to_string());
+        }
+        let expansion = self
+            .lexer
+            .expand_word_tracking(from, &self.global_env)
+            .map_err(|source| FrontendError::Expansion {
+                location: Box::new(at.clone()),
+                word: from.to_string(),
+                source: Box::new(source),
+            })?;
+        if !expansion.unset.is_empty() {
+            return Err(self.error_at(
+                at,
+                InstructionErrorKind::CopyFromVariable {
+                    value: from.to_string(),
+                },
+            ));
+        }
+        Ok(expansion.value)
+    }
+
     /// ARG inside a stage: a build arg wins, then the default, then the global value.
     fn declare_args(&self, state: &mut StageState, arg: &ArgInstruction) -> HistoryEntry {
         let mut words = Vec::new();
@@ -535,7 +599,8 @@ impl<'a> Planner<'a> {
             .position(|s| s.name.as_deref() == Some(lowered.as_str()))
         {
             Some(i) => i,
-            None if !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit()) => {
+            // Only COPY takes a stage index; a mount's `from=0` names an image.
+            None if !mount && !from.is_empty() && from.bytes().all(|b| b.is_ascii_digit()) => {
                 let index = from.parse::<usize>().unwrap_or(usize::MAX);
                 if index >= self.stages.len() {
                     return Err(FrontendError::StageIndex {
@@ -679,6 +744,21 @@ struct InstructionExpander<'p, 'a> {
 }
 
 impl InstructionExpander<'_, '_> {
+    /// ARG defaults, expanded only for names no build arg sets: BuildKit does not evaluate a
+    /// default it will not use (so `${X:?}` fails only without the build arg).
+    fn arg_defaults(&mut self, arg: &ArgInstruction) -> Result<ArgInstruction, Expanded> {
+        let mut out = arg.clone();
+        for decl in &mut out.args {
+            if self.planner.options.build_args.contains_key(&decl.name) {
+                continue;
+            }
+            if let Some(default) = &decl.default {
+                decl.default = Some(self.word(default)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn run(&mut self, word: &str, lexer: &Lexer) -> Result<String, FrontendError> {
         let expansion = lexer
             .expand_word_tracking(word, self.env)
@@ -731,12 +811,9 @@ impl WordExpander for InstructionExpander<'_, '_> {
     }
 
     fn heredoc(&mut self, body: &str) -> Result<String, FrontendError> {
-        let lexer = self
-            .planner
-            .lexer
-            .clone()
-            .with_raw_quotes(true)
-            .with_raw_escapes(true);
+        // BuildKit's `ExpandRaw`: a fresh lexer with `\` as escape whatever the directive says,
+        // quotes kept as text, escapes processed.
+        let lexer = Lexer::new('\\').with_raw_quotes(true);
         self.run(body, &lexer)
     }
 }

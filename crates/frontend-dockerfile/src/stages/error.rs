@@ -51,10 +51,12 @@ pub enum FrontendError {
         location: Box<Location>,
     },
     /// `--target` names no stage.
-    #[error("target stage {target:?} could not be found; the stages are: {}", available.join(", "))]
+    #[error("target stage {target:?} could not be found{}; the stages are: {}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default(), available.join(", "))]
     TargetNotFound {
         /// The target asked for.
         target: String,
+        /// The closest stage name, if one is close.
+        suggestion: Option<String>,
         /// The names (or indexes, for unnamed stages) of the stages.
         available: Vec<String>,
     },

@@ -1,6 +1,7 @@
 //! Variable expansion of typed instructions: Docker expands the words of ADD, COPY, ENV, EXPOSE,
-//! LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR and ARG, their flags, and `RUN --mount` values, but
-//! never the command of RUN, CMD or ENTRYPOINT (the shell does that at run time).
+//! LABEL, STOPSIGNAL, USER, VOLUME and WORKDIR, the `--chown`, `--chmod` and `--checksum` flags,
+//! and `RUN --mount` values, but never the command of RUN, CMD or ENTRYPOINT (the shell does that
+//! at run time), nor SHELL, HEALTHCHECK, ONBUILD, `--exclude`, `--network` or `--security`.
 
 use crate::instructions::{
     Instruction, InstructionErrorKind, KeyValue, Mount, MountError, MountType, MountValues,
@@ -30,14 +31,6 @@ pub(crate) fn expand_instruction(
             for KeyValue { key, value } in &mut kv.pairs {
                 *key = expand.word(key)?;
                 *value = expand.word(value)?;
-            }
-        }
-        Instruction::Arg(arg) => {
-            for decl in &mut arg.args {
-                decl.name = expand.word(&decl.name)?;
-                if let Some(v) = &decl.default {
-                    decl.default = Some(expand.word(v)?);
-                }
             }
         }
         Instruction::Expose(e) => {
@@ -91,12 +84,8 @@ pub(crate) fn expand_instruction(
         }
         Instruction::Copy(copy) => {
             expand_files(&mut copy.files, expand)?;
-            expand_opt(&mut copy.from, expand)?;
             expand_opt(&mut copy.chown, expand)?;
             expand_chmod(&mut copy.chmod, expand)?;
-            for e in &mut copy.excludes {
-                *e = expand.word(e)?;
-            }
             check_destination(&copy.files, "COPY")?;
             if let Some(url) = copy.files.sources.iter().find(|s| is_http_source(s)) {
                 return Err(Expanded::Invalid(InstructionErrorKind::UrlSourceInCopy {
@@ -109,9 +98,6 @@ pub(crate) fn expand_instruction(
             expand_opt(&mut add.chown, expand)?;
             expand_chmod(&mut add.chmod, expand)?;
             expand_opt(&mut add.checksum, expand)?;
-            for e in &mut add.excludes {
-                *e = expand.word(e)?;
-            }
             check_destination(&add.files, "ADD")?;
             if add.checksum.is_some() && add.files.sources.len() + add.files.inline.len() > 1 {
                 return Err(Expanded::Invalid(
@@ -119,7 +105,10 @@ pub(crate) fn expand_instruction(
                 ));
             }
         }
+        // ARG defaults are expanded when declared (only without a build arg), and COPY --from
+        // against the global ARGs only: see the stage walk.
         Instruction::From(_)
+        | Instruction::Arg(_)
         | Instruction::Cmd(_)
         | Instruction::Entrypoint(_)
         | Instruction::Shell(_)
