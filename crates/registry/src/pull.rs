@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use ureq::http::Method;
@@ -75,37 +74,27 @@ impl ResolvedImage {
 }
 
 impl Client {
-    /// The endpoints to pull from, in order: configured mirrors that answer, then the
-    /// registry itself.
-    fn pull_endpoints(&self, reference: &Reference) -> Vec<Result<Arc<Endpoint>>> {
-        let t = &self.transport;
-        let mut out: Vec<Result<Arc<Endpoint>>> = t
-            .config
-            .mirrors
-            .get(reference.registry())
-            .into_iter()
-            .flatten()
-            .map(|m| t.mirror_endpoint(m))
-            .filter(Result::is_ok)
-            .collect();
-        out.push(t.endpoint(reference.registry()));
-        out
-    }
-
-    /// Runs `f` on each pull endpoint until one succeeds; the registry's own error wins.
+    /// Runs `f` on the configured mirrors of the reference's registry, in order, then on the
+    /// registry itself, until one succeeds. Endpoints are contacted only when reached, so a
+    /// working mirror spares the registry entirely (as with Docker's `registry-mirrors`).
     fn on_pull_endpoints<T>(
         &self,
         reference: &Reference,
         f: impl Fn(&Endpoint) -> Result<T>,
     ) -> Result<T> {
-        let mut last = None;
-        for ep in self.pull_endpoints(reference) {
-            match ep.and_then(|ep| f(&ep)) {
-                Ok(v) => return Ok(v),
-                Err(e) => last = Some(e),
+        let t = &self.transport;
+        let mirrors = t
+            .config
+            .mirrors
+            .get(reference.registry())
+            .into_iter()
+            .flatten();
+        for mirror in mirrors {
+            if let Ok(v) = t.mirror_endpoint(mirror).and_then(|ep| f(&ep)) {
+                return Ok(v);
             }
         }
-        Err(last.expect("the registry itself is always a candidate"))
+        f(&*t.endpoint(reference.registry())?)
     }
 
     /// Fetches the manifest or index a reference names, as served.
