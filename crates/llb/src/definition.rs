@@ -154,6 +154,34 @@ impl Definition {
         self.ops.iter()
     }
 
+    /// Every op digest with inputs before the ops that read them, in a stable order (depth
+    /// first from the output, following each op's inputs in order); for listings such as
+    /// `img debug llb`, where dependency order reads better than digest order.
+    pub fn dependency_order(&self) -> Vec<Digest> {
+        let mut order = Vec::with_capacity(self.ops.len());
+        let mut visited = BTreeSet::new();
+        // Explicit stack instead of recursion: a long Dockerfile makes a deep chain.
+        let mut stack = vec![(self.output.digest, false)];
+        while let Some((digest, inputs_done)) = stack.pop() {
+            if inputs_done {
+                order.push(digest);
+                continue;
+            }
+            if !visited.insert(digest) {
+                continue;
+            }
+            stack.push((digest, true));
+            if let Some(op) = self.ops.get(&digest) {
+                for input in op.inputs().iter().rev() {
+                    if !visited.contains(&input.digest) {
+                        stack.push((input.digest, false));
+                    }
+                }
+            }
+        }
+        order
+    }
+
     /// Number of distinct ops.
     pub fn len(&self) -> usize {
         self.ops.len()

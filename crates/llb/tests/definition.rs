@@ -314,3 +314,31 @@ fn graphviz_renders_the_dot_output() {
     assert_eq!(svg.matches("class=\"node\"").count(), def.len());
     assert!(svg.contains("WORKDIR /src"), "{svg}");
 }
+
+#[test]
+fn dependency_order_puts_inputs_first() {
+    let def = sample();
+    let order = def.dependency_order();
+    assert_eq!(order.len(), def.len());
+    assert_eq!(*order.last().unwrap(), def.output().digest);
+    for (position, digest) in order.iter().enumerate() {
+        for input in def.op(digest).unwrap().inputs() {
+            let input_position = order.iter().position(|d| *d == input.digest).unwrap();
+            assert!(input_position < position);
+        }
+    }
+    let names: Vec<&str> = order
+        .iter()
+        .map(|d| def.metadata(d).unwrap().description.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "FROM alpine",
+            "WORKDIR /src",
+            "load build context",
+            "COPY src/*.c /src/",
+            "RUN make \"all\""
+        ]
+    );
+}
