@@ -240,7 +240,9 @@ pub(crate) fn suggest<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
     let lower = word.to_ascii_lowercase();
-    let threshold = (lower.chars().count() / 3).max(1);
+    // BuildKit suggests within an edit distance of 2; shorter words need a closer match so
+    // that `X` does not suggest every two-letter word.
+    let threshold = (lower.chars().count().saturating_sub(1)).clamp(1, 2);
     candidates
         .into_iter()
         .map(|c| (strsim::osa_distance(&lower, &c.to_ascii_lowercase()), c))

@@ -474,3 +474,93 @@ pub struct MaintainerInstruction {
     /// The author.
     pub name: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(name: &str, content: &str, chomp: bool) -> Heredoc {
+        Heredoc {
+            name: name.to_string(),
+            fd: 0,
+            expand: true,
+            chomp,
+            content: content.to_string(),
+        }
+    }
+
+    fn run(line: &str, heredocs: Vec<Heredoc>) -> RunInstruction {
+        RunInstruction {
+            command: CommandLine::Shell(line.to_string()),
+            heredocs,
+            mounts: Vec::new(),
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+        }
+    }
+
+    fn shell() -> Vec<String> {
+        vec!["/bin/sh".to_string(), "-c".to_string()]
+    }
+
+    #[test]
+    fn plain_commands_go_through_the_shell() {
+        let r = run("echo hi", Vec::new());
+        assert_eq!(r.argv(&shell()), ["/bin/sh", "-c", "echo hi"]);
+        let mut exec = run("", Vec::new());
+        exec.command = CommandLine::Exec(vec!["echo".into(), "hi".into()]);
+        assert_eq!(exec.argv(&shell()), ["echo", "hi"]);
+    }
+
+    #[test]
+    fn a_shebang_heredoc_is_executed_as_a_file() {
+        let r = run(
+            "<<EOF",
+            vec![doc("EOF", "#!/usr/bin/env python3\nprint(1)\n", false)],
+        );
+        assert_eq!(
+            r.script(),
+            RunScript::Executable {
+                name: "EOF".into(),
+                content: "#!/usr/bin/env python3\nprint(1)\n".into()
+            }
+        );
+        assert_eq!(r.argv(&shell()), ["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    }
+
+    #[test]
+    fn a_plain_heredoc_is_the_shell_script_with_tabs_stripped_for_chomp() {
+        let r = run("<<-EOF", vec![doc("EOF", "\techo a\n\t\techo b\n", true)]);
+        assert_eq!(r.script(), RunScript::ShellBody("echo a\necho b\n".into()));
+        assert_eq!(r.argv(&shell()), ["/bin/sh", "-c", "echo a\necho b\n"]);
+    }
+
+    #[test]
+    fn a_command_with_heredocs_is_reconstituted_for_the_shell() {
+        let r = run(
+            "<<A cat > /a && <<-B cat > /b",
+            vec![doc("A", "a\n", false), doc("B", "\tb\n", true)],
+        );
+        assert_eq!(
+            r.script(),
+            RunScript::Reconstituted("<<A cat > /a && <<-B cat > /b\na\nA\n\tb\nB".into())
+        );
+    }
+
+    #[test]
+    fn leading_tabs_only() {
+        assert_eq!(strip_leading_tabs("\t\ta\tb\n \tc\n\t"), "a\tb\n \tc\n");
+    }
+
+    #[test]
+    fn user_and_group() {
+        let u = UserInstruction {
+            user: "app:staff".into(),
+        };
+        assert_eq!(u.user_and_group(), ("app", Some("staff")));
+        let u = UserInstruction {
+            user: "1000".into(),
+        };
+        assert_eq!(u.user_and_group(), ("1000", None));
+    }
+}

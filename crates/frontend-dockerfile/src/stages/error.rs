@@ -19,7 +19,7 @@ pub enum FrontendError {
     #[error(transparent)]
     Instruction(#[from] InstructionError),
     /// An instruction other than ARG comes before the first FROM.
-    #[error("{location}: the first instruction must be FROM (only ARG may come before it), found {keyword} (in `{}`)", location.original)]
+    #[error("{location}: no build stage in current context: the first instruction must be FROM (only ARG may come before it), found {keyword} (in `{}`)", location.original)]
     FromFirst {
         /// The instruction.
         location: Box<Location>,
@@ -27,7 +27,7 @@ pub enum FrontendError {
         keyword: &'static str,
     },
     /// No FROM at all.
-    #[error("{file}: the Dockerfile has no FROM instruction; add one, such as FROM scratch")]
+    #[error("{file}: dockerfile contains no stages to build; add a FROM instruction, such as FROM scratch")]
     NoStages {
         /// The Dockerfile's name.
         file: String,
@@ -99,7 +99,7 @@ pub enum FrontendError {
         reason: String,
     },
     /// Build checks failed and `# check=error=true` makes them fatal.
-    #[error("{} build check(s) failed with error=true: {}", warnings.len(), warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))]
+    #[error("lint violation found for rules: {} (error=true in the check options): {}", rule_names(warnings), warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))]
     ChecksFailed {
         /// The findings.
         warnings: Vec<crate::stages::Warning>,
@@ -168,4 +168,11 @@ pub enum FrontendError {
         #[source]
         source: Box<FrontendError>,
     },
+}
+
+fn rule_names(warnings: &[crate::stages::Warning]) -> String {
+    let mut rules: Vec<&str> = warnings.iter().map(|w| w.rule).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules.join(", ")
 }
