@@ -485,3 +485,70 @@ fn docker_hub_pulls_go_through_a_configured_mirror() {
     );
     assert_eq!(resolved.manifest.digest, image.digest);
 }
+
+#[test]
+fn refused_token_is_refreshed_once() {
+    // The first token the server issues is already expired: the registry answers 401 and the
+    // client must fetch a new token and carry on.
+    let tokens = TokenServer::start_with("dave", "pw", 1);
+    let registry = TestRegistry::start(tokens.registry_auth());
+    let docker = tempfile::tempdir().unwrap();
+    let config = client_config(docker.path());
+    let src = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = small_image(&src);
+    let target = reference(&format!("{}/refresh/app:1", registry.host()));
+    let client = Client::new(config);
+    // Login is checked against the token endpoint only; use a pre-stored login instead.
+    std::fs::write(
+        docker.path().join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"ZGF2ZTpwdw=="}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    client
+        .push(
+            &target,
+            &image.manifest,
+            &src,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
+    assert_eq!(client.fetch_manifest(&target).unwrap().digest, image.digest);
+    assert!(tokens.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2);
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let docker = tempfile::tempdir().unwrap();
+    let src = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = small_image(&src);
+    let client = Client::new(client_config(docker.path()));
+    let direct = reference(&format!("{}/flaky/app:1", registry.host()));
+    client
+        .push(
+            &direct,
+            &image.manifest,
+            &src,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
+
+    let layer = image.layers[0].clone();
+    let proxy = FaultProxy::start(registry.port, layer.clone(), Fault::UnavailableFirst);
+    let via_proxy = reference(&format!("{}/flaky/app:1", proxy.host()));
+    let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    client
+        .pull(&via_proxy, &Platform::host(), &dest, &no_progress)
+        .unwrap();
+    assert_eq!(read(&dest.blob_path(&layer)), read(&src.blob_path(&layer)));
+    assert_eq!(
+        proxy.hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "503 once, then served"
+    );
+}

@@ -285,6 +285,12 @@ pub const TOKEN_ISSUER: &str = "img-test-issuer";
 
 impl TokenServer {
     pub fn start(user: &str, password: &str) -> TokenServer {
+        Self::start_with(user, password, 0)
+    }
+
+    /// Like `start`, but the first `stale` tokens are already expired (while the response
+    /// claims a 300 s lifetime), as when a registry revokes a token a client still holds.
+    pub fn start_with(user: &str, password: &str, stale: usize) -> TokenServer {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params =
             rcgen::CertificateParams::new(vec!["img-test-issuer".to_string()]).unwrap();
@@ -312,10 +318,22 @@ impl TokenServer {
         );
         let (req_count, seen) = (requests.clone(), scopes_seen.clone());
         std::thread::spawn(move || {
+            let mut issued = 0;
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 req_count.fetch_add(1, Ordering::SeqCst);
-                let _ = serve_token(stream, &expected_auth, &signer, &rng, &cert_der_b64, &seen);
+                let expired = issued < stale;
+                if let Ok(true) = serve_token(
+                    stream,
+                    &expected_auth,
+                    &signer,
+                    &rng,
+                    &cert_der_b64,
+                    &seen,
+                    expired,
+                ) {
+                    issued += 1;
+                }
             }
         });
         TokenServer {
@@ -358,7 +376,8 @@ fn serve_token(
     rng: &ring::rand::SystemRandom,
     cert_der_b64: &str,
     seen: &Mutex<Vec<String>>,
-) -> std::io::Result<()> {
+    expired: bool,
+) -> std::io::Result<bool> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -393,7 +412,7 @@ fn serve_token(
     if authorization.as_deref() != Some(expected_auth) {
         let body = r#"{"details":"incorrect username or password"}"#;
         write!(out, "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-        return Ok(());
+        return Ok(false);
     }
     seen.lock().unwrap().extend(scopes.iter().cloned());
     let access: Vec<serde_json::Value> = scopes
@@ -404,10 +423,14 @@ fn serve_token(
             Some(serde_json::json!({"type": t, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
         })
         .collect();
-    let now = SystemTime::now()
+    let mut now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    if expired {
+        // Well past the registry's 60 s leeway.
+        now -= 3600;
+    }
     let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [cert_der_b64]});
     let claims = serde_json::json!({
         "iss": TOKEN_ISSUER, "sub": account, "aud": TOKEN_SERVICE,
@@ -423,7 +446,7 @@ fn serve_token(
     let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
     let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
     write!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-    Ok(())
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -436,6 +459,8 @@ pub enum Fault {
     CutFirstHalfway,
     /// Every such response has its first body byte flipped.
     Corrupt,
+    /// The first such request is answered 503 without reaching the registry.
+    UnavailableFirst,
 }
 
 /// A TCP proxy on a loopback port in front of a registry. Requests are forwarded with
@@ -525,6 +550,13 @@ fn proxy_one(
         return Ok(());
     }
     let hit = hits.fetch_add(1, Ordering::SeqCst);
+    if fault == Fault::UnavailableFirst && hit == 0 {
+        out.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        let _ = out.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let mut server_reader = BufReader::new(server);
     let mut content_length = 0u64;
     let mut status_ok = false;
