@@ -73,7 +73,8 @@ impl<'a> Planner<'a> {
     ) -> Result<Planner<'a>, FrontendError> {
         let file = options.file_name.as_str();
         let mut warnings = Warnings::default();
-        file_warnings(dockerfile, file, &mut warnings);
+        let syntax_override = options.build_args.get("BUILDKIT_SYNTAX");
+        file_warnings(dockerfile, file, syntax_override, &mut warnings);
         let mut global_args: Vec<(ArgInstruction, Location)> = Vec::new();
         let mut stages: Vec<StageSource> = Vec::new();
         for node in &dockerfile.instructions {
@@ -418,6 +419,13 @@ impl<'a> Planner<'a> {
             }
         }
         self.lint_repeated(&planned);
+        // With an explicit target platform, the final image says it is for that platform
+        // (BuildKit sets it over the base image's).
+        if let (true, Some(p)) = (index == self.target, &self.options.target_platform) {
+            state.image.os = p.os.clone();
+            state.image.architecture = p.architecture.clone();
+            state.image.variant = p.variant.clone();
+        }
         if index == self.target && !self.options.labels.is_empty() {
             let labels = state.image.config.labels.get_or_insert_with(BTreeMap::new);
             labels.extend(self.options.labels.clone());

@@ -55,7 +55,13 @@ impl Warnings {
 }
 
 /// Findings about the file as a whole: the parser's, the syntax directive, instruction casing.
-pub(crate) fn file_warnings(dockerfile: &Dockerfile, file: &str, out: &mut Warnings) {
+/// `syntax_override` is the `BUILDKIT_SYNTAX` build arg, which wins over the directive.
+pub(crate) fn file_warnings(
+    dockerfile: &Dockerfile,
+    file: &str,
+    syntax_override: Option<&String>,
+    out: &mut Warnings,
+) {
     for w in &dockerfile.warnings {
         out.list.push(Warning {
             rule: w.rule.unwrap_or("Parser"),
@@ -64,7 +70,7 @@ pub(crate) fn file_warnings(dockerfile: &Dockerfile, file: &str, out: &mut Warni
             line: w.line,
         });
     }
-    if let Some(syntax) = &dockerfile.directives.syntax {
+    if let Some(syntax) = syntax_override.or(dockerfile.directives.syntax.as_ref()) {
         if !is_dockerfile_frontend(syntax) {
             out.list.push(Warning {
                 rule: "Syntax",
