@@ -15,6 +15,23 @@
 //! - Authentication follows Docker: anonymous, Basic, or Bearer tokens from the realm in the
 //!   `WWW-Authenticate` challenge, reused while they cover the scopes a request needs;
 //!   credentials from `config.json`, `credsStore` and `credHelpers`.
+//!
+//! ```no_run
+//! use img_registry::{no_progress, Client, ClientConfig, DirBlobStore, Platform, PushOptions, Reference};
+//!
+//! let mut config = ClientConfig::default();
+//! if let Some(path) = ClientConfig::default_file_path() {
+//!     config.merge_file(&path)?; // mirrors and insecure registries from img's config.toml
+//! }
+//! let client = Client::new(config);
+//! let store = DirBlobStore::new("/tmp/blobs")?;
+//! let alpine = Reference::parse("alpine")?; // docker.io/library/alpine:latest
+//! let image = client.pull(&alpine, &Platform::host(), &store, &no_progress)?;
+//! let copy = Reference::parse("localhost:5000/alpine:copy")?;
+//! let options = PushOptions::default();
+//! client.push(&copy, &image.manifest.bytes, &store, &options, &no_progress)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod auth;

@@ -75,6 +75,9 @@ pub(crate) struct Transport {
     agent_no_verify: ureq::Agent,
     endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     tokens: TokenCache,
+    /// Held while fetching a token, so parallel transfers starting together share one
+    /// token instead of each asking the realm.
+    token_fetch: Mutex<()>,
     credentials: Mutex<HashMap<String, Option<Credentials>>>,
 }
 
@@ -105,6 +108,7 @@ impl Transport {
             config,
             endpoints: Mutex::default(),
             tokens: TokenCache::default(),
+            token_fetch: Mutex::new(()),
             credentials: Mutex::default(),
         }
     }
@@ -233,7 +237,13 @@ impl Transport {
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let token = match self.tokens.find(&ep.base, scopes) {
                     Some(t) => t,
-                    None => self.fetch_token(ep, &realm, service.as_deref(), scopes)?,
+                    None => {
+                        let _fetching = lock(&self.token_fetch);
+                        match self.tokens.find(&ep.base, scopes) {
+                            Some(t) => t,
+                            None => self.fetch_token(ep, &realm, service.as_deref(), scopes)?,
+                        }
+                    }
                 };
                 Ok(Authorization {
                     header: Some(format!("Bearer {}", token.expose())),
