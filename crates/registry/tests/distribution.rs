@@ -274,6 +274,12 @@ fn htpasswd_basic_auth_and_login() {
     let text = std::fs::read_to_string(docker.path().join("config.json")).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["auths"][registry.host()]["auth"], "YWxpY2U6czNjcmV0");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(docker.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "config.json holds secrets");
 
     let client = Client::new(config.clone());
     client

@@ -57,6 +57,28 @@ fn pulls_what_skopeo_pushed() {
     }
     let config: serde_json::Value = serde_json::from_slice(&resolved.config).unwrap();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    assert_eq!(resolved.manifest.media_type, img_registry::OCI_MANIFEST);
+
+    // The same image converted by skopeo to Docker schema 2 media types.
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &format!("oci:{}:v1", layout_dir.path().display()),
+        &format!("docker://{}/interop/from-skopeo-v2s2:v1", registry.host()),
+    ]);
+    let v2s2 =
+        Reference::parse(&format!("{}/interop/from-skopeo-v2s2:v1", registry.host())).unwrap();
+    let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let resolved = client
+        .pull(&v2s2, &Platform::host(), &dest, &no_progress)
+        .unwrap();
+    assert_eq!(resolved.manifest.media_type, img_registry::DOCKER_MANIFEST);
+    assert_eq!(resolved.layers.len(), 2);
+    for d in &resolved.layers {
+        assert!(dest.blob_path(d.digest()).is_file());
+    }
 }
 
 #[test]
