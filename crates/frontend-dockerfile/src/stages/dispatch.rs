@@ -328,9 +328,11 @@ impl<'a> Planner<'a> {
         let (base, mut state, platform) = if let Some(j) = base_stage {
             self.dispatch(j, &location)?;
             deps.insert(j);
+            // `dispatch` returned Ok, so the parent is done; anything else would be a cycle.
             let Visit::Done(parent) = &self.visits[j] else {
-                return Err(FrontendError::NoStages {
-                    file: self.options.file_name.clone(),
+                return Err(FrontendError::Cycle {
+                    chain: vec![self.stage_label(j), self.stage_label(index)],
+                    location: Box::new(location),
                 });
             };
             let state = parent.state.for_child();
@@ -404,19 +406,13 @@ impl<'a> Planner<'a> {
             for node in &parsed.instructions {
                 let instruction = parse_instruction(node, &self.options.file_name)
                     .map_err(|e| trigger_error(e.into()))?;
-                if let Some(p) = self
-                    .step(index, &mut state, &instruction, &location, &mut deps, true)
-                    .map_err(trigger_error)?
-                {
-                    planned.push(p);
-                }
+                let step = self.step(index, &mut state, &instruction, &location, &mut deps, true);
+                planned.push(step.map_err(trigger_error)?);
             }
         }
         let instructions = self.stages[index].instructions.clone();
         for (instruction, at) in &instructions {
-            if let Some(p) = self.step(index, &mut state, instruction, at, &mut deps, false)? {
-                planned.push(p);
-            }
+            planned.push(self.step(index, &mut state, instruction, at, &mut deps, false)?);
         }
         self.lint_repeated(&planned);
         // With an explicit target platform, the final image says it is for that platform
@@ -454,7 +450,7 @@ impl<'a> Planner<'a> {
         at: &Location,
         deps: &mut BTreeSet<usize>,
         from_trigger: bool,
-    ) -> Result<Option<PlannedInstruction>, FrontendError> {
+    ) -> Result<PlannedInstruction, FrontendError> {
         let context = state.context(&self.proxies);
         let env = state.expansion_env();
         let declared: BTreeSet<String> = state.args.iter().map(|(k, _)| k.clone()).collect();
@@ -534,14 +530,14 @@ impl<'a> Planner<'a> {
         if let Some(entry) = &history {
             state.image.history.push(entry.clone());
         }
-        Ok(Some(PlannedInstruction {
+        Ok(PlannedInstruction {
             instruction: expanded,
             location: at.clone(),
             context,
             history,
             sources,
             from_trigger,
-        }))
+        })
     }
 
     /// `COPY --from` may only use the global ARGs: BuildKit resolves it before the stage runs.
