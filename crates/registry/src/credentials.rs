@@ -111,6 +111,9 @@ pub enum CredentialsError {
         /// The `auths` key.
         key: String,
     },
+    /// Neither `DOCKER_CONFIG` nor `HOME` says where Docker's config lives.
+    #[error("cannot locate Docker's config.json: set DOCKER_CONFIG or HOME")]
+    NoConfigDir,
     /// `config.json` cannot be written.
     #[error("cannot write Docker config {path}")]
     Write {

@@ -50,6 +50,16 @@ pub enum Error {
         /// The registry's error codes, if its body had any.
         errors: RegistryErrors,
     },
+    /// The registry has no manifest for the reference (no such tag, digest or repository).
+    #[error("manifest for {reference} not found at {url}{errors}")]
+    ManifestNotFound {
+        /// The reference asked for.
+        reference: String,
+        /// The request URL.
+        url: String,
+        /// The registry's error codes, if any.
+        errors: RegistryErrors,
+    },
     /// The registry or its token service refused the credentials (or anonymous access).
     #[error("authentication to {registry} failed: {url} answered {status}{errors}; check the user name and password (`img login {registry}`)")]
     Unauthorized {

@@ -2,7 +2,7 @@
 //! Docker keeps them.
 
 use crate::config::ClientConfig;
-use crate::credentials::{Credentials, DockerConfig};
+use crate::credentials::{Credentials, CredentialsError, DockerConfig};
 use crate::error::{Error, Result};
 use crate::reference::normalize_registry;
 use crate::transport::Transport;
@@ -33,13 +33,7 @@ pub fn logout(registry: &str, config: &ClientConfig) -> Result<bool> {
 }
 
 fn docker_dir(config: &ClientConfig) -> Result<std::path::PathBuf> {
-    config.docker_config_dir().ok_or_else(|| {
-        Error::Credentials(crate::credentials::CredentialsError::Write {
-            path: "config.json".into(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "neither DOCKER_CONFIG nor HOME is set: cannot locate Docker's config.json",
-            ),
-        })
-    })
+    config
+        .docker_config_dir()
+        .ok_or(Error::Credentials(CredentialsError::NoConfigDir))
 }

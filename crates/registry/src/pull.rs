@@ -15,7 +15,9 @@ use crate::platform::Platform;
 use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{BlobSink, BlobWriter};
-use crate::transport::{backoff, header, read_limited, status_error, strip_query, Endpoint};
+use crate::transport::{
+    backoff, errors_of, header, read_limited, status_error, strip_query, Endpoint,
+};
 use crate::verify::{verify_bytes, Hasher};
 
 /// Attempts per blob download (resuming where the last one stopped when possible).
@@ -200,8 +202,16 @@ fn get_manifest(
         &url,
         &[("Accept", MANIFEST_ACCEPT)],
     )?;
-    if resp.status().as_u16() != 200 {
-        return Err(status_error(ep, "GET", &url, &mut resp));
+    match resp.status().as_u16() {
+        200 => {}
+        404 => {
+            return Err(Error::ManifestNotFound {
+                reference: reference.with_selector(selector),
+                url: strip_query(&url),
+                errors: errors_of(&mut resp),
+            })
+        }
+        _ => return Err(status_error(ep, "GET", &url, &mut resp)),
     }
     let too_large = |size| ManifestError::TooLarge {
         reference: reference.to_string(),

@@ -151,6 +151,13 @@ impl Reference {
         }
     }
 
+    /// The reference shown for a manifest request: the repository with the tag or digest
+    /// actually asked for (an index entry's digest, say).
+    pub(crate) fn with_selector(&self, selector: &str) -> String {
+        let sep = if selector.contains(':') { '@' } else { ':' };
+        format!("{}/{}{sep}{selector}", self.registry, self.repository)
+    }
+
     /// The short form Docker prints: `alpine:latest`, `user/app:1`, `localhost:5000/x:y`.
     pub fn familiar(&self) -> String {
         let mut out = String::new();

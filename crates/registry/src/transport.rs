@@ -530,7 +530,7 @@ pub(crate) fn status_error(
     }
 }
 
-fn errors_of(resp: &mut Response<Body>) -> RegistryErrors {
+pub(crate) fn errors_of(resp: &mut Response<Body>) -> RegistryErrors {
     let body = resp
         .body_mut()
         .with_config()

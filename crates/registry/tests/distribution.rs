@@ -119,14 +119,13 @@ fn anonymous_push_then_pull_round_trip() {
         .fetch_manifest(&target.with_tag("nope").unwrap())
         .unwrap_err();
     match &err {
-        Error::Status {
-            status: 404,
-            errors,
-            ..
+        Error::ManifestNotFound {
+            reference, errors, ..
         } => {
-            assert_eq!(errors.0[0].code, "MANIFEST_UNKNOWN", "{err}")
+            assert_eq!(reference, &format!("{}/team/app:nope", registry.host()));
+            assert_eq!(errors.0[0].code, "MANIFEST_UNKNOWN", "{err}");
         }
-        other => panic!("expected 404, got {other:?}"),
+        other => panic!("expected a missing manifest, got {other:?}"),
     }
 }
 
