@@ -203,7 +203,7 @@ fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
         Err(e) => return failed(format!("cannot start the sandbox init: {e}")),
     };
     let outcome = loop {
-        match session.next_message(&mapping, sandbox.host_paths()) {
+        match session.recv_one(&mapping, sandbox.host_paths()) {
             Ok(Some(ChildMessage::ProbeResults { overlay, proc })) => break Ok((overlay, proc)),
             Ok(Some(ChildMessage::Failed(f))) => break Err(crate::SetupError::from(f).to_string()),
             Ok(Some(_)) => continue,

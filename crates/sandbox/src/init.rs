@@ -54,6 +54,14 @@ pub fn maybe_run_init() {
         _ => std::process::exit(SETUP_FAILED),
     };
     std::env::remove_var(INIT_ENV);
+    // Nothing the caller's process happened to leave open (a jobserver pipe, a log file) may
+    // reach the step.
+    // SAFETY: closes descriptors this freshly executed process does not use.
+    unsafe { libc::syscall(libc::SYS_close_range, fd.max(3) as libc::c_uint + 1, libc::c_uint::MAX, 0) };
+    for other in 3..fd {
+        // SAFETY: as above, below the control socket.
+        unsafe { libc::close(other) };
+    }
     // SAFETY: the parent passed this descriptor, and nothing else in this process owns it.
     let control = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));

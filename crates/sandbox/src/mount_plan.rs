@@ -159,13 +159,16 @@ impl RootSetup<'_> {
                 // (mount_too_revealing): the masked /proc of a default container or pod.
                 Some(errno @ (libc::EPERM | libc::EACCES)) => ChildFailure::ProcMasked { errno },
                 _ => ChildFailure::os(SetupStep::Mount("proc".into()), &target, &e),
-            })
+            })?;
+        stubs.mounted.push(self.container_path(&target));
+        Ok(())
     }
 
     fn mount_dev(&self, stubs: &mut MountStubs) -> Result<()> {
         let dev = self.ensure_dir(Path::new("/dev"), stubs)?;
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
         self.mount(Some(Path::new("tmpfs")), &dev, "tmpfs", flags, "mode=755,size=65536k")?;
+        stubs.mounted.push(self.container_path(&dev));
         // Everything below lives in the tmpfs: nothing to clean up.
         let fs = |step, path: &Path, e: std::io::Error| ChildFailure::os(step, path, &e);
         for name in DEVICES {
@@ -202,6 +205,7 @@ impl RootSetup<'_> {
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         // A fresh sysfs needs a network namespace owned by our user namespace; with the host's
         // network the kernel refuses it, and a read-only bind of the host's /sys does instead.
+        stubs.mounted.push(self.container_path(&target));
         if self.spec.network == NetworkMode::None
             && self.sys.mount(Some(Path::new("sysfs")), &target, Some("sysfs"), flags, None).is_ok()
         {
@@ -221,12 +225,13 @@ impl RootSetup<'_> {
                 .map_err(|e| ChildFailure::os(SetupStep::WriteFile, &source, &e))?;
             let target = self.ensure_file(&Path::new("/etc").join(name), stubs)?;
             self.bind(&source, &target, false, false)?;
+            stubs.mounted.push(self.container_path(&target));
         }
         Ok(())
     }
 
     fn step_mount(&self, index: usize, mount: &StepMount, stubs: &mut MountStubs) -> Result<()> {
-        match mount {
+        let host_target = match mount {
             StepMount::Bind { source, target, mode } => {
                 let is_dir = self.sys.kind(source) == Some(FileKind::Dir);
                 let host_target =
@@ -255,18 +260,18 @@ impl RootSetup<'_> {
                         self.bind(&copy, &host_target, false, false)?;
                     }
                 }
-                stubs.mounted.push(target.clone());
+                host_target
             }
             StepMount::Cache { source, target } => {
                 let host_target = self.ensure_dir(target, stubs)?;
                 self.bind(source, &host_target, true, false)?;
-                stubs.mounted.push(target.clone());
+                host_target
             }
             StepMount::Tmpfs { target, size } => {
                 let host_target = self.ensure_dir(target, stubs)?;
                 let data = size.map(|s| format!("size={s}")).unwrap_or_default();
                 self.mount(Some(Path::new("tmpfs")), &host_target, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &data)?;
-                stubs.mounted.push(target.clone());
+                host_target
             }
             StepMount::Secret { data, target, mode, uid, gid } => {
                 let source = self.staging.join(format!("secret-{index}"));
@@ -276,14 +281,15 @@ impl RootSetup<'_> {
                 self.sys.chmod(&source, *mode).map_err(err)?;
                 let host_target = self.ensure_file(target, stubs)?;
                 self.bind(&source, &host_target, false, true)?;
-                stubs.mounted.push(target.clone());
+                host_target
             }
             StepMount::SshAgent { socket, target } => {
                 let host_target = self.ensure_file(target, stubs)?;
                 self.bind(socket, &host_target, false, false)?;
-                stubs.mounted.push(target.clone());
+                host_target
             }
-        }
+        };
+        stubs.mounted.push(self.container_path(&host_target));
         Ok(())
     }
 
@@ -472,10 +478,13 @@ mod tests {
 
         let sys2 = RecordingSyscalls::default();
         stubs.clean(&sys2);
+        let calls = sys2.calls();
+        let (umounts, rest) = calls.split_at(calls.iter().position(|c| c.starts_with("remove")).expect("removes"));
         assert_eq!(
-            sys2.calls(),
-            ["remove /etc/resolv.conf", "restore_times /etc", "remove /etc/hostname", "restore_times /etc"]
+            umounts,
+            ["umount /etc/resolv.conf", "umount /etc/hosts", "umount /etc/hostname", "umount /sys", "umount /dev", "umount /proc"]
         );
+        assert_eq!(rest, ["remove /etc/resolv.conf", "restore_times /etc", "remove /etc/hostname", "restore_times /etc"]);
     }
 
     #[test]

@@ -204,16 +204,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Handles the mapping request and returns the next other message; `None` at end of stream.
-    pub(crate) fn next_message(&mut self, spec_mapping: &crate::IdMapping, paths: &HostPaths) -> Result<Option<ChildMessage>, SandboxError> {
-        loop {
-            let message = protocol::recv::<ChildMessage>(&self.control).map_err(|source| SandboxError::Io { source })?;
-            match message {
-                Some(ChildMessage::UserNamespaceCreated) => self.write_maps(spec_mapping, paths)?,
-                Some(ChildMessage::InitStarted { pid }) => self.init_pid = Some(pid),
-                other => return Ok(other),
-            }
+    /// Receives one message, writing the maps when the init asks for them; `None` at end of
+    /// stream.
+    pub(crate) fn recv_one(&mut self, mapping: &crate::IdMapping, paths: &HostPaths) -> Result<Option<ChildMessage>, SandboxError> {
+        let message = protocol::recv::<ChildMessage>(&self.control).map_err(|source| SandboxError::Io { source })?;
+        match &message {
+            Some(ChildMessage::UserNamespaceCreated) => self.write_maps(mapping, paths)?,
+            Some(ChildMessage::InitStarted { pid }) => self.init_pid = Some(*pid),
+            _ => {}
         }
+        Ok(message)
     }
 
     fn write_maps(&mut self, mapping: &crate::IdMapping, paths: &HostPaths) -> Result<(), SandboxError> {
@@ -289,7 +289,7 @@ impl Session {
                 read_stream(&mut self.stderr, Stream::Stderr, &mut buf, sink)?;
             }
             if control_ready {
-                match self.next_message(&spec.id_mapping, paths) {
+                match self.recv_one(&spec.id_mapping, paths) {
                     Ok(Some(message)) => {
                         spoke = true;
                         match message {
@@ -305,7 +305,6 @@ impl Session {
                         return Err(e);
                     }
                 }
-                spoke |= self.init_pid.is_some();
             }
         }
         let status = self.child.wait().map_err(|source| SandboxError::Io { source })?;
