@@ -196,20 +196,18 @@ impl<'a> Planner<'a> {
             self.global_env.insert(k.to_string(), value);
         }
         for (arg, location) in args {
-            let before = self.global_env.clone();
-            let mut updates = Vec::new();
+            // Each declaration sees the ones before it, in the same instruction too.
             for decl in &arg.args {
-                let name = decl.name.clone();
-                let value = match (self.options.build_args.get(&name), &decl.default) {
+                let value = match (self.options.build_args.get(&decl.name), &decl.default) {
                     (Some(v), _) => Some(v.clone()),
-                    (None, Some(d)) => Some(self.expand(d, &before, location, None)?),
-                    (None, None) => before.get(&name).cloned(),
+                    (None, Some(d)) => {
+                        let env = self.global_env.clone();
+                        Some(self.expand(d, &env, location, None)?)
+                    }
+                    (None, None) => self.global_env.get(&decl.name).cloned(),
                 };
-                updates.push((name, value));
-            }
-            for (name, value) in updates {
                 if let Some(v) = value {
-                    self.global_env.insert(name, v);
+                    self.global_env.insert(decl.name.clone(), v);
                 }
             }
         }
@@ -454,16 +452,21 @@ impl<'a> Planner<'a> {
         let context = state.context(&self.proxies);
         let env = state.expansion_env();
         let declared: BTreeSet<String> = state.args.iter().map(|(k, _)| k.clone()).collect();
-        let expanded = {
-            let mut expander = InstructionExpander {
-                planner: self,
-                env: &env,
-                declared: &declared,
-                location: at,
-            };
-            match instruction {
-                Instruction::Arg(arg) => expander.arg_defaults(arg).map(Instruction::Arg),
-                other => expand_instruction(other, &mut expander),
+        let mut arg_history = None;
+        let expanded = match instruction {
+            Instruction::Arg(arg) => {
+                let (declared_arg, entry) = self.declare_args(state, arg, at)?;
+                arg_history = Some(entry);
+                Ok(Instruction::Arg(declared_arg))
+            }
+            other => {
+                let mut expander = InstructionExpander {
+                    planner: self,
+                    env: &env,
+                    declared: &declared,
+                    location: at,
+                };
+                expand_instruction(other, &mut expander)
             }
         };
         let mut expanded = match expanded {
@@ -515,7 +518,7 @@ impl<'a> Planner<'a> {
             _ => {}
         }
         let history = match &expanded {
-            Instruction::Arg(arg) => Some(self.declare_args(state, arg)),
+            Instruction::Arg(_) => arg_history,
             Instruction::From(_) => {
                 return Err(self.error_at(
                     at,
@@ -564,15 +567,32 @@ impl<'a> Planner<'a> {
         Ok(expansion.value)
     }
 
-    /// ARG inside a stage: a build arg wins, then the default, then the global value.
-    fn declare_args(&self, state: &mut StageState, arg: &ArgInstruction) -> HistoryEntry {
+    /// ARG inside a stage: a build arg wins, then the default, then the global value. Each
+    /// declaration sees the ones before it (BuildKit adds each to the environment in turn), and
+    /// a default is expanded only when no build arg replaces it, so `${X:?}` fails only then.
+    fn declare_args(
+        &mut self,
+        state: &mut StageState,
+        arg: &ArgInstruction,
+        at: &Location,
+    ) -> Result<(ArgInstruction, HistoryEntry), FrontendError> {
+        let mut out = arg.clone();
         let mut words = Vec::new();
-        for decl in &arg.args {
-            let value = self
-                .options
-                .build_args
-                .get(&decl.name)
-                .cloned()
+        for decl in &mut out.args {
+            let from_build = self.options.build_args.get(&decl.name).cloned();
+            if let (None, Some(default)) = (&from_build, &decl.default) {
+                let env = state.expansion_env();
+                let declared: BTreeSet<String> =
+                    state.args.iter().map(|(k, _)| k.clone()).collect();
+                let mut expander = InstructionExpander {
+                    planner: self,
+                    env: &env,
+                    declared: &declared,
+                    location: at,
+                };
+                decl.default = Some(expander.word(default)?);
+            }
+            let value = from_build
                 .or_else(|| decl.default.clone())
                 .or_else(|| self.global_env.get(&decl.name).cloned());
             words.push(match &value {
@@ -584,7 +604,8 @@ impl<'a> Planner<'a> {
                 None => state.args.push((decl.name.clone(), value)),
             }
         }
-        HistoryEntry::new(format!("ARG {}", words.join(" ")), true)
+        let entry = HistoryEntry::new(format!("ARG {}", words.join(" ")), true);
+        Ok((out, entry))
     }
 
     /// `--from` of COPY or a mount: a stage name or index, else an image reference.
@@ -748,21 +769,6 @@ struct InstructionExpander<'p, 'a> {
 }
 
 impl InstructionExpander<'_, '_> {
-    /// ARG defaults, expanded only for names no build arg sets: BuildKit does not evaluate a
-    /// default it will not use (so `${X:?}` fails only without the build arg).
-    fn arg_defaults(&mut self, arg: &ArgInstruction) -> Result<ArgInstruction, Expanded> {
-        let mut out = arg.clone();
-        for decl in &mut out.args {
-            if self.planner.options.build_args.contains_key(&decl.name) {
-                continue;
-            }
-            if let Some(default) = &decl.default {
-                decl.default = Some(self.word(default)?);
-            }
-        }
-        Ok(out)
-    }
-
     fn run(&mut self, word: &str, lexer: &Lexer) -> Result<String, FrontendError> {
         let expansion = lexer
             .expand_word_tracking(word, self.env)
