@@ -221,3 +221,40 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// Every Dockerfile of the parser's corpus either plans or fails with an error that names the
+/// file; none panics, whatever the instructions hold.
+#[test]
+fn parser_corpus_plans_or_fails_with_a_located_error() {
+    let resolver =
+        |_: &str, _: &Platform| -> Result<Option<ImageConfig>, BaseImageError> { Ok(None) };
+    let options = BuildOptions::new().build_platform(Platform::parse("linux/amd64").unwrap());
+    let mut planned = 0;
+    let mut failures = Vec::new();
+    for dir in case_dirs("parse-cases") {
+        let Ok(source) = fs::read(dir.join("Dockerfile")) else {
+            continue;
+        };
+        let Ok(dockerfile) = parse(&source, "Dockerfile") else {
+            continue;
+        };
+        match plan(&dockerfile, &options, &resolver) {
+            Ok(p) => {
+                assert!(!p.stages.is_empty());
+                planned += 1;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if !text.starts_with("Dockerfile") {
+                    failures.push(format!("{}: {text}", dir.display()));
+                }
+            }
+        }
+    }
+    assert!(planned > 0, "no corpus Dockerfile planned");
+    assert!(
+        failures.is_empty(),
+        "errors without a location:\n{}",
+        failures.join("\n")
+    );
+}
