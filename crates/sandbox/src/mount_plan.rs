@@ -211,7 +211,9 @@ impl RootSetup<'_> {
         {
             return Ok(());
         }
-        self.bind(Path::new("/sys"), &target, false, true)
+        // Recursive: in a user namespace the kernel refuses a bind that would uncover what the
+        // host's submounts (cgroup, ...) hide.
+        self.bind(Path::new("/sys"), &target, true, true)
     }
 
     fn supply_etc_files(&self, stubs: &mut MountStubs) -> Result<()> {

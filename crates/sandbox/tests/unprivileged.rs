@@ -1,0 +1,185 @@
+//! The rootless tier: steps run by an ordinary user, with and without subordinate id ranges.
+//!
+//! Run as root (CI), each outer test makes sure the user `imgsbxtest` exists, gives it a
+//! /etc/subuid and /etc/subgid range (or makes sure it has none) for the duration of the test
+//! only, and re-runs this test binary as that user with `setpriv`, selecting one of the
+//! `#[ignore]`d inner tests below. The real `newuidmap` reads the real /etc/subuid, so the files
+//! are edited with `usermod` and restored by a guard even when the test fails. Run as an ordinary
+//! user, the outer tests run the inner ones directly.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::*;
+use img_sandbox::{IdMapping, NetworkMode, Process, Rootfs, SandboxError, SandboxSpec, SecretBytes, SetupError, StepMount};
+
+const TEST_USER: &str = "imgsbxtest";
+const RANGE_START: u32 = 300_000;
+const RANGE_COUNT: u32 = 65_536;
+
+/// /etc/subuid is machine-wide: one outer test at a time edits it.
+static SUBID_FILES: Mutex<()> = Mutex::new(());
+
+fn sh_ok(program: &str, args: &[&str]) {
+    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?}: {status}");
+}
+
+fn ensure_test_user() {
+    let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    if !exists {
+        sh_ok("useradd", &["--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER]);
+    }
+}
+
+/// The test user's current ranges in a subordinate id file, as `start-end` arguments.
+fn ranges_of_test_user(path: &str) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let (start, count) = (f.get(1)?.parse::<u64>().ok()?, f.get(2)?.parse::<u64>().ok()?);
+            (f[0] == TEST_USER && count > 0).then(|| format!("{start}-{}", start + count - 1))
+        })
+        .collect()
+}
+
+fn remove_test_user_ranges() {
+    for r in ranges_of_test_user("/etc/subuid") {
+        sh_ok("usermod", &["--del-subuids", &r, TEST_USER]);
+    }
+    for r in ranges_of_test_user("/etc/subgid") {
+        sh_ok("usermod", &["--del-subgids", &r, TEST_USER]);
+    }
+}
+
+/// Removes the test user's ranges when dropped, so /etc/subuid ends as it began.
+struct RangesRemoved;
+
+impl Drop for RangesRemoved {
+    fn drop(&mut self) {
+        remove_test_user_ranges();
+    }
+}
+
+fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
+    let _guard = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    ensure_test_user();
+    remove_test_user_ranges();
+    let _restore = RangesRemoved;
+    if with_ranges {
+        let range = format!("{RANGE_START}-{}", RANGE_START + RANGE_COUNT - 1);
+        sh_ok("usermod", &["--add-subuids", &range, "--add-subgids", &range, TEST_USER]);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let output = Command::new("setpriv")
+        .args([&format!("--reuid={TEST_USER}"), &format!("--regid={TEST_USER}"), "--init-groups", "--"])
+        .arg(exe)
+        .args(["--exact", inner, "--ignored", "--nocapture", "--test-threads=1"])
+        .env("TMPDIR", "/tmp")
+        .env("HOME", "/tmp")
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("1 passed"), "{inner} as {TEST_USER}:\n{stdout}\n{stderr}");
+}
+
+fn run_outer(inner: &str, with_ranges: bool) {
+    if is_root() {
+        run_inner_as_test_user(inner, with_ranges);
+        return;
+    }
+    // Already unprivileged: run the inner test that matches this user's files.
+    let has_ranges = mapping().host_uid(1).is_some();
+    if has_ranges == with_ranges {
+        let exe = std::env::current_exe().expect("current exe");
+        let status = Command::new(exe).args(["--exact", inner, "--ignored", "--test-threads=1"]).status().expect("rerun");
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn unprivileged_user_with_subordinate_ranges() {
+    run_outer("inner_with_subordinate_ranges", true);
+}
+
+#[test]
+fn unprivileged_user_without_subordinate_ranges() {
+    run_outer("inner_without_subordinate_ranges", false);
+}
+
+fn common_rootless_checks(root: &std::path::Path) {
+    assert_eq!(stdout_of(&sh(root, "id -u; id -g").build()), "0\n0\n");
+    let out = stdout_of(&sh(root, "cat /proc/net/dev").network(NetworkMode::None).build());
+    let interfaces: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    assert_eq!(interfaces, ["lo"]);
+    let (result, out) = run(&sh(root, "cat /etc/shadow 2>&1; ls /root /tmp").build());
+    assert!(result.expect("ran").success(), "{}", out.stderr);
+    assert!(out.stdout.starts_with("cat: can't open '/etc/shadow'"), "host files visible: {}", out.stdout);
+    let spec = sh(root, "cat /run/secrets/s")
+        .mount(StepMount::Secret { data: SecretBytes::new("pw"), target: "/run/secrets/s".into(), mode: 0o400, uid: 0, gid: 0 })
+        .build();
+    assert_eq!(stdout_of(&spec), "pw");
+    assert!(!root.join("run").exists(), "secret mount point left behind");
+    assert!(!root.join("etc/hosts").exists(), "hosts stub left behind");
+}
+
+#[test]
+#[ignore = "run by unprivileged_user_with_subordinate_ranges as the test user"]
+fn inner_with_subordinate_ranges() {
+    let mapping = mapping();
+    assert!(mapping.uses_user_namespace());
+    assert!(mapping.limitation().is_none());
+    let expected_host_uid = mapping.host_uid(1000).expect("uid 1000 mapped");
+    let (tmp, root) = temp_rootfs();
+    common_rootless_checks(&root);
+    // chown inside lands on the subordinate id outside.
+    assert_eq!(stdout_of(&sh(&root, "touch /f; chown 1000:1000 /f; stat -c %u /f").build()), "1000\n");
+    let meta = fs::metadata(root.join("f")).expect("f");
+    assert_eq!((meta.uid(), meta.gid()), (expected_host_uid, mapping.host_gid(1000).expect("gid")));
+    stdout_of(&sh(&root, "rm /f").build());
+    // USER app resolves through the image's passwd and runs as a mapped id.
+    let mut process = Process::new(["id", "-u"]);
+    process.user = "app".into();
+    process.env = vec!["PATH=/bin".into()];
+    let spec = SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping.clone()).build();
+    assert_eq!(stdout_of(&spec), "1000\n");
+    // overlayfs inside the user namespace, as the snapshotter will use it.
+    let (upper, work, merged) = (tmp.path().join("u"), tmp.path().join("w"), tmp.path().join("m"));
+    for d in [&upper, &work, &merged] {
+        fs::create_dir(d).expect("mkdir");
+    }
+    let rootfs = Rootfs::Mounted { root: merged.clone(), mounts: vec![img_sandbox::Mount::overlay(&[root.clone()], &upper, &work, &merged)] };
+    let mut process = Process::new(["sh", "-c", "echo layered > /new && rm /etc/group"]);
+    process.env = vec!["PATH=/bin".into()];
+    stdout_of(&SandboxSpec::builder(rootfs, process, mapping).build());
+    assert_eq!(fs::read_to_string(upper.join("new")).expect("upper"), "layered\n");
+    assert!(root.join("etc/group").exists());
+}
+
+#[test]
+#[ignore = "run by unprivileged_user_without_subordinate_ranges as the test user"]
+fn inner_without_subordinate_ranges() {
+    let mapping = mapping();
+    assert!(mapping.uses_user_namespace());
+    assert_eq!(mapping.host_uid(1), None);
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(mapping, IdMapping::single_id(uid, nix::unistd::getgid().as_raw()));
+    let limitation = mapping.limitation().expect("limited").to_string();
+    assert!(limitation.contains("usermod --add-subuids") && limitation.contains(TEST_USER), "{limitation}");
+    let (_tmp, root) = temp_rootfs();
+    common_rootless_checks(&root);
+    let (result, out) = run(&sh(&root, "touch /f; chown 1000 /f").build());
+    assert_ne!(result.expect("ran").code, Some(0));
+    assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
+    let mut process = Process::new(["id", "-u"]);
+    process.user = "app".into();
+    let (result, _) = run(&SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping).build());
+    assert!(matches!(result, Err(SandboxError::Setup(SetupError::Unmapped { uid: 1000, gid: 1000 }))), "{result:?}");
+}
