@@ -36,7 +36,7 @@ pub struct InstructionError {
 #[non_exhaustive]
 pub enum InstructionErrorKind {
     /// The keyword is not a Dockerfile instruction.
-    #[error("unknown instruction: {keyword}{}", did_you_mean(suggestion))]
+    #[error("unknown instruction: {}{}", shown(keyword), did_you_mean(suggestion))]
     UnknownInstruction {
         /// The keyword as written.
         keyword: String,
@@ -218,6 +218,15 @@ pub enum InstructionErrorKind {
     /// A bad `RUN --mount` value.
     #[error(transparent)]
     Mount(#[from] MountError),
+}
+
+/// An empty keyword (a line holding only an escape) is shown as `""` rather than as nothing.
+fn shown(keyword: &str) -> &str {
+    if keyword.is_empty() {
+        "\"\""
+    } else {
+        keyword
+    }
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
