@@ -562,6 +562,13 @@ mod tests {
         );
         assert!(cfg.erase("reg.lan:5000").unwrap());
         assert!(!cfg.erase("reg.lan:5000").unwrap());
+        cfg.store("docker.io", &Credentials::new("hub", "pw"))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        assert!(
+            text.contains("\"https://index.docker.io/v1/\""),
+            "Docker Hub's key: {text}"
+        );
         assert!(DockerConfig::load(&dir)
             .unwrap()
             .lookup("reg.lan:5000")
