@@ -18,7 +18,7 @@ pub struct ClientConfig {
     /// Registries (`host` or `host:port`) reached over plain HTTP (after trying HTTPS without
     /// certificate verification, as Docker does). Loopback registries need not be listed.
     pub insecure_registries: Vec<String>,
-    /// Pull-through mirrors per registry host (`docker.io` -> [`localhost:5001`]). A mirror is
+    /// Pull-through mirrors per registry host (`docker.io` -> `["localhost:5001"]`). A mirror is
     /// `host[:port]`, optionally with `http://` or `https://`. Mirrors are tried in order for
     /// pulls, then the registry itself; pushes always go to the registry.
     pub mirrors: BTreeMap<String, Vec<String>>,

@@ -182,6 +182,20 @@ fn chunked_upload_and_cross_repository_mount() {
         events.count(|e| matches!(e, ProgressEvent::Started { .. })),
         0
     );
+
+    // A mount source that lacks the blobs: the registry opens an upload session instead
+    // (202), and the blobs are uploaded through it.
+    let fresh = build_image(&src, &[vec![("new", noise(10_000))]]);
+    let third = reference(&format!("{}/apps/third:1", registry.host()));
+    let events = Events::default();
+    client
+        .push(&third, &fresh.manifest, &src, &options, &events.record())
+        .unwrap();
+    assert_eq!(
+        events.count(|e| matches!(e, ProgressEvent::Mounted { .. })),
+        0
+    );
+    assert_eq!(events.count(|e| matches!(e, ProgressEvent::Done { .. })), 2);
     client
         .pull(
             &other,
