@@ -56,12 +56,21 @@ pub struct CacheMountLock {
 
 fn prepare(dir: &Path) -> Result<(File, PathBuf), CacheLockError> {
     fn prep(path: &Path) -> impl FnOnce(io::Error) -> CacheLockError + '_ {
-        move |source| CacheLockError::Prepare { path: path.to_path_buf(), source }
+        move |source| CacheLockError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     let data = dir.join("data");
     fs::create_dir_all(&data).map_err(prep(&data))?;
     let lock = dir.join("lock");
-    let file = File::options().read(true).write(true).create(true).truncate(false).open(&lock).map_err(prep(&lock))?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock)
+        .map_err(prep(&lock))?;
     Ok((file, data))
 }
 
@@ -76,7 +85,12 @@ fn flock(file: &File, path: &Path, operation: libc::c_int) -> Result<bool, Cache
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EWOULDBLOCK) => return Ok(false),
-            _ => return Err(CacheLockError::Lock { path: path.join("lock"), source: err }),
+            _ => {
+                return Err(CacheLockError::Lock {
+                    path: path.join("lock"),
+                    source: err,
+                })
+            }
         }
     }
 }
@@ -84,7 +98,10 @@ fn flock(file: &File, path: &Path, operation: libc::c_int) -> Result<bool, Cache
 impl CacheMountLock {
     /// Takes the cache at `cache_dir` (created if missing) for one step. `Locked` blocks while
     /// another holder exists; `Private` never blocks.
-    pub fn acquire(cache_dir: &Path, sharing: CacheSharing) -> Result<CacheMountLock, CacheLockError> {
+    pub fn acquire(
+        cache_dir: &Path,
+        sharing: CacheSharing,
+    ) -> Result<CacheMountLock, CacheLockError> {
         let (file, data) = prepare(cache_dir)?;
         match sharing {
             CacheSharing::Shared => {
@@ -99,7 +116,10 @@ impl CacheMountLock {
                 }
             }
         }
-        Ok(CacheMountLock { _file: file, dir: data })
+        Ok(CacheMountLock {
+            _file: file,
+            dir: data,
+        })
     }
 
     fn private_instance(cache_dir: &Path) -> Result<CacheMountLock, CacheLockError> {
@@ -107,7 +127,10 @@ impl CacheMountLock {
             let dir = cache_dir.join("private").join(n.to_string());
             let (file, data) = prepare(&dir)?;
             if flock(&file, &dir, libc::LOCK_EX | libc::LOCK_NB)? {
-                return Ok(CacheMountLock { _file: file, dir: data });
+                return Ok(CacheMountLock {
+                    _file: file,
+                    dir: data,
+                });
             }
         }
         unreachable!("u32 private instances exhausted")

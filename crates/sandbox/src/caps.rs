@@ -46,7 +46,15 @@ pub(crate) fn bound_to_docker_default() -> io::Result<()> {
         }
     }
     // SAFETY: plain prctl.
-    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) })
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 /// Clears the inheritable set: root's execve adds inheritable capabilities to the new
@@ -65,7 +73,10 @@ pub(crate) fn clear_inheritable() -> io::Result<()> {
         inheritable: u32,
     }
     const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
     let mut data = [Data::default(); 2];
     // SAFETY: capget/capset with a v3 header and two data structs, as the ABI requires.
     unsafe {

@@ -70,11 +70,23 @@ pub struct DoctorReport {
 }
 
 fn ok(probe: Probe, required: bool, detail: String) -> ProbeResult {
-    ProbeResult { probe, status: ProbeStatus::Ok, detail, fix: None, required }
+    ProbeResult {
+        probe,
+        status: ProbeStatus::Ok,
+        detail,
+        fix: None,
+        required,
+    }
 }
 
 fn problem(probe: Probe, required: bool, detail: String, fix: String) -> ProbeResult {
-    ProbeResult { probe, status: ProbeStatus::Problem, detail, fix: Some(fix), required }
+    ProbeResult {
+        probe,
+        status: ProbeStatus::Problem,
+        detail,
+        fix: Some(fix),
+        required,
+    }
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -98,8 +110,13 @@ pub fn doctor(sandbox: &Sandbox, state_dir: Option<&Path>) -> DoctorReport {
     if let Some(dir) = state_dir {
         probes.push(state_dir_probe(dir));
     }
-    let can_run_steps = probes.iter().all(|p| !p.required || p.status == ProbeStatus::Ok);
-    DoctorReport { probes, can_run_steps }
+    let can_run_steps = probes
+        .iter()
+        .all(|p| !p.required || p.status == ProbeStatus::Ok);
+    DoctorReport {
+        probes,
+        can_run_steps,
+    }
 }
 
 fn user_namespaces(paths: &HostPaths, root: bool) -> ProbeResult {
@@ -108,9 +125,15 @@ fn user_namespaces(paths: &HostPaths, root: bool) -> ProbeResult {
     if root {
         return ok(p, false, "running as root: no user namespace needed".into());
     }
-    let max = read_trimmed(&sys.join("user/max_user_namespaces")).and_then(|s| s.parse::<u64>().ok());
+    let max =
+        read_trimmed(&sys.join("user/max_user_namespaces")).and_then(|s| s.parse::<u64>().ok());
     if max == Some(0) {
-        return problem(p, true, "user.max_user_namespaces is 0".into(), "sudo sysctl -w user.max_user_namespaces=28633".into());
+        return problem(
+            p,
+            true,
+            "user.max_user_namespaces is 0".into(),
+            "sudo sysctl -w user.max_user_namespaces=28633".into(),
+        );
     }
     if read_trimmed(&sys.join("kernel/unprivileged_userns_clone")).as_deref() == Some("0") {
         return problem(
@@ -120,7 +143,9 @@ fn user_namespaces(paths: &HostPaths, root: bool) -> ProbeResult {
             "sudo sysctl -w kernel.unprivileged_userns_clone=1".into(),
         );
     }
-    if read_trimmed(&sys.join("kernel/apparmor_restrict_unprivileged_userns")).as_deref() == Some("1") {
+    if read_trimmed(&sys.join("kernel/apparmor_restrict_unprivileged_userns")).as_deref()
+        == Some("1")
+    {
         return problem(
             p,
             true,
@@ -128,7 +153,14 @@ fn user_namespaces(paths: &HostPaths, root: bool) -> ProbeResult {
             "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (or add an AppArmor profile allowing userns for img)".into(),
         );
     }
-    ok(p, true, format!("allowed (max_user_namespaces {})", max.map_or("unknown".into(), |m| m.to_string())))
+    ok(
+        p,
+        true,
+        format!(
+            "allowed (max_user_namespaces {})",
+            max.map_or("unknown".into(), |m| m.to_string())
+        ),
+    )
 }
 
 fn helper_ok(path: &Path) -> Result<String, String> {
@@ -137,13 +169,24 @@ fn helper_ok(path: &Path) -> Result<String, String> {
         return Ok(format!("{} is setuid root", path.display()));
     }
     let mut buf = [0u8; 64];
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| "bad path".to_string())?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| "bad path".to_string())?;
     // SAFETY: getxattr into a local buffer of the given size.
-    let n = unsafe { libc::getxattr(c.as_ptr(), c"security.capability".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n > 0 {
         return Ok(format!("{} has file capabilities", path.display()));
     }
-    Err(format!("{} is neither setuid root nor has file capabilities", path.display()))
+    Err(format!(
+        "{} is neither setuid root nor has file capabilities",
+        path.display()
+    ))
 }
 
 fn helpers(paths: &HostPaths, root: bool) -> ProbeResult {
@@ -169,7 +212,9 @@ fn subordinate_ids(paths: &HostPaths, root: bool) -> ProbeResult {
     let name = user_name(uid);
     let who = name.clone().unwrap_or_else(|| uid.to_string());
     let count = |path: &Path| {
-        read_sub_ids(path, name.as_deref(), uid).map(|r| r.iter().map(|r| u64::from(r.count)).sum::<u64>()).unwrap_or(0)
+        read_sub_ids(path, name.as_deref(), uid)
+            .map(|r| r.iter().map(|r| u64::from(r.count)).sum::<u64>())
+            .unwrap_or(0)
     };
     let (uids, gids) = (count(&paths.subuid), count(&paths.subgid));
     let fix = format!(
@@ -179,25 +224,48 @@ fn subordinate_ids(paths: &HostPaths, root: bool) -> ProbeResult {
     if uids >= u64::from(MIN_SUBORDINATE_IDS) && gids >= u64::from(MIN_SUBORDINATE_IDS) {
         ok(p, false, detail)
     } else {
-        problem(p, false, format!("{detail}; without {MIN_SUBORDINATE_IDS} of each only root exists in RUN steps"), fix)
+        problem(
+            p,
+            false,
+            format!(
+                "{detail}; without {MIN_SUBORDINATE_IDS} of each only root exists in RUN steps"
+            ),
+            fix,
+        )
     }
 }
 
 fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
     let mapping = IdMapping::detect(sandbox.host_paths()).unwrap_or_else(|_| {
-        IdMapping::single_id(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        IdMapping::single_id(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
     });
     let failed = |detail: String| {
         (
-            problem(Probe::OverlayInUserNamespace, false, detail.clone(), "see the user namespace probe".into()),
-            problem(Probe::ProcMount, true, detail, "see the user namespace probe".into()),
+            problem(
+                Probe::OverlayInUserNamespace,
+                false,
+                detail.clone(),
+                "see the user namespace probe".into(),
+            ),
+            problem(
+                Probe::ProcMount,
+                true,
+                detail,
+                "see the user namespace probe".into(),
+            ),
         )
     };
     let dir = match tempfile::Builder::new().prefix("img-doctor-").tempdir() {
         Ok(dir) => dir,
         Err(e) => return failed(format!("cannot create a scratch directory: {e}")),
     };
-    let request = InitRequest::Probe { id_mapping: mapping.clone(), dir: dir.path().to_path_buf() };
+    let request = InitRequest::Probe {
+        id_mapping: mapping.clone(),
+        dir: dir.path().to_path_buf(),
+    };
     let mut session = match sandbox.start(&request) {
         Ok(s) => s,
         Err(e) => return failed(format!("cannot start the sandbox init: {e}")),
@@ -219,7 +287,11 @@ fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
     };
     let describe = |f: ChildFailure| error_chain(&crate::SetupError::from(f));
     let overlay = match overlay {
-        Ok(()) => ok(Probe::OverlayInUserNamespace, false, "overlayfs mounts inside a user namespace".into()),
+        Ok(()) => ok(
+            Probe::OverlayInUserNamespace,
+            false,
+            "overlayfs mounts inside a user namespace".into(),
+        ),
         Err(f) => problem(
             Probe::OverlayInUserNamespace,
             false,
@@ -255,7 +327,15 @@ fn binfmt(paths: &HostPaths) -> ProbeResult {
     let dir = paths.proc.join("sys/fs/binfmt_misc");
     let fix = "sudo apt-get install qemu-user-static binfmt-support (or: docker run --privileged --rm tonistiigi/binfmt --install all)".to_string();
     let Ok(entries) = fs::read_dir(&dir) else {
-        return problem(p, false, format!("{} is not mounted: only native-platform builds can run", dir.display()), fix);
+        return problem(
+            p,
+            false,
+            format!(
+                "{} is not mounted: only native-platform builds can run",
+                dir.display()
+            ),
+            fix,
+        );
     };
     let mut handlers: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -265,7 +345,12 @@ fn binfmt(paths: &HostPaths) -> ProbeResult {
         .collect();
     handlers.sort();
     if handlers.is_empty() {
-        problem(p, false, "no binfmt_misc handlers: only native-platform builds can run".into(), fix)
+        problem(
+            p,
+            false,
+            "no binfmt_misc handlers: only native-platform builds can run".into(),
+            fix,
+        )
     } else {
         ok(p, false, format!("handlers: {}", handlers.join(", ")))
     }
@@ -278,7 +363,12 @@ fn state_dir_probe(dir: &Path) -> ProbeResult {
     let p = Probe::StateDir;
     let fix = format!("mkdir -p {0} && chown $(id -u):$(id -g) {0}", dir.display());
     if let Err(e) = fs::create_dir_all(dir) {
-        return problem(p, true, format!("cannot create {}: {e}", dir.display()), fix);
+        return problem(
+            p,
+            true,
+            format!("cannot create {}: {e}", dir.display()),
+            fix,
+        );
     }
     let files = (|| -> std::io::Result<(tempfile::NamedTempFile, tempfile::NamedTempFile)> {
         use std::io::Write;
@@ -290,10 +380,23 @@ fn state_dir_probe(dir: &Path) -> ProbeResult {
     })();
     let (src, dst) = match files {
         Ok(files) => files,
-        Err(e) => return problem(p, true, format!("{} is not writable: {e}", dir.display()), fix),
+        Err(e) => {
+            return problem(
+                p,
+                true,
+                format!("{} is not writable: {e}", dir.display()),
+                fix,
+            )
+        }
     };
     // SAFETY: FICLONE between two open files.
-    let rc = unsafe { libc::ioctl(dst.as_file().as_raw_fd(), FICLONE as _, src.as_file().as_raw_fd()) };
+    let rc = unsafe {
+        libc::ioctl(
+            dst.as_file().as_raw_fd(),
+            FICLONE as _,
+            src.as_file().as_raw_fd(),
+        )
+    };
     let reflinks = rc == 0;
     let fs_note: PathBuf = dir.to_path_buf();
     ok(
@@ -302,7 +405,11 @@ fn state_dir_probe(dir: &Path) -> ProbeResult {
         format!(
             "{} is writable; reflinks {}",
             fs_note.display(),
-            if reflinks { "supported (copies are instant)" } else { "not supported (copies fall back to copy_file_range)" }
+            if reflinks {
+                "supported (copies are instant)"
+            } else {
+                "not supported (copies fall back to copy_file_range)"
+            }
         ),
     )
 }
@@ -318,19 +425,35 @@ mod tests {
             fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             fs::write(p, text).expect("write");
         }
-        let paths = HostPaths { proc: tmp.path().to_path_buf(), ..HostPaths::default() };
+        let paths = HostPaths {
+            proc: tmp.path().to_path_buf(),
+            ..HostPaths::default()
+        };
         (tmp, paths)
     }
 
     #[test]
     fn user_namespace_sysctls_name_their_fix() {
         let cases = [
-            ("sys/user/max_user_namespaces", "0\n", "user.max_user_namespaces=28633"),
-            ("sys/kernel/unprivileged_userns_clone", "0\n", "unprivileged_userns_clone=1"),
-            ("sys/kernel/apparmor_restrict_unprivileged_userns", "1\n", "apparmor_restrict_unprivileged_userns=0"),
+            (
+                "sys/user/max_user_namespaces",
+                "0\n",
+                "user.max_user_namespaces=28633",
+            ),
+            (
+                "sys/kernel/unprivileged_userns_clone",
+                "0\n",
+                "unprivileged_userns_clone=1",
+            ),
+            (
+                "sys/kernel/apparmor_restrict_unprivileged_userns",
+                "1\n",
+                "apparmor_restrict_unprivileged_userns=0",
+            ),
         ];
         for (file, value, fix) in cases {
-            let (_tmp, paths) = fake_proc(&[("sys/user/max_user_namespaces", "100\n"), (file, value)]);
+            let (_tmp, paths) =
+                fake_proc(&[("sys/user/max_user_namespaces", "100\n"), (file, value)]);
             let r = user_namespaces(&paths, false);
             assert_eq!(r.status, ProbeStatus::Problem, "{file}");
             assert!(r.fix.as_deref().is_some_and(|f| f.contains(fix)), "{r:?}");
@@ -344,7 +467,10 @@ mod tests {
         let (_tmp, paths) = fake_proc(&[
             ("sys/fs/binfmt_misc/register", ""),
             ("sys/fs/binfmt_misc/status", "enabled"),
-            ("sys/fs/binfmt_misc/qemu-aarch64", "enabled\ninterpreter /usr/bin/qemu-aarch64-static\n"),
+            (
+                "sys/fs/binfmt_misc/qemu-aarch64",
+                "enabled\ninterpreter /usr/bin/qemu-aarch64-static\n",
+            ),
             ("sys/fs/binfmt_misc/qemu-arm", "disabled\n"),
         ]);
         let r = binfmt(&paths);
@@ -360,10 +486,19 @@ mod tests {
         let uid = nix::unistd::getuid().as_raw();
         fs::write(tmp.path().join("subuid"), format!("{uid}:100000:65536\n")).expect("write");
         fs::write(tmp.path().join("subgid"), format!("{uid}:100000:1000\n")).expect("write");
-        let paths = HostPaths { subuid: tmp.path().join("subuid"), subgid: tmp.path().join("subgid"), ..HostPaths::default() };
+        let paths = HostPaths {
+            subuid: tmp.path().join("subuid"),
+            subgid: tmp.path().join("subgid"),
+            ..HostPaths::default()
+        };
         let r = subordinate_ids(&paths, false);
         assert_eq!(r.status, ProbeStatus::Problem, "{r:?}");
-        assert!(r.detail.contains("65536 subordinate uids and 1000 subordinate gids"), "{}", r.detail);
+        assert!(
+            r.detail
+                .contains("65536 subordinate uids and 1000 subordinate gids"),
+            "{}",
+            r.detail
+        );
     }
 
     #[test]
@@ -371,8 +506,14 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let r = state_dir_probe(&tmp.path().join("state"));
         assert_eq!(r.status, ProbeStatus::Ok, "{r:?}");
-        let report = DoctorReport { probes: vec![r], can_run_steps: true };
+        let report = DoctorReport {
+            probes: vec![r],
+            can_run_steps: true,
+        };
         let text = serde_json::to_string(&report).expect("serialize");
-        assert_eq!(serde_json::from_str::<DoctorReport>(&text).expect("deserialize"), report);
+        assert_eq!(
+            serde_json::from_str::<DoctorReport>(&text).expect("deserialize"),
+            report
+        );
     }
 }

@@ -60,7 +60,9 @@ pub enum SetupError {
         path: String,
     },
     /// A mount target exists in the image with the wrong type.
-    #[error("mount point {path} exists in the root filesystem with the wrong type (file vs directory)")]
+    #[error(
+        "mount point {path} exists in the root filesystem with the wrong type (file vs directory)"
+    )]
     MountPointKind {
         /// The container path.
         path: PathBuf,
@@ -76,13 +78,19 @@ pub enum SetupError {
 impl From<ChildFailure> for SetupError {
     fn from(f: ChildFailure) -> Self {
         match f {
-            ChildFailure::Os { step, path, errno } => {
-                SetupError::Os { step, path, source: io::Error::from_raw_os_error(errno) }
-            }
-            ChildFailure::ProcMasked { errno } => SetupError::ProcMasked { source: io::Error::from_raw_os_error(errno) },
+            ChildFailure::Os { step, path, errno } => SetupError::Os {
+                step,
+                path,
+                source: io::Error::from_raw_os_error(errno),
+            },
+            ChildFailure::ProcMasked { errno } => SetupError::ProcMasked {
+                source: io::Error::from_raw_os_error(errno),
+            },
             ChildFailure::User(e) => SetupError::User(e),
             ChildFailure::Unmapped { uid, gid } => SetupError::Unmapped { uid, gid },
-            ChildFailure::CommandNotFound { program, path } => SetupError::CommandNotFound { program, path },
+            ChildFailure::CommandNotFound { program, path } => {
+                SetupError::CommandNotFound { program, path }
+            }
             ChildFailure::MountPointKind { path } => SetupError::MountPointKind { path },
             ChildFailure::BadRequest { detail } => SetupError::BadRequest { detail },
         }

@@ -123,8 +123,16 @@ impl IdMapping {
     pub fn host() -> IdMapping {
         IdMapping {
             kind: Kind::Host,
-            uid_map: vec![IdRange { container_id: 0, host_id: 0, count: u32::MAX }],
-            gid_map: vec![IdRange { container_id: 0, host_id: 0, count: u32::MAX }],
+            uid_map: vec![IdRange {
+                container_id: 0,
+                host_id: 0,
+                count: u32::MAX,
+            }],
+            gid_map: vec![IdRange {
+                container_id: 0,
+                host_id: 0,
+                count: u32::MAX,
+            }],
         }
     }
 
@@ -132,13 +140,26 @@ impl IdMapping {
     pub fn single_id(uid: u32, gid: u32) -> IdMapping {
         IdMapping {
             kind: Kind::SingleId,
-            uid_map: vec![IdRange { container_id: 0, host_id: uid, count: 1 }],
-            gid_map: vec![IdRange { container_id: 0, host_id: gid, count: 1 }],
+            uid_map: vec![IdRange {
+                container_id: 0,
+                host_id: uid,
+                count: 1,
+            }],
+            gid_map: vec![IdRange {
+                container_id: 0,
+                host_id: gid,
+                count: 1,
+            }],
         }
     }
 
     /// Container root is the caller and ids from 1 on map to the subordinate ranges, in order.
-    pub fn subordinate(uid: u32, gid: u32, subuids: &[SubIdRange], subgids: &[SubIdRange]) -> IdMapping {
+    pub fn subordinate(
+        uid: u32,
+        gid: u32,
+        subuids: &[SubIdRange],
+        subgids: &[SubIdRange],
+    ) -> IdMapping {
         IdMapping {
             kind: Kind::Subordinate,
             uid_map: with_ranges(uid, subuids),
@@ -196,7 +217,9 @@ impl IdMapping {
             return None;
         }
         let uid = self.uid_map.first().map_or(0, |r| r.host_id);
-        Some(MappingLimitation { user: user_name(uid).unwrap_or_else(|| uid.to_string()) })
+        Some(MappingLimitation {
+            user: user_name(uid).unwrap_or_else(|| uid.to_string()),
+        })
     }
 
     /// [`IdMapping::limitation`], but only the first time in this process: callers print it so
@@ -232,10 +255,18 @@ impl IdMapping {
 }
 
 fn with_ranges(id: u32, ranges: &[SubIdRange]) -> Vec<IdRange> {
-    let mut map = vec![IdRange { container_id: 0, host_id: id, count: 1 }];
+    let mut map = vec![IdRange {
+        container_id: 0,
+        host_id: id,
+        count: 1,
+    }];
     let mut next = 1u32;
     for range in ranges {
-        map.push(IdRange { container_id: next, host_id: range.start, count: range.count });
+        map.push(IdRange {
+            container_id: next,
+            host_id: range.start,
+            count: range.count,
+        });
         next = next.saturating_add(range.count);
     }
     map
@@ -249,22 +280,34 @@ fn lookup(map: &[IdRange], id: u32) -> Option<u32> {
 }
 
 fn map_text(map: &[IdRange]) -> String {
-    map.iter().map(|r| format!("{} {} {}\n", r.container_id, r.host_id, r.count)).collect()
+    map.iter()
+        .map(|r| format!("{} {} {}\n", r.container_id, r.host_id, r.count))
+        .collect()
 }
 
 fn write_map(path: &Path, text: &str) -> Result<(), IdMapError> {
-    fs::write(path, text).map_err(|source| IdMapError::WriteMap { path: path.to_path_buf(), source })
+    fs::write(path, text).map_err(|source| IdMapError::WriteMap {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn run_helper(program: &Path, pid: i32, map: &[IdRange]) -> Result<(), IdMapError> {
     let mut args = vec![pid.to_string()];
     for r in map {
-        args.extend([r.container_id.to_string(), r.host_id.to_string(), r.count.to_string()]);
+        args.extend([
+            r.container_id.to_string(),
+            r.host_id.to_string(),
+            r.count.to_string(),
+        ]);
     }
     let output = Command::new(program)
         .args(&args)
         .output()
-        .map_err(|source| IdMapError::SpawnHelper { program: program.to_path_buf(), source })?;
+        .map_err(|source| IdMapError::SpawnHelper {
+            program: program.to_path_buf(),
+            source,
+        })?;
     if output.status.success() {
         return Ok(());
     }
@@ -278,16 +321,28 @@ fn run_helper(program: &Path, pid: i32, map: &[IdRange]) -> Result<(), IdMapErro
 
 /// The login name of `uid` on the host, if it has one.
 pub(crate) fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// The ranges of /etc/subuid-format `path` that belong to the user `name` or `uid`; a missing
 /// file has none.
-pub(crate) fn read_sub_ids(path: &Path, name: Option<&str>, uid: u32) -> Result<Vec<SubIdRange>, IdMapError> {
+pub(crate) fn read_sub_ids(
+    path: &Path,
+    name: Option<&str>,
+    uid: u32,
+) -> Result<Vec<SubIdRange>, IdMapError> {
     let text = match fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(IdMapError::ReadSubIds { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(IdMapError::ReadSubIds {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     Ok(parse_sub_ids(&text, name, uid))
 }
@@ -315,7 +370,16 @@ mod tests {
         let text = "alice:100000:65536\n# comment\n1001:200000:1000\nbob:300000:65536\nbad:x:1\nalice:400000:0\n";
         assert_eq!(
             parse_sub_ids(text, Some("alice"), 1001),
-            vec![SubIdRange { start: 100000, count: 65536 }, SubIdRange { start: 200000, count: 1000 }]
+            vec![
+                SubIdRange {
+                    start: 100000,
+                    count: 65536
+                },
+                SubIdRange {
+                    start: 200000,
+                    count: 1000
+                }
+            ]
         );
         assert!(parse_sub_ids(text, Some("carol"), 5).is_empty());
     }
@@ -325,8 +389,20 @@ mod tests {
         let m = IdMapping::subordinate(
             1000,
             1000,
-            &[SubIdRange { start: 100000, count: 10 }, SubIdRange { start: 500000, count: 5 }],
-            &[SubIdRange { start: 100000, count: 65536 }],
+            &[
+                SubIdRange {
+                    start: 100000,
+                    count: 10,
+                },
+                SubIdRange {
+                    start: 500000,
+                    count: 5,
+                },
+            ],
+            &[SubIdRange {
+                start: 100000,
+                count: 65536,
+            }],
         );
         assert_eq!(m.host_uid(0), Some(1000));
         assert_eq!(m.host_uid(1), Some(100000));
@@ -334,7 +410,10 @@ mod tests {
         assert_eq!(m.host_uid(11), Some(500000));
         assert_eq!(m.host_uid(16), None);
         assert_eq!(m.host_gid(1000), Some(100999));
-        assert_eq!(map_text(m.uid_map()), "0 1000 1\n1 100000 10\n11 500000 5\n");
+        assert_eq!(
+            map_text(m.uid_map()),
+            "0 1000 1\n1 100000 10\n11 500000 5\n"
+        );
         assert!(m.limitation().is_none());
     }
 

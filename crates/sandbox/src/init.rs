@@ -37,8 +37,14 @@ pub(crate) const INIT_ENV: &str = "_IMG_SANDBOX_INIT";
 /// Exit code of the init when setup failed (the failure itself went to the parent as data).
 const SETUP_FAILED: i32 = 125;
 /// Signals pid 1 relays to the command.
-const FORWARDED: [Signal; 6] =
-    [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Becomes the sandbox init when this process was started as one by [`crate::Sandbox`], and
@@ -48,7 +54,9 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// `img` binary, must call this first thing in `main`, before starting threads or parsing
 /// arguments.
 pub fn maybe_run_init() {
-    let Some(fd) = std::env::var_os(INIT_ENV) else { return };
+    let Some(fd) = std::env::var_os(INIT_ENV) else {
+        return;
+    };
     let fd: i32 = match fd.to_str().and_then(|s| s.parse().ok()) {
         Some(fd) if fd > 2 => fd,
         _ => std::process::exit(SETUP_FAILED),
@@ -57,14 +65,24 @@ pub fn maybe_run_init() {
     // Nothing the caller's process happened to leave open (a jobserver pipe, a log file) may
     // reach the step.
     // SAFETY: closes descriptors this freshly executed process does not use.
-    unsafe { libc::syscall(libc::SYS_close_range, fd.max(3) as libc::c_uint + 1, libc::c_uint::MAX, 0) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            fd.max(3) as libc::c_uint + 1,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
     for other in 3..fd {
         // SAFETY: as above, below the control socket.
         unsafe { libc::close(other) };
     }
     // SAFETY: the parent passed this descriptor, and nothing else in this process owns it.
     let control = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(&control, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+    let _ = nix::fcntl::fcntl(
+        &control,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     std::process::exit(stage1(control.as_fd()));
 }
 
@@ -75,18 +93,36 @@ fn fail(control: BorrowedFd<'_>, failure: ChildFailure) -> i32 {
 
 fn set_parent_death_signal() {
     // SAFETY: plain prctl; the sandbox dies with whoever started it.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
 }
 
 fn stage1(control: BorrowedFd<'_>) -> i32 {
     set_parent_death_signal();
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        return fail(control, ChildFailure::os(SetupStep::ReadRequest, "stdin", &e));
+        return fail(
+            control,
+            ChildFailure::os(SetupStep::ReadRequest, "stdin", &e),
+        );
     }
     let request: InitRequest = match serde_json::from_slice(&input) {
         Ok(r) => r,
-        Err(e) => return fail(control, ChildFailure::BadRequest { detail: e.to_string() }),
+        Err(e) => {
+            return fail(
+                control,
+                ChildFailure::BadRequest {
+                    detail: e.to_string(),
+                },
+            )
+        }
     };
     drop(input);
     let (mapping, network) = match &request {
@@ -96,7 +132,10 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
     let sys = LinuxSyscalls;
     if mapping.uses_user_namespace() {
         if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
-            return fail(control, ChildFailure::os(SetupStep::Unshare, "user namespace", &e));
+            return fail(
+                control,
+                ChildFailure::os(SetupStep::Unshare, "user namespace", &e),
+            );
         }
         if protocol::send(control, &ChildMessage::UserNamespaceCreated).is_err() {
             return SETUP_FAILED;
@@ -106,16 +145,25 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             _ => return SETUP_FAILED,
         }
     }
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
     if network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = sys.unshare(flags) {
-        return fail(control, ChildFailure::os(SetupStep::Unshare, "mount, pid, ipc, uts namespaces", &e));
+        return fail(
+            control,
+            ChildFailure::os(SetupStep::Unshare, "mount, pid, ipc, uts namespaces", &e),
+        );
     }
     // SAFETY: this process is single-threaded (freshly executed), so the child may do anything.
     match unsafe { fork() } {
-        Err(e) => fail(control, ChildFailure::os(SetupStep::Fork, "pid 1", &e.into())),
+        Err(e) => fail(
+            control,
+            ChildFailure::os(SetupStep::Fork, "pid 1", &e.into()),
+        ),
         Ok(ForkResult::Child) => {
             set_parent_death_signal();
             let code = match request {
@@ -125,7 +173,12 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             std::process::exit(code)
         }
         Ok(ForkResult::Parent { child }) => {
-            let _ = protocol::send(control, &ChildMessage::InitStarted { pid: child.as_raw() });
+            let _ = protocol::send(
+                control,
+                &ChildMessage::InitStarted {
+                    pid: child.as_raw(),
+                },
+            );
             // Only the command may hold the output pipes, so they close when it is gone.
             redirect_to_dev_null(&[1, 2]);
             exit_code_of(wait_for(child))
@@ -164,7 +217,12 @@ fn exit_code_of(status: WaitStatus) -> i32 {
 fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
     let signals = match supervise_signals() {
         Ok(fd) => fd,
-        Err(e) => return fail(control, ChildFailure::os(SetupStep::Fork, "signalfd", &e.into())),
+        Err(e) => {
+            return fail(
+                control,
+                ChildFailure::os(SetupStep::Fork, "signalfd", &e.into()),
+            )
+        }
     };
     let sys = LinuxSyscalls;
     let setup = RootSetup {
@@ -181,7 +239,10 @@ fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
     let command = match unsafe { fork() } {
         Err(e) => {
             stubs.clean(&sys);
-            return fail(control, ChildFailure::os(SetupStep::Fork, "command", &e.into()));
+            return fail(
+                control,
+                ChildFailure::os(SetupStep::Fork, "command", &e.into()),
+            );
         }
         Ok(ForkResult::Child) => {
             let failure = exec_command(spec);
@@ -220,12 +281,18 @@ fn supervise_signals() -> nix::Result<SignalFd> {
 
 /// Waits for the command, reaping every orphan re-parented to pid 1 meanwhile; on its exit
 /// kills what it left behind. Returns the command's status.
-fn supervise(control: BorrowedFd<'_>, signals: &SignalFd, command: Pid, default_grace: Duration) -> WaitStatus {
+fn supervise(
+    control: BorrowedFd<'_>,
+    signals: &SignalFd,
+    command: Pid,
+    default_grace: Duration,
+) -> WaitStatus {
     let mut kill_at: Option<Instant> = None;
     let mut control_open = true;
     let status = 'outer: loop {
         let timeout = match kill_at {
-            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now())).unwrap_or(PollTimeout::MAX),
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(Instant::now()))
+                .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
         let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
@@ -235,7 +302,10 @@ fn supervise(control: BorrowedFd<'_>, signals: &SignalFd, command: Pid, default_
         if poll(&mut fds, timeout).is_err() {
             continue;
         }
-        let control_ready = fds.get(1).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
+        let control_ready = fds
+            .get(1)
+            .and_then(|f| f.revents())
+            .is_some_and(|r| !r.is_empty());
         drop(fds);
         if kill_at.is_some_and(|at| Instant::now() >= at) {
             let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -267,7 +337,9 @@ fn supervise(control: BorrowedFd<'_>, signals: &SignalFd, command: Pid, default_
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) if pid == command => {
+                Ok(status @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _)))
+                    if pid == command =>
+                {
                     break 'outer status;
                 }
                 Ok(_) => {}
@@ -276,7 +348,10 @@ fn supervise(control: BorrowedFd<'_>, signals: &SignalFd, command: Pid, default_
     };
     // Whatever the command left running dies with it, as when a container's init exits.
     let _ = signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-    while !matches!(waitpid(Pid::from_raw(-1), None), Err(nix::errno::Errno::ECHILD)) {}
+    while !matches!(
+        waitpid(Pid::from_raw(-1), None),
+        Err(nix::errno::Errno::ECHILD)
+    ) {}
     status
 }
 
@@ -313,18 +388,28 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
         Err(e) => Err(ChildFailure::os(SetupStep::ReadUserDatabase, path, &e)),
     };
-    let user = user::resolve(&process.user, &read_db("/etc/passwd")?, &read_db("/etc/group")?)
-        .map_err(ChildFailure::User)?;
+    let user = user::resolve(
+        &process.user,
+        &read_db("/etc/passwd")?,
+        &read_db("/etc/group")?,
+    )
+    .map_err(ChildFailure::User)?;
     let mapping: &IdMapping = &spec.id_mapping;
     if mapping.host_uid(user.uid).is_none() || mapping.host_gid(user.gid).is_none() {
-        return Err(ChildFailure::Unmapped { uid: user.uid, gid: user.gid });
+        return Err(ChildFailure::Unmapped {
+            uid: user.uid,
+            gid: user.gid,
+        });
     }
     // Docker creates a missing working directory, as root, before switching user.
     std::fs::create_dir_all(&process.cwd)
         .map_err(|e| ChildFailure::os(SetupStep::WorkingDirectory, &process.cwd, &e))?;
 
     let mut env = process.env.clone();
-    let has = |env: &[String], key: &str| env.iter().any(|e| e.split_once('=').is_some_and(|(k, _)| k == key));
+    let has = |env: &[String], key: &str| {
+        env.iter()
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+    };
     if !has(&env, "PATH") {
         env.push(format!("PATH={DEFAULT_PATH}"));
     }
@@ -333,20 +418,45 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
     }
     for (name, value) in &process.secret_env {
         env.retain(|e| e.split_once('=').is_none_or(|(k, _)| k != name));
-        env.push(format!("{name}={}", String::from_utf8_lossy(value.expose())));
+        env.push(format!(
+            "{name}={}",
+            String::from_utf8_lossy(value.expose())
+        ));
     }
 
-    let ids = |e: nix::errno::Errno| ChildFailure::os(SetupStep::SetIds, format!("{}:{}", user.uid, user.gid), &e.into());
+    let ids = |e: nix::errno::Errno| {
+        ChildFailure::os(
+            SetupStep::SetIds,
+            format!("{}:{}", user.uid, user.gid),
+            &e.into(),
+        )
+    };
     if !mapping.setgroups_denied() {
-        let groups: Vec<Gid> = user.groups.iter().filter(|g| mapping.host_gid(**g).is_some()).map(|g| Gid::from_raw(*g)).collect();
+        let groups: Vec<Gid> = user
+            .groups
+            .iter()
+            .filter(|g| mapping.host_gid(**g).is_some())
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         nix::unistd::setgroups(&groups).map_err(ids)?;
     }
-    let capabilities = |e: std::io::Error| ChildFailure::os(SetupStep::Capabilities, "bounding set", &e);
+    let capabilities =
+        |e: std::io::Error| ChildFailure::os(SetupStep::Capabilities, "bounding set", &e);
     if spec.security == SecurityMode::Sandbox {
         caps::bound_to_docker_default().map_err(capabilities)?;
     }
-    nix::unistd::setresgid(Gid::from_raw(user.gid), Gid::from_raw(user.gid), Gid::from_raw(user.gid)).map_err(ids)?;
-    nix::unistd::setresuid(Uid::from_raw(user.uid), Uid::from_raw(user.uid), Uid::from_raw(user.uid)).map_err(ids)?;
+    nix::unistd::setresgid(
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+        Gid::from_raw(user.gid),
+    )
+    .map_err(ids)?;
+    nix::unistd::setresuid(
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+        Uid::from_raw(user.uid),
+    )
+    .map_err(ids)?;
     if spec.security == SecurityMode::Sandbox {
         caps::clear_inheritable().map_err(capabilities)?;
         caps::set_no_new_privs().map_err(capabilities)?;
@@ -360,12 +470,29 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
         .unwrap_or(DEFAULT_PATH)
         .to_string();
     let program = process.args.first().cloned().unwrap_or_default();
-    let resolved = find_program(&program, &path_var)
-        .ok_or_else(|| ChildFailure::CommandNotFound { program: program.clone(), path: path_var.clone() })?;
-    let cstr = |s: &str| CString::new(s).map_err(|_| ChildFailure::CommandNotFound { program: program.clone(), path: path_var.clone() });
-    let argv = process.args.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+    let resolved =
+        find_program(&program, &path_var).ok_or_else(|| ChildFailure::CommandNotFound {
+            program: program.clone(),
+            path: path_var.clone(),
+        })?;
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| ChildFailure::CommandNotFound {
+            program: program.clone(),
+            path: path_var.clone(),
+        })
+    };
+    let argv = process
+        .args
+        .iter()
+        .map(|a| cstr(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let envp = env.iter().map(|e| cstr(e)).collect::<Result<Vec<_>, _>>()?;
-    let exe = CString::new(resolved.as_os_str().as_bytes()).map_err(|_| ChildFailure::CommandNotFound { program: program.clone(), path: path_var.clone() })?;
+    let exe = CString::new(resolved.as_os_str().as_bytes()).map_err(|_| {
+        ChildFailure::CommandNotFound {
+            program: program.clone(),
+            path: path_var.clone(),
+        }
+    })?;
     let err = nix::unistd::execve(&exe, &argv, &envp).unwrap_err();
     Err(ChildFailure::os(SetupStep::Exec, resolved, &err.into()))
 }
@@ -378,9 +505,13 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }
-    path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(program)).find(|candidate| {
-        nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok() && !candidate.is_dir()
-    })
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(program))
+        .find(|candidate| {
+            nix::unistd::access(candidate.as_path(), nix::unistd::AccessFlags::X_OK).is_ok()
+                && !candidate.is_dir()
+        })
 }
 
 /// The doctor's probe, as pid 1 of fresh namespaces: can a fresh procfs and an overlay be
@@ -394,11 +525,17 @@ fn probe(control: BorrowedFd<'_>, dir: &Path) -> i32 {
     let proc = std::fs::create_dir_all(&proc_dir)
         .map_err(|e| os(SetupStep::CreateMountPoint, &proc_dir, e))
         .and_then(|()| {
-            sys.mount(Some(Path::new("proc")), &proc_dir, Some("proc"), nix::mount::MsFlags::empty(), None)
-                .map_err(|e| match e.raw_os_error() {
-                    Some(errno @ (libc::EPERM | libc::EACCES)) => ChildFailure::ProcMasked { errno },
-                    _ => os(SetupStep::Mount("proc".into()), &proc_dir, e),
-                })
+            sys.mount(
+                Some(Path::new("proc")),
+                &proc_dir,
+                Some("proc"),
+                nix::mount::MsFlags::empty(),
+                None,
+            )
+            .map_err(|e| match e.raw_os_error() {
+                Some(errno @ (libc::EPERM | libc::EACCES)) => ChildFailure::ProcMasked { errno },
+                _ => os(SetupStep::Mount("proc".into()), &proc_dir, e),
+            })
         });
     let overlay = (|| {
         let names = ["lower", "upper", "work", "merged"];
@@ -413,8 +550,14 @@ fn probe(control: BorrowedFd<'_>, dir: &Path) -> i32 {
             dir.join("work").display()
         );
         let merged = dir.join("merged");
-        sys.mount(Some(Path::new("overlay")), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(&data))
-            .map_err(|e| os(SetupStep::Mount("overlay".into()), &merged, e))
+        sys.mount(
+            Some(Path::new("overlay")),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(&data),
+        )
+        .map_err(|e| os(SetupStep::Mount("overlay".into()), &merged, e))
     })();
     let _ = protocol::send(control, &ChildMessage::ProbeResults { overlay, proc });
     0
@@ -426,7 +569,10 @@ mod tests {
 
     #[test]
     fn finds_programs_like_execvp() {
-        assert_eq!(find_program("sh", "/nonexistent:/bin"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            find_program("sh", "/nonexistent:/bin"),
+            Some(PathBuf::from("/bin/sh"))
+        );
         assert_eq!(find_program("./x", "/bin"), Some(PathBuf::from("./x")));
         assert_eq!(find_program("no-such-program-here", "/bin:/usr/bin"), None);
         assert_eq!(find_program("", "/bin"), None);

@@ -44,6 +44,8 @@
 //! Libraries and tests that cannot change `main` use the `img-sandbox-init` binary of this
 //! crate through [`Sandbox::with_init_program`].
 #![deny(missing_docs)]
+// The example above is about `main` itself.
+#![allow(clippy::needless_doctest_main)]
 
 mod cache_lock;
 mod cancel;
@@ -72,7 +74,7 @@ pub use paths::HostPaths;
 pub use protocol::SetupStep;
 pub use sandbox::{Sandbox, StepExit};
 pub use spec::{
-    BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes, SecurityMode, StepMount,
-    DEFAULT_HOSTNAME,
+    BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes,
+    SecurityMode, StepMount, DEFAULT_HOSTNAME,
 };
 pub use user::UserError;

@@ -89,7 +89,14 @@ impl RootSetup<'_> {
         self.spec.rootfs.root()
     }
 
-    fn mount(&self, source: Option<&Path>, target: &Path, fstype: &str, flags: MsFlags, data: &str) -> Result<()> {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: &str,
+        flags: MsFlags,
+        data: &str,
+    ) -> Result<()> {
         let fs = (!fstype.is_empty() && fstype != "bind").then_some(fstype);
         let data = (!data.is_empty()).then_some(data);
         self.sys
@@ -99,7 +106,11 @@ impl RootSetup<'_> {
 
     /// A bind, made read-only with a remount that keeps the flags the kernel locks.
     fn bind(&self, source: &Path, target: &Path, recursive: bool, readonly: bool) -> Result<()> {
-        let rec = if recursive { MsFlags::MS_REC } else { MsFlags::empty() };
+        let rec = if recursive {
+            MsFlags::MS_REC
+        } else {
+            MsFlags::empty()
+        };
         self.mount(Some(source), target, "bind", MsFlags::MS_BIND | rec, "")?;
         if readonly {
             let locked = self
@@ -116,7 +127,13 @@ impl RootSetup<'_> {
     pub(crate) fn run(&self) -> Result<MountStubs> {
         let mut stubs = MountStubs::default();
         // Nothing done here may propagate back to the caller's mount namespace.
-        self.mount(None, Path::new("/"), "", MsFlags::MS_REC | MsFlags::MS_PRIVATE, "")?;
+        self.mount(
+            None,
+            Path::new("/"),
+            "",
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            "",
+        )?;
         if let Rootfs::Mounted { mounts, .. } = &self.spec.rootfs {
             for m in mounts {
                 let (flags, data) = parse_options(&m.options);
@@ -125,7 +142,13 @@ impl RootSetup<'_> {
         }
         // pivot_root needs the new root to be a mount point.
         self.bind(self.root(), self.root(), true, false)?;
-        self.mount(Some(Path::new("tmpfs")), self.staging, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=755")?;
+        self.mount(
+            Some(Path::new("tmpfs")),
+            self.staging,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=755",
+        )?;
 
         self.mount_proc(&mut stubs)?;
         self.mount_dev(&mut stubs)?;
@@ -141,7 +164,9 @@ impl RootSetup<'_> {
             .sethostname(&self.spec.hostname)
             .map_err(|e| ChildFailure::os(SetupStep::Hostname, &self.spec.hostname, &e))?;
         if self.spec.network == NetworkMode::None {
-            self.sys.loopback_up().map_err(|e| ChildFailure::os(SetupStep::Loopback, "lo", &e))?;
+            self.sys
+                .loopback_up()
+                .map_err(|e| ChildFailure::os(SetupStep::Loopback, "lo", &e))?;
         }
         self.sys
             .pivot_root(self.root())
@@ -167,26 +192,50 @@ impl RootSetup<'_> {
     fn mount_dev(&self, stubs: &mut MountStubs) -> Result<()> {
         let dev = self.ensure_dir(Path::new("/dev"), stubs)?;
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
-        self.mount(Some(Path::new("tmpfs")), &dev, "tmpfs", flags, "mode=755,size=65536k")?;
+        self.mount(
+            Some(Path::new("tmpfs")),
+            &dev,
+            "tmpfs",
+            flags,
+            "mode=755,size=65536k",
+        )?;
         stubs.mounted.push(self.container_path(&dev));
         // Everything below lives in the tmpfs: nothing to clean up.
         let fs = |step, path: &Path, e: std::io::Error| ChildFailure::os(step, path, &e);
         for name in DEVICES {
             let node = dev.join(name);
-            self.sys.create_file(&node, 0o666).map_err(|e| fs(SetupStep::CreateMountPoint, &node, e))?;
+            self.sys
+                .create_file(&node, 0o666)
+                .map_err(|e| fs(SetupStep::CreateMountPoint, &node, e))?;
             self.bind(&Path::new("/dev").join(name), &node, false, false)?;
         }
         let pts = dev.join("pts");
-        self.sys.mkdir(&pts, 0o755).map_err(|e| fs(SetupStep::CreateMountPoint, &pts, e))?;
+        self.sys
+            .mkdir(&pts, 0o755)
+            .map_err(|e| fs(SetupStep::CreateMountPoint, &pts, e))?;
         let mut pts_data = "newinstance,ptmxmode=0666,mode=0620".to_string();
         if self.tty_gid_mapped {
             pts_data.push_str(",gid=5");
         }
-        self.mount(Some(Path::new("devpts")), &pts, "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, &pts_data)?;
+        self.mount(
+            Some(Path::new("devpts")),
+            &pts,
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            &pts_data,
+        )?;
         let shm = dev.join("shm");
-        self.sys.mkdir(&shm, 0o1777).map_err(|e| fs(SetupStep::CreateMountPoint, &shm, e))?;
+        self.sys
+            .mkdir(&shm, 0o1777)
+            .map_err(|e| fs(SetupStep::CreateMountPoint, &shm, e))?;
         let shm_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        self.mount(Some(Path::new("shm")), &shm, "tmpfs", shm_flags, "mode=1777,size=65536k")?;
+        self.mount(
+            Some(Path::new("shm")),
+            &shm,
+            "tmpfs",
+            shm_flags,
+            "mode=1777,size=65536k",
+        )?;
         for (link, target) in [
             ("fd", "/proc/self/fd"),
             ("stdin", "/proc/self/fd/0"),
@@ -195,19 +244,31 @@ impl RootSetup<'_> {
             ("ptmx", "pts/ptmx"),
         ] {
             let link = dev.join(link);
-            self.sys.symlink(Path::new(target), &link).map_err(|e| fs(SetupStep::CreateMountPoint, &link, e))?;
+            self.sys
+                .symlink(Path::new(target), &link)
+                .map_err(|e| fs(SetupStep::CreateMountPoint, &link, e))?;
         }
         Ok(())
     }
 
     fn mount_sys(&self, stubs: &mut MountStubs) -> Result<()> {
         let target = self.ensure_dir(Path::new("/sys"), stubs)?;
-        let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        let flags =
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         // A fresh sysfs needs a network namespace owned by our user namespace; with the host's
         // network the kernel refuses it, and a read-only bind of the host's /sys does instead.
         stubs.mounted.push(self.container_path(&target));
         if self.spec.network == NetworkMode::None
-            && self.sys.mount(Some(Path::new("sysfs")), &target, Some("sysfs"), flags, None).is_ok()
+            && self
+                .sys
+                .mount(
+                    Some(Path::new("sysfs")),
+                    &target,
+                    Some("sysfs"),
+                    flags,
+                    None,
+                )
+                .is_ok()
         {
             return Ok(());
         }
@@ -218,9 +279,17 @@ impl RootSetup<'_> {
 
     fn supply_etc_files(&self, stubs: &mut MountStubs) -> Result<()> {
         let hostname = format!("{}\n", self.spec.hostname);
-        let hosts = self.spec.hosts.clone().unwrap_or_else(|| default_hosts(&self.spec.hostname).into_bytes());
+        let hosts = self
+            .spec
+            .hosts
+            .clone()
+            .unwrap_or_else(|| default_hosts(&self.spec.hostname).into_bytes());
         let resolv = self.spec.resolv_conf.clone().unwrap_or_default();
-        for (name, data) in [("hostname", hostname.into_bytes()), ("hosts", hosts), ("resolv.conf", resolv)] {
+        for (name, data) in [
+            ("hostname", hostname.into_bytes()),
+            ("hosts", hosts),
+            ("resolv.conf", resolv),
+        ] {
             let source = self.staging.join(name);
             self.sys
                 .write_file(&source, &data, 0o644)
@@ -234,10 +303,17 @@ impl RootSetup<'_> {
 
     fn step_mount(&self, index: usize, mount: &StepMount, stubs: &mut MountStubs) -> Result<()> {
         let host_target = match mount {
-            StepMount::Bind { source, target, mode } => {
+            StepMount::Bind {
+                source,
+                target,
+                mode,
+            } => {
                 let is_dir = self.sys.kind(source) == Some(FileKind::Dir);
-                let host_target =
-                    if is_dir { self.ensure_dir(target, stubs)? } else { self.ensure_file(target, stubs)? };
+                let host_target = if is_dir {
+                    self.ensure_dir(target, stubs)?
+                } else {
+                    self.ensure_file(target, stubs)?
+                };
                 match (mode, is_dir) {
                     (BindMode::ReadOnly, _) => self.bind(source, &host_target, true, true)?,
                     (BindMode::ReadWrite, _) => self.bind(source, &host_target, true, false)?,
@@ -250,7 +326,13 @@ impl RootSetup<'_> {
                             upper.display(),
                             work.display()
                         );
-                        self.mount(Some(Path::new("overlay")), &host_target, "overlay", MsFlags::empty(), &data)?;
+                        self.mount(
+                            Some(Path::new("overlay")),
+                            &host_target,
+                            "overlay",
+                            MsFlags::empty(),
+                            &data,
+                        )?;
                     }
                     (BindMode::ReadWriteDiscard, false) => {
                         let copy = self.staging.join(format!("discard-{index}"));
@@ -272,13 +354,27 @@ impl RootSetup<'_> {
             StepMount::Tmpfs { target, size } => {
                 let host_target = self.ensure_dir(target, stubs)?;
                 let data = size.map(|s| format!("size={s}")).unwrap_or_default();
-                self.mount(Some(Path::new("tmpfs")), &host_target, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, &data)?;
+                self.mount(
+                    Some(Path::new("tmpfs")),
+                    &host_target,
+                    "tmpfs",
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    &data,
+                )?;
                 host_target
             }
-            StepMount::Secret { data, target, mode, uid, gid } => {
+            StepMount::Secret {
+                data,
+                target,
+                mode,
+                uid,
+                gid,
+            } => {
                 let source = self.staging.join(format!("secret-{index}"));
                 let err = |e: std::io::Error| ChildFailure::os(SetupStep::WriteFile, &source, &e);
-                self.sys.write_file(&source, data.expose(), 0o600).map_err(err)?;
+                self.sys
+                    .write_file(&source, data.expose(), 0o600)
+                    .map_err(err)?;
                 self.sys.chown(&source, *uid, *gid).map_err(err)?;
                 self.sys.chmod(&source, *mode).map_err(err)?;
                 let host_target = self.ensure_file(target, stubs)?;
@@ -307,8 +403,11 @@ impl RootSetup<'_> {
     /// (an image's `/etc/resolv.conf -> /run/...` stays inside the image).
     pub(crate) fn resolve(&self, path: &Path) -> PathBuf {
         let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-        let mut pending: Vec<std::ffi::OsString> =
-            path.components().rev().filter_map(|c| normal_or_parent(&c)).collect();
+        let mut pending: Vec<std::ffi::OsString> = path
+            .components()
+            .rev()
+            .filter_map(|c| normal_or_parent(&c))
+            .collect();
         let mut links = 0;
         while let Some(part) = pending.pop() {
             if part == ".." {
@@ -322,7 +421,12 @@ impl RootSetup<'_> {
                     if target.is_absolute() {
                         resolved.clear();
                     }
-                    pending.extend(target.components().rev().filter_map(|c| normal_or_parent(&c)));
+                    pending.extend(
+                        target
+                            .components()
+                            .rev()
+                            .filter_map(|c| normal_or_parent(&c)),
+                    );
                     continue;
                 }
             }
@@ -346,7 +450,9 @@ impl RootSetup<'_> {
         let host = self.resolve(path);
         match self.sys.kind(&host) {
             Some(FileKind::Dir) => Ok(host),
-            Some(_) => Err(ChildFailure::MountPointKind { path: path.to_path_buf() }),
+            Some(_) => Err(ChildFailure::MountPointKind {
+                path: path.to_path_buf(),
+            }),
             None => {
                 if let Some(parent) = path.parent().filter(|p| *p != path) {
                     self.ensure_dir(parent, stubs)?;
@@ -360,7 +466,9 @@ impl RootSetup<'_> {
     fn ensure_file(&self, path: &Path, stubs: &mut MountStubs) -> Result<PathBuf> {
         let host = self.resolve(path);
         match self.sys.kind(&host) {
-            Some(FileKind::Dir) => Err(ChildFailure::MountPointKind { path: path.to_path_buf() }),
+            Some(FileKind::Dir) => Err(ChildFailure::MountPointKind {
+                path: path.to_path_buf(),
+            }),
             Some(_) => Ok(host),
             None => {
                 if let Some(parent) = path.parent() {
@@ -379,7 +487,11 @@ impl RootSetup<'_> {
             _ => self.sys.create_file(host, 0o644),
         };
         created.map_err(|e| ChildFailure::os(SetupStep::CreateMountPoint, host, &e))?;
-        stubs.created.push(Stub { path: self.container_path(host), kind, parent_times });
+        stubs.created.push(Stub {
+            path: self.container_path(host),
+            kind,
+            parent_times,
+        });
         Ok(())
     }
 }
@@ -423,7 +535,12 @@ mod tests {
         let mut b = SandboxSpec::builder(
             Rootfs::Mounted {
                 root: "/r".into(),
-                mounts: vec![Mount::overlay(&["/l1".into(), "/l0".into()], Path::new("/u"), Path::new("/w"), Path::new("/r"))],
+                mounts: vec![Mount::overlay(
+                    &["/l1".into(), "/l0".into()],
+                    Path::new("/u"),
+                    Path::new("/w"),
+                    Path::new("/r"),
+                )],
             },
             Process::new(["true"]),
             IdMapping::single_id(1000, 1000),
@@ -437,7 +554,13 @@ mod tests {
     }
 
     fn run(sys: &RecordingSyscalls, spec: &SandboxSpec) -> Result<MountStubs> {
-        RootSetup { sys, spec, staging: Path::new("/st"), tty_gid_mapped: false }.run()
+        RootSetup {
+            sys,
+            spec,
+            staging: Path::new("/st"),
+            tty_gid_mapped: false,
+        }
+        .run()
     }
 
     #[test]
@@ -459,7 +582,10 @@ mod tests {
         assert!(calls.contains(&"mount devpts /r/dev/pts devpts [MS_NOSUID | MS_NOEXEC] newinstance,ptmxmode=0666,mode=0620".to_string()));
         assert!(calls.contains(&"symlink /r/dev/ptmx -> pts/ptmx".to_string()));
         // Host network: sysfs is the host's, bound read-only with its locked flags repeated.
-        assert!(calls.contains(&"mount - /r/sys - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ".to_string()));
+        assert!(calls.contains(
+            &"mount - /r/sys - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] "
+                .to_string()
+        ));
         assert!(!calls.contains(&"loopback_up".to_string()));
         assert_eq!(calls[calls.len() - 2], "sethostname box");
         assert_eq!(calls.last().map(String::as_str), Some("pivot_root /r"));
@@ -473,33 +599,83 @@ mod tests {
         let calls = sys.calls();
         assert!(calls.contains(&"create /r/etc/hostname 644".to_string()));
         assert!(calls.contains(&"create /r/etc/resolv.conf 644".to_string()));
-        assert!(!calls.iter().any(|c| c == "create /r/etc/hosts 644"), "existing file reused");
+        assert!(
+            !calls.iter().any(|c| c == "create /r/etc/hosts 644"),
+            "existing file reused"
+        );
         assert!(calls.contains(&"mount /st/hosts /r/etc/hosts - [MS_BIND] ".to_string()));
         assert!(calls.contains(&"loopback_up".to_string()));
-        assert!(calls.iter().any(|c| c.starts_with("mount sysfs /r/sys sysfs")));
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with("mount sysfs /r/sys sysfs")));
 
         let sys2 = RecordingSyscalls::default();
         stubs.clean(&sys2);
         let calls = sys2.calls();
-        let (umounts, rest) = calls.split_at(calls.iter().position(|c| c.starts_with("remove")).expect("removes"));
+        let (umounts, rest) = calls.split_at(
+            calls
+                .iter()
+                .position(|c| c.starts_with("remove"))
+                .expect("removes"),
+        );
         assert_eq!(
             umounts,
-            ["umount /etc/resolv.conf", "umount /etc/hosts", "umount /etc/hostname", "umount /sys", "umount /dev", "umount /proc"]
+            [
+                "umount /etc/resolv.conf",
+                "umount /etc/hosts",
+                "umount /etc/hostname",
+                "umount /sys",
+                "umount /dev",
+                "umount /proc"
+            ]
         );
-        assert_eq!(rest, ["remove /etc/resolv.conf", "restore_times /etc", "remove /etc/hostname", "restore_times /etc"]);
+        assert_eq!(
+            rest,
+            [
+                "remove /etc/resolv.conf",
+                "restore_times /etc",
+                "remove /etc/hostname",
+                "restore_times /etc"
+            ]
+        );
     }
 
     #[test]
     fn step_mounts_create_nested_stubs_and_bind_with_their_mode() {
-        let sys = RecordingSyscalls::with_dirs(&["/r", "/r/proc", "/r/dev", "/r/sys", "/r/etc", "/src", "/cache"]);
+        let sys = RecordingSyscalls::with_dirs(&[
+            "/r", "/r/proc", "/r/dev", "/r/sys", "/r/etc", "/src", "/cache",
+        ]);
         sys.add("/sock", FileKind::File, None);
         let mounts = vec![
-            StepMount::Secret { data: SecretBytes::new("pw"), target: "/run/secrets/token".into(), mode: 0o400, uid: 0, gid: 0 },
-            StepMount::Bind { source: "/src".into(), target: "/src".into(), mode: BindMode::ReadOnly },
-            StepMount::Bind { source: "/src".into(), target: "/work".into(), mode: BindMode::ReadWriteDiscard },
-            StepMount::Cache { source: "/cache".into(), target: "/root/.cache".into() },
-            StepMount::Tmpfs { target: "/tmp".into(), size: Some(1 << 20) },
-            StepMount::SshAgent { socket: "/sock".into(), target: "/run/ssh.sock".into() },
+            StepMount::Secret {
+                data: SecretBytes::new("pw"),
+                target: "/run/secrets/token".into(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+            StepMount::Bind {
+                source: "/src".into(),
+                target: "/src".into(),
+                mode: BindMode::ReadOnly,
+            },
+            StepMount::Bind {
+                source: "/src".into(),
+                target: "/work".into(),
+                mode: BindMode::ReadWriteDiscard,
+            },
+            StepMount::Cache {
+                source: "/cache".into(),
+                target: "/root/.cache".into(),
+            },
+            StepMount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(1 << 20),
+            },
+            StepMount::SshAgent {
+                socket: "/sock".into(),
+                target: "/run/ssh.sock".into(),
+            },
         ];
         let stubs = run(&sys, &spec(mounts, NetworkMode::Host)).expect("setup");
         let calls = sys.calls();
@@ -523,7 +699,11 @@ mod tests {
         }
         let sys2 = RecordingSyscalls::default();
         stubs.clean(&sys2);
-        let removed: Vec<String> = sys2.calls().into_iter().filter(|c| c.starts_with("remove")).collect();
+        let removed: Vec<String> = sys2
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("remove"))
+            .collect();
         assert_eq!(
             removed,
             [
@@ -546,25 +726,48 @@ mod tests {
     #[test]
     fn symlinks_resolve_inside_the_root() {
         let sys = RecordingSyscalls::with_dirs(&["/r", "/r/etc", "/r/run"]);
-        sys.add("/r/etc/resolv.conf", FileKind::Symlink, Some("/run/resolv.conf"));
+        sys.add(
+            "/r/etc/resolv.conf",
+            FileKind::Symlink,
+            Some("/run/resolv.conf"),
+        );
         sys.add("/r/escape", FileKind::Symlink, Some("../../../../etc"));
         let spec = spec(vec![], NetworkMode::Host);
-        let setup = RootSetup { sys: &sys, spec: &spec, staging: Path::new("/st"), tty_gid_mapped: false };
-        assert_eq!(setup.resolve(Path::new("/etc/resolv.conf")), Path::new("/r/run/resolv.conf"));
-        assert_eq!(setup.resolve(Path::new("/escape/passwd")), Path::new("/r/etc/passwd"));
+        let setup = RootSetup {
+            sys: &sys,
+            spec: &spec,
+            staging: Path::new("/st"),
+            tty_gid_mapped: false,
+        };
+        assert_eq!(
+            setup.resolve(Path::new("/etc/resolv.conf")),
+            Path::new("/r/run/resolv.conf")
+        );
+        assert_eq!(
+            setup.resolve(Path::new("/escape/passwd")),
+            Path::new("/r/etc/passwd")
+        );
         assert_eq!(setup.resolve(Path::new("/../../x")), Path::new("/r/x"));
     }
 
     #[test]
     fn masked_proc_is_reported_as_such() {
-        let sys = RecordingSyscalls { fail_mount_fstype: Some("proc"), ..RecordingSyscalls::with_dirs(&["/r", "/r/proc"]) };
+        let sys = RecordingSyscalls {
+            fail_mount_fstype: Some("proc"),
+            ..RecordingSyscalls::with_dirs(&["/r", "/r/proc"])
+        };
         let err = run(&sys, &spec(vec![], NetworkMode::Host)).expect_err("proc refused");
         assert_eq!(err, ChildFailure::ProcMasked { errno: libc::EPERM });
     }
 
     #[test]
     fn parses_mount_options() {
-        let (flags, data) = parse_options(&["ro".into(), "nosuid".into(), "lowerdir=/a".into(), "size=1m".into()]);
+        let (flags, data) = parse_options(&[
+            "ro".into(),
+            "nosuid".into(),
+            "lowerdir=/a".into(),
+            "size=1m".into(),
+        ]);
         assert_eq!(flags, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert_eq!(data, "lowerdir=/a,size=1m");
     }

@@ -39,7 +39,10 @@ impl<F: FnMut(Stream, &[u8])> OutputSink for F {
 /// Sends every chunk to a channel; a closed receiver drops output without failing the step.
 impl OutputSink for Sender<OutputChunk> {
     fn output(&mut self, stream: Stream, data: &[u8]) {
-        let _ = self.send(OutputChunk { stream, data: data.to_vec() });
+        let _ = self.send(OutputChunk {
+            stream,
+            data: data.to_vec(),
+        });
     }
 }
 
@@ -63,7 +66,11 @@ pub struct LineSink<S> {
 impl<S: OutputSink> LineSink<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
-        LineSink { inner, stdout: Vec::new(), stderr: Vec::new() }
+        LineSink {
+            inner,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
     }
 
     /// The wrapped sink.
@@ -107,7 +114,9 @@ mod tests {
     fn line_sink_splits_and_flushes_per_stream() {
         let mut seen = Vec::new();
         {
-            let mut sink = LineSink::new(|s: Stream, d: &[u8]| seen.push((s, String::from_utf8_lossy(d).into_owned())));
+            let mut sink = LineSink::new(|s: Stream, d: &[u8]| {
+                seen.push((s, String::from_utf8_lossy(d).into_owned()))
+            });
             sink.output(Stream::Stdout, b"a\nb");
             sink.output(Stream::Stderr, b"e1\n");
             sink.output(Stream::Stdout, b"c\nd");

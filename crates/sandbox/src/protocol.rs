@@ -17,7 +17,10 @@ use crate::user::UserError;
 pub(crate) enum InitRequest {
     /// Run a step; `staging` is an empty host directory the init mounts a tmpfs on for the
     /// files it supplies (hosts, resolv.conf, secrets) and throwaway overlay upper directories.
-    Run { spec: SandboxSpec, staging: PathBuf },
+    Run {
+        spec: Box<SandboxSpec>,
+        staging: PathBuf,
+    },
     /// Probe what the kernel allows inside a user namespace, using `dir` as scratch space.
     Probe { id_mapping: IdMapping, dir: PathBuf },
 }
@@ -32,9 +35,15 @@ pub(crate) enum ChildMessage {
     /// Setup failed.
     Failed(ChildFailure),
     /// The step's process ended: exit code, or the signal that killed it.
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// Results of [`InitRequest::Probe`].
-    ProbeResults { overlay: Result<(), ChildFailure>, proc: Result<(), ChildFailure> },
+    ProbeResults {
+        overlay: Result<(), ChildFailure>,
+        proc: Result<(), ChildFailure>,
+    },
 }
 
 /// Messages from the parent to the sandbox.
@@ -108,7 +117,11 @@ impl std::fmt::Display for SetupStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ChildFailure {
     /// A system call failed with `errno` while doing `step` on `path`.
-    Os { step: SetupStep, path: PathBuf, errno: i32 },
+    Os {
+        step: SetupStep,
+        path: PathBuf,
+        errno: i32,
+    },
     /// The kernel refused a fresh procfs (a masked /proc).
     ProcMasked { errno: i32 },
     /// `USER` did not resolve.
@@ -125,7 +138,11 @@ pub(crate) enum ChildFailure {
 
 impl ChildFailure {
     pub(crate) fn os(step: SetupStep, path: impl Into<PathBuf>, err: &io::Error) -> ChildFailure {
-        ChildFailure::Os { step, path: path.into(), errno: err.raw_os_error().unwrap_or(libc::EIO) }
+        ChildFailure::Os {
+            step,
+            path: path.into(),
+            errno: err.raw_os_error().unwrap_or(libc::EIO),
+        }
     }
 }
 
@@ -134,7 +151,11 @@ const MAX_MESSAGE: usize = 64 * 1024;
 
 pub(crate) fn send<T: Serialize>(fd: BorrowedFd<'_>, message: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
-    nix::sys::socket::send(fd.as_raw_fd(), &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)?;
+    nix::sys::socket::send(
+        fd.as_raw_fd(),
+        &bytes,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )?;
     Ok(())
 }
 
@@ -142,7 +163,11 @@ pub(crate) fn send<T: Serialize>(fd: BorrowedFd<'_>, message: &T) -> io::Result<
 pub(crate) fn recv<T: for<'de> Deserialize<'de>>(fd: impl AsFd) -> io::Result<Option<T>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let n = loop {
-        match nix::sys::socket::recv(fd.as_fd().as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
+        match nix::sys::socket::recv(
+            fd.as_fd().as_raw_fd(),
+            &mut buf,
+            nix::sys::socket::MsgFlags::empty(),
+        ) {
             Err(nix::errno::Errno::EINTR) => continue,
             other => break other?,
         }
@@ -150,5 +175,7 @@ pub(crate) fn recv<T: for<'de> Deserialize<'de>>(fd: impl AsFd) -> io::Result<Op
     if n == 0 {
         return Ok(None);
     }
-    serde_json::from_slice(&buf[..n]).map(Some).map_err(io::Error::other)
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(io::Error::other)
 }

@@ -105,18 +105,27 @@ impl Sandbox {
     /// Runs the step of `spec`, blocking until it ended; output goes to `sink` as it arrives.
     /// A non-zero exit is `Ok`; a sandbox that could not be set up, or a cancelled step, is
     /// `Err`.
-    pub fn run(&self, spec: &SandboxSpec, sink: &mut dyn OutputSink, cancel: &CancelToken) -> Result<StepExit, SandboxError> {
+    pub fn run(
+        &self,
+        spec: &SandboxSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancelToken,
+    ) -> Result<StepExit, SandboxError> {
         validate(spec)?;
         let mut spec_to_send = spec.clone();
         if spec_to_send.resolv_conf.is_none() {
             let host = std::fs::read_to_string(&self.paths.resolv_conf).unwrap_or_default();
-            spec_to_send.resolv_conf = Some(resolv_conf_from_host(&host, spec.network).into_bytes());
+            spec_to_send.resolv_conf =
+                Some(resolv_conf_from_host(&host, spec.network).into_bytes());
         }
         let staging = tempfile::Builder::new()
             .prefix("img-sandbox-")
             .tempdir_in(&self.staging_parent)
             .map_err(|source| SandboxError::Io { source })?;
-        let request = InitRequest::Run { spec: spec_to_send, staging: staging.path().to_path_buf() };
+        let request = InitRequest::Run {
+            spec: Box::new(spec_to_send),
+            staging: staging.path().to_path_buf(),
+        };
         let mut session = self.start(&request)?;
         let result = session.drive(spec, sink, cancel, &self.paths);
         sink.finish();
@@ -126,8 +135,13 @@ impl Sandbox {
     /// Starts the init with `request` on its stdin.
     pub(crate) fn start(&self, request: &InitRequest) -> Result<Session, SandboxError> {
         let io = |source| SandboxError::Io { source };
-        let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .map_err(|e| io(e.into()))?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| io(e.into()))?;
         let theirs_raw = theirs.as_raw_fd();
         let mut command = Command::new(&self.init_program);
         command
@@ -147,13 +161,20 @@ impl Sandbox {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The sandbox must not outlive a caller that dies.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
                 Ok(())
             });
         }
-        let mut child = command
-            .spawn()
-            .map_err(|source| SandboxError::Spawn { program: self.init_program.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| SandboxError::Spawn {
+            program: self.init_program.clone(),
+            source,
+        })?;
         drop(theirs);
         let bytes = serde_json::to_vec(request).map_err(|e| io(std::io::Error::other(e)))?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -174,7 +195,12 @@ impl Sandbox {
 }
 
 fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
-    let invalid = |field, problem: &str| Err(SandboxError::InvalidSpec { field, problem: problem.to_string() });
+    let invalid = |field, problem: &str| {
+        Err(SandboxError::InvalidSpec {
+            field,
+            problem: problem.to_string(),
+        })
+    };
     if spec.process.args.is_empty() || spec.process.args[0].is_empty() {
         return invalid("process.args", "is empty: give the command to run");
     }
@@ -185,10 +211,16 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         return invalid("hostname", "must have 1 to 64 bytes");
     }
     if !spec.rootfs.root().is_dir() {
-        return invalid("rootfs", &format!("{} is not a directory", spec.rootfs.root().display()));
+        return invalid(
+            "rootfs",
+            &format!("{} is not a directory", spec.rootfs.root().display()),
+        );
     }
     if let Some(m) = spec.mounts.iter().find(|m| !m.target().is_absolute()) {
-        return invalid("mounts", &format!("target {} must be absolute", m.target().display()));
+        return invalid(
+            "mounts",
+            &format!("target {} must be absolute", m.target().display()),
+        );
     }
     Ok(())
 }
@@ -206,8 +238,13 @@ pub(crate) struct Session {
 impl Session {
     /// Receives one message, writing the maps when the init asks for them; `None` at end of
     /// stream.
-    pub(crate) fn recv_one(&mut self, mapping: &crate::IdMapping, paths: &HostPaths) -> Result<Option<ChildMessage>, SandboxError> {
-        let message = protocol::recv::<ChildMessage>(&self.control).map_err(|source| SandboxError::Io { source })?;
+    pub(crate) fn recv_one(
+        &mut self,
+        mapping: &crate::IdMapping,
+        paths: &HostPaths,
+    ) -> Result<Option<ChildMessage>, SandboxError> {
+        let message = protocol::recv::<ChildMessage>(&self.control)
+            .map_err(|source| SandboxError::Io { source })?;
         match &message {
             Some(ChildMessage::UserNamespaceCreated) => self.write_maps(mapping, paths)?,
             Some(ChildMessage::InitStarted { pid }) => self.init_pid = Some(*pid),
@@ -216,12 +253,17 @@ impl Session {
         Ok(message)
     }
 
-    fn write_maps(&mut self, mapping: &crate::IdMapping, paths: &HostPaths) -> Result<(), SandboxError> {
+    fn write_maps(
+        &mut self,
+        mapping: &crate::IdMapping,
+        paths: &HostPaths,
+    ) -> Result<(), SandboxError> {
         if let Err(e) = mapping.apply(self.child.id() as i32, paths) {
             self.kill_all();
             return Err(e.into());
         }
-        protocol::send(self.control.as_fd(), &ParentMessage::MappingDone).map_err(|source| SandboxError::Io { source })
+        protocol::send(self.control.as_fd(), &ParentMessage::MappingDone)
+            .map_err(|source| SandboxError::Io { source })
     }
 
     fn kill_all(&mut self) {
@@ -233,14 +275,26 @@ impl Session {
 
     /// Waits for the init to exit; an init that never spoke was not an init at all.
     pub(crate) fn finish(mut self, spoke: bool) -> Result<(), SandboxError> {
-        let status = self.child.wait().map_err(|source| SandboxError::Io { source })?;
+        let status = self
+            .child
+            .wait()
+            .map_err(|source| SandboxError::Io { source })?;
         if !spoke {
-            return Err(SandboxError::InitNotResponding { program: self.program, status: status.to_string() });
+            return Err(SandboxError::InitNotResponding {
+                program: self.program,
+                status: status.to_string(),
+            });
         }
         Ok(())
     }
 
-    fn drive(&mut self, spec: &SandboxSpec, sink: &mut dyn OutputSink, cancel: &CancelToken, paths: &HostPaths) -> Result<StepExit, SandboxError> {
+    fn drive(
+        &mut self,
+        spec: &SandboxSpec,
+        sink: &mut dyn OutputSink,
+        cancel: &CancelToken,
+        paths: &HostPaths,
+    ) -> Result<StepExit, SandboxError> {
         let mut exit: Option<StepExit> = None;
         let mut failure: Option<ChildFailure> = None;
         let mut spoke = false;
@@ -251,12 +305,16 @@ impl Session {
             if cancel.is_cancelled() && cancelled_at.is_none() {
                 cancelled_at = Some(Instant::now());
                 let grace_ms = spec.cancel_grace.as_millis().min(u64::MAX as u128) as u64;
-                if protocol::send(self.control.as_fd(), &ParentMessage::Cancel { grace_ms }).is_err() {
+                if protocol::send(self.control.as_fd(), &ParentMessage::Cancel { grace_ms })
+                    .is_err()
+                {
                     self.kill_all();
                 }
             }
             // An init that does not honour the cancel in time is killed with its namespace.
-            if cancelled_at.is_some_and(|at| at.elapsed() > spec.cancel_grace + Duration::from_secs(2)) {
+            if cancelled_at
+                .is_some_and(|at| at.elapsed() > spec.cancel_grace + Duration::from_secs(2))
+            {
                 self.kill_all();
             }
             let (control_ready, out_ready, err_ready) = {
@@ -279,7 +337,10 @@ impl Session {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(SandboxError::Io { source: e.into() }),
                 }
-                let ready = |slot: Option<usize>| slot.and_then(|i| fds[i].revents()).is_some_and(|r| !r.is_empty());
+                let ready = |slot: Option<usize>| {
+                    slot.and_then(|i| fds[i].revents())
+                        .is_some_and(|r| !r.is_empty())
+                };
                 (ready(slots[0]), ready(slots[1]), ready(slots[2]))
             };
             if out_ready {
@@ -293,7 +354,9 @@ impl Session {
                     Ok(Some(message)) => {
                         spoke = true;
                         match message {
-                            ChildMessage::Exited { code, signal } => exit = Some(StepExit { code, signal }),
+                            ChildMessage::Exited { code, signal } => {
+                                exit = Some(StepExit { code, signal })
+                            }
                             ChildMessage::Failed(f) => failure = failure.or(Some(f)),
                             _ => {}
                         }
@@ -307,7 +370,10 @@ impl Session {
                 }
             }
         }
-        let status = self.child.wait().map_err(|source| SandboxError::Io { source })?;
+        let status = self
+            .child
+            .wait()
+            .map_err(|source| SandboxError::Io { source })?;
         if cancelled_at.is_some() {
             return Err(SandboxError::Cancelled);
         }
@@ -316,12 +382,20 @@ impl Session {
         }
         match exit {
             Some(exit) if spoke => Ok(exit),
-            _ => Err(SandboxError::InitNotResponding { program: self.program.clone(), status: status.to_string() }),
+            _ => Err(SandboxError::InitNotResponding {
+                program: self.program.clone(),
+                status: status.to_string(),
+            }),
         }
     }
 }
 
-fn read_stream<R: Read>(stream: &mut Option<R>, id: Stream, buf: &mut [u8], sink: &mut dyn OutputSink) -> Result<(), SandboxError> {
+fn read_stream<R: Read>(
+    stream: &mut Option<R>,
+    id: Stream,
+    buf: &mut [u8],
+    sink: &mut dyn OutputSink,
+) -> Result<(), SandboxError> {
     let Some(reader) = stream else { return Ok(()) };
     match reader.read(buf) {
         Ok(0) => *stream = None,

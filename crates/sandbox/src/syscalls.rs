@@ -65,7 +65,8 @@ pub(crate) trait Syscalls {
 pub(crate) struct LinuxSyscalls;
 
 fn cpath(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
 impl Syscalls for LinuxSyscalls {
@@ -213,17 +214,33 @@ impl Syscalls for LinuxSyscalls {
 
     fn times(&self, path: &Path) -> io::Result<Times> {
         let st = nix::sys::stat::lstat(path)?;
-        Ok(Times { atime: (st.st_atime, st.st_atime_nsec), mtime: (st.st_mtime, st.st_mtime_nsec) })
+        Ok(Times {
+            atime: (st.st_atime, st.st_atime_nsec),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+        })
     }
 
     fn set_times(&self, path: &Path, times: Times) -> io::Result<()> {
         let c = cpath(path)?;
         let ts = [
-            libc::timespec { tv_sec: times.atime.0, tv_nsec: times.atime.1 },
-            libc::timespec { tv_sec: times.mtime.0, tv_nsec: times.mtime.1 },
+            libc::timespec {
+                tv_sec: times.atime.0,
+                tv_nsec: times.atime.1,
+            },
+            libc::timespec {
+                tv_sec: times.mtime.0,
+                tv_nsec: times.mtime.1,
+            },
         ];
         // SAFETY: c is a valid NUL-terminated path and ts holds two timespecs.
-        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                ts.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -252,13 +269,17 @@ pub(crate) mod recording {
         pub fn with_dirs(dirs: &[&str]) -> Self {
             let r = RecordingSyscalls::default();
             for d in dirs {
-                r.tree.borrow_mut().insert(PathBuf::from(d), (FileKind::Dir, None));
+                r.tree
+                    .borrow_mut()
+                    .insert(PathBuf::from(d), (FileKind::Dir, None));
             }
             r
         }
 
         pub fn add(&self, path: &str, kind: FileKind, link: Option<&str>) {
-            self.tree.borrow_mut().insert(path.into(), (kind, link.map(PathBuf::from)));
+            self.tree
+                .borrow_mut()
+                .insert(path.into(), (kind, link.map(PathBuf::from)));
         }
 
         fn record(&self, line: String) {
@@ -287,7 +308,13 @@ pub(crate) mod recording {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
             let source = source.map_or("-".into(), |s| s.display().to_string());
-            let flags = if flags.is_empty() { String::new() } else { format!("{flags:?}").replace("MsFlags(", "").replace(')', "") };
+            let flags = if flags.is_empty() {
+                String::new()
+            } else {
+                format!("{flags:?}")
+                    .replace("MsFlags(", "")
+                    .replace(')', "")
+            };
             self.record(format!(
                 "mount {source} {} {} [{flags}] {}",
                 target.display(),
@@ -323,7 +350,11 @@ pub(crate) mod recording {
             self.tree.borrow().get(path).map(|e| e.0)
         }
         fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-            self.tree.borrow().get(path).and_then(|e| e.1.clone()).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+            self.tree
+                .borrow()
+                .get(path)
+                .and_then(|e| e.1.clone())
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
         }
         fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
             self.record(format!("mkdir {} {mode:o}", path.display()));
@@ -336,7 +367,11 @@ pub(crate) mod recording {
             Ok(())
         }
         fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
-            self.record(format!("symlink {} -> {}", link.display(), target.display()));
+            self.record(format!(
+                "symlink {} -> {}",
+                link.display(),
+                target.display()
+            ));
             Ok(())
         }
         fn write_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
@@ -354,7 +389,10 @@ pub(crate) mod recording {
             Ok(())
         }
         fn times(&self, _path: &Path) -> io::Result<Times> {
-            Ok(Times { atime: (1, 0), mtime: (2, 0) })
+            Ok(Times {
+                atime: (1, 0),
+                mtime: (2, 0),
+            })
         }
         fn set_times(&self, path: &Path, _times: Times) -> io::Result<()> {
             self.record(format!("restore_times {}", path.display()));

@@ -50,7 +50,12 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
         if f.len() < 7 {
             return None;
         }
-        Some(PasswdEntry { name: f[0], uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5] })
+        Some(PasswdEntry {
+            name: f[0],
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5],
+        })
     })
 }
 
@@ -61,7 +66,11 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
             return None;
         }
         let members = f[3].split(',').filter(|m| !m.is_empty()).collect();
-        Some(GroupEntry { name: f[0], gid: f[2].parse().ok()?, members })
+        Some(GroupEntry {
+            name: f[0],
+            gid: f[2].parse().ok()?,
+            members,
+        })
     })
 }
 
@@ -73,31 +82,47 @@ pub(crate) fn resolve(spec: &str, passwd: &str, group: &str) -> Result<ExecUser,
         None => (spec, None),
     };
     let user_part = if user_part.is_empty() { "0" } else { user_part };
-    let found = passwd_entries(passwd).find(|e| e.name == user_part || e.uid.to_string() == user_part);
+    let found =
+        passwd_entries(passwd).find(|e| e.name == user_part || e.uid.to_string() == user_part);
     let (uid, mut gid, name, home) = match (found, user_part.parse::<u32>()) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name), e.home.to_string()),
         (None, Ok(uid)) => (uid, 0, None, "/".to_string()),
-        (None, Err(_)) => return Err(UserError::UnknownUser { name: user_part.to_string() }),
+        (None, Err(_)) => {
+            return Err(UserError::UnknownUser {
+                name: user_part.to_string(),
+            })
+        }
     };
     let mut groups = Vec::new();
     match group_part {
         Some(g) if !g.is_empty() => {
             gid = match group_entries(group).find(|e| e.name == g || e.gid.to_string() == g) {
                 Some(e) => e.gid,
-                None => g.parse().map_err(|_| UserError::UnknownGroup { name: g.to_string() })?,
+                None => g.parse().map_err(|_| UserError::UnknownGroup {
+                    name: g.to_string(),
+                })?,
             };
         }
         // Only a user without an explicit group gets the groups /etc/group gives it.
         _ => {
             if let Some(name) = name {
-                groups.extend(group_entries(group).filter(|e| e.members.contains(&name)).map(|e| e.gid));
+                groups.extend(
+                    group_entries(group)
+                        .filter(|e| e.members.contains(&name))
+                        .map(|e| e.gid),
+                );
             }
         }
     }
     if !groups.contains(&gid) {
         groups.insert(0, gid);
     }
-    Ok(ExecUser { uid, gid, groups, home })
+    Ok(ExecUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -109,7 +134,8 @@ mod tests {
 
     #[test]
     fn resolves_user_specs_like_docker() {
-        let cases: &[(&str, Result<(u32, u32, &[u32], &str), UserError>)] = &[
+        type Want = Result<(u32, u32, &'static [u32], &'static str), UserError>;
+        let cases: &[(&str, Want)] = &[
             ("", Ok((0, 0, &[0], "/root"))),
             ("root", Ok((0, 0, &[0], "/root"))),
             ("app", Ok((1000, 1000, &[1000, 29, 44], "/home/app"))),
@@ -118,20 +144,35 @@ mod tests {
             ("app:77", Ok((1000, 77, &[77], "/home/app"))),
             ("4242", Ok((4242, 0, &[0], "/"))),
             ("4242:4243", Ok((4242, 4243, &[4243], "/"))),
-            ("nobody", Err(UserError::UnknownUser { name: "nobody".into() })),
-            ("app:nogroup", Err(UserError::UnknownGroup { name: "nogroup".into() })),
+            (
+                "nobody",
+                Err(UserError::UnknownUser {
+                    name: "nobody".into(),
+                }),
+            ),
+            (
+                "app:nogroup",
+                Err(UserError::UnknownGroup {
+                    name: "nogroup".into(),
+                }),
+            ),
         ];
         for (spec, want) in cases {
             let got = resolve(spec, PASSWD, GROUP)
                 .map(|u| (u.uid, u.gid, u.groups.clone(), u.home.clone()));
-            let want = want.clone().map(|(u, g, gs, h)| (u, g, gs.to_vec(), h.to_string()));
+            let want = want
+                .clone()
+                .map(|(u, g, gs, h)| (u, g, gs.to_vec(), h.to_string()));
             assert_eq!(got, want, "USER {spec:?}");
         }
     }
 
     #[test]
     fn missing_files_allow_numeric_ids_only() {
-        assert_eq!(resolve("12:34", "", "").map(|u| (u.uid, u.gid)), Ok((12, 34)));
+        assert_eq!(
+            resolve("12:34", "", "").map(|u| (u.uid, u.gid)),
+            Ok((12, 34))
+        );
         assert!(resolve("app", "", "").is_err());
     }
 }

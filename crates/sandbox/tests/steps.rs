@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use img_sandbox::{
-    BindMode, CacheMountLock, CacheSharing, CancelToken, LineSink, Mount, NetworkMode, OutputChunk, Process, Rootfs,
-    SandboxError, SandboxSpec, SecretBytes, SecurityMode, SetupError, StepMount, Stream,
+    BindMode, CacheMountLock, CacheSharing, CancelToken, LineSink, Mount, NetworkMode, OutputChunk,
+    Process, Rootfs, SandboxError, SandboxSpec, SecretBytes, SecurityMode, SetupError, StepMount,
+    Stream,
 };
 
 #[test]
@@ -37,9 +38,19 @@ fn stdout_and_stderr_are_streamed_while_the_step_runs() {
     let mut sink = LineSink::new(tx);
     let started = Instant::now();
     let reader = thread::spawn(move || {
-        rx.iter().map(|c| (started.elapsed(), c.stream, String::from_utf8_lossy(&c.data).into_owned())).collect::<Vec<_>>()
+        rx.iter()
+            .map(|c| {
+                (
+                    started.elapsed(),
+                    c.stream,
+                    String::from_utf8_lossy(&c.data).into_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
     });
-    let exit = sandbox().run(&spec, &mut sink, &CancelToken::new()).expect("ran");
+    let exit = sandbox()
+        .run(&spec, &mut sink, &CancelToken::new())
+        .expect("ran");
     let total = started.elapsed();
     drop(sink);
     let chunks = reader.join().expect("reader");
@@ -49,7 +60,10 @@ fn stdout_and_stderr_are_streamed_while_the_step_runs() {
     assert!(lines.contains(&(Stream::Stderr, "err\n")), "{lines:?}");
     assert_eq!(lines.last(), Some(&(Stream::Stdout, "late\n")));
     let first = chunks.iter().find(|(_, _, t)| t == "out\n").expect("out").0;
-    assert!(first + Duration::from_millis(400) < total, "first line at {first:?} of {total:?}: not streamed");
+    assert!(
+        first + Duration::from_millis(400) < total,
+        "first line at {first:?} of {total:?}: not streamed"
+    );
 }
 
 #[test]
@@ -65,9 +79,18 @@ fn a_step_sees_only_its_root_and_mounts() {
     let mut listing: Vec<&str> = out.lines().take_while(|l| !l.contains(' ')).collect();
     listing.sort();
     assert!(!out.contains("LEAK"), "{out}");
-    assert!(!outside.with_extension("txt.new").exists(), "wrote outside the root");
-    assert_eq!(fs::read_to_string(root.join("written")).expect("written in root"), "mine\n");
-    assert!(listing.contains(&"bin") && listing.contains(&"proc") && !listing.contains(&"rootfs"), "{listing:?}");
+    assert!(
+        !outside.with_extension("txt.new").exists(),
+        "wrote outside the root"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("written")).expect("written in root"),
+        "mine\n"
+    );
+    assert!(
+        listing.contains(&"bin") && listing.contains(&"proc") && !listing.contains(&"rootfs"),
+        "{listing:?}"
+    );
     // A fresh procfs of a fresh pid namespace: the init is pid 1, the shell pid 2.
     assert!(out.contains("img-sandbox-init"), "{out}");
     assert_eq!(out.lines().last(), Some("2"));
@@ -77,15 +100,27 @@ fn a_step_sees_only_its_root_and_mounts() {
 fn network_none_has_only_loopback_and_it_is_up() {
     let (_tmp, root) = temp_rootfs();
     let interfaces = |network| {
-        let out = stdout_of(&sh(&root, "cat /proc/net/dev; ip link show lo").network(network).build());
-        let names: Vec<String> =
-            out.lines().filter_map(|l| l.split_once(':')).map(|(n, _)| n.trim().to_string()).filter(|n| !n.contains(' ')).collect();
+        let out = stdout_of(
+            &sh(&root, "cat /proc/net/dev; ip link show lo")
+                .network(network)
+                .build(),
+        );
+        let names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, _)| n.trim().to_string())
+            .filter(|n| !n.contains(' '))
+            .collect();
         (names, out)
     };
     let (none, out) = interfaces(NetworkMode::None);
     assert_eq!(none, ["lo", "1"], "{out}");
     assert!(out.contains("<LOOPBACK,UP"), "{out}");
-    let host_count = fs::read_to_string("/proc/net/dev").expect("host net").lines().count() - 2;
+    let host_count = fs::read_to_string("/proc/net/dev")
+        .expect("host net")
+        .lines()
+        .count()
+        - 2;
     let (host, _) = interfaces(NetworkMode::Host);
     assert_eq!(host.len() - 1, host_count, "{host:?}");
 }
@@ -97,13 +132,22 @@ fn dev_sys_and_etc_files_are_supplied_and_leave_no_trace() {
                   echo ---; hostname; cat /etc/hostname; grep -c builder /etc/hosts; \
                   touch /sys/x 2>/dev/null || echo sys-ro; mount | grep -c ' /dev/shm '";
     let out = stdout_of(&sh(&root, script).hostname("builder").build());
-    for dev in ["full", "null", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom", "zero"] {
+    for dev in [
+        "full", "null", "pts", "random", "shm", "stderr", "stdin", "stdout", "tty", "urandom",
+        "zero",
+    ] {
         assert!(out.lines().any(|l| l == dev), "/dev/{dev} missing in {out}");
     }
     assert!(out.contains("/proc/self/fd\npts/ptmx\n4\n"), "{out}");
-    assert!(out.contains("---\nbuilder\nbuilder\n1\nsys-ro\n1\n"), "{out}");
+    assert!(
+        out.contains("---\nbuilder\nbuilder\n1\nsys-ro\n1\n"),
+        "{out}"
+    );
     for stub in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
-        assert!(!root.join(stub).exists(), "{stub} left in the root filesystem");
+        assert!(
+            !root.join(stub).exists(),
+            "{stub} left in the root filesystem"
+        );
     }
 }
 
@@ -111,34 +155,62 @@ fn dev_sys_and_etc_files_are_supplied_and_leave_no_trace() {
 fn existing_etc_files_are_mounted_over_and_kept() {
     let (_tmp, root) = temp_rootfs();
     fs::write(root.join("etc/hosts"), "image hosts\n").expect("write");
-    let out = stdout_of(&sh(&root, "cat /etc/hosts; echo changed >> /etc/hosts").hosts("10.0.0.1 db\n").build());
+    let out = stdout_of(
+        &sh(&root, "cat /etc/hosts; echo changed >> /etc/hosts")
+            .hosts("10.0.0.1 db\n")
+            .build(),
+    );
     assert_eq!(out, "10.0.0.1 db\n");
-    assert_eq!(fs::read_to_string(root.join("etc/hosts")).expect("kept"), "image hosts\n");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/hosts")).expect("kept"),
+        "image hosts\n"
+    );
 }
 
 #[test]
 fn secrets_are_readable_in_the_step_and_absent_afterwards() {
     let (_tmp, root) = temp_rootfs();
-    let spec = sh(&root, "cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; echo; echo $API_KEY").build();
+    let spec = sh(
+        &root,
+        "cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; echo; echo $API_KEY",
+    )
+    .build();
     let mut process = spec.process().clone();
-    process.secret_env.push(("API_KEY".into(), SecretBytes::new("k3y")));
+    process
+        .secret_env
+        .push(("API_KEY".into(), SecretBytes::new("k3y")));
     let spec = SandboxSpec::builder(spec.rootfs().clone(), process, mapping())
-        .mount(StepMount::Secret { data: SecretBytes::new("s3cret"), target: "/run/secrets/token".into(), mode: 0o400, uid: 0, gid: 0 })
+        .mount(StepMount::Secret {
+            data: SecretBytes::new("s3cret"),
+            target: "/run/secrets/token".into(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        })
         .build();
     assert!(!format!("{spec:?}").contains("s3cret"), "secret in Debug");
     let out = stdout_of(&spec);
     assert_eq!(out, "s3cret400 0\n\nk3y\n");
-    assert!(!root.join("run").exists(), "secret mount point left in the root filesystem");
+    assert!(
+        !root.join("run").exists(),
+        "secret mount point left in the root filesystem"
+    );
 }
 
 #[test]
 fn zombies_are_reaped_by_the_init() {
     let (_tmp, root) = temp_rootfs();
     // The subshell exits at once, so its sleep is re-parented to pid 1 and exits later.
-    let script = "(sleep 0.1 &); sleep 0.6; for f in /proc/[0-9]*/stat; do read l < $f && echo \"$l\"; done";
+    let script =
+        "(sleep 0.1 &); sleep 0.6; for f in /proc/[0-9]*/stat; do read l < $f && echo \"$l\"; done";
     let out = stdout_of(&sh(&root, script).build());
-    let states: Vec<&str> =
-        out.lines().filter_map(|l| l.rsplit_once(") ").map(|(_, rest)| rest.split(' ').next().unwrap_or(""))).collect();
+    let states: Vec<&str> = out
+        .lines()
+        .filter_map(|l| {
+            l.rsplit_once(") ")
+                .map(|(_, rest)| rest.split(' ').next().unwrap_or(""))
+        })
+        .collect();
     assert!(states.len() >= 2, "{out}");
     assert!(!states.contains(&"Z"), "zombie left: {out}");
 }
@@ -153,7 +225,9 @@ fn cancel_kills_a_step_that_ignores_sigterm() {
     let trigger = cancel.clone();
     let (tx, rx) = mpsc::channel::<OutputChunk>();
     let canceller = thread::spawn(move || {
-        let first = rx.recv_timeout(Duration::from_secs(10)).expect("step started");
+        let first = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("step started");
         assert_eq!(first.data, b"ready\n");
         trigger.cancel();
     });
@@ -162,7 +236,11 @@ fn cancel_kills_a_step_that_ignores_sigterm() {
     let result = sandbox().run(&spec, &mut sink, &cancel);
     canceller.join().expect("canceller");
     assert!(matches!(result, Err(SandboxError::Cancelled)), "{result:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -175,19 +253,34 @@ fn user_workdir_and_environment_follow_docker() {
     let spec = SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping()).build();
     let (result, out) = run(&spec);
     if mapping().host_uid(1000).is_none() {
-        assert!(matches!(result, Err(SandboxError::Setup(SetupError::Unmapped { uid: 1000, .. }))), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(SandboxError::Setup(SetupError::Unmapped { uid: 1000, .. }))
+            ),
+            "{result:?}"
+        );
         return;
     }
     assert!(result.expect("ran").success(), "{}", out.stderr);
-    assert_eq!(out.stdout, "1000\n1000 29\n/home/app/src/deep\n/home/app\nhi\n");
-    assert!(root.join("home/app/src/deep").is_dir(), "working directory is created as Docker does");
+    assert_eq!(
+        out.stdout,
+        "1000\n1000 29\n/home/app/src/deep\n/home/app\nhi\n"
+    );
+    assert!(
+        root.join("home/app/src/deep").is_dir(),
+        "working directory is created as Docker does"
+    );
 }
 
 #[test]
 fn capabilities_are_bounded_unless_insecure() {
     let (_tmp, root) = temp_rootfs();
     let script = "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status";
-    let docker: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31].iter().map(|b| 1u64 << b).sum();
+    let docker: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        .iter()
+        .map(|b| 1u64 << b)
+        .sum();
     let out = stdout_of(&sh(&root, script).build());
     assert_eq!(out, format!("CapBnd:\t{docker:016x}\nNoNewPrivs:\t1\n"));
     let out = stdout_of(&sh(&root, script).security(SecurityMode::Insecure).build());
@@ -201,7 +294,11 @@ fn bind_modes_read_only_read_write_and_discard() {
     let host = tmp.path().join("ctx");
     fs::create_dir(&host).expect("mkdir");
     fs::write(host.join("f"), "orig\n").expect("write");
-    let bind = |target: &str, mode| StepMount::Bind { source: host.clone(), target: target.into(), mode };
+    let bind = |target: &str, mode| StepMount::Bind {
+        source: host.clone(),
+        target: target.into(),
+        mode,
+    };
     let script = "cat /ro/f; echo a > /ro/f 2>/dev/null || echo ro-refused; echo rw > /rw/f; echo gone > /tmpcopy/f; \
                   cat /tmpcopy/f; echo new > /tmpcopy/n";
     let out = stdout_of(
@@ -222,8 +319,18 @@ fn bind_modes_read_only_read_write_and_discard() {
 #[test]
 fn tmpfs_mounts_have_their_size() {
     let (_tmp, root) = temp_rootfs();
-    let out = stdout_of(&sh(&root, "grep ' /scratch ' /proc/mounts").mount(StepMount::Tmpfs { target: "/scratch".into(), size: Some(1 << 20) }).build());
-    assert!(out.contains("tmpfs /scratch tmpfs") && out.contains("size=1024k"), "{out}");
+    let out = stdout_of(
+        &sh(&root, "grep ' /scratch ' /proc/mounts")
+            .mount(StepMount::Tmpfs {
+                target: "/scratch".into(),
+                size: Some(1 << 20),
+            })
+            .build(),
+    );
+    assert!(
+        out.contains("tmpfs /scratch tmpfs") && out.contains("size=1024k"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -237,7 +344,12 @@ fn locked_cache_mounts_serialize_steps() {
             let spec_root = root.clone();
             thread::spawn(move || {
                 let lock = CacheMountLock::acquire(&cache, CacheSharing::Locked).expect("lock");
-                let spec = sh(&spec_root, script).mount(StepMount::Cache { source: lock.dir().to_path_buf(), target: "/cache".into() }).build();
+                let spec = sh(&spec_root, script)
+                    .mount(StepMount::Cache {
+                        source: lock.dir().to_path_buf(),
+                        target: "/cache".into(),
+                    })
+                    .build();
                 stdout_of(&spec);
             })
         })
@@ -252,37 +364,79 @@ fn locked_cache_mounts_serialize_steps() {
 #[test]
 fn overlay_rootfs_is_assembled_inside_the_namespaces() {
     let (tmp, lower) = temp_rootfs();
-    let (upper, work, merged) = (tmp.path().join("upper"), tmp.path().join("work"), tmp.path().join("merged"));
+    let (upper, work, merged) = (
+        tmp.path().join("upper"),
+        tmp.path().join("work"),
+        tmp.path().join("merged"),
+    );
     for d in [&upper, &work, &merged] {
         fs::create_dir(d).expect("mkdir");
     }
-    let rootfs = Rootfs::Mounted { root: merged.clone(), mounts: vec![Mount::overlay(&[lower.clone()], &upper, &work, &merged)] };
-    let mut process = Process::new(["sh", "-c", "echo layer > /new; rm /etc/group; cat /etc/passwd | head -1"]);
+    let rootfs = Rootfs::Mounted {
+        root: merged.clone(),
+        mounts: vec![Mount::overlay(
+            std::slice::from_ref(&lower),
+            &upper,
+            &work,
+            &merged,
+        )],
+    };
+    let mut process = Process::new([
+        "sh",
+        "-c",
+        "echo layer > /new; rm /etc/group; cat /etc/passwd | head -1",
+    ]);
     process.env = vec!["PATH=/bin".into()];
     let out = stdout_of(&SandboxSpec::builder(rootfs, process, mapping()).build());
     assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\n");
-    assert_eq!(fs::read_to_string(upper.join("new")).expect("upper"), "layer\n");
-    assert!(lower.join("etc/group").exists() && !lower.join("new").exists(), "lower layer changed");
-    assert!(!upper.join("etc/hosts").exists() && !upper.join("etc/hostname").exists(), "stubs in the layer");
-    assert!(fs::read_dir(&merged).expect("merged").next().is_none(), "overlay visible outside the sandbox");
+    assert_eq!(
+        fs::read_to_string(upper.join("new")).expect("upper"),
+        "layer\n"
+    );
+    assert!(
+        lower.join("etc/group").exists() && !lower.join("new").exists(),
+        "lower layer changed"
+    );
+    assert!(
+        !upper.join("etc/hosts").exists() && !upper.join("etc/hostname").exists(),
+        "stubs in the layer"
+    );
+    assert!(
+        fs::read_dir(&merged).expect("merged").next().is_none(),
+        "overlay visible outside the sandbox"
+    );
 }
 
 #[test]
 fn setup_failures_come_back_typed() {
     let (_tmp, root) = temp_rootfs();
-    let (result, _) = run(&sh(&root, "true").build().clone_with_args(["no-such-command"]));
+    let (result, _) = run(&sh(&root, "true")
+        .build()
+        .clone_with_args(["no-such-command"]));
     assert!(
         matches!(&result, Err(SandboxError::Setup(SetupError::CommandNotFound { program, .. })) if program == "no-such-command"),
         "{result:?}"
     );
     let mut process = Process::new(["true"]);
     process.user = "nobody-here".into();
-    let (result, _) = run(&SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping()).build());
+    let (result, _) =
+        run(&SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping()).build());
     let err = result.expect_err("unknown user");
-    assert!(err.source_chain().contains("unable to find user nobody-here"), "{err:?}");
+    assert!(
+        err.source_chain()
+            .contains("unable to find user nobody-here"),
+        "{err:?}"
+    );
     let bad = sandbox().with_init_program("/bin/true");
-    let result = bad.run(&sh(&root, "true").build(), &mut img_sandbox::DiscardOutput, &CancelToken::new());
-    assert!(matches!(result, Err(SandboxError::InitNotResponding { .. })), "{result:?}");
+    let result = bad.run(
+        &sh(&root, "true").build(),
+        &mut img_sandbox::DiscardOutput,
+        &CancelToken::new(),
+    );
+    assert!(
+        matches!(result, Err(SandboxError::InitNotResponding { .. })),
+        "{result:?}"
+    );
 }
 
 /// Helpers only the tests need.
@@ -323,12 +477,19 @@ fn chown_inside_shows_as_the_mapped_id_on_the_host() {
         Some(host_uid) => {
             assert!(result.expect("ran").success(), "{}", out.stderr);
             let meta = fs::metadata(root.join("owned")).expect("owned");
-            assert_eq!((meta.uid(), meta.gid()), (host_uid, mapping.host_gid(1000).expect("gid")));
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (host_uid, mapping.host_gid(1000).expect("gid"))
+            );
             // Leave nothing the test user cannot delete.
             stdout_of(&sh(&root, "rm /owned").build());
         }
         None => {
-            assert_ne!(result.expect("ran").code, Some(0), "chown to an unmapped id must fail");
+            assert_ne!(
+                result.expect("ran").code,
+                Some(0),
+                "chown to an unmapped id must fail"
+            );
             assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
         }
     }

@@ -15,7 +15,10 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use common::*;
-use img_sandbox::{IdMapping, NetworkMode, Process, Rootfs, SandboxError, SandboxSpec, SecretBytes, SetupError, StepMount};
+use img_sandbox::{
+    IdMapping, NetworkMode, Process, Rootfs, SandboxError, SandboxSpec, SecretBytes, SetupError,
+    StepMount,
+};
 
 const TEST_USER: &str = "imgsbxtest";
 const RANGE_START: u32 = 300_000;
@@ -25,14 +28,29 @@ const RANGE_COUNT: u32 = 65_536;
 static SUBID_FILES: Mutex<()> = Mutex::new(());
 
 fn sh_ok(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{program}: {e}"));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
     assert!(status.success(), "{program} {args:?}: {status}");
 }
 
 fn ensure_test_user() {
-    let exists = Command::new("id").arg(TEST_USER).output().map(|o| o.status.success()).unwrap_or(false);
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !exists {
-        sh_ok("useradd", &["--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER]);
+        sh_ok(
+            "useradd",
+            &[
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                TEST_USER,
+            ],
+        );
     }
 }
 
@@ -43,7 +61,10 @@ fn ranges_of_test_user(path: &str) -> Vec<String> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            let (start, count) = (f.get(1)?.parse::<u64>().ok()?, f.get(2)?.parse::<u64>().ok()?);
+            let (start, count) = (
+                f.get(1)?.parse::<u64>().ok()?,
+                f.get(2)?.parse::<u64>().ok()?,
+            );
             (f[0] == TEST_USER && count > 0).then(|| format!("{start}-{}", start + count - 1))
         })
         .collect()
@@ -74,20 +95,37 @@ fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
     let _restore = RangesRemoved;
     if with_ranges {
         let range = format!("{RANGE_START}-{}", RANGE_START + RANGE_COUNT - 1);
-        sh_ok("usermod", &["--add-subuids", &range, "--add-subgids", &range, TEST_USER]);
+        sh_ok(
+            "usermod",
+            &["--add-subuids", &range, "--add-subgids", &range, TEST_USER],
+        );
     }
     let exe = std::env::current_exe().expect("current exe");
     let output = Command::new("setpriv")
-        .args([&format!("--reuid={TEST_USER}"), &format!("--regid={TEST_USER}"), "--init-groups", "--"])
+        .args([
+            &format!("--reuid={TEST_USER}"),
+            &format!("--regid={TEST_USER}"),
+            "--init-groups",
+            "--",
+        ])
         .arg(exe)
-        .args(["--exact", inner, "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            inner,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("TMPDIR", "/tmp")
         .env("HOME", "/tmp")
         .output()
         .expect("setpriv");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success() && stdout.contains("1 passed"), "{inner} as {TEST_USER}:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{inner} as {TEST_USER}:\n{stdout}\n{stderr}"
+    );
 }
 
 fn run_outer(inner: &str, with_ranges: bool) {
@@ -99,7 +137,10 @@ fn run_outer(inner: &str, with_ranges: bool) {
     let has_ranges = mapping().host_uid(1).is_some();
     if has_ranges == with_ranges {
         let exe = std::env::current_exe().expect("current exe");
-        let status = Command::new(exe).args(["--exact", inner, "--ignored", "--test-threads=1"]).status().expect("rerun");
+        let status = Command::new(exe)
+            .args(["--exact", inner, "--ignored", "--test-threads=1"])
+            .status()
+            .expect("rerun");
         assert!(status.success());
     }
 }
@@ -116,14 +157,33 @@ fn unprivileged_user_without_subordinate_ranges() {
 
 fn common_rootless_checks(root: &std::path::Path) {
     assert_eq!(stdout_of(&sh(root, "id -u; id -g").build()), "0\n0\n");
-    let out = stdout_of(&sh(root, "cat /proc/net/dev").network(NetworkMode::None).build());
-    let interfaces: Vec<&str> = out.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let out = stdout_of(
+        &sh(root, "cat /proc/net/dev")
+            .network(NetworkMode::None)
+            .build(),
+    );
+    let interfaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
     assert_eq!(interfaces, ["lo"]);
     let (result, out) = run(&sh(root, "cat /etc/shadow 2>&1; ls /root /tmp").build());
     assert!(result.expect("ran").success(), "{}", out.stderr);
-    assert!(out.stdout.starts_with("cat: can't open '/etc/shadow'"), "host files visible: {}", out.stdout);
+    assert!(
+        out.stdout.starts_with("cat: can't open '/etc/shadow'"),
+        "host files visible: {}",
+        out.stdout
+    );
     let spec = sh(root, "cat /run/secrets/s")
-        .mount(StepMount::Secret { data: SecretBytes::new("pw"), target: "/run/secrets/s".into(), mode: 0o400, uid: 0, gid: 0 })
+        .mount(StepMount::Secret {
+            data: SecretBytes::new("pw"),
+            target: "/run/secrets/s".into(),
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        })
         .build();
     assert_eq!(stdout_of(&spec), "pw");
     assert!(!root.join("run").exists(), "secret mount point left behind");
@@ -140,26 +200,48 @@ fn inner_with_subordinate_ranges() {
     let (tmp, root) = temp_rootfs();
     common_rootless_checks(&root);
     // chown inside lands on the subordinate id outside.
-    assert_eq!(stdout_of(&sh(&root, "touch /f; chown 1000:1000 /f; stat -c %u /f").build()), "1000\n");
+    assert_eq!(
+        stdout_of(&sh(&root, "touch /f; chown 1000:1000 /f; stat -c %u /f").build()),
+        "1000\n"
+    );
     let meta = fs::metadata(root.join("f")).expect("f");
-    assert_eq!((meta.uid(), meta.gid()), (expected_host_uid, mapping.host_gid(1000).expect("gid")));
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (expected_host_uid, mapping.host_gid(1000).expect("gid"))
+    );
     stdout_of(&sh(&root, "rm /f").build());
     // USER app resolves through the image's passwd and runs as a mapped id.
     let mut process = Process::new(["id", "-u"]);
     process.user = "app".into();
     process.env = vec!["PATH=/bin".into()];
-    let spec = SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping.clone()).build();
+    let spec =
+        SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping.clone()).build();
     assert_eq!(stdout_of(&spec), "1000\n");
     // overlayfs inside the user namespace, as the snapshotter will use it.
-    let (upper, work, merged) = (tmp.path().join("u"), tmp.path().join("w"), tmp.path().join("m"));
+    let (upper, work, merged) = (
+        tmp.path().join("u"),
+        tmp.path().join("w"),
+        tmp.path().join("m"),
+    );
     for d in [&upper, &work, &merged] {
         fs::create_dir(d).expect("mkdir");
     }
-    let rootfs = Rootfs::Mounted { root: merged.clone(), mounts: vec![img_sandbox::Mount::overlay(&[root.clone()], &upper, &work, &merged)] };
+    let rootfs = Rootfs::Mounted {
+        root: merged.clone(),
+        mounts: vec![img_sandbox::Mount::overlay(
+            std::slice::from_ref(&root),
+            &upper,
+            &work,
+            &merged,
+        )],
+    };
     let mut process = Process::new(["sh", "-c", "echo layered > /new && rm /etc/group"]);
     process.env = vec!["PATH=/bin".into()];
     stdout_of(&SandboxSpec::builder(rootfs, process, mapping).build());
-    assert_eq!(fs::read_to_string(upper.join("new")).expect("upper"), "layered\n");
+    assert_eq!(
+        fs::read_to_string(upper.join("new")).expect("upper"),
+        "layered\n"
+    );
     assert!(root.join("etc/group").exists());
 }
 
@@ -170,9 +252,15 @@ fn inner_without_subordinate_ranges() {
     assert!(mapping.uses_user_namespace());
     assert_eq!(mapping.host_uid(1), None);
     let uid = nix::unistd::getuid().as_raw();
-    assert_eq!(mapping, IdMapping::single_id(uid, nix::unistd::getgid().as_raw()));
+    assert_eq!(
+        mapping,
+        IdMapping::single_id(uid, nix::unistd::getgid().as_raw())
+    );
     let limitation = mapping.limitation().expect("limited").to_string();
-    assert!(limitation.contains("usermod --add-subuids") && limitation.contains(TEST_USER), "{limitation}");
+    assert!(
+        limitation.contains("usermod --add-subuids") && limitation.contains(TEST_USER),
+        "{limitation}"
+    );
     let (_tmp, root) = temp_rootfs();
     common_rootless_checks(&root);
     let (result, out) = run(&sh(&root, "touch /f; chown 1000 /f").build());
@@ -180,6 +268,16 @@ fn inner_without_subordinate_ranges() {
     assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
     let mut process = Process::new(["id", "-u"]);
     process.user = "app".into();
-    let (result, _) = run(&SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping).build());
-    assert!(matches!(result, Err(SandboxError::Setup(SetupError::Unmapped { uid: 1000, gid: 1000 }))), "{result:?}");
+    let (result, _) =
+        run(&SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping).build());
+    assert!(
+        matches!(
+            result,
+            Err(SandboxError::Setup(SetupError::Unmapped {
+                uid: 1000,
+                gid: 1000
+            }))
+        ),
+        "{result:?}"
+    );
 }

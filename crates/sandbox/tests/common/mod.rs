@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use img_sandbox::{
-    CancelToken, HostPaths, IdMapping, OutputSink, Process, Rootfs, Sandbox, SandboxError, SandboxSpec, SandboxSpecBuilder,
-    StepExit, Stream,
+    CancelToken, HostPaths, IdMapping, OutputSink, Process, Rootfs, Sandbox, SandboxError,
+    SandboxSpec, SandboxSpecBuilder, StepExit, Stream,
 };
 
 /// Debian's busybox-static (package busybox-static).
@@ -32,12 +32,17 @@ pub fn busybox_rootfs(dir: &Path) {
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} missing: apt-get install busybox-static"
     );
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root", "home/app"] {
+    for d in [
+        "bin", "etc", "proc", "dev", "sys", "tmp", "root", "home/app",
+    ] {
         fs::create_dir_all(dir.join(d)).expect("mkdir");
     }
     fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
     fs::copy(BUSYBOX, dir.join("bin/busybox")).expect("copy busybox");
-    let list = Command::new(BUSYBOX).arg("--list").output().expect("busybox --list");
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             symlink("busybox", dir.join("bin").join(applet)).expect("symlink applet");
@@ -48,12 +53,19 @@ pub fn busybox_rootfs(dir: &Path) {
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
     )
     .expect("passwd");
-    fs::write(dir.join("etc/group"), "root:x:0:\napp:x:1000:\naudio:x:29:app\n").expect("group");
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\napp:x:1000:\naudio:x:29:app\n",
+    )
+    .expect("group");
 }
 
 /// A temporary busybox root.
 pub fn temp_rootfs() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::Builder::new().prefix("img-sandbox-test-").tempdir().expect("tempdir");
+    let tmp = tempfile::Builder::new()
+        .prefix("img-sandbox-test-")
+        .tempdir()
+        .expect("tempdir");
     let root = tmp.path().join("rootfs");
     fs::create_dir(&root).expect("mkdir rootfs");
     busybox_rootfs(&root);
@@ -96,7 +108,10 @@ pub fn run(spec: &SandboxSpec) -> (Result<StepExit, SandboxError>, Captured) {
     run_with(spec, &CancelToken::new())
 }
 
-pub fn run_with(spec: &SandboxSpec, cancel: &CancelToken) -> (Result<StepExit, SandboxError>, Captured) {
+pub fn run_with(
+    spec: &SandboxSpec,
+    cancel: &CancelToken,
+) -> (Result<StepExit, SandboxError>, Captured) {
     let mut capture = Capture::default();
     let result = sandbox().run(spec, &mut capture, cancel);
     let captured = capture.0.lock().expect("lock").clone();
@@ -108,7 +123,10 @@ pub fn stdout_of(spec: &SandboxSpec) -> String {
     let (result, out) = run(spec);
     match result {
         Ok(exit) if exit.success() => out.stdout,
-        other => panic!("step failed: {other:?}\nstdout: {}\nstderr: {}", out.stdout, out.stderr),
+        other => panic!(
+            "step failed: {other:?}\nstdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        ),
     }
 }
 
