@@ -268,7 +268,7 @@ impl Client {
         let mut resp = self
             .transport
             .request(ep, &scopes, Method::POST, &url, &[])?;
-        if resp.status().as_u16() != 202 {
+        if !resp.status().is_success() {
             return Err(status_error(ep, "POST", &url, &mut resp));
         }
         location(ep, &url, &resp)
@@ -320,7 +320,7 @@ impl Client {
                     SendBody::from_reader(&mut part),
                 );
                 let mut resp = reader.check(sent)?;
-                if resp.status().as_u16() != 202 {
+                if !resp.status().is_success() {
                     return Err(status_error(ep, "PATCH", session.as_str(), &mut resp));
                 }
                 session = location(ep, session.as_str(), &resp)?;
@@ -339,7 +339,7 @@ impl Client {
             SendBody::from_reader(&mut reader),
         );
         let mut resp = reader.check(sent)?;
-        if resp.status().as_u16() != 201 {
+        if !resp.status().is_success() {
             return Err(status_error(ep, "PUT", session.as_str(), &mut resp));
         }
         Ok(())
