@@ -17,6 +17,8 @@ use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST};
 
 /// Attempts per request (the first plus four retries).
 const MAX_ATTEMPTS: u32 = 5;
+/// How long the HTTPS attempt at an insecure registry may take before plain HTTP is tried.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Error bodies and token responses are small; never read more than this of them.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
 
@@ -175,7 +177,7 @@ impl Transport {
                 challenge: Mutex::new(None),
             };
             let last = i + 1 == candidates.len();
-            let ping = || self.ping(&ep);
+            let ping = || self.ping(&ep, !last);
             let result = if last {
                 with_retries(ping, |_, _, _| {})
             } else {
@@ -195,9 +197,18 @@ impl Transport {
         Err(last_err.expect("at least one candidate scheme"))
     }
 
-    fn ping(&self, ep: &Endpoint) -> Result<Option<Challenge>> {
+    /// `probe`: a TLS attempt at a registry that may speak plain HTTP, bounded in time since
+    /// such a server may wait for a request line that never comes.
+    fn ping(&self, ep: &Endpoint, probe: bool) -> Result<Option<Challenge>> {
         let url = ep.url("");
-        let req = build(http::Method::GET, &url, &[], None, SendBody::none())?;
+        let mut req = build(http::Method::GET, &url, &[], None, SendBody::none())?;
+        if probe {
+            req = self
+                .agent(ep)
+                .configure_request(req)
+                .timeout_global(Some(PROBE_TIMEOUT))
+                .build();
+        }
         let mut resp = self.execute(ep, req)?;
         match resp.status().as_u16() {
             200..=299 => Ok(None),
