@@ -10,7 +10,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -100,7 +100,16 @@ fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
             &["--add-subuids", &range, "--add-subgids", &range, TEST_USER],
         );
     }
-    let exe = std::env::current_exe().expect("current exe");
+    // The build directory may sit where the test user cannot reach (under /root): run copies.
+    let bin = tempfile::Builder::new()
+        .prefix("img-sandbox-bin-")
+        .tempdir()
+        .expect("tempdir");
+    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let exe = bin.path().join("tests");
+    fs::copy(std::env::current_exe().expect("current exe"), &exe).expect("copy test binary");
+    let init = bin.path().join("img-sandbox-init");
+    fs::copy(env!("CARGO_BIN_EXE_img-sandbox-init"), &init).expect("copy init");
     let output = Command::new("setpriv")
         .args([
             &format!("--reuid={TEST_USER}"),
@@ -108,7 +117,8 @@ fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
             "--init-groups",
             "--",
         ])
-        .arg(exe)
+        .arg(&exe)
+        .env(INIT_OVERRIDE_ENV, &init)
         .args([
             "--exact",
             inner,

@@ -16,9 +16,16 @@ use img_sandbox::{
 /// Debian's busybox-static (package busybox-static).
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// Overrides the init program (a copy the test user can reach; see `unprivileged.rs`).
+pub const INIT_OVERRIDE_ENV: &str = "IMG_SANDBOX_TEST_INIT";
+
 /// The crate's init program, built by cargo for the integration tests.
 pub fn sandbox() -> Sandbox {
-    Sandbox::new().with_init_program(env!("CARGO_BIN_EXE_img-sandbox-init"))
+    let init = std::env::var_os(INIT_OVERRIDE_ENV).map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_img-sandbox-init")),
+        PathBuf::from,
+    );
+    Sandbox::new().with_init_program(init)
 }
 
 /// The mapping for whoever runs the test (identity for root).
