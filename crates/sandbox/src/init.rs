@@ -215,6 +215,10 @@ fn exit_code_of(status: WaitStatus) -> i32 {
 }
 
 fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
+    // The command runs with the same ids: without this it could ptrace pid 1 (or open its
+    // descriptors through /proc/1/fd) and take pid 1's unbounded capabilities.
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let signals = match supervise_signals() {
         Ok(fd) => fd,
         Err(e) => {
@@ -366,6 +370,8 @@ fn exec_command(spec: &SandboxSpec) -> ChildFailure {
     }
     let _ = signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&unblock), None);
     let _ = nix::unistd::setsid();
+    // Docker's umask.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // stdin is /dev/null, as for BuildKit's RUN.
     redirect_stdin_from_dev_null();
     match prepare_and_exec(spec) {

@@ -11,11 +11,25 @@ use std::path::{Component, Path, PathBuf};
 use nix::mount::MsFlags;
 
 use crate::protocol::{ChildFailure, SetupStep};
-use crate::spec::{BindMode, NetworkMode, Rootfs, SandboxSpec, StepMount};
+use crate::spec::{BindMode, NetworkMode, Rootfs, SandboxSpec, SecurityMode, StepMount};
 use crate::syscalls::{FileKind, Syscalls, Times};
 
 /// Device nodes bound from the host's /dev, as runc's default rootless devices.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Parts of /proc made read-only, as Docker does (moby `oci/defaults.go`).
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+/// Parts of /proc hidden, as Docker does.
+const PROC_MASKED: [&str; 8] = [
+    "asound",
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+];
 
 /// Mount points created in the root filesystem, in creation order.
 #[derive(Debug, Default)]
@@ -186,6 +200,35 @@ impl RootSetup<'_> {
                 _ => ChildFailure::os(SetupStep::Mount("proc".into()), &target, &e),
             })?;
         stubs.mounted.push(self.container_path(&target));
+        if self.spec.security == SecurityMode::Sandbox {
+            self.confine_proc(&target)?;
+        }
+        Ok(())
+    }
+
+    /// Docker's default masked and read-only paths of /proc: without them a step run by real
+    /// root could change the host's sysctls, which only check file permissions.
+    fn confine_proc(&self, proc: &Path) -> Result<()> {
+        for name in PROC_READ_ONLY {
+            let path = proc.join(name);
+            if self.sys.kind(&path).is_some() {
+                self.bind(&path, &path, true, true)?;
+            }
+        }
+        for name in PROC_MASKED {
+            let path = proc.join(name);
+            match self.sys.kind(&path) {
+                Some(FileKind::Dir) => {
+                    let flags = MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC;
+                    self.mount(Some(Path::new("tmpfs")), &path, "tmpfs", flags, "size=0")?;
+                }
+                Some(_) => self.bind(Path::new("/dev/null"), &path, false, false)?,
+                None => {}
+            }
+        }
         Ok(())
     }
 
@@ -758,6 +801,49 @@ mod tests {
         };
         let err = run(&sys, &spec(vec![], NetworkMode::Host)).expect_err("proc refused");
         assert_eq!(err, ChildFailure::ProcMasked { errno: libc::EPERM });
+    }
+
+    #[test]
+    fn proc_gets_docker_masks_unless_insecure() {
+        let dirs = [
+            "/r",
+            "/r/proc",
+            "/r/dev",
+            "/r/sys",
+            "/r/etc",
+            "/r/proc/sys",
+            "/r/proc/acpi",
+        ];
+        let sys = RecordingSyscalls::with_dirs(&dirs);
+        sys.add("/r/proc/kcore", FileKind::File, None);
+        run(&sys, &spec(vec![], NetworkMode::Host)).expect("setup");
+        let calls = sys.calls();
+        for want in [
+            "mount /r/proc/sys /r/proc/sys - [MS_BIND | MS_REC] ",
+            "mount - /r/proc/sys - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ",
+            "mount tmpfs /r/proc/acpi tmpfs [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC] size=0",
+            "mount /dev/null /r/proc/kcore - [MS_BIND] ",
+        ] {
+            assert!(
+                calls.contains(&want.to_string()),
+                "missing {want:?} in {calls:#?}"
+            );
+        }
+        assert!(
+            !calls.iter().any(|c| c.contains("/r/proc/fs")),
+            "absent paths are skipped"
+        );
+
+        let sys = RecordingSyscalls::with_dirs(&dirs);
+        let insecure = SandboxSpec {
+            security: SecurityMode::Insecure,
+            ..spec(vec![], NetworkMode::Host)
+        };
+        run(&sys, &insecure).expect("setup");
+        assert!(
+            !sys.calls().iter().any(|c| c.contains("/r/proc/")),
+            "insecure keeps /proc whole"
+        );
     }
 
     #[test]

@@ -289,6 +289,17 @@ fn capabilities_are_bounded_unless_insecure() {
 }
 
 #[test]
+fn proc_is_confined_like_docker_unless_insecure() {
+    let (_tmp, root) = temp_rootfs();
+    // kernel/hostname belongs to the step's uts namespace: writable only when not confined.
+    let script = "echo other > /proc/sys/kernel/hostname 2>/dev/null && echo rw || echo ro; \
+                  [ -e /proc/timer_list ] && wc -c < /proc/timer_list || echo 0";
+    assert_eq!(stdout_of(&sh(&root, script).build()), "ro\n0\n");
+    let out = stdout_of(&sh(&root, script).security(SecurityMode::Insecure).build());
+    assert!(out.starts_with("rw\n"), "{out}");
+}
+
+#[test]
 fn bind_modes_read_only_read_write_and_discard() {
     let (tmp, root) = temp_rootfs();
     let host = tmp.path().join("ctx");
