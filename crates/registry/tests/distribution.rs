@@ -570,3 +570,27 @@ fn server_errors_are_retried() {
         "503 once, then served"
     );
 }
+
+#[test]
+fn localhost_name_is_plain_http_without_configuration() {
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let docker = tempfile::tempdir().unwrap();
+    let src = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
+    let image = small_image(&src);
+    let client = Client::new(client_config(docker.path()));
+    let target = reference(&format!("localhost:{}/by-name/app:1", registry.port));
+    assert_eq!(
+        target.familiar(),
+        format!("localhost:{}/by-name/app:1", registry.port)
+    );
+    client
+        .push(
+            &target,
+            &image.manifest,
+            &src,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .unwrap();
+    assert_eq!(client.fetch_manifest(&target).unwrap().digest, image.digest);
+}
