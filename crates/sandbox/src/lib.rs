@@ -43,6 +43,33 @@
 //!
 //! Libraries and tests that cannot change `main` use the `img-sandbox-init` binary of this
 //! crate through [`Sandbox::with_init_program`].
+//!
+//! # Running a step
+//!
+//! ```no_run
+//! use img_sandbox::{
+//!     BindMode, CancelToken, HostPaths, IdMapping, LineSink, NetworkMode, Process, Rootfs, Sandbox,
+//!     SandboxSpec, StepMount, Stream,
+//! };
+//!
+//! let mapping = IdMapping::detect(&HostPaths::default())?;
+//! if let Some(limitation) = mapping.limitation_once() {
+//!     eprintln!("warning: {limitation}");
+//! }
+//! let mut process = Process::new(["/bin/sh", "-c", "make"]);
+//! process.env = vec!["PATH=/usr/bin:/bin".into()];
+//! process.cwd = "/src".into();
+//! let spec = SandboxSpec::builder(Rootfs::Directory("/var/lib/img/snapshots/7/fs".into()), process, mapping)
+//!     .mount(StepMount::Bind { source: "/home/me/app".into(), target: "/src".into(), mode: BindMode::ReadOnly })
+//!     .network(NetworkMode::None)
+//!     .build();
+//! let mut sink = LineSink::new(|stream: Stream, line: &[u8]| {
+//!     print!("{stream:?}: {}", String::from_utf8_lossy(line));
+//! });
+//! let exit = Sandbox::new().run(&spec, &mut sink, &CancelToken::new())?;
+//! println!("exit code {}", exit.code_or_signal());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 // The example above is about `main` itself.
 #![allow(clippy::needless_doctest_main)]

@@ -216,6 +216,18 @@ fn zombies_are_reaped_by_the_init() {
 }
 
 #[test]
+fn background_processes_die_with_the_step() {
+    let (_tmp, root) = temp_rootfs();
+    let started = Instant::now();
+    let out = stdout_of(&sh(&root, "sleep 30 & echo started").build());
+    assert_eq!(out, "started\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited for the background sleep"
+    );
+}
+
+#[test]
 fn cancel_kills_a_step_that_ignores_sigterm() {
     let (_tmp, root) = temp_rootfs();
     let spec = sh(&root, "trap '' TERM; echo ready; while :; do sleep 1; done")
