@@ -238,16 +238,15 @@ pub(crate) fn lookup(layers: &[PathBuf], rel: &Path) -> io::Result<Option<PathBu
     let comps: Vec<_> = rel.components().collect();
     'layers: for layer in layers {
         let mut p = layer.clone();
+        // An opaque directory on the way hides that subtree in every layer below this one.
+        let mut opaque_above = false;
         for (i, comp) in comps.iter().enumerate() {
             p.push(comp);
             let last = i + 1 == comps.len();
             let meta = match fs::symlink_metadata(&p) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // An opaque directory above hides the rest of the lower layers.
-                    let mut dir = p.clone();
-                    dir.pop();
-                    if dir != *layer && is_opaque(&dir)? {
+                    if opaque_above {
                         return Ok(None);
                     }
                     continue 'layers;
@@ -263,6 +262,7 @@ pub(crate) fn lookup(layers: &[PathBuf], rel: &Path) -> io::Result<Option<PathBu
             if !meta.is_dir() {
                 return Ok(None);
             }
+            opaque_above = opaque_above || is_opaque(&p)?;
         }
     }
     Ok(None)
@@ -330,6 +330,44 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_honours_whiteouts_and_opaque_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (top, bottom) = (dir.path().join("top"), dir.path().join("bottom"));
+        fs::create_dir_all(bottom.join("a/b")).unwrap();
+        fs::write(bottom.join("a/b/c"), b"").unwrap();
+        fs::write(bottom.join("gone"), b"").unwrap();
+        fs::write(bottom.join("kept"), b"").unwrap();
+        fs::create_dir_all(top.join("a/b")).unwrap();
+        nix::sys::stat::mknod(
+            &top.join("gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let layers = [top.clone(), bottom.clone()];
+        assert_eq!(
+            lookup(&layers, Path::new("a/b/c")).unwrap(),
+            Some(bottom.join("a/b/c"))
+        );
+        assert_eq!(
+            lookup(&layers, Path::new("kept")).unwrap(),
+            Some(bottom.join("kept"))
+        );
+        assert_eq!(lookup(&layers, Path::new("gone")).unwrap(), None);
+        assert_eq!(
+            lookup(&layers, Path::new("a/b")).unwrap(),
+            Some(top.join("a/b"))
+        );
+        xattr::set(top.join("a"), "user.overlay.opaque", b"y").unwrap();
+        assert_eq!(
+            lookup(&layers, Path::new("a/b/c")).unwrap(),
+            None,
+            "opaque grandparent hides it"
+        );
+    }
 
     fn names(entries: &[LayerEntry]) -> Vec<String> {
         entries

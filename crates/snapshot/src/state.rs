@@ -133,7 +133,8 @@ mod tests {
 
     #[test]
     fn resolution_order() {
-        let cases: &[(Option<&str>, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (Some("/s"), &[("XDG_DATA_HOME", "/x"), ("HOME", "/h")], "/s"),
             (
                 None,
