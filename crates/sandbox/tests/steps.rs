@@ -517,3 +517,39 @@ fn chown_inside_shows_as_the_mapped_id_on_the_host() {
         }
     }
 }
+
+#[test]
+fn mapping_helper_failures_are_reported() {
+    let (_tmp, root) = temp_rootfs();
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let range = [img_sandbox::SubIdRange {
+        start: 400_000,
+        count: 65_536,
+    }];
+    let mapping = img_sandbox::IdMapping::subordinate(uid, gid, &range, &range);
+    let spec =
+        SandboxSpec::builder(Rootfs::Directory(root), Process::new(["true"]), mapping).build();
+    let paths = img_sandbox::HostPaths {
+        newuidmap: "/bin/false".into(),
+        newgidmap: "/bin/false".into(),
+        ..img_sandbox::HostPaths::default()
+    };
+    let result = sandbox().with_host_paths(paths).run(
+        &spec,
+        &mut img_sandbox::DiscardOutput,
+        &CancelToken::new(),
+    );
+    match result {
+        Err(SandboxError::IdMap(img_sandbox::IdMapError::HelperFailed {
+            program, args, ..
+        })) => {
+            assert_eq!(program, std::path::Path::new("/bin/false"));
+            assert!(
+                args.ends_with(&format!("0 {uid} 1 1 400000 65536")),
+                "{args}"
+            );
+        }
+        other => panic!("expected a helper failure, got {other:?}"),
+    }
+}
