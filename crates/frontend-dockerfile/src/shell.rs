@@ -10,14 +10,21 @@
 //! - `${v#p}`, `${v%p}` and `${v/p/r}` patterns know `*`, `?` and the escapes `\*`, `\?`, `\\`
 //!   (plus `\}` and `\/` to write those characters), but no bracket expressions: `[` is literal;
 //! - positional (`$1`, `$001`) and special (`$@ $* $# $? $- $$ $! $0`) parameters are never set;
-//! - there is no field splitting in [`Lexer::expand_word`]; [`Lexer::expand_words`] splits only on
-//!   whitespace that is neither quoted, escaped nor part of the literal text between expansions.
+//! - there is no field splitting in [`Lexer::expand_word`]; [`Lexer::expand_words`] splits on
+//!   whitespace that is neither quoted nor escaped, whether written or produced by an unquoted
+//!   expansion, and an empty quoted string yields no word (`""` gives `[]`, unlike sh).
+//!
+//! Deliberate differences, for inputs no real Dockerfile contains: substitutions nested more than
+//! 256 deep, patterns with more than 256 separate `*` and a `${v//p/r}` result over 4 MiB are
+//! errors (BuildKit recurses and allocates without bound); and in `expand_words`, text before a
+//! `${v:-w}` is kept (`x${u:-a b}` gives `xa`, `b`), where current BuildKit shares one buffer
+//! between nesting levels and loses the `x`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use pattern::{replace, trim_prefix, trim_suffix, PatternFault, MAX_STARS};
+use pattern::{replace, trim_prefix, trim_suffix, PatternFault, MAX_REPLACE_ALL_BYTES, MAX_STARS};
 
 mod pattern;
 
@@ -157,6 +164,15 @@ pub enum ShellError {
         position: usize,
         /// The pattern after expansion.
         pattern: String,
+    },
+    /// A `${v//p/r}` whose result would be larger than any real Dockerfile needs (nested
+    /// replacements grow exponentially).
+    #[error("failed to process {word:?}: the replacement at offset {position} produces more than {MAX_REPLACE_ALL_BYTES} bytes")]
+    ResultTooLarge {
+        /// The word being expanded.
+        word: String,
+        /// Byte offset of the `$`.
+        position: usize,
     },
     /// `${…}` nested more deeply than any real Dockerfile does.
     #[error("failed to process {word:?}: substitutions nested more than {MAX_NESTING} deep at offset {position}")]
@@ -677,6 +693,7 @@ impl<'a, 't> Expander<'a, 't> {
                 pattern: pattern.to_owned(),
                 escaped,
             },
+            PatternFault::ResultTooLarge => ShellError::ResultTooLarge { word, position },
             PatternFault::TooManyStars => ShellError::PatternTooComplex {
                 word,
                 position,

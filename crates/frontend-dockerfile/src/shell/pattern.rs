@@ -16,7 +16,14 @@ pub(super) enum PatternFault {
     InvalidEscape(Option<char>),
     /// More than [`MAX_STARS`] separate `*`.
     TooManyStars,
+    /// `${v//p/r}` would produce more than [`MAX_REPLACE_ALL_BYTES`].
+    ResultTooLarge,
 }
+
+/// Bound on the result of one `${v//p/r}`. Replacing every match inserts `r` up to
+/// `len(v) + 1` times, so nested replacements grow exponentially with the nesting depth (a
+/// 1.4 kB word can expand to 89 MB); no real Dockerfile comes near this bound.
+pub(super) const MAX_REPLACE_ALL_BYTES: usize = 4 << 20;
 
 /// Bound on separate `*` in one pattern; the matcher recurses once per star.
 pub(super) const MAX_STARS: usize = 256;
@@ -262,6 +269,9 @@ pub(super) fn replace(
         out.push_str(&value[last_end..start]);
         if end > last_end || start == 0 {
             expand_go_template(&mut out, replacement, &value[start..end]);
+            if out.len() > MAX_REPLACE_ALL_BYTES {
+                return Err(PatternFault::ResultTooLarge);
+            }
         }
         last_end = end;
         let width = value[from..].chars().next().map_or(0, char::len_utf8);
@@ -449,6 +459,17 @@ mod tests {
                 "find {pattern:?} greedy={greedy} on {value:?}"
             );
         }
+    }
+
+    #[test]
+    fn replacing_everything_is_bounded() {
+        let value = "x".repeat(4096);
+        let big = "y".repeat(2048);
+        assert!(matches!(
+            replace("", &value, &big, true),
+            Err(PatternFault::ResultTooLarge)
+        ));
+        assert_eq!(replace("", "ab", "-", true).ok().unwrap(), "-a-b-");
     }
 
     #[test]
