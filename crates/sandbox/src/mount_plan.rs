@@ -50,12 +50,19 @@ impl MountStubs {
     /// Detaches the mounts over stubs and removes the stubs, newest first, restoring parents'
     /// times; runs after pivot_root, so paths are container paths.
     pub(crate) fn clean(&self, sys: &dyn Syscalls) {
+        self.clean_at(sys, Path::new("/"));
+    }
+
+    /// [`MountStubs::clean`] with container paths under `root` (before pivot_root).
+    fn clean_at(&self, sys: &dyn Syscalls, root: &Path) {
+        let at = |path: &Path| root.join(path.strip_prefix("/").unwrap_or(path));
         for target in self.mounted.iter().rev() {
-            let _ = sys.umount(target);
+            let _ = sys.umount(&at(target));
         }
         for stub in self.created.iter().rev() {
-            if sys.remove(&stub.path, stub.kind).is_ok() {
-                if let (Some(parent), Some(times)) = (stub.path.parent(), stub.parent_times) {
+            let path = at(&stub.path);
+            if sys.remove(&path, stub.kind).is_ok() {
+                if let (Some(parent), Some(times)) = (path.parent(), stub.parent_times) {
                     let _ = sys.set_times(parent, times);
                 }
             }
@@ -138,8 +145,19 @@ impl RootSetup<'_> {
     }
 
     /// Performs everything up to and including pivot_root; returns the stubs to clean later.
+    /// On failure the stubs made so far are removed at once.
     pub(crate) fn run(&self) -> Result<MountStubs> {
         let mut stubs = MountStubs::default();
+        match self.setup(&mut stubs) {
+            Ok(()) => Ok(stubs),
+            Err(failure) => {
+                stubs.clean_at(self.sys, self.root());
+                Err(failure)
+            }
+        }
+    }
+
+    fn setup(&self, stubs: &mut MountStubs) -> Result<()> {
         // Nothing done here may propagate back to the caller's mount namespace.
         self.mount(
             None,
@@ -164,15 +182,15 @@ impl RootSetup<'_> {
             "mode=755",
         )?;
 
-        self.mount_proc(&mut stubs)?;
-        self.mount_dev(&mut stubs)?;
-        self.mount_sys(&mut stubs)?;
-        self.supply_etc_files(&mut stubs)?;
+        self.mount_proc(stubs)?;
+        self.mount_dev(stubs)?;
+        self.mount_sys(stubs)?;
+        self.supply_etc_files(stubs)?;
         let mut mounts: Vec<(usize, &StepMount)> = self.spec.mounts.iter().enumerate().collect();
         // Parents before children, whatever order the caller listed them in.
         mounts.sort_by_key(|(_, m)| m.target().components().count());
         for (index, mount) in mounts {
-            self.step_mount(index, mount, &mut stubs)?;
+            self.step_mount(index, mount, stubs)?;
         }
         self.sys
             .sethostname(&self.spec.hostname)
@@ -185,7 +203,7 @@ impl RootSetup<'_> {
         self.sys
             .pivot_root(self.root())
             .map_err(|e| ChildFailure::os(SetupStep::PivotRoot, self.root(), &e))?;
-        Ok(stubs)
+        Ok(())
     }
 
     fn mount_proc(&self, stubs: &mut MountStubs) -> Result<()> {
@@ -413,6 +431,13 @@ impl RootSetup<'_> {
                 uid,
                 gid,
             } => {
+                let mapping = &self.spec.id_mapping;
+                if mapping.host_uid(*uid).is_none() || mapping.host_gid(*gid).is_none() {
+                    return Err(ChildFailure::Unmapped {
+                        uid: *uid,
+                        gid: *gid,
+                    });
+                }
                 let source = self.staging.join(format!("secret-{index}"));
                 let err = |e: std::io::Error| ChildFailure::os(SetupStep::WriteFile, &source, &e);
                 self.sys
@@ -843,6 +868,37 @@ mod tests {
         assert!(
             !sys.calls().iter().any(|c| c.contains("/r/proc/")),
             "insecure keeps /proc whole"
+        );
+    }
+
+    #[test]
+    fn secrets_for_unmapped_owners_are_refused_before_writing() {
+        let sys = RecordingSyscalls::with_dirs(&["/r", "/r/proc", "/r/dev", "/r/sys", "/r/etc"]);
+        let secret = StepMount::Secret {
+            data: SecretBytes::new("pw"),
+            target: "/run/secrets/s".into(),
+            mode: 0o400,
+            uid: 1000,
+            gid: 1000,
+        };
+        let err = run(&sys, &spec(vec![secret], NetworkMode::Host)).expect_err("uid 1000 unmapped");
+        assert_eq!(
+            err,
+            ChildFailure::Unmapped {
+                uid: 1000,
+                gid: 1000
+            }
+        );
+        let calls = sys.calls();
+        assert!(!calls.iter().any(|c| c.contains("secret")), "{calls:?}");
+        // The stubs made before the failure are gone again, at their host paths.
+        assert!(
+            calls.contains(&"umount /r/etc/hosts".to_string()),
+            "{calls:?}"
+        );
+        assert!(
+            calls.contains(&"remove /r/etc/hostname".to_string()),
+            "{calls:?}"
         );
     }
 

@@ -277,6 +277,26 @@ impl SandboxSpec {
     pub fn id_mapping(&self) -> &IdMapping {
         &self.id_mapping
     }
+
+    /// The `RUN --mount` style mounts.
+    pub fn mounts(&self) -> &[StepMount] {
+        &self.mounts
+    }
+
+    /// The hostname.
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// The network mode.
+    pub fn network(&self) -> NetworkMode {
+        self.network
+    }
+
+    /// The security mode.
+    pub fn security(&self) -> SecurityMode {
+        self.security
+    }
 }
 
 /// Builder of a [`SandboxSpec`].

@@ -553,3 +553,40 @@ fn mapping_helper_failures_are_reported() {
         other => panic!("expected a helper failure, got {other:?}"),
     }
 }
+
+#[test]
+fn ssh_agent_socket_is_bound() {
+    let (tmp, root) = temp_rootfs();
+    let socket = tmp.path().join("agent.sock");
+    // Kept open so the socket stays bound while the step looks at it (busybox has no unix
+    // socket client to talk to it).
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("listen");
+    let spec = sh(&root, "[ -S /run/buildkit/ssh_agent.0 ] && echo socket")
+        .mount(StepMount::SshAgent {
+            socket,
+            target: "/run/buildkit/ssh_agent.0".into(),
+        })
+        .build();
+    assert_eq!(stdout_of(&spec), "socket\n");
+    assert!(!root.join("run").exists(), "socket mount point left behind");
+}
+
+#[test]
+fn a_failed_setup_leaves_no_mount_points_behind() {
+    let (tmp, root) = temp_rootfs();
+    let spec = sh(&root, "true")
+        .mount(StepMount::Bind {
+            source: tmp.path().join("missing"),
+            target: "/deep/mount/point".into(),
+            mode: BindMode::ReadOnly,
+        })
+        .build();
+    let (result, _) = run(&spec);
+    assert!(
+        matches!(&result, Err(SandboxError::Setup(SetupError::Os { path, .. })) if path.ends_with("rootfs/deep/mount/point")),
+        "{result:?}"
+    );
+    for stub in ["deep", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        assert!(!root.join(stub).exists(), "{stub} left behind");
+    }
+}
