@@ -10,6 +10,7 @@
 mod ast;
 mod dockerignore;
 mod instructions;
+mod lower;
 mod parser;
 mod shell;
 mod stages;
@@ -27,6 +28,10 @@ pub use instructions::{
     WorkdirInstruction,
 };
 pub use dockerignore::{ignore_file_for, DockerignoreError, IgnorePatterns};
+pub use lower::{
+    lower, GraphFormat, LayerStep, LowerError, LowerOptions, LoweredBase, LoweredBuild,
+    LoweredStage,
+};
 pub use shell::{Environment, Expansion, Lexer, ShellError};
 pub use stages::{
     plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, ContainerConfig, Empty,

@@ -11,6 +11,8 @@ pub struct Location {
     pub file: String,
     /// The 1-based first line of the instruction.
     pub line: usize,
+    /// The 1-based last line (continuations and heredoc bodies included).
+    pub end_line: usize,
     /// The instruction as written, continuations joined.
     pub original: String,
 }

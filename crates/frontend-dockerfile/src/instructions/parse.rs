@@ -71,6 +71,7 @@ pub(crate) fn location_of(node: &Node, file: &str) -> Location {
     Location {
         file: file.to_string(),
         line: node.start_line,
+        end_line: node.end_line,
         original: node.original.clone(),
     }
 }
