@@ -349,7 +349,7 @@ impl Store {
                 if old {
                     let p = entry.path();
                     let _ = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
+                        snapshotter::force_remove_dir_all(&p)
                     } else {
                         std::fs::remove_file(&p)
                     };

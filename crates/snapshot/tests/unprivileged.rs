@@ -92,25 +92,34 @@ fn backends_work_for_an_unprivileged_user() {
 /// A base layer with root-owned entries, a device node, and a directory to delete later.
 fn base_layer_bytes() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    let mut add_mode =
+        |name: &str, kind: tar::EntryType, mode: u32, data: &[u8], dev: Option<(u32, u32)>| {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_entry_type(kind);
+            h.set_mode(if kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_600_000_000);
+            h.set_size(data.len() as u64);
+            if let Some((major, minor)) = dev {
+                h.set_device_major(major).unwrap();
+                h.set_device_minor(minor).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
     let mut add = |name: &str, kind: tar::EntryType, data: &[u8], dev: Option<(u32, u32)>| {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name).unwrap();
-        h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory {
+        let mode = if kind == tar::EntryType::Directory {
             0o755
         } else {
             0o644
-        });
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_600_000_000);
-        h.set_size(data.len() as u64);
-        if let Some((major, minor)) = dev {
-            h.set_device_major(major).unwrap();
-            h.set_device_minor(minor).unwrap();
-        }
-        h.set_cksum();
-        b.append(&h, data).unwrap();
+        };
+        add_mode(name, kind, mode, data, dev)
     };
     add("dev/", tar::EntryType::Directory, b"", None);
     add("dev/null", tar::EntryType::Char, b"", Some((1, 3)));
@@ -119,6 +128,9 @@ fn base_layer_bytes() -> Vec<u8> {
     add("etc/gone", tar::EntryType::Regular, b"gone\n", None);
     add("old/", tar::EntryType::Directory, b"", None);
     add("old/a", tar::EntryType::Regular, b"a\n", None);
+    // A read-only directory with contents, like /proc or /sys in base images.
+    add_mode("ro/", tar::EntryType::Directory, 0o555, b"", None);
+    add_mode("ro/inside", tar::EntryType::Regular, 0o444, b"x", None);
     b.into_inner().unwrap()
 }
 
@@ -206,4 +218,13 @@ fn unprivileged_child() {
     );
     let native = &digests[1].1;
     assert!(native.contains(&"old/.wh.a".to_string()), "{native:?}");
+    // Removing snapshots with read-only directories works without privileges too.
+    let report = store.gc(&img_snapshot::GcRoots::default()).unwrap();
+    assert_eq!(report.snapshots_removed.len(), 4);
+    assert_eq!(
+        std::fs::read_dir(store.state().snapshots())
+            .unwrap()
+            .count(),
+        0
+    );
 }

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -200,7 +200,8 @@ struct Unpacker {
     style: WhiteoutStyle,
     /// Paths this layer created, which an opaque whiteout in the same layer must keep.
     written: HashSet<Vec<u8>>,
-    dir_times: Vec<(Vec<u8>, i64)>,
+    /// Directories' final modes and mtimes, applied after their contents.
+    dir_times: Vec<(Vec<u8>, u32, i64)>,
     warnings: Vec<ApplyWarning>,
     entries: u64,
 }
@@ -357,9 +358,19 @@ impl Unpacker {
                     Mode::empty(),
                 )
                 .map_err(|e| werr(e.into()))?;
-                self.set_file_meta(&File::from(fd), &display, mode, uid, gid, &xattrs, None)
-                    .map_err(werr)?;
-                self.dir_times.push((full.clone(), mtime));
+                // Owner write and search stay on until the end, so an unprivileged applier can
+                // still fill a directory whose final mode is read-only (e.g. 0555).
+                self.set_file_meta(
+                    &File::from(fd),
+                    &display,
+                    mode | 0o700,
+                    uid,
+                    gid,
+                    &xattrs,
+                    None,
+                )
+                .map_err(werr)?;
+                self.dir_times.push((full.clone(), mode, mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 remove_all_at(&dir, name).map_err(werr)?;
@@ -654,7 +665,12 @@ impl Unpacker {
         xattrs: &[(OsString, Vec<u8>)],
         mtime: Option<i64>,
     ) -> io::Result<()> {
-        match std::os::unix::fs::fchown(file, Some(uid as u32), Some(gid as u32)) {
+        let ids = u32::try_from(uid).ok().zip(u32::try_from(gid).ok());
+        let result = match ids {
+            Some((u, g)) => std::os::unix::fs::fchown(file, Some(u), Some(g)),
+            None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        match result {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL)) => {
                 self.warnings.push(ApplyWarning::OwnershipNotSet {
@@ -691,13 +707,18 @@ impl Unpacker {
         xattrs: &[(OsString, Vec<u8>)],
         mtime: i64,
     ) -> io::Result<()> {
-        match fchownat(
-            dir,
-            os(name),
-            Some(Uid::from_raw(uid as u32)),
-            Some(Gid::from_raw(gid as u32)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
+        let ids = u32::try_from(uid).ok().zip(u32::try_from(gid).ok());
+        let result = match ids {
+            Some((u, g)) => fchownat(
+                dir,
+                os(name),
+                Some(Uid::from_raw(u)),
+                Some(Gid::from_raw(g)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ),
+            None => Err(Errno::EINVAL),
+        };
+        match result {
             Ok(()) => {}
             Err(Errno::EPERM | Errno::EINVAL) => {
                 self.warnings.push(ApplyWarning::OwnershipNotSet {
@@ -749,36 +770,28 @@ impl Unpacker {
         }
     }
 
-    /// Directory mtimes last, deepest first: creating children changes them.
+    /// Directory modes and mtimes last, deepest first: creating children changes mtimes, and
+    /// a read-only mode would block the children.
     fn finish_dirs(&mut self) -> Result<(), ApplyError> {
-        for (path, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+        for (path, mode, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             let comps: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
             let display = String::from_utf8_lossy(&path).into_owned();
             let werr = |source: io::Error| ApplyError::Write {
                 path: display.clone(),
                 source,
             };
-            let Ok(fd) = self.resolve(&comps) else {
+            let how = OpenHow::new()
+                .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+            // A later entry may have replaced the directory; then there is nothing to finish.
+            let Ok(fd) = openat2(&self.root, os(&join(&comps)), how) else {
                 continue;
             };
+            let dir = File::from(fd);
+            dir.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(werr)?;
             let t = TimeSpec::new(mtime, 0);
-            nix::sys::stat::utimensat(
-                &fd,
-                "",
-                &t,
-                &t,
-                nix::sys::stat::UtimensatFlags::FollowSymlink,
-            )
-            .or_else(|_| {
-                let dir = openat(
-                    &fd,
-                    ".",
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
-                nix::sys::stat::futimens(dir.as_fd(), &t, &t)
-            })
-            .map_err(|e| werr(e.into()))?;
+            nix::sys::stat::futimens(&dir, &t, &t).map_err(|e| werr(e.into()))?;
         }
         Ok(())
     }

@@ -73,7 +73,11 @@ impl LayerDescriptor {
     /// The descriptor to put in a manifest's `layers`.
     pub fn to_oci(&self) -> Descriptor {
         Descriptor::new(
-            MediaType::Other(self.compression.media_type().to_owned()),
+            match self.compression {
+                Compression::Gzip => MediaType::ImageLayerGzip,
+                Compression::Zstd => MediaType::ImageLayerZstd,
+                _ => MediaType::ImageLayer,
+            },
             self.size,
             self.digest.to_oci(),
         )

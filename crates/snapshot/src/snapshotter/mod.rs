@@ -331,7 +331,7 @@ impl Snapshotter {
             // A directory left by a crash between rename and commit has no row; it is ours to
             // replace.
             if dest.exists() {
-                std::fs::remove_dir_all(&dest).map_err(io(&dest))?;
+                force_remove_dir_all(&dest).map_err(io(&dest))?;
             }
             std::fs::rename(&staged, &dest).map_err(io(&dest))?;
             crate::fsutil::sync_parent(&dest).map_err(io(&dest))?;
@@ -340,7 +340,7 @@ impl Snapshotter {
         let id = match result {
             Ok(id) => id,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&staged);
+                let _ = force_remove_dir_all(&staged);
                 return Err(e);
             }
         };
@@ -630,12 +630,32 @@ pub(crate) fn remove_snapshot_dir(state: &StateDir, id: i64) -> Result<(), Snaps
         .join(format!("removing-{id}-{}", std::process::id()));
     let io = |path: PathBuf| move |source| SnapshotError::Io { path, source };
     std::fs::rename(&dir, &trash).map_err(io(dir.clone()))?;
-    // overlay's work/work directory is mode 000.
-    let _ = std::fs::set_permissions(
-        trash.join("work/work"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    );
-    std::fs::remove_dir_all(&trash).map_err(io(trash))
+    force_remove_dir_all(&trash).map_err(io(trash))
+}
+
+/// `remove_dir_all` that also works without privileges on trees holding read-only
+/// directories (a layer's `0555` directories, overlay's mode-000 `work/work`): it makes our
+/// own directories writable and retries.
+pub(crate) fn force_remove_dir_all(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(path);
+            std::fs::remove_dir_all(path)
+        }
+        other => other,
+    }
+}
+
+fn make_dirs_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                make_dirs_writable(&entry.path());
+            }
+        }
+    }
 }
 
 /// Bytes allocated under `dir`, each inode counted once.
