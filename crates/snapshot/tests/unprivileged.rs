@@ -97,11 +97,7 @@ fn base_layer_bytes() -> Vec<u8> {
             let mut h = tar::Header::new_ustar();
             h.set_path(name).unwrap();
             h.set_entry_type(kind);
-            h.set_mode(if kind == tar::EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
+            h.set_mode(mode);
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(1_600_000_000);
