@@ -253,6 +253,8 @@ fn inner_with_subordinate_ranges() {
         "layered\n"
     );
     assert!(root.join("etc/group").exists());
+    // overlayfs leaves its work directory mode 000; let the temporary directory go.
+    fs::set_permissions(work.join("work"), fs::Permissions::from_mode(0o700)).expect("chmod work");
 }
 
 #[test]
