@@ -26,6 +26,7 @@ mod executor;
 mod key;
 mod progress;
 mod scheduler;
+mod worker;
 
 pub use cache::{CacheDb, CacheError, CacheRecord};
 pub use cancel::CancelToken;
@@ -37,3 +38,7 @@ pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
 pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};
+pub use worker::{
+    ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource, SecretStore,
+    Worker, WorkerError, WorkerOptions, WorkerRef,
+};

@@ -97,6 +97,9 @@ pub struct Solved<O> {
     pub executed: Vec<Digest>,
     /// Ops whose result came from the cache, in completion order.
     pub cached: Vec<Digest>,
+    /// The output of every op of the definition, the output op's included: an exporter reads
+    /// the results of intermediate steps (each layer of an image) from here.
+    pub outputs: HashMap<Digest, O>,
 }
 
 /// Runs definitions with an [`Executor`] and a persistent [`CacheDb`].
@@ -250,15 +253,17 @@ impl<E: Executor> Solver<E> {
             return Err(error);
         }
         let output_digest = definition.output().digest;
-        match done.remove(&output_digest) {
-            Some(result) => Ok(Solved {
-                output: result.output,
-                cache_key: result.key,
-                executed,
-                cached,
-            }),
-            None => Err(SolveError::Cancelled),
-        }
+        let Some(result) = done.get(&output_digest) else {
+            return Err(SolveError::Cancelled);
+        };
+        let (output, cache_key) = (result.output.clone(), result.key);
+        Ok(Solved {
+            output,
+            cache_key,
+            executed,
+            cached,
+            outputs: done.into_iter().map(|(d, r)| (d, r.output)).collect(),
+        })
     }
 
     fn prepare<'d>(

@@ -1,0 +1,290 @@
+//! Copying trees the way `COPY` does: metadata and timestamps kept from the source (as
+//! BuildKit does), ownership and mode replaced when `--chown`/`--chmod` ask, symlinks copied as
+//! links, hard links inside the source recreated as copies.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use glob::Pattern;
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+use super::context::{matches_self_or_parent, may_match_below};
+use super::WorkerError;
+use crate::PathFilter;
+
+/// How a copy changes what it copies.
+pub(crate) struct Copier<'a> {
+    /// `(uid, gid)` for every copied entry; `None` keeps the source's.
+    pub owner: Option<(u32, u32)>,
+    /// Permission bits for every copied entry; `None` keeps the source's.
+    pub mode: Option<u32>,
+    /// The local source's selection, tested with paths relative to the source's root.
+    pub source_filter: Option<&'a dyn PathFilter>,
+    /// `--include` patterns, relative to the copied path.
+    pub include: Vec<Pattern>,
+    /// `--exclude` patterns, relative to the copied path.
+    pub exclude: Vec<Pattern>,
+}
+
+impl Copier<'_> {
+    /// A copy that keeps everything.
+    pub(crate) fn plain() -> Copier<'static> {
+        Copier {
+            owner: None,
+            mode: None,
+            source_filter: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
+    fn pattern_selects(&self, rel: &str, is_dir: bool) -> bool {
+        if rel.is_empty() {
+            return true;
+        }
+        if self.exclude.iter().any(|p| matches_self_or_parent(p, rel)) {
+            return false;
+        }
+        self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|p| matches_self_or_parent(p, rel) || (is_dir && may_match_below(p, rel)))
+    }
+
+    fn source_selects(&self, source_rel: &str, is_dir: bool) -> bool {
+        match self.source_filter {
+            None => true,
+            Some(f) if is_dir => f.selects(source_rel, true) || f.may_select_under(source_rel),
+            Some(f) => f.selects(source_rel, false),
+        }
+    }
+
+    /// Copies `src` (whose path relative to its source's root is `source_rel`) to `dest`.
+    /// A directory is merged into an existing directory at `dest`.
+    pub(crate) fn copy(
+        &self,
+        src: &Path,
+        dest: &Path,
+        source_rel: &str,
+    ) -> Result<(), WorkerError> {
+        self.copy_entry(src, dest, source_rel, "")
+    }
+
+    /// Copies what is inside directory `src` into directory `dest` (created if missing).
+    pub(crate) fn copy_contents(
+        &self,
+        src: &Path,
+        dest: &Path,
+        source_rel: &str,
+    ) -> Result<(), WorkerError> {
+        let meta = fs::metadata(src).map_err(WorkerError::file("reading", src))?;
+        self.ensure_dir(dest, &meta)?;
+        for (name, child_source_rel, child_rel) in self.children(src, source_rel, "")? {
+            self.copy_entry(
+                &src.join(&name),
+                &dest.join(&name),
+                &child_source_rel,
+                &child_rel,
+            )?;
+        }
+        self.apply_metadata(dest, &meta, true)
+    }
+
+    fn children(
+        &self,
+        dir: &Path,
+        source_rel: &str,
+        rel: &str,
+    ) -> Result<Vec<(std::ffi::OsString, String, String)>, WorkerError> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(WorkerError::file("listing", dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(WorkerError::file("listing", dir))?;
+        names.sort();
+        let join = |base: &str, name: &str| {
+            if base.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{base}/{name}")
+            }
+        };
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let s = n.to_string_lossy().into_owned();
+                let source_child = join(source_rel, &s);
+                let child = join(rel, &s);
+                (n, source_child, child)
+            })
+            .collect())
+    }
+
+    fn copy_entry(
+        &self,
+        src: &Path,
+        dest: &Path,
+        source_rel: &str,
+        rel: &str,
+    ) -> Result<(), WorkerError> {
+        let meta = fs::symlink_metadata(src).map_err(WorkerError::file("reading", src))?;
+        let ft = meta.file_type();
+        if !self.source_selects(source_rel, ft.is_dir()) || !self.pattern_selects(rel, ft.is_dir())
+        {
+            return Ok(());
+        }
+        if ft.is_dir() {
+            self.ensure_dir(dest, &meta)?;
+            for (name, child_source_rel, child_rel) in self.children(src, source_rel, rel)? {
+                self.copy_entry(
+                    &src.join(&name),
+                    &dest.join(&name),
+                    &child_source_rel,
+                    &child_rel,
+                )?;
+            }
+            return self.apply_metadata(dest, &meta, true);
+        }
+        remove_non_dir(dest)?;
+        if ft.is_file() {
+            // Skipped by the source filter only at the file level: a selected file is copied.
+            let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
+            let mut to = File::create(dest).map_err(WorkerError::file("creating", dest))?;
+            io::copy(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(src).map_err(WorkerError::file("reading link", src))?;
+            symlink(&target, dest).map_err(WorkerError::file("creating link", dest))?;
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_fifo() {
+                nix::sys::stat::SFlag::S_IFIFO
+            } else if ft.is_char_device() {
+                nix::sys::stat::SFlag::S_IFCHR
+            } else {
+                nix::sys::stat::SFlag::S_IFBLK
+            };
+            nix::sys::stat::mknod(
+                dest,
+                kind,
+                nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+                meta.rdev(),
+            )
+            .map_err(|e| WorkerError::file("creating", dest)(e.into()))?;
+        } else {
+            // Sockets cannot be copied into an image.
+            return Ok(());
+        }
+        self.apply_metadata(dest, &meta, false)
+    }
+
+    fn ensure_dir(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+        match fs::symlink_metadata(dest) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => {
+                remove_non_dir(dest)?;
+                fs::create_dir(dest).map_err(WorkerError::file("creating", dest))
+            }
+            Err(_) => {
+                fs::create_dir(dest).map_err(WorkerError::file("creating", dest))?;
+                fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                    .map_err(WorkerError::file("changing the mode of", dest))
+            }
+        }
+    }
+
+    /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
+    fn apply_metadata(
+        &self,
+        dest: &Path,
+        meta: &fs::Metadata,
+        is_dir: bool,
+    ) -> Result<(), WorkerError> {
+        let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
+        std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
+            .map_err(WorkerError::file("changing the owner of", dest))?;
+        if !meta.file_type().is_symlink() {
+            let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
+            fs::set_permissions(dest, fs::Permissions::from_mode(mode))
+                .map_err(WorkerError::file("changing the mode of", dest))?;
+        }
+        let _ = is_dir;
+        set_times(dest, meta)
+    }
+}
+
+/// Sets `dest`'s access and modification times to `meta`'s, without following a link.
+pub(crate) fn set_times(dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dest,
+        &atime,
+        &mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| WorkerError::file("setting the times of", dest)(e.into()))
+}
+
+/// Removes whatever non-directory is at `path` so a new entry can take its place.
+fn remove_non_dir(path: &Path) -> Result<(), WorkerError> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(path).map_err(WorkerError::file("replacing", path))
+        }
+        Ok(_) => fs::remove_file(path).map_err(WorkerError::file("replacing", path)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Copies everything inside `src` into `dest`, keeping all metadata (seeding cache mounts).
+pub(crate) fn copy_tree_contents(src: &Path, dest: &Path) -> Result<(), WorkerError> {
+    if !src.is_dir() {
+        return Ok(());
+    }
+    Copier::plain().copy_contents(src, dest, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_keep_times_and_apply_owner_and_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/a.txt"), "a").unwrap();
+        fs::write(src.join("skip.log"), "x").unwrap();
+        symlink("sub/a.txt", src.join("link")).unwrap();
+        let old = TimeSpec::new(1_000_000, 0);
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &src.join("sub/a.txt"),
+            &old,
+            &old,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        let copier = Copier {
+            owner: Some((0, 0)),
+            mode: Some(0o640),
+            source_filter: None,
+            include: Vec::new(),
+            exclude: vec![Pattern::new("*.log").unwrap()],
+        };
+        let dest = tmp.path().join("dest");
+        copier.copy_contents(&src, &dest, "").unwrap();
+        let meta = fs::metadata(dest.join("sub/a.txt")).unwrap();
+        assert_eq!(meta.mtime(), 1_000_000);
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        assert!(!dest.join("skip.log").exists());
+        assert_eq!(
+            fs::read_link(dest.join("link")).unwrap(),
+            Path::new("sub/a.txt")
+        );
+    }
+}

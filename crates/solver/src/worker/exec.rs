@@ -1,0 +1,337 @@
+//! Exec ops (`RUN`): an active snapshot on the root input, the process in the sandbox with the
+//! op's mounts, output streamed to the progress log, commit on exit code 0.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use img_llb::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode};
+use img_sandbox::{
+    BindMode, CacheMountLock, Mount as SandboxMount, Process, Rootfs, SandboxError, SandboxSpec,
+    StepMount, Stream,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::paths::clean_components;
+use super::{Worker, WorkerError, WorkerRef};
+use crate::{ExecContext, Inputs, LogStream};
+
+/// What a step's mounts hold on to until it ends.
+#[derive(Default)]
+struct StepResources {
+    mounts: Vec<StepMount>,
+    extra_root_mounts: Vec<SandboxMount>,
+    secret_env: Vec<(String, img_sandbox::SecretBytes)>,
+    env: Vec<String>,
+    _cache_locks: Vec<CacheMountLock>,
+}
+
+fn to_sandbox_mounts(mounts: &[img_snapshot::Mount], target: &Path) -> Vec<SandboxMount> {
+    mounts
+        .iter()
+        .map(|m| SandboxMount {
+            fstype: m.kind.clone(),
+            source: PathBuf::from(&m.source),
+            target: target.to_path_buf(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
+
+/// `selector` (a path inside a mounted source) appended to `base`, never climbing out.
+fn under(base: &Path, selector: &str) -> PathBuf {
+    base.join(clean_components(selector).iter().collect::<PathBuf>())
+}
+
+/// A cache id as a directory name: hashed, so any id is a safe single path component.
+fn cache_dir_name(id: &str) -> String {
+    let hash = Sha256::digest(id.as_bytes());
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Worker {
+    pub(super) fn exec(
+        &self,
+        exec: &ExecOp,
+        inputs: &Inputs<WorkerRef>,
+        name: &str,
+        ctx: &ExecContext<'_>,
+    ) -> Result<WorkerRef, WorkerError> {
+        let root = exec.root.as_ref().and_then(|r| inputs.get(r));
+        let active = self.prepare(root)?;
+        let staging = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(self.scratch())
+            .map_err(WorkerError::file(
+                "creating a staging directory in",
+                self.scratch(),
+            ))?;
+        let root_dir = staging.path().join("root");
+        std::fs::create_dir(&root_dir).map_err(WorkerError::file("creating", &root_dir))?;
+        let resources = self.step_resources(exec, inputs, staging.path())?;
+
+        let mut root_mounts = to_sandbox_mounts(active.mounts(), &root_dir);
+        root_mounts.extend(resources.extra_root_mounts.iter().cloned());
+        let mut env = exec.env.clone();
+        if let Some(extra) = self.options.exec_env.get(&ctx.op()) {
+            env.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        env.extend(resources.env.iter().cloned());
+        let process = Process {
+            args: exec.args.clone(),
+            env,
+            secret_env: resources.secret_env.clone(),
+            cwd: PathBuf::from(&exec.cwd),
+            user: exec.user.clone().unwrap_or_default(),
+        };
+        let mut builder = SandboxSpec::builder(
+            Rootfs::Mounted {
+                root: root_dir,
+                mounts: root_mounts,
+            },
+            process,
+            self.options.id_mapping.clone(),
+        )
+        .network(match exec.network {
+            NetworkMode::None => img_sandbox::NetworkMode::None,
+            _ => img_sandbox::NetworkMode::Host,
+        })
+        .security(match exec.security {
+            SecurityMode::Insecure => img_sandbox::SecurityMode::Insecure,
+            _ => img_sandbox::SecurityMode::Sandbox,
+        });
+        for mount in &resources.mounts {
+            builder = builder.mount(mount.clone());
+        }
+        let spec = builder.build();
+
+        let exit = self.run_step(&spec, ctx)?;
+        drop(resources);
+        if !exit.success() {
+            return Err(WorkerError::ExitCode {
+                args: exec.args.clone(),
+                code: exit.code_or_signal(),
+            });
+        }
+        active.commit(name)
+    }
+
+    /// Runs the sandbox, relaying the solver's cancellation to it.
+    fn run_step(
+        &self,
+        spec: &SandboxSpec,
+        ctx: &ExecContext<'_>,
+    ) -> Result<img_sandbox::StepExit, WorkerError> {
+        let sandbox_cancel = img_sandbox::CancelToken::new();
+        let finished = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !finished.load(Ordering::SeqCst) {
+                    if ctx.cancel_token().wait_timeout(Duration::from_millis(50)) {
+                        sandbox_cancel.cancel();
+                        return;
+                    }
+                }
+            });
+            let mut sink = |stream: Stream, data: &[u8]| {
+                let stream = match stream {
+                    Stream::Stdout => LogStream::Stdout,
+                    _ => LogStream::Stderr,
+                };
+                ctx.log(stream, data);
+            };
+            let result = self.options.sandbox.run(spec, &mut sink, &sandbox_cancel);
+            finished.store(true, Ordering::SeqCst);
+            result
+        });
+        match result {
+            Ok(exit) => Ok(exit),
+            Err(SandboxError::Cancelled) => Err(WorkerError::Cancelled),
+            Err(e) => Err(WorkerError::Sandbox(e)),
+        }
+    }
+
+    fn step_resources(
+        &self,
+        exec: &ExecOp,
+        inputs: &Inputs<WorkerRef>,
+        staging: &Path,
+    ) -> Result<StepResources, WorkerError> {
+        let mut res = StepResources::default();
+        for (index, mount) in exec.mounts.iter().enumerate() {
+            let target = PathBuf::from(&mount.target);
+            match &mount.kind {
+                MountKind::Bind {
+                    source,
+                    selector,
+                    readonly,
+                } => {
+                    let source = inputs.get(source).ok_or(WorkerError::UnsupportedOp {
+                        kind: "bind mount without input",
+                    })?;
+                    let host = self.mount_source(source, staging, index, &mut res)?;
+                    res.mounts.push(StepMount::Bind {
+                        source: under(&host, selector),
+                        target,
+                        mode: if *readonly {
+                            BindMode::ReadOnly
+                        } else {
+                            BindMode::ReadWriteDiscard
+                        },
+                    });
+                }
+                MountKind::Cache {
+                    id,
+                    sharing,
+                    source,
+                    selector,
+                    readonly,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    let dir = self
+                        .store
+                        .state()
+                        .root()
+                        .join("cache-mounts")
+                        .join(cache_dir_name(id));
+                    let fresh = !dir.join("data").exists();
+                    let sharing = match sharing {
+                        CacheSharing::Private => img_sandbox::CacheSharing::Private,
+                        CacheSharing::Locked => img_sandbox::CacheSharing::Locked,
+                        _ => img_sandbox::CacheSharing::Shared,
+                    };
+                    let lock = CacheMountLock::acquire(&dir, sharing).map_err(|source| {
+                        WorkerError::CacheMount {
+                            id: id.clone(),
+                            source,
+                        }
+                    })?;
+                    let data = lock.dir().to_path_buf();
+                    if fresh {
+                        self.init_cache_dir(
+                            &data,
+                            source.as_ref().and_then(|s| inputs.get(s)),
+                            selector,
+                            (*uid, *gid, *mode),
+                        )?;
+                    }
+                    res.mounts.push(if *readonly {
+                        StepMount::Bind {
+                            source: data,
+                            target,
+                            mode: BindMode::ReadOnly,
+                        }
+                    } else {
+                        StepMount::Cache {
+                            source: data,
+                            target,
+                        }
+                    });
+                    res._cache_locks.push(lock);
+                }
+                MountKind::Tmpfs { size } => res.mounts.push(StepMount::Tmpfs {
+                    target,
+                    size: *size,
+                }),
+                MountKind::Secret {
+                    id,
+                    env,
+                    required,
+                    uid,
+                    gid,
+                    mode,
+                } => {
+                    let Some(value) = self.options.secrets.value(id)? else {
+                        if *required {
+                            return Err(WorkerError::MissingSecret { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    if let Some(name) = env {
+                        res.secret_env.push((name.clone(), value.clone()));
+                    }
+                    if env.is_none() || !mount.target.is_empty() {
+                        res.mounts.push(StepMount::Secret {
+                            data: value,
+                            target,
+                            mode: *mode,
+                            uid: *uid,
+                            gid: *gid,
+                        });
+                    }
+                }
+                MountKind::Ssh { id, required, .. } => {
+                    let Some(socket) = self.options.ssh_agents.get(id) else {
+                        if *required {
+                            return Err(WorkerError::MissingSsh { id: id.clone() });
+                        }
+                        continue;
+                    };
+                    // As BuildKit: the step finds the agent through SSH_AUTH_SOCK.
+                    if !exec.env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                        res.env.push(format!("SSH_AUTH_SOCK={}", mount.target));
+                    }
+                    res.mounts.push(StepMount::SshAgent {
+                        socket: socket.clone(),
+                        target,
+                    });
+                }
+                _ => return Err(WorkerError::UnsupportedOp { kind: "mount type" }),
+            }
+        }
+        Ok(res)
+    }
+
+    /// The host path at which a mount source's tree is visible inside the sandbox: a local
+    /// directory as it is, a snapshot mounted read-only under `staging` by the sandbox itself.
+    fn mount_source(
+        &self,
+        source: &WorkerRef,
+        staging: &Path,
+        index: usize,
+        res: &mut StepResources,
+    ) -> Result<PathBuf, WorkerError> {
+        match source {
+            WorkerRef::Local { path, .. } => Ok(path.clone()),
+            WorkerRef::Snapshot { key, .. } => {
+                let mounts = self.snapshotter.mounts(key)?;
+                if let [only] = mounts.as_slice() {
+                    if only.kind == "bind" {
+                        return Ok(PathBuf::from(&only.source));
+                    }
+                }
+                let dir = staging.join(format!("mount-{index}"));
+                std::fs::create_dir(&dir).map_err(WorkerError::file("creating", &dir))?;
+                res.extra_root_mounts
+                    .extend(to_sandbox_mounts(&mounts, &dir));
+                Ok(dir)
+            }
+        }
+    }
+
+    /// A new cache directory gets the mount's owner and mode, and the seed content if any.
+    fn init_cache_dir(
+        &self,
+        data: &Path,
+        seed: Option<&WorkerRef>,
+        selector: &str,
+        (uid, gid, mode): (u32, u32, u32),
+    ) -> Result<(), WorkerError> {
+        if let Some(seed) = seed {
+            let data = data.to_path_buf();
+            let selector = selector.to_owned();
+            self.with_tree(seed, move |root| {
+                super::copy::copy_tree_contents(&under(root, &selector), &data)
+            })??;
+        }
+        let host_uid = self.options.id_mapping.host_uid(uid).unwrap_or(uid);
+        let host_gid = self.options.id_mapping.host_gid(gid).unwrap_or(gid);
+        std::os::unix::fs::chown(data, Some(host_uid), Some(host_gid))
+            .map_err(WorkerError::file("changing the owner of", data))?;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(mode))
+            .map_err(WorkerError::file("changing the mode of", data))
+    }
+}

@@ -1,0 +1,495 @@
+//! The real executor: performs ops on snapshots of `img-snapshot`, runs `RUN` steps in
+//! `img-sandbox`, and pulls base images with `img-registry`.
+//!
+//! Every op's result is a committed snapshot ([`WorkerRef::Snapshot`]) whose parent is the
+//! snapshot of the op's root input, so the chain of snapshots from an image's base to its last
+//! step is the chain of its layers. The build context is the one exception: it is the client's
+//! directory itself ([`WorkerRef::Local`]), read in place and never copied whole.
+//!
+//! Committed snapshots are named after the op's cache key plus a unique suffix, and the solver
+//! records that name, so a later process reloads the result with [`Executor::load`]. Base image
+//! layers are named after their chain id (`layer/sha256:…`), so every build of every image on
+//! the same base shares them. Everything a build creates joins a [`Lease`] the worker holds
+//! until it is dropped, so a concurrent `img prune` never removes a running build's work;
+//! [`Worker::gc_roots`] lists what the build cache keeps alive afterwards.
+
+mod context;
+mod copy;
+mod error;
+mod exec;
+mod file;
+mod image;
+pub(crate) mod layer_db;
+mod local_blobs;
+pub(crate) mod mounted;
+mod paths;
+mod remote;
+mod secrets;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use img_llb::{Digest as OpDigest, Op, SourceOp};
+use img_registry::Client;
+use img_sandbox::{IdMapping, Sandbox};
+use img_snapshot::{Digest, GcRoots, Lease, SnapshotError, Snapshotter, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
+
+pub use context::{ContextFilterFactory, GlobContextFilter};
+pub use error::WorkerError;
+pub use local_blobs::LocalBlobs;
+pub use secrets::{SecretSource, SecretStore};
+
+use layer_db::LayerDb;
+
+/// How long the build's lease protects its work from garbage collection if the process dies
+/// without releasing it.
+const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The result of an op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkerRef {
+    /// A committed snapshot.
+    Snapshot {
+        /// The snapshot's key.
+        key: String,
+        /// For an image source: the digest of the image manifest it was unpacked from, whose
+        /// layers an exporter reuses as they are.
+        image: Option<Digest>,
+    },
+    /// A local directory of the client (the build context), read in place.
+    Local {
+        /// The source's name (`context`, or a `--build-context` name).
+        name: String,
+        /// The directory.
+        path: PathBuf,
+        /// Only paths matching these are part of it (empty: all).
+        include_patterns: Vec<String>,
+        /// Paths matching these are left out.
+        exclude_patterns: Vec<String>,
+    },
+}
+
+impl WorkerRef {
+    /// The snapshot key, unless this is a local directory.
+    pub fn snapshot_key(&self) -> Option<&str> {
+        match self {
+            WorkerRef::Snapshot { key, .. } => Some(key),
+            WorkerRef::Local { .. } => None,
+        }
+    }
+
+    /// The manifest digest of the image this snapshot was unpacked from, for an image source.
+    pub fn image_manifest(&self) -> Option<&Digest> {
+        match self {
+            WorkerRef::Snapshot { image, .. } => image.as_ref(),
+            WorkerRef::Local { .. } => None,
+        }
+    }
+}
+
+/// The host directories behind named local sources.
+#[derive(Debug, Clone, Default)]
+pub struct LocalDirs(BTreeMap<String, PathBuf>);
+
+impl LocalDirs {
+    /// No local directories.
+    pub fn new() -> Self {
+        LocalDirs::default()
+    }
+
+    /// Names `dir` as local source `name` (`context` for the build context).
+    pub fn with(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        self.0.insert(name.into(), dir.into());
+        self
+    }
+
+    fn get(&self, name: &str) -> Option<&PathBuf> {
+        self.0.get(name)
+    }
+}
+
+/// Everything a [`Worker`] is built from. Only the store is required.
+pub struct WorkerOptions {
+    /// Named local directories (the build context and `--build-context` directories).
+    pub locals: LocalDirs,
+    /// Turns a local source's include/exclude patterns into a filter. The cli injects the
+    /// frontend's `.dockerignore` matcher here; the default is [`GlobContextFilter`].
+    pub context_filter: ContextFilterFactory,
+    /// Secrets for `RUN --mount=type=secret`.
+    pub secrets: SecretStore,
+    /// SSH agent sockets for `RUN --mount=type=ssh`, by id (`default` for `--ssh default`).
+    pub ssh_agents: BTreeMap<String, PathBuf>,
+    /// The registry client for pulling base images; `None` allows only local images.
+    pub registry: Option<Client>,
+    /// Pull base images even when the local image store has them (`--pull`).
+    pub pull_always: bool,
+    /// How RUN steps are run (the init program; `/proc/self/exe` by default).
+    pub sandbox: Sandbox,
+    /// The uid/gid mapping of RUN steps.
+    pub id_mapping: IdMapping,
+    /// Extra environment for particular exec ops, by op digest, kept out of their cache keys
+    /// (the frontend's proxy variables, `LoweredBuild::proxy_env`).
+    pub exec_env: HashMap<OpDigest, Vec<(String, String)>>,
+    /// The checksum cache for context files (usually the solver's own cache database).
+    pub checksum_cache: Option<CacheDb>,
+}
+
+impl WorkerOptions {
+    /// Defaults: no locals, glob filters, no secrets, no registry, the calling binary as the
+    /// sandbox init and the detected id mapping (identity for root).
+    pub fn new(id_mapping: IdMapping) -> Self {
+        WorkerOptions {
+            locals: LocalDirs::new(),
+            context_filter: context::default_filter_factory(),
+            secrets: SecretStore::new(),
+            ssh_agents: BTreeMap::new(),
+            registry: None,
+            pull_always: false,
+            sandbox: Sandbox::new(),
+            id_mapping,
+            exec_env: HashMap::new(),
+            checksum_cache: None,
+        }
+    }
+}
+
+/// The executor that builds images. See the module documentation.
+pub struct Worker {
+    store: Store,
+    snapshotter: Snapshotter,
+    lease: Lease,
+    layers: LayerDb,
+    options: WorkerOptions,
+    /// Image references resolved during this build, so an image is resolved once per build.
+    resolved: Mutex<HashMap<String, Arc<image::ResolvedBase>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("state", &self.store.state().root())
+            .field("backend", &self.snapshotter.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other snapshot of any process has: pid, time and a counter.
+pub(crate) fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Worker {
+    /// A worker on `store` using `snapshotter` (whose backend decides how snapshots are made).
+    pub fn new(
+        store: Store,
+        snapshotter: &Snapshotter,
+        options: WorkerOptions,
+    ) -> Result<Worker, WorkerError> {
+        let lease = store.lease(LEASE_TTL).map_err(WorkerError::Lease)?;
+        let layers = LayerDb::open(&store.state().root().join("layers.db"))?;
+        Ok(Worker {
+            snapshotter: snapshotter.with_lease(&lease),
+            store,
+            lease,
+            layers,
+            options,
+            resolved: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The snapshotter (its new snapshots join the build's lease).
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.snapshotter
+    }
+
+    /// The lease protecting this build's snapshots and blobs until the worker is dropped.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub(crate) fn layer_db(&self) -> &LayerDb {
+        &self.layers
+    }
+
+    /// What garbage collection must keep for the build cache: the snapshot of every record of
+    /// `cache`, the images they were unpacked from, and the recorded exported layers (which
+    /// spare an unchanged rebuild the compression).
+    pub fn gc_roots(&self, cache: &CacheDb) -> Result<GcRoots, WorkerError> {
+        let mut roots = GcRoots::default();
+        for record in cache.records()? {
+            if let Ok(Some(output)) = self.load(&record.output_id) {
+                if let WorkerRef::Snapshot { key, image } = output {
+                    roots.snapshots.push(key);
+                    roots.blobs.extend(image);
+                }
+            }
+        }
+        roots.blobs.extend(self.layers.blobs()?);
+        Ok(roots)
+    }
+
+    /// The directory to mount snapshots on and stage files in.
+    pub(crate) fn scratch(&self) -> PathBuf {
+        self.store.state().tmp()
+    }
+
+    /// Prepares an active snapshot on `parent` (a committed snapshot, or empty).
+    pub(crate) fn prepare(&self, parent: Option<&WorkerRef>) -> Result<Active<'_>, WorkerError> {
+        let parent_key = match parent {
+            None => None,
+            Some(WorkerRef::Snapshot { key, .. }) => Some(key.as_str()),
+            Some(WorkerRef::Local { name, .. }) => {
+                return Err(WorkerError::LocalAsRoot { name: name.clone() })
+            }
+        };
+        let key = format!("active/{}", unique_suffix());
+        let snapshot = self.snapshotter.prepare(&key, parent_key)?;
+        Ok(Active {
+            worker: self,
+            key,
+            mounts: snapshot.mounts,
+            done: false,
+        })
+    }
+
+    /// Runs `work` on the tree of a committed snapshot or a local directory.
+    pub(crate) fn with_tree<R: Send>(
+        &self,
+        tree: &WorkerRef,
+        work: impl FnOnce(&Path) -> R + Send,
+    ) -> Result<R, WorkerError> {
+        match tree {
+            WorkerRef::Local { path, .. } => Ok(work(path)),
+            WorkerRef::Snapshot { key, .. } => {
+                let mounts = self.snapshotter.mounts(key)?;
+                mounted::with_mounted(&mounts, &self.scratch(), work).map_err(|source| {
+                    WorkerError::Mount {
+                        snapshot: key.clone(),
+                        source,
+                    }
+                })
+            }
+        }
+    }
+
+    fn local_ref(&self, name: &str, include: &[String], exclude: &[String]) -> Option<WorkerRef> {
+        self.options.locals.get(name).map(|path| WorkerRef::Local {
+            name: name.to_owned(),
+            path: path.clone(),
+            include_patterns: include.to_vec(),
+            exclude_patterns: exclude.to_vec(),
+        })
+    }
+
+    /// The filter selecting a local source's files.
+    pub(crate) fn local_filter(
+        &self,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Box<dyn PathFilter + Send>, WorkerError> {
+        (self.options.context_filter)(include, exclude)
+            .map_err(|reason| WorkerError::ContextPatterns { reason })
+    }
+}
+
+/// An active snapshot being changed by an op: committed on success, removed otherwise.
+pub(crate) struct Active<'w> {
+    worker: &'w Worker,
+    key: String,
+    mounts: Vec<img_snapshot::Mount>,
+    done: bool,
+}
+
+impl Active<'_> {
+    pub(crate) fn mounts(&self) -> &[img_snapshot::Mount] {
+        &self.mounts
+    }
+
+    /// Runs `work` on the snapshot's writable tree.
+    pub(crate) fn with_tree<R: Send>(
+        &self,
+        work: impl FnOnce(&Path) -> R + Send,
+    ) -> Result<R, WorkerError> {
+        mounted::with_mounted(&self.mounts, &self.worker.scratch(), work).map_err(|source| {
+            WorkerError::Mount {
+                snapshot: self.key.clone(),
+                source,
+            }
+        })
+    }
+
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Commits under a name derived from `name_prefix` that no other snapshot has.
+    pub(crate) fn commit(mut self, name_prefix: &str) -> Result<WorkerRef, WorkerError> {
+        let name = format!("{name_prefix}.{}", unique_suffix());
+        self.worker.snapshotter.commit(&self.key, &name)?;
+        self.done = true;
+        Ok(WorkerRef::Snapshot {
+            key: name,
+            image: None,
+        })
+    }
+
+    /// Commits under exactly `name`; when another build committed that name first, this
+    /// snapshot is dropped and theirs used (the content is the same by construction).
+    pub(crate) fn commit_shared(mut self, name: &str) -> Result<String, WorkerError> {
+        match self.worker.snapshotter.commit(&self.key, name) {
+            Ok(_) => {
+                self.done = true;
+                Ok(name.to_owned())
+            }
+            Err(SnapshotError::Exists { .. }) => Ok(name.to_owned()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // A failed op leaves nothing behind; a failure to remove is swept by gc later.
+            let _ = self.worker.snapshotter.remove(&self.key);
+        }
+    }
+}
+
+/// `output_id` prefixes.
+const SNAPSHOT_ID: &str = "snapshot:";
+const LOCAL_ID: &str = "local:";
+
+impl Executor for Worker {
+    type Output = WorkerRef;
+    type Error = WorkerError;
+
+    fn cache_key_extra(
+        &self,
+        op: &Op,
+        inputs: &Inputs<WorkerRef>,
+    ) -> Result<CacheKeyExtra, WorkerError> {
+        match op {
+            Op::Source(SourceOp::Image(source)) => {
+                let base = self.resolve_image(source)?;
+                Ok(CacheKeyExtra::new().with_salt(format!("manifest:{}", base.manifest_digest)))
+            }
+            Op::Source(SourceOp::Local(local)) => self.local_cache_key(local),
+            Op::File(file) => self.file_cache_key(file, inputs),
+            _ => Ok(CacheKeyExtra::new()),
+        }
+    }
+
+    fn execute(
+        &self,
+        op: &Op,
+        inputs: &Inputs<WorkerRef>,
+        ctx: &ExecContext<'_>,
+    ) -> Result<WorkerRef, WorkerError> {
+        let name = ctx.cache_key().digest().hex();
+        match op {
+            Op::Source(SourceOp::Image(source)) => self.image_source(source, ctx),
+            Op::Source(SourceOp::Local(local)) => self
+                .local_ref(
+                    &local.name,
+                    &local.include_patterns,
+                    &local.exclude_patterns,
+                )
+                .ok_or_else(|| WorkerError::UnknownLocal {
+                    name: local.name.clone(),
+                }),
+            Op::Source(SourceOp::Http(http)) => self.http_source(http, &name, ctx),
+            Op::Source(SourceOp::Git(git)) => self.git_source(git, &name, ctx),
+            Op::Exec(exec) => self.exec(exec, inputs, &name, ctx),
+            Op::File(file) => self.file(file, inputs, &name, ctx),
+            Op::Merge(merge) => self.merge(merge, inputs, &name),
+            Op::Diff(diff) => self.diff(diff, inputs, &name),
+            other => Err(WorkerError::UnsupportedOp {
+                kind: other.kind_name(),
+            }),
+        }
+    }
+
+    fn output_id(&self, output: &WorkerRef) -> String {
+        match output {
+            WorkerRef::Snapshot { .. } => {
+                // Plain data always serializes.
+                format!(
+                    "{SNAPSHOT_ID}{}",
+                    serde_json::to_string(output).unwrap_or_default()
+                )
+            }
+            WorkerRef::Local { .. } => {
+                format!(
+                    "{LOCAL_ID}{}",
+                    serde_json::to_string(output).unwrap_or_default()
+                )
+            }
+        }
+    }
+
+    fn output_size(&self, output: &WorkerRef) -> Option<u64> {
+        let key = output.snapshot_key()?;
+        self.snapshotter.stat(key).ok()?.size
+    }
+
+    fn load(&self, id: &str) -> Result<Option<WorkerRef>, WorkerError> {
+        let malformed = || WorkerError::MalformedOutputId { id: id.to_owned() };
+        if let Some(json) = id.strip_prefix(SNAPSHOT_ID) {
+            let output: WorkerRef = serde_json::from_str(json).map_err(|_| malformed())?;
+            let Some(key) = output.snapshot_key() else {
+                return Err(malformed());
+            };
+            match self.snapshotter.stat(key) {
+                Ok(_) => {
+                    self.lease.add_snapshot(key).map_err(WorkerError::Lease)?;
+                    if let Some(manifest) = output.image_manifest() {
+                        self.lease.add_blob(manifest).map_err(WorkerError::Lease)?;
+                    }
+                    Ok(Some(output))
+                }
+                Err(SnapshotError::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        } else if let Some(json) = id.strip_prefix(LOCAL_ID) {
+            let output: WorkerRef = serde_json::from_str(json).map_err(|_| malformed())?;
+            let WorkerRef::Local {
+                name,
+                include_patterns,
+                exclude_patterns,
+                ..
+            } = output
+            else {
+                return Err(malformed());
+            };
+            // The directory is this build's, wherever an earlier build found it: the cache
+            // key (the checksum of its files) already says the content is the same.
+            Ok(self.local_ref(&name, &include_patterns, &exclude_patterns))
+        } else {
+            Err(malformed())
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Remote sources: a file downloaded over HTTP(S) (`ADD <url>`) and a git checkout
+//! (`ADD <repository>`), each into a snapshot of its own.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use img_llb::{GitSource, HttpSource};
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use sha2::{Digest as _, Sha256};
+
+use super::{Worker, WorkerError, WorkerRef};
+use crate::ExecContext;
+
+/// The file name `ADD` saves a download as: the last URL path segment.
+fn file_name(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let path = after_scheme.split(['?', '#']).next().unwrap_or("");
+    let path = path.find('/').map_or("", |i| &path[i..]);
+    match path.rsplit('/').find(|s| !s.is_empty()) {
+        Some(name) if name != "." && name != ".." => name.to_owned(),
+        _ => "__unnamed__".to_owned(),
+    }
+}
+
+/// Seconds since the epoch of an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 7231's
+/// preferred form, the only one servers send today).
+fn parse_http_date(value: &str) -> Option<i64> {
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = months.iter().position(|m| m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok()?;
+    let year: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = hms.as_slice() else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + s)
+}
+
+impl Worker {
+    pub(super) fn http_source(
+        &self,
+        http: &HttpSource,
+        name: &str,
+        ctx: &ExecContext<'_>,
+    ) -> Result<WorkerRef, WorkerError> {
+        let download_err = |e: ureq::Error| WorkerError::Download {
+            url: http.url.clone(),
+            source: Box::new(e),
+        };
+        ctx.log(
+            crate::LogStream::Stderr,
+            format!("downloading {}\n", http.url).as_bytes(),
+        );
+        let mut response = ureq::get(&http.url).call().map_err(download_err)?;
+        let modified = response
+            .headers()
+            .get("last-modified")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date);
+        let filename = http
+            .filename
+            .clone()
+            .unwrap_or_else(|| file_name(&http.url));
+        let active = self.prepare(None)?;
+        let mut body = response.body_mut().as_reader();
+        let digest = active.with_tree(|root| -> Result<[u8; 32], WorkerError> {
+            let path = root.join(filename.trim_start_matches('/'));
+            let mut file = fs::File::create(&path).map_err(WorkerError::file("creating", &path))?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 256 << 10];
+            loop {
+                let n = body
+                    .read(&mut buf)
+                    .map_err(WorkerError::file("downloading into", &path))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                file.write_all(&buf[..n])
+                    .map_err(WorkerError::file("writing", &path))?;
+            }
+            drop(file);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                .map_err(WorkerError::file("changing the mode of", &path))?;
+            if let Some(secs) = modified {
+                let t = TimeSpec::new(secs, 0);
+                utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    &path,
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| WorkerError::file("setting the times of", &path)(e.into()))?;
+            }
+            Ok(hasher.finalize().into())
+        })??;
+        if let Some(expected) = &http.checksum {
+            if expected.as_bytes() != &digest {
+                return Err(WorkerError::ChecksumMismatch {
+                    url: http.url.clone(),
+                    expected: expected.to_string(),
+                    actual: format!("sha256:{}", hex_string(&digest)),
+                });
+            }
+        }
+        active.commit(name)
+    }
+
+    pub(super) fn git_source(
+        &self,
+        git: &GitSource,
+        name: &str,
+        ctx: &ExecContext<'_>,
+    ) -> Result<WorkerRef, WorkerError> {
+        ctx.log(
+            crate::LogStream::Stderr,
+            format!("cloning {}\n", git.url).as_bytes(),
+        );
+        let active = self.prepare(None)?;
+        active.with_tree(|root| -> Result<(), WorkerError> {
+            run_git(
+                &git.url,
+                "clone",
+                Command::new("git")
+                    .args(["clone", "--quiet", "--", &git.url])
+                    .arg(root),
+            )?;
+            if let Some(reference) = &git.reference {
+                run_git(
+                    &git.url,
+                    "checkout",
+                    Command::new("git")
+                        .arg("-C")
+                        .arg(root)
+                        .args(["checkout", "--quiet", reference]),
+                )?;
+            }
+            if !git.keep_git_dir {
+                remove_git_dir(root)?;
+            }
+            Ok(())
+        })??;
+        active.commit(name)
+    }
+}
+
+fn run_git(url: &str, step: &'static str, command: &mut Command) -> Result<(), WorkerError> {
+    // A prompt for credentials would hang the build: fail instead.
+    let output = command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .map_err(|e| WorkerError::Git {
+            step,
+            url: url.to_owned(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(WorkerError::Git {
+        step,
+        url: url.to_owned(),
+        status: output.status.to_string(),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+fn remove_git_dir(root: &Path) -> Result<(), WorkerError> {
+    let dir = root.join(".git");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).map_err(WorkerError::file("removing", &dir))?;
+    }
+    Ok(())
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_and_file_names() {
+        assert_eq!(
+            parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(file_name("https://example.com/a/b.tar.gz?x=1"), "b.tar.gz");
+        assert_eq!(file_name("https://example.com"), "__unnamed__");
+    }
+}

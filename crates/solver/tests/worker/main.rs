@@ -1,0 +1,3 @@
+fn main() {
+    img_sandbox::maybe_run_init();
+}
