@@ -36,7 +36,10 @@ fn environment() -> Vec<(String, String)> {
         ("HOME", "/root"),
         ("APP_HOME", "/srv/app"),
         ("VERSION", "2.4.1"),
-        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
         ("TARGETPLATFORM", "linux/arm64"),
         ("TARGETARCH", "arm64"),
         ("IMAGE", "docker.io/library/alpine:3.20"),
@@ -93,7 +96,11 @@ fn parse_dockerfile(c: &mut Criterion) {
     let text = generated_dockerfile(2_000);
     let parsed = parse(&text, "Dockerfile").expect("generated Dockerfile parses");
     assert_eq!(parsed.instructions.len(), 2_000);
-    let heredocs = parsed.instructions.iter().filter(|node| !node.heredocs.is_empty()).count();
+    let heredocs = parsed
+        .instructions
+        .iter()
+        .filter(|node| !node.heredocs.is_empty())
+        .count();
     assert_eq!(heredocs, 400);
     let mut group = c.benchmark_group("parser");
     group.throughput(Throughput::Bytes(text.len() as u64));

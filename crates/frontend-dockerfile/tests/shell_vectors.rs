@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
 use img_frontend_dockerfile::{Lexer, ShellError};
+use serde_json::Value;
 
 fn conformance_vectors() -> Option<Value> {
     let Some(dir) = std::env::var_os("IMG_CONFORMANCE_DIR") else {

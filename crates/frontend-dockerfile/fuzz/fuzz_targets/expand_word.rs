@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             if let Ok(expansion) = lexer.expand_word_tracking(word, &env) {
                 assert!(expansion.unset.is_subset(&expansion.used));
-                assert_eq!(Ok(expansion.value), lexer.expand_word(word, &env).map_err(|_| ()));
+                assert_eq!(
+                    Ok(expansion.value),
+                    lexer.expand_word(word, &env).map_err(|_| ())
+                );
             }
         }
     }
