@@ -218,12 +218,6 @@ impl<'a> Lowerer<'a> {
                 let platform = self.options.target_platform.clone();
                 self.image_or_local(reference, &platform, metadata)
             }
-            // A source kind added to the plan later is refused rather than guessed.
-            #[allow(unreachable_patterns)]
-            _ => Err(LowerError::MissingStage {
-                location: Box::new(location.clone()),
-                index: usize::MAX,
-            }),
         }
     }
 
