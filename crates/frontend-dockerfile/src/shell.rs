@@ -875,6 +875,21 @@ mod tests {
     }
 
     #[test]
+    fn runaway_patterns_are_errors() {
+        let stars = format!("${{path#{}}}", "*a".repeat(MAX_STARS + 1));
+        assert!(matches!(
+            expand(&stars).unwrap_err(),
+            ShellError::PatternTooComplex { position: 0, .. }
+        ));
+        // Each level inserts the level below between every character of `text`.
+        let bomb = (0..12).fold("x".to_owned(), |inner, _| format!("${{text///{inner}}}"));
+        assert!(matches!(
+            expand(&bomb).unwrap_err(),
+            ShellError::ResultTooLarge { .. }
+        ));
+    }
+
+    #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let word = "${a:-".repeat(100_000);
         assert!(expand(&word).is_err());
