@@ -1,19 +1,126 @@
 //! The command line, parsed into plain data that mirrors it (no checking beyond clap's).
+//! `config` derives the checked configuration from it.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 /// img: build container images without a daemon and without root.
 #[derive(Debug, Parser)]
-#[command(name = "img", version, about)]
+#[command(name = "img", about, disable_version_flag = true)]
 pub struct Args {
+    #[command(flatten)]
+    pub global: GlobalFlags,
+
+    /// Print the version and exit.
+    #[arg(short = 'v', long)]
+    pub version: bool,
+
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct GlobalFlags {
+    /// Directory holding all of img's state (default: $XDG_DATA_HOME/img, else
+    /// ~/.local/share/img, else /tmp/img).
+    #[arg(
+        short = 's',
+        long,
+        env = "IMG_STATE",
+        global = true,
+        value_name = "DIR"
+    )]
+    pub state: Option<PathBuf>,
+
+    /// Snapshot backend: auto, overlayfs or native.
+    #[arg(
+        short = 'b',
+        long,
+        global = true,
+        default_value = "auto",
+        value_name = "BACKEND"
+    )]
+    pub backend: String,
+
+    /// Print more detail (full error debug output, every record in `du`).
+    #[arg(short = 'd', long, global = true)]
+    pub debug: bool,
+
+    /// How progress is shown on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressFlag::Auto)]
+    pub progress: ProgressFlag,
+
+    /// Show no progress (same as --progress=quiet).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
+
+    /// A registry (HOST[:PORT]) reached over plain HTTP; repeatable.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// `--progress` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressFlag {
+    /// tty when standard error is a terminal, else plain.
+    Auto,
+    /// A live view redrawn in place.
+    Tty,
+    /// One line per event.
+    Plain,
+    /// One JSON object per event and line.
+    Rawjson,
+    /// Nothing.
+    Quiet,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show version information.
+    Version,
+
+    /// Pull an image from a registry into the local store.
+    Pull {
+        /// The image: NAME[:TAG|@DIGEST].
+        #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+        reference: String,
+        /// The platform to pull from a multi-platform image (default: this machine's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+    },
+
+    /// Push an image from the local store to a registry.
+    Push {
+        /// The image: NAME[:TAG].
+        #[arg(value_name = "NAME[:TAG]")]
+        reference: String,
+    },
+
+    /// Log in to a registry, storing the credentials where Docker keeps them.
+    Login {
+        /// The registry (default: Docker Hub).
+        #[arg(value_name = "SERVER")]
+        server: Option<String>,
+        /// The user name.
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// The password (insecure: it shows in the process list and shell history).
+        #[arg(short = 'p', long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+
+    /// Remove stored credentials for a registry.
+    Logout {
+        /// The registry (default: Docker Hub).
+        #[arg(value_name = "SERVER")]
+        server: Option<String>,
+    },
+
     /// Tools for looking inside img's pipeline.
     #[command(subcommand)]
     Debug(DebugCommand),

@@ -1,25 +1,60 @@
 //! End-to-end tests of the `img` binary, one module per topic.
 
 mod debug_parse;
+mod fixtures;
+mod global;
+mod registry;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-/// A fresh working directory and a way to run `img` in it.
+/// A fresh working directory, state directory and Docker config directory, and a way to run
+/// `img` with them (nothing of the user's own configuration is read).
 struct Img {
     dir: tempfile::TempDir,
 }
 
 impl Img {
     fn new() -> Self {
-        Img {
-            dir: tempfile::tempdir().expect("a temporary directory"),
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        for sub in ["work", "state", "docker", "xdg-config", "home"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("a test directory");
         }
+        Img { dir }
     }
 
-    fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The working directory `img` runs in.
+    fn dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The state directory (`IMG_STATE`).
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Where Docker's `config.json` goes (`DOCKER_CONFIG`).
+    fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker")
+    }
+
+    /// The store behind the state directory, for setting up and checking from the test.
+    fn store(&self) -> img_snapshot::Store {
+        img_snapshot::Store::open(&img_snapshot::StateDir::at(self.state())).expect("the store")
+    }
+
+    /// `img` with the test's environment, ready for arguments.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_img"));
+        cmd.current_dir(self.dir())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("IMG_STATE", self.state())
+            .env("DOCKER_CONFIG", self.docker_config())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .env("HOME", self.dir.path().join("home"));
+        cmd
     }
 
     /// `img <args>` run in the working directory, without input.
@@ -27,11 +62,11 @@ impl Img {
         self.run_with_input(args, b"")
     }
 
-    /// `img <args>` run in the working directory with `input` on standard input.
+    /// `img <args>` with `input` on standard input.
     fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_img"))
+        let mut child = self
+            .command()
             .args(args)
-            .current_dir(self.dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -45,4 +80,25 @@ impl Img {
             .expect("img reads its input");
         child.wait_with_output().expect("img finishes")
     }
+
+    /// `img <args>`, which must succeed; returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert_success(&output, args);
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+}
+
+fn assert_success(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "img {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -1,0 +1,45 @@
+//! `img push NAME[:TAG]`: the named image's manifest and every blob it references, from the
+//! content store to the registry.
+
+use std::io::Write;
+
+use anyhow::Context;
+use img_registry::{Client, PushOptions, Reference};
+use img_snapshot::Digest;
+
+use crate::config::Config;
+use crate::local_blobs::LocalBlobs;
+use crate::progress::{Direction, Display};
+
+pub fn run(config: &Config, reference: &str) -> anyhow::Result<()> {
+    let reference = Reference::parse(reference)?;
+    let store = config.open_store()?;
+    let record = super::local_image(&store, &reference)?;
+    let digest = Digest::try_from(record.target.digest())?;
+    let manifest = store
+        .content()
+        .read_blob(&digest)
+        .with_context(|| format!("cannot read the manifest of {}", record.name))?;
+    let blobs = LocalBlobs::new(store.content(), None);
+    let client = Client::new(config.registry.clone());
+
+    let display = Display::start(config.progress);
+    let progress = display.transfer_callback(Direction::Push);
+    let pushed = client.push(
+        &reference,
+        &manifest,
+        &blobs,
+        &PushOptions::default(),
+        &progress,
+    );
+    display.finish();
+    let pushed = pushed.with_context(|| format!("cannot push {reference}"))?;
+
+    let tag = reference.tag().unwrap_or("latest");
+    writeln!(
+        std::io::stdout().lock(),
+        "{tag}: digest: {pushed} size: {}",
+        manifest.len()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Test images and a real registry.
+//!
+//! The base image is a busybox root filesystem built from Debian's static `/bin/busybox`
+//! (package busybox-static), stored as a one-layer OCI image through img-snapshot's API, the
+//! way a build stores its result.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use img_snapshot::{export_layer, Digest, ExportOptions, Store};
+use oci_spec::image::{Descriptor, MediaType};
+
+/// Commands linked to busybox in the test image.
+const APPLETS: &[&str] = &["sh", "ls", "echo", "cat", "true"];
+
+/// What was stored.
+pub struct StoredImage {
+    pub name: String,
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layer: Digest,
+}
+
+/// Writes a busybox rootfs into `root`.
+pub fn busybox_rootfs(root: &Path) {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox exists (apt-get install busybox-static)");
+    for applet in APPLETS {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/hostname"), "busybox\n").unwrap();
+}
+
+/// Stores a one-layer busybox image named `name` (a full reference, e.g.
+/// `docker.io/library/busybox:latest`) in `store`.
+pub fn store_busybox(store: &Store, name: &str) -> StoredImage {
+    let dir = tempfile::tempdir().unwrap();
+    busybox_rootfs(dir.path());
+    let content = store.content();
+    let layer = export_layer(&content, dir.path(), &ExportOptions::default()).unwrap();
+    let config = serde_json::json!({
+        "created": "2024-01-01T00:00:00Z",
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox rootfs"}],
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_info = content.write_blob(&config_bytes, None).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_info.digest.to_string(),
+            "size": config_info.size,
+        },
+        "layers": [serde_json::to_value(layer.to_oci()).unwrap()],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_info = content.write_blob(&manifest_bytes, None).unwrap();
+    let descriptor = Descriptor::new(
+        MediaType::ImageManifest,
+        manifest_info.size,
+        manifest_info.digest.to_oci(),
+    );
+    store.images().put(name, &descriptor).unwrap();
+    StoredImage {
+        name: name.to_owned(),
+        manifest: manifest_info.digest,
+        config: config_info.digest,
+        layer: layer.digest,
+    }
+}
+
+/// Debian's `docker-registry` serving from a temporary directory on a loopback port the
+/// test picked; killed on drop.
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// A registry anyone may push to.
+    pub fn anonymous() -> Registry {
+        Registry::start(None)
+    }
+
+    /// A registry that accepts only `user`/`password` (HTTP Basic, htpasswd file).
+    pub fn with_password(user: &str, password: &str) -> Registry {
+        Registry::start(Some((user, password)))
+    }
+
+    fn start(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).unwrap();
+        let auth_yaml = match auth {
+            None => String::new(),
+            Some((user, password)) => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect("htpasswd is installed (apt-get install apache2-utils)");
+                assert!(out.status.success());
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: img-tests\n    path: {}\n",
+                    path.display()
+                )
+            }
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: img-cli-tests\n{auth_yaml}",
+            storage.display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed (apt-get install docker-registry)");
+        let mut registry = Registry { port, child, dir };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("registry exited with {status}: {}", self.log());
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("registry did not answer /v2/ in time: {}", self.log());
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `skopeo inspect --raw` of an image in a registry reached over plain HTTP: the manifest.
+pub fn skopeo_raw_manifest(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("skopeo is installed");
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
