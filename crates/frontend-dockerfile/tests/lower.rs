@@ -861,6 +861,8 @@ fn proxy_args_reach_the_process_but_not_the_digest() {
     );
     assert!(plain.proxy_env(&root.digest).is_empty());
     assert!(!proxied.render(GraphFormat::Json).contains("proxy:3128"));
+    let debug = format!("{proxied:?}");
+    assert!(debug.contains("HTTP_PROXY") && !debug.contains("proxy:3128"));
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod paths;
 mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use img_llb::{Definition, Digest, OpRef};
 
@@ -100,7 +101,7 @@ impl LowerOptions {
 }
 
 /// The build graph of a plan, with what an exporter needs to turn its result into an image.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct LoweredBuild {
     /// The graph; its output is the target stage's root filesystem.
@@ -168,6 +169,24 @@ pub enum GraphFormat {
     Json,
     /// Graphviz dot: one node per op, labelled with its instruction and location.
     Dot,
+}
+
+impl fmt::Debug for LoweredBuild {
+    // Proxy URLs may carry credentials (`http://user:password@proxy`): show only the names.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proxy_names: BTreeMap<&Digest, Vec<&str>> = self
+            .proxy_env
+            .iter()
+            .map(|(d, vars)| (d, vars.iter().map(|(k, _)| k.as_str()).collect()))
+            .collect();
+        f.debug_struct("LoweredBuild")
+            .field("definition", &self.definition)
+            .field("image", &self.image)
+            .field("stages", &self.stages)
+            .field("context", &self.context)
+            .field("proxy_env", &proxy_names)
+            .finish()
+    }
 }
 
 impl LoweredBuild {
