@@ -267,6 +267,15 @@ fn layers_line_up_with_history() {
         assert_eq!(pair[1].parent, Some(pair[0].op));
     }
     assert_eq!(target.output, Some(build.definition.output()));
+    let aligned = build.history_layers();
+    assert_eq!(aligned.len(), build.image.history.len());
+    for (entry, layer) in build.image.history.iter().zip(&aligned).skip(2) {
+        assert_eq!(entry.empty_layer, layer.is_none(), "{}", entry.created_by);
+    }
+    assert!(
+        aligned[..2].iter().all(Option::is_none),
+        "base image entries"
+    );
 }
 
 #[test]

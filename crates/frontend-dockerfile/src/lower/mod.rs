@@ -201,6 +201,19 @@ impl LoweredBuild {
         self.stages.iter().find(|s| s.index == index)
     }
 
+    /// The target's layer steps lined up with [`LoweredBuild::image`]'s history: entry `i` is
+    /// the step that made `history[i]`'s layer, `None` for an empty layer and for the base
+    /// image's own entries (whose layers the exporter takes from the base image).
+    pub fn history_layers(&self) -> Vec<Option<&LayerStep>> {
+        let mut out = vec![None; self.image.history.len()];
+        for layer in &self.target().layers {
+            if let Some(slot) = out.get_mut(layer.history_index) {
+                *slot = Some(layer);
+            }
+        }
+        out
+    }
+
     /// The proxy variables (`HTTP_PROXY`, …) to add to the environment of the exec op with
     /// `digest`. They are build arguments no ARG declares, so, as in BuildKit, they reach the
     /// process without being part of its cache key (the op's digest).
