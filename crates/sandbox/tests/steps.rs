@@ -170,16 +170,13 @@ fn existing_etc_files_are_mounted_over_and_kept() {
 #[test]
 fn secrets_are_readable_in_the_step_and_absent_afterwards() {
     let (_tmp, root) = temp_rootfs();
-    let spec = sh(
-        &root,
-        "cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; echo; echo $API_KEY",
-    )
-    .build();
-    let mut process = spec.process().clone();
+    let script = "cat /run/secrets/token; stat -c '%a %u' /run/secrets/token; echo; echo $API_KEY";
+    let mut process = Process::new(["/bin/sh", "-c", script]);
+    process.env = vec!["PATH=/bin".into()];
     process
         .secret_env
         .push(("API_KEY".into(), SecretBytes::new("k3y")));
-    let spec = SandboxSpec::builder(spec.rootfs().clone(), process, mapping())
+    let spec = SandboxSpec::builder(Rootfs::Directory(root.clone()), process, mapping())
         .mount(StepMount::Secret {
             data: SecretBytes::new("s3cret"),
             target: "/run/secrets/token".into(),
@@ -188,13 +185,47 @@ fn secrets_are_readable_in_the_step_and_absent_afterwards() {
             gid: 0,
         })
         .build();
-    assert!(!format!("{spec:?}").contains("s3cret"), "secret in Debug");
+    let debug = format!("{spec:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("k3y"),
+        "secret in Debug: {debug}"
+    );
     let out = stdout_of(&spec);
     assert_eq!(out, "s3cret400 0\n\nk3y\n");
     assert!(
         !root.join("run").exists(),
         "secret mount point left in the root filesystem"
     );
+}
+
+#[test]
+fn secrets_belong_to_the_requested_owner() {
+    let (_tmp, root) = temp_rootfs();
+    if mapping().host_uid(1000).is_none() {
+        // Only root exists without subordinate ids (see `unprivileged.rs`).
+        assert!(mapping().limitation().is_some());
+        return;
+    }
+    let mut process = Process::new(["sh", "-c", "id -u; cat /run/secrets/npmrc"]);
+    process.env = vec!["PATH=/bin".into()];
+    process.user = "app".into();
+    let secret = |uid| StepMount::Secret {
+        data: SecretBytes::new("token"),
+        target: "/run/secrets/npmrc".into(),
+        mode: 0o400,
+        uid,
+        gid: 1000,
+    };
+    let spec = SandboxSpec::builder(Rootfs::Directory(root.clone()), process.clone(), mapping())
+        .mount(secret(1000))
+        .build();
+    assert_eq!(stdout_of(&spec), "1000\ntoken");
+    let spec = SandboxSpec::builder(Rootfs::Directory(root), process, mapping())
+        .mount(secret(0))
+        .build();
+    let (result, out) = run(&spec);
+    assert_eq!(result.expect("ran").code, Some(1));
+    assert!(out.stderr.contains("Permission denied"), "{}", out.stderr);
 }
 
 #[test]
