@@ -111,10 +111,15 @@ impl<'a> Lowerer<'a> {
                 continue;
             };
             if let Some(history_index) = entry {
+                let linked = match self.graph.op(&op.digest) {
+                    Some(Op::Merge(merge)) => merge.inputs.last().copied(),
+                    _ => None,
+                };
                 layers.push(LayerStep {
                     op,
                     parent: current,
                     history_index,
+                    linked,
                 });
             }
             current = Some(op);

@@ -159,6 +159,10 @@ pub struct LayerStep {
     /// The step's entry in the stage's image history (`history[i]`, whose `empty_layer` is
     /// false). Entries before the first step's come from the base image.
     pub history_index: usize,
+    /// For `COPY --link` / `ADD --link`: the op with only the copied files, on an empty
+    /// filesystem (the upper input of the merge `op`). Its whole content is the layer, so an
+    /// exporter can take it as is instead of diffing `op` against `parent`.
+    pub linked: Option<OpRef>,
 }
 
 /// The text formats of `img debug llb`.

@@ -131,6 +131,12 @@ fn copy_link_is_a_merge_of_a_copy_on_scratch() {
         copy.base, None,
         "a linked copy does not depend on the stage"
     );
+    let step = build.target().layers[1];
+    assert_eq!(
+        (step.op, step.linked),
+        (def.output(), Some(merge.inputs[1]))
+    );
+    assert_eq!(build.target().layers[0].linked, None);
     assert_eq!(copies(copy)[0].dest, "/app/");
     assert_eq!(
         description(def, &merge.inputs[1]),
