@@ -23,6 +23,7 @@ mod cancel;
 mod checksum;
 mod error;
 mod executor;
+mod export;
 mod key;
 mod progress;
 mod scheduler;
@@ -35,6 +36,11 @@ pub use checksum::{
 };
 pub use error::{Error, ExecutorError, OpLabel, SolveError};
 pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
+pub use export::{
+    export_image, push_image, store_image, write_docker_archive, write_oci_archive,
+    write_rootfs_dir, write_rootfs_tar, ExportError, ExportedImage, ExportedLayer,
+    ImageExportOptions, ImageRequest, LayerSource,
+};
 pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};

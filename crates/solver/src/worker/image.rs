@@ -35,8 +35,6 @@ pub(crate) struct ImageParts {
     pub layers: Vec<(Digest, String, u64)>,
     /// The config's `rootfs.diff_ids`.
     pub diff_ids: Vec<Digest>,
-    /// The config document.
-    pub config: Value,
 }
 
 fn bad(reference: &str, problem: impl Into<String>) -> WorkerError {
@@ -147,11 +145,7 @@ pub(crate) fn image_parts(
             ),
         ));
     }
-    Ok(ImageParts {
-        layers,
-        diff_ids,
-        config,
-    })
+    Ok(ImageParts { layers, diff_ids })
 }
 
 /// OCI chain ids: the first layer's diff id, then sha256("<parent chain id> <diff id>").

@@ -14,11 +14,11 @@
 //! [`Worker::gc_roots`] lists what the build cache keeps alive afterwards.
 
 mod context;
-mod copy;
+pub(crate) mod copy;
 mod error;
 mod exec;
 mod file;
-mod image;
+pub(crate) mod image;
 pub(crate) mod layer_db;
 mod local_blobs;
 pub(crate) mod mounted;
@@ -41,7 +41,9 @@ use serde::{Deserialize, Serialize};
 use crate::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
 
 pub use context::{ContextFilterFactory, GlobContextFilter};
+pub(crate) use copy::Copier;
 pub use error::WorkerError;
+pub(crate) use image::image_parts;
 pub use local_blobs::LocalBlobs;
 pub use secrets::{SecretSource, SecretStore};
 

@@ -1,3 +1,19 @@
+//! The worker and exporter on real components: snapshots in a fresh state directory, RUN steps
+//! in the sandbox (this binary is its own sandbox init, as the `img` binary is), images checked
+//! with podman and skopeo. Runs as root.
+
+mod build;
+mod common;
+mod output;
+
+use libtest_mimic::{Arguments, Trial};
+
 fn main() {
+    // First thing: this binary is re-executed as the sandbox init of every RUN step.
     img_sandbox::maybe_run_init();
+    let args = Arguments::from_args();
+    let mut tests: Vec<Trial> = Vec::new();
+    tests.extend(build::tests());
+    tests.extend(output::tests());
+    libtest_mimic::run(&args, tests).exit();
 }

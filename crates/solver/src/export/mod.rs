@@ -1,0 +1,365 @@
+//! The image exporter: a solved build's snapshots become an OCI image (layers, config,
+//! manifest) in the content store, and from there an image name, an archive or a push.
+//!
+//! The base image's layers are reused as they are (never re-exported). Each layer-producing
+//! step's snapshot is exported as the diff against its parent; the snapshot → blob mapping is
+//! recorded, so an unchanged rebuild reuses the blobs without tarring or compressing anything.
+//! As in BuildKit, a step that changed nothing adds no layer: its history entry is marked
+//! `empty_layer`. With `SOURCE_DATE_EPOCH` the config's and history's timestamps are the epoch
+//! and file times in new layers are clamped to it, so two builds of the same sources give the
+//! same manifest digest.
+
+mod archive;
+mod error;
+mod rootfs;
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use img_registry::{no_progress, Client, PushOptions, Reference};
+use img_snapshot::{Compression, ContentStore, Digest, ExportOptions, LayerDescriptor, Store};
+use oci_spec::image::{Descriptor, MediaType};
+use serde_json::{json, Value};
+
+pub use archive::{write_docker_archive, write_oci_archive};
+pub use error::ExportError;
+pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
+
+use crate::worker::layer_db::ExportVariant;
+use crate::worker::{image_parts, LocalBlobs, Worker, WorkerRef};
+
+/// The OCI media type of image manifests this exporter writes.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// The OCI media type of image configs.
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// The diff id of an empty tar (two zero blocks): what an unchanged snapshot exports as.
+const EMPTY_LAYER_DIFF_ID: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+
+/// How layers and timestamps are written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImageExportOptions {
+    /// Layer compression (gzip by default).
+    pub compression: Compression,
+    /// Compression level; `None` for the compression's default.
+    pub level: Option<u32>,
+    /// `SOURCE_DATE_EPOCH`: the config's `created`, history times and the clamp for file
+    /// times in new layers.
+    pub source_date_epoch: Option<i64>,
+    /// The config's `created` when no epoch is given; `None` is now.
+    pub created: Option<SystemTime>,
+}
+
+impl ImageExportOptions {
+    /// gzip, no epoch, created now.
+    pub fn new() -> Self {
+        ImageExportOptions::default()
+    }
+
+    /// Sets the compression.
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Sets `SOURCE_DATE_EPOCH`.
+    pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
+        self.source_date_epoch = epoch;
+        self
+    }
+}
+
+/// One layer-producing step of the final stage: its output and the output it was built on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSource {
+    /// The step's result (a snapshot whose parent is `parent`'s snapshot).
+    pub output: WorkerRef,
+    /// The step's entry in the config's `history`, marked `empty_layer` when the step
+    /// changed nothing.
+    pub history_index: Option<usize>,
+}
+
+/// What to turn into an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRequest {
+    /// The base image source's output (its layers come first, reused); `None` for `scratch`.
+    pub base: Option<WorkerRef>,
+    /// The layer-producing steps, in order, from the base up.
+    pub layers: Vec<LayerSource>,
+    /// The image config the frontend computed (`architecture`, `os`, `config`, `history`, …);
+    /// `created` and `rootfs` are filled in here.
+    pub config: Value,
+}
+
+/// One layer of an exported image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedLayer {
+    /// The blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its media type.
+    pub media_type: String,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+}
+
+/// An image stored in the content store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedImage {
+    /// The manifest's digest: the image's identity.
+    pub manifest_digest: Digest,
+    /// The manifest bytes.
+    pub manifest: Vec<u8>,
+    /// The config's digest (`docker images` shows it as the image id).
+    pub config_digest: Digest,
+    /// The config bytes.
+    pub config: Vec<u8>,
+    /// The layers, base first.
+    pub layers: Vec<ExportedLayer>,
+    /// How many layers were exported now (the rest were reused).
+    pub layers_exported: usize,
+}
+
+impl ExportedImage {
+    /// The descriptor of the manifest, for an image store or an index.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor::new(
+            MediaType::ImageManifest,
+            self.manifest.len() as u64,
+            self.manifest_digest.to_oci(),
+        )
+    }
+}
+
+/// RFC 3339 (UTC, seconds) as image configs write times.
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The OCI media type for a layer of a base image (Docker's are translated, as BuildKit does
+/// when it writes an OCI manifest).
+fn oci_layer_type(media_type: &str) -> String {
+    match media_type {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip".to_owned()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd".to_owned()
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => {
+            "application/vnd.oci.image.layer.v1.tar".to_owned()
+        }
+        other => other.to_owned(),
+    }
+}
+
+fn write_blob(
+    content: &ContentStore,
+    worker: &Worker,
+    bytes: &[u8],
+) -> Result<Digest, ExportError> {
+    let mut writer = content.ingest(None)?.with_lease(worker.lease());
+    writer.write_all(bytes).map_err(|source| ExportError::Io {
+        what: "writing a blob",
+        source,
+    })?;
+    Ok(writer.commit()?.digest)
+}
+
+/// Exports `request` as an image in the content store (every blob joins the worker's lease).
+pub fn export_image(
+    worker: &Worker,
+    request: &ImageRequest,
+    options: &ImageExportOptions,
+) -> Result<ExportedImage, ExportError> {
+    let content = worker.store().content();
+    let mut layers: Vec<ExportedLayer> = Vec::new();
+    if let Some(base) = &request.base {
+        if let Some(manifest) = base.image_manifest() {
+            let parts = image_parts(&content, manifest)?;
+            for ((digest, media_type, size), diff_id) in parts.layers.iter().zip(&parts.diff_ids) {
+                worker
+                    .lease()
+                    .add_blob(digest)
+                    .map_err(ExportError::Lease)?;
+                layers.push(ExportedLayer {
+                    digest: digest.clone(),
+                    size: *size,
+                    media_type: oci_layer_type(media_type),
+                    diff_id: diff_id.clone(),
+                });
+            }
+        }
+    }
+    let variant = ExportVariant {
+        compression: options.compression,
+        level: options.level,
+        source_date_epoch: options.source_date_epoch,
+    };
+    let mut empty_history = Vec::new();
+    let mut exported = 0;
+    for step in &request.layers {
+        let key = step
+            .output
+            .snapshot_key()
+            .ok_or(ExportError::NotASnapshot)?;
+        let layer = match cached_layer(worker, &content, key, &variant)? {
+            Some(layer) => layer,
+            None => {
+                let export = ExportOptions {
+                    compression: options.compression,
+                    level: options.level,
+                    source_date_epoch: options.source_date_epoch,
+                    threads: 0,
+                };
+                let layer = worker.snapshotter().diff(key, &content, &export)?;
+                worker.layer_db().put(key, &variant, &layer)?;
+                exported += 1;
+                layer
+            }
+        };
+        worker
+            .lease()
+            .add_blob(&layer.digest)
+            .map_err(ExportError::Lease)?;
+        if layer.diff_id.to_string() == EMPTY_LAYER_DIFF_ID {
+            empty_history.extend(step.history_index);
+            continue;
+        }
+        layers.push(ExportedLayer {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: options.compression.media_type().to_owned(),
+            diff_id: layer.diff_id.clone(),
+        });
+    }
+
+    let created = match options.source_date_epoch {
+        Some(epoch) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64),
+        None => options.created.unwrap_or_else(SystemTime::now),
+    };
+    let config = image_config(&request.config, &layers, &empty_history, created, options)?;
+    let config_bytes = serde_json::to_vec(&config).map_err(ExportError::Json)?;
+    let config_digest = write_blob(&content, worker, &config_bytes)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": config_digest.to_string(),
+            "size": config_bytes.len(),
+        },
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": l.media_type,
+            "digest": l.digest.to_string(),
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(ExportError::Json)?;
+    let manifest_digest = write_blob(&content, worker, &manifest_bytes)?;
+    Ok(ExportedImage {
+        manifest_digest,
+        manifest: manifest_bytes,
+        config_digest,
+        config: config_bytes,
+        layers,
+        layers_exported: exported,
+    })
+}
+
+/// The recorded export of `key`, if its blob still exists.
+fn cached_layer(
+    worker: &Worker,
+    content: &ContentStore,
+    key: &str,
+    variant: &ExportVariant,
+) -> Result<Option<LayerDescriptor>, ExportError> {
+    Ok(worker
+        .layer_db()
+        .get(key, variant)?
+        .filter(|layer| content.exists(&layer.digest)))
+}
+
+/// The frontend's config with `created`, `rootfs` and history times and empty-layer marks.
+fn image_config(
+    frontend: &Value,
+    layers: &[ExportedLayer],
+    empty_history: &[usize],
+    created: SystemTime,
+    options: &ImageExportOptions,
+) -> Result<Value, ExportError> {
+    let mut config = match frontend {
+        Value::Object(map) => map.clone(),
+        Value::Null => serde_json::Map::new(),
+        _ => return Err(ExportError::BadConfig),
+    };
+    let created = rfc3339(created);
+    config.insert("created".into(), Value::String(created.clone()));
+    config.insert(
+        "rootfs".into(),
+        json!({
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+        }),
+    );
+    if let Some(Value::Array(history)) = config.get_mut("history") {
+        for (i, entry) in history.iter_mut().enumerate() {
+            let Value::Object(entry) = entry else {
+                continue;
+            };
+            // Base image entries keep their times; with an epoch every new entry gets it.
+            let missing = !entry.contains_key("created");
+            if missing
+                || (options.source_date_epoch.is_some()
+                    && entry
+                        .get("comment")
+                        .is_some_and(|c| c == "buildkit.dockerfile.v0"))
+            {
+                entry.insert("created".into(), Value::String(created.clone()));
+            }
+            if empty_history.contains(&i) {
+                entry.insert("empty_layer".into(), Value::Bool(true));
+            }
+        }
+    }
+    Ok(Value::Object(config))
+}
+
+/// Names the image in the local image store (`img build -t`).
+pub fn store_image(
+    store: &Store,
+    image: &ExportedImage,
+    names: &[String],
+) -> Result<(), ExportError> {
+    let images = store.images();
+    for name in names {
+        images.put(name, &image.descriptor())?;
+    }
+    Ok(())
+}
+
+/// Pushes the image to `reference` with its blobs from the worker's content store; returns
+/// the pushed manifest's digest.
+pub fn push_image(
+    client: &Client,
+    worker: &Worker,
+    reference: &Reference,
+    image: &ExportedImage,
+) -> Result<img_registry::Digest, ExportError> {
+    let source = LocalBlobs::new(worker.store().content(), Some(worker.lease()));
+    client
+        .push(
+            reference,
+            &image.manifest,
+            &source,
+            &PushOptions::default(),
+            &no_progress,
+        )
+        .map_err(|source| ExportError::Push {
+            reference: reference.to_string(),
+            source,
+        })
+}

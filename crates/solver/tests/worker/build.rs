@@ -1,0 +1,465 @@
+//! Building: RUN, COPY, caching across processes, failures, cancellation, mounts, parallelism.
+
+use std::time::{Duration, Instant};
+
+use img_llb::{
+    CacheSharing, CopyAction, ExecOp, FileOp, IdOrName, LocalSource, MergeOp, Mount, MountKind,
+    OpMetadata, OpRef, Owner, SourceOp,
+};
+use img_sandbox::SecretBytes;
+use img_solver::{
+    write_rootfs_dir, CancelToken, NoProgress, SecretSource, SecretStore, SolveError, SolveOptions,
+    WorkerError,
+};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+fn t(name: &'static str, f: fn() -> TestResult) -> Trial {
+    Trial::test(name, move || f().map_err(Into::into))
+}
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        t(
+            "run_writes_a_file_into_the_exported_layer",
+            run_writes_a_file_into_the_exported_layer,
+        ),
+        t(
+            "copy_from_context_with_wildcard_chown_and_chmod",
+            copy_from_context_with_wildcard_chown_and_chmod,
+        ),
+        t(
+            "rebuild_in_a_new_process_is_fully_cached_with_the_same_digest",
+            rebuild_is_cached,
+        ),
+        t(
+            "changing_one_context_file_reruns_only_the_steps_reading_it",
+            changing_one_file_reruns_dependents,
+        ),
+        t(
+            "run_failure_reports_exit_code_and_output_tail",
+            run_failure_reports_exit_code,
+        ),
+        t(
+            "cancellation_kills_a_long_step",
+            cancellation_kills_a_long_step,
+        ),
+        t("cache_mount_persists_between_builds", cache_mount_persists),
+        t(
+            "secret_mount_is_readable_and_absent_from_the_layer",
+            secret_mount,
+        ),
+        t(
+            "independent_runs_execute_in_parallel",
+            independent_runs_in_parallel,
+        ),
+        t(
+            "source_date_epoch_gives_identical_digests_in_clean_states",
+            source_date_epoch_reproducible,
+        ),
+        t("unchanged_step_adds_no_layer", unchanged_step_adds_no_layer),
+    ]
+}
+
+fn context_op(graph: &mut Graph) -> OpRef {
+    graph
+        .builder
+        .add(
+            SourceOp::Local(LocalSource::new("context")),
+            OpMetadata::described("context"),
+        )
+        .unwrap()
+}
+
+fn copy(graph: &mut Graph, context: OpRef, src: &[&str], dest: &str) -> OpRef {
+    let action = CopyAction::new(context, src.iter().map(|s| s.to_string()).collect(), dest);
+    let op = FileOp::new(Some(graph.top())).with_action(action);
+    graph.step(op, &format!("COPY {src:?} {dest}"))
+}
+
+fn run_writes_a_file_into_the_exported_layer() -> TestResult {
+    let fx = Fixture::new();
+    let solver = fx.solver();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo hello > /greeting && mkdir -p /srv/data");
+    let (_, image) = build(&solver, &graph, None)?;
+    check(
+        image.layers.len() == 2,
+        format!("layers: {:?}", image.layers),
+    )?;
+    let files = layer_files(&fx.store(), &image.layers[1].digest);
+    let greeting = files.iter().find(|(p, _)| p == "greeting");
+    check(
+        greeting.is_some_and(|(_, d)| d == b"hello\n"),
+        format!(
+            "greeting in {:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        ),
+    )?;
+    check(
+        files.iter().any(|(p, _)| p == "srv/data"),
+        "srv/data in layer",
+    )?;
+    let config: serde_json::Value = serde_json::from_slice(&image.config).map_err(fail)?;
+    check(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len) == Some(2),
+        format!("rootfs: {}", config["rootfs"]),
+    )?;
+    check(
+        config["history"][1]["created"].is_string(),
+        "history times filled in",
+    )
+}
+
+fn copy_from_context_with_wildcard_chown_and_chmod() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("a.txt", "a");
+    fx.write("b.txt", "b");
+    fx.write("c.md", "c");
+    fx.write("dir/sub/d.txt", "d");
+    let solver = fx.solver();
+    let mut graph = Graph::on_busybox();
+    let context = context_op(&mut graph);
+    let mut action = CopyAction::new(context, vec!["/*.txt".into()], "/dst/");
+    action.owner = Some(Owner {
+        user: IdOrName::Name("app".into()),
+        group: None,
+    });
+    action.mode = Some(0o640);
+    let op = FileOp::new(Some(graph.top()))
+        .with_action(action)
+        .with_action(CopyAction::new(context, vec!["/dir".into()], "/copied"));
+    graph.step(op, "COPY");
+    graph.run("ls -ln /dst /copied/sub > /listing");
+    let (solved, _) = build(&solver, &graph, None)?;
+    let out = fx.dir.path().join("rootfs");
+    write_rootfs_dir(solver.executor(), &solved.output, &out).map_err(fail)?;
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(out.join("dst/a.txt")).map_err(fail)?;
+    check(
+        (a.uid(), a.gid()) == (1000, 1000),
+        format!("owner {}:{}", a.uid(), a.gid()),
+    )?;
+    check(a.mode() & 0o7777 == 0o640, format!("mode {:o}", a.mode()))?;
+    check(out.join("dst/b.txt").exists(), "b.txt copied")?;
+    check(!out.join("dst/c.md").exists(), "c.md not copied")?;
+    // A directory's contents are copied, not the directory itself; context files go to root.
+    let d = std::fs::metadata(out.join("copied/sub/d.txt")).map_err(fail)?;
+    check(d.uid() == 0 && d.gid() == 0, "context files owned by root")?;
+    check(
+        read(&out.join("listing")).contains("1000"),
+        read(&out.join("listing")),
+    )
+}
+
+fn rebuild_is_cached() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("app.txt", "v1");
+    let mut graph = Graph::on_busybox();
+    let context = context_op(&mut graph);
+    copy(&mut graph, context, &["/app.txt"], "/app/");
+    graph.run("cat /app/app.txt > /app/out");
+    let first = {
+        let solver = fx.solver();
+        build(&solver, &graph, Some(1_700_000_100))?.1
+    };
+    let solver = fx.solver();
+    let started = Instant::now();
+    let (solved, second) = build(&solver, &graph, Some(1_700_000_100))?;
+    let took = started.elapsed();
+    let executed: Vec<_> = solved
+        .executed
+        .iter()
+        .filter(|d| *d != &context.digest)
+        .collect();
+    check(executed.is_empty(), format!("executed again: {executed:?}"))?;
+    check(
+        second.layers_exported == 0,
+        format!("{} layers re-exported", second.layers_exported),
+    )?;
+    check(
+        first.manifest_digest == second.manifest_digest,
+        format!("{} != {}", first.manifest_digest, second.manifest_digest),
+    )?;
+    eprintln!("    fully cached rebuild with export: {took:?}");
+    check(
+        took < Duration::from_secs(3),
+        format!("cached rebuild took {took:?}"),
+    )
+}
+
+fn changing_one_file_reruns_dependents() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("a.txt", "a1");
+    fx.write("b.txt", "b1");
+    fx.write("unrelated.txt", "u1");
+    let mut graph = Graph::on_busybox();
+    let context = context_op(&mut graph);
+    let copy_a = copy(&mut graph, context, &["/a.txt"], "/a/");
+    let copy_b = copy(&mut graph, context, &["/b.txt"], "/b/");
+    let run = graph.run("cat /a/a.txt /b/b.txt > /both");
+    build(&fx.solver(), &graph, None)?;
+
+    fx.write("unrelated.txt", "u2");
+    let (solved, _) = build(&fx.solver(), &graph, None)?;
+    let ran = |op: &OpRef, solved: &img_solver::Solved<_>| solved.executed.contains(&op.digest);
+    check(
+        !ran(&copy_a, &solved) && !ran(&copy_b, &solved) && !ran(&run, &solved),
+        format!("unrelated change re-ran {:?}", solved.executed),
+    )?;
+
+    fx.write("b.txt", "b2");
+    let (solved, _) = build(&fx.solver(), &graph, None)?;
+    check(!ran(&copy_a, &solved), "COPY a.txt re-ran")?;
+    check(
+        ran(&copy_b, &solved) && ran(&run, &solved),
+        format!("executed {:?}", solved.executed),
+    )
+}
+
+fn run_failure_reports_exit_code() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo about to fail; echo on stderr >&2; exit 3");
+    match solve(&fx.solver(), &graph.definition()) {
+        Err(SolveError::OpFailed {
+            log_tail, source, ..
+        }) => {
+            let code = source.downcast_ref::<WorkerError>().and_then(|e| match e {
+                WorkerError::ExitCode { code, .. } => Some(*code),
+                _ => None,
+            });
+            check(code == Some(3), format!("error: {source}"))?;
+            check(
+                log_tail.iter().any(|l| l == "about to fail")
+                    && log_tail.iter().any(|l| l == "on stderr"),
+                format!("tail: {log_tail:?}"),
+            )?;
+            check(
+                source.to_string().contains("exit code 3"),
+                source.to_string(),
+            )
+        }
+        other => Err(format!(
+            "expected a failure, got {:?}",
+            other.map(|s| s.output)
+        )),
+    }
+}
+
+fn cancellation_kills_a_long_step() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    graph.run("sleep 100");
+    let solver = fx.solver();
+    let cancel = CancelToken::new();
+    let options = SolveOptions::default().with_cancel(cancel.clone());
+    let started = Instant::now();
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            cancel.cancel();
+        });
+        solver.solve(&graph.definition(), &options, &NoProgress)
+    });
+    let took = started.elapsed();
+    check(
+        matches!(result, Err(SolveError::Cancelled)),
+        format!("{:?}", result.map(|s| s.output)),
+    )?;
+    eprintln!("    cancelled after {took:?}");
+    check(
+        took < Duration::from_secs(10),
+        format!("cancel took {took:?}"),
+    )?;
+    let leftover = std::process::Command::new("pgrep")
+        .args(["-f", "^sleep 100$"])
+        .output()
+        .map_err(fail)?;
+    check(leftover.stdout.is_empty(), "sleep 100 still running")
+}
+
+fn cache_mount_step(graph: &mut Graph, script: &str) -> OpRef {
+    let exec = ExecOp::new(
+        Some(graph.top()),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    )
+    .with_env("PATH", "/bin")
+    .with_mount(Mount {
+        target: "/cache".into(),
+        kind: MountKind::Cache {
+            id: "test-cache".into(),
+            sharing: CacheSharing::Locked,
+            source: None,
+            selector: "/".into(),
+            readonly: false,
+            uid: 1000,
+            gid: 1000,
+            mode: 0o750,
+        },
+    });
+    graph.step(exec, script)
+}
+
+fn cache_mount_persists() -> TestResult {
+    let fx = Fixture::new();
+    let mut first = Graph::on_busybox();
+    cache_mount_step(&mut first, "echo from-first-build > /cache/note");
+    let (_, image) = build(&fx.solver(), &first, None)?;
+    // The step wrote only into the cache, so it adds no layer at all.
+    check(
+        image.layers.len() == 1,
+        format!("{} layers", image.layers.len()),
+    )?;
+
+    let mut second = Graph::on_busybox();
+    cache_mount_step(
+        &mut second,
+        "cat /cache/note > /seen && stat -c %u:%g:%a /cache > /owner",
+    );
+    let (solved, _) = build(&fx.solver(), &second, None)?;
+    let out = fx.dir.path().join("rootfs");
+    write_rootfs_dir(fx.solver().executor(), &solved.output, &out).map_err(fail)?;
+    check(
+        read(&out.join("seen")) == "from-first-build\n",
+        read(&out.join("seen")),
+    )?;
+    check(
+        read(&out.join("owner")) == "1000:1000:750\n",
+        read(&out.join("owner")),
+    )
+}
+
+fn secret_mount() -> TestResult {
+    let fx = Fixture::new();
+    let mut options = fx.options();
+    options.secrets = SecretStore::new().with(
+        "token",
+        SecretSource::Bytes(SecretBytes::new("s3cr3t-value")),
+    );
+    let solver = fx.solver_with(options);
+    let mut graph = Graph::on_busybox();
+    let exec = ExecOp::new(
+        Some(graph.top()),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "test \"$(cat /run/secrets/token)\" = s3cr3t-value && echo ok > /verified".into(),
+        ],
+    )
+    .with_env("PATH", "/bin")
+    .with_mount(Mount {
+        target: "/run/secrets/token".into(),
+        kind: MountKind::Secret {
+            id: "token".into(),
+            env: None,
+            required: true,
+            uid: 0,
+            gid: 0,
+            mode: 0o400,
+        },
+    });
+    graph.step(exec, "RUN --mount=type=secret");
+    let (_, image) = build(&solver, &graph, None)?;
+    let files = layer_files(&fx.store(), &image.layers[1].digest);
+    check(
+        files.iter().any(|(p, d)| p == "verified" && d == b"ok\n"),
+        "secret was readable",
+    )?;
+    check(
+        !files.iter().any(|(p, _)| p.contains("secrets/token")),
+        "secret file in layer",
+    )?;
+    check(
+        !files
+            .iter()
+            .any(|(_, d)| d.windows(12).any(|w| w == b"s3cr3t-value")),
+        "secret value in layer",
+    )
+}
+
+fn independent_runs_in_parallel() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    let base = graph.top();
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        let exec = ExecOp::new(
+            Some(base),
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("sleep 1 && echo {i} > /run-{i}"),
+            ],
+        )
+        .with_env("PATH", "/bin");
+        runs.push(
+            graph
+                .builder
+                .add(exec, OpMetadata::described(format!("RUN {i}")))
+                .unwrap(),
+        );
+    }
+    graph.step(MergeOp { inputs: runs }, "merge");
+    let solver = fx.solver();
+    // Unpack the base first so the measurement is of the steps alone.
+    let base_only = graph.builder.clone().build(base).unwrap();
+    solve(&solver, &base_only).map_err(fail)?;
+    let started = Instant::now();
+    let solved = solve(&solver, &graph.definition()).map_err(fail)?;
+    let took = started.elapsed();
+    eprintln!("    four `sleep 1` steps and their merge: {took:?}");
+    check(took < Duration::from_millis(2500), format!("took {took:?}"))?;
+    let out = fx.dir.path().join("rootfs");
+    write_rootfs_dir(solver.executor(), &solved.output, &out).map_err(fail)?;
+    for i in 0..4 {
+        check(
+            out.join(format!("run-{i}")).exists(),
+            format!("run-{i} merged"),
+        )?;
+    }
+    Ok(())
+}
+
+fn source_date_epoch_reproducible() -> TestResult {
+    let epoch = 1_700_000_500;
+    let mut digests = Vec::new();
+    for _ in 0..2 {
+        let fx = Fixture::new();
+        fx.write("app.txt", "same");
+        let mut graph = Graph::on_busybox();
+        let context = context_op(&mut graph);
+        copy(&mut graph, context, &["/app.txt"], "/app/");
+        graph.run("mkdir -p /out && cp /app/app.txt /out/copy && echo built > /out/stamp");
+        let (_, image) = build(&fx.solver(), &graph, Some(epoch))?;
+        digests.push(image.manifest_digest);
+        // Different wall-clock seconds for the second state directory's files.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    check(
+        digests[0] == digests[1],
+        format!("{} != {}", digests[0], digests[1]),
+    )
+}
+
+fn unchanged_step_adds_no_layer() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    graph.run("true");
+    graph.run("echo x > /x");
+    let (_, image) = build(&fx.solver(), &graph, None)?;
+    check(
+        image.layers.len() == 2,
+        format!("{} layers", image.layers.len()),
+    )?;
+    let config: serde_json::Value = serde_json::from_slice(&image.config).map_err(fail)?;
+    check(
+        config["history"][1]["empty_layer"] == true,
+        format!("history: {}", config["history"]),
+    )?;
+    check(
+        config["history"][2].get("empty_layer").is_none(),
+        "second step has a layer",
+    )
+}

@@ -1,0 +1,205 @@
+//! Outputs: image store names, `docker save` archives (podman load), OCI archives (skopeo),
+//! root filesystem tars.
+
+use std::process::Command;
+
+use img_solver::{store_image, write_docker_archive, write_oci_archive, write_rootfs_tar};
+use libtest_mimic::Trial;
+
+use crate::common::*;
+
+fn t(name: &'static str, f: fn() -> TestResult) -> Trial {
+    Trial::test(name, move || f().map_err(Into::into))
+}
+
+pub fn tests() -> Vec<Trial> {
+    vec![
+        t(
+            "image_is_named_in_the_local_store_and_usable_as_a_base",
+            stored_image_is_a_base,
+        ),
+        t(
+            "docker_archive_loads_with_podman",
+            docker_archive_loads_with_podman,
+        ),
+        t(
+            "oci_archive_inspects_with_skopeo",
+            oci_archive_inspects_with_skopeo,
+        ),
+        t("rootfs_tar_is_deterministic", rootfs_tar_is_deterministic),
+    ]
+}
+
+fn built_image(
+    fx: &Fixture,
+) -> Result<
+    (
+        img_solver::Solver<img_solver::Worker>,
+        img_solver::Solved<img_solver::WorkerRef>,
+        img_solver::ExportedImage,
+    ),
+    String,
+> {
+    let solver = fx.solver();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo payload > /payload");
+    let (solved, image) = build(&solver, &graph, Some(1_700_000_000))?;
+    Ok((solver, solved, image))
+}
+
+fn stored_image_is_a_base() -> TestResult {
+    let fx = Fixture::new();
+    let (_, _, image) = built_image(&fx)?;
+    store_image(&fx.store(), &image, &["localhost/derived:1".into()]).map_err(fail)?;
+    let record = fx
+        .store()
+        .images()
+        .get("localhost/derived:1")
+        .map_err(fail)?;
+    check(
+        record.is_some_and(|r| r.target.digest().to_string() == image.manifest_digest.to_string()),
+        "name points at the manifest",
+    )?;
+    // The stored image serves as the base of another build, its layers reused as they are.
+    let solver = fx.solver();
+    let mut builder = img_llb::DefinitionBuilder::new();
+    let base = builder
+        .add(
+            img_llb::SourceOp::Image(img_llb::ImageSource {
+                reference: "localhost/derived:1".into(),
+                platform: img_llb::Platform::new("linux", "amd64"),
+            }),
+            img_llb::OpMetadata::described("FROM derived"),
+        )
+        .unwrap();
+    let mut graph = Graph {
+        builder,
+        base,
+        steps: Vec::new(),
+    };
+    graph.run("cat /payload > /again");
+    let (_, derived) = build(&solver, &graph, None)?;
+    check(
+        derived.layers.len() == 3,
+        format!("{} layers", derived.layers.len()),
+    )?;
+    check(
+        derived.layers[..2] == image.layers[..],
+        "base layers reused as they are",
+    )
+}
+
+fn docker_archive_loads_with_podman() -> TestResult {
+    check(
+        have_tool("podman"),
+        "podman is not installed (apt-get install podman)",
+    )?;
+    let fx = Fixture::new();
+    let (solver, _, image) = built_image(&fx)?;
+    let tag = format!("localhost/img-worker-test:{}", std::process::id());
+    let path = fx.dir.path().join("image.tar");
+    let file = std::fs::File::create(&path).map_err(fail)?;
+    let scratch = solver.executor().store().state().tmp();
+    write_docker_archive(
+        &fx.store().content(),
+        &image,
+        std::slice::from_ref(&tag),
+        &scratch,
+        file,
+    )
+    .map_err(fail)?;
+    let load = Command::new("podman")
+        .args(["load", "-i"])
+        .arg(&path)
+        .output()
+        .map_err(fail)?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&load.stdout),
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let inspect = Command::new("podman")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{.Id}} {{len .RootFS.Layers}}",
+            &tag,
+        ])
+        .output()
+        .map_err(fail)?;
+    let _ = Command::new("podman").args(["rmi", "-f", &tag]).output();
+    check(load.status.success(), format!("podman load: {output}"))?;
+    let inspected = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    check(
+        inspected == format!("{} 2", image.config_digest.hex()),
+        format!("podman sees {inspected:?}"),
+    )
+}
+
+fn oci_archive_inspects_with_skopeo() -> TestResult {
+    check(
+        have_tool("skopeo"),
+        "skopeo is not installed (apt-get install skopeo)",
+    )?;
+    let fx = Fixture::new();
+    let (_, _, image) = built_image(&fx)?;
+    let path = fx.dir.path().join("image-oci.tar");
+    let file = std::fs::File::create(&path).map_err(fail)?;
+    write_oci_archive(&fx.store().content(), &image, &["app:1".into()], file).map_err(fail)?;
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", path.display()))
+        .output()
+        .map_err(fail)?;
+    check(
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(fail)?;
+    check(
+        doc["Digest"] == image.manifest_digest.to_string(),
+        format!("{}", doc["Digest"]),
+    )?;
+    check(
+        doc["Layers"].as_array().map(Vec::len) == Some(2),
+        format!("{}", doc["Layers"]),
+    )
+}
+
+fn rootfs_tar_is_deterministic() -> TestResult {
+    let fx = Fixture::new();
+    let (solver, solved, _) = built_image(&fx)?;
+    let mut first = Vec::new();
+    write_rootfs_tar(
+        solver.executor(),
+        &solved.output,
+        Some(1_700_000_000),
+        &mut first,
+    )
+    .map_err(fail)?;
+    let mut second = Vec::new();
+    write_rootfs_tar(
+        solver.executor(),
+        &solved.output,
+        Some(1_700_000_000),
+        &mut second,
+    )
+    .map_err(fail)?;
+    check(first == second, "two tars of the same tree differ")?;
+    let mut archive = tar::Archive::new(first.as_slice());
+    let mut names = Vec::new();
+    for entry in archive.entries().map_err(fail)? {
+        let entry = entry.map_err(fail)?;
+        check(
+            entry.header().mtime().unwrap_or(0) <= 1_700_000_000,
+            "mtime clamped",
+        )?;
+        names.push(entry.path().map_err(fail)?.to_string_lossy().into_owned());
+    }
+    check(names.iter().any(|n| n == "payload"), "payload in rootfs")?;
+    check(
+        names.iter().any(|n| n == "bin/busybox"),
+        "busybox in rootfs",
+    )
+}
