@@ -95,6 +95,9 @@ pub struct IdMapping {
     kind: Kind,
     uid_map: Vec<IdRange>,
     gid_map: Vec<IdRange>,
+    /// setgroups(2) is refused: a single-id map, or a namespace whose creator denied it.
+    #[serde(default)]
+    setgroups_denied: bool,
 }
 
 /// What a mapping without subordinate ranges cannot do, and how to fix it.
@@ -123,6 +126,7 @@ impl IdMapping {
     pub fn host() -> IdMapping {
         IdMapping {
             kind: Kind::Host,
+            setgroups_denied: false,
             uid_map: vec![IdRange {
                 container_id: 0,
                 host_id: 0,
@@ -140,6 +144,7 @@ impl IdMapping {
     pub fn single_id(uid: u32, gid: u32) -> IdMapping {
         IdMapping {
             kind: Kind::SingleId,
+            setgroups_denied: true,
             uid_map: vec![IdRange {
                 container_id: 0,
                 host_id: uid,
@@ -162,19 +167,21 @@ impl IdMapping {
     ) -> IdMapping {
         IdMapping {
             kind: Kind::Subordinate,
+            setgroups_denied: false,
             uid_map: with_ranges(uid, subuids),
             gid_map: with_ranges(gid, subgids),
         }
     }
 
-    /// The mapping for the calling process: [`IdMapping::host`] for real root, subordinate
-    /// ranges when /etc/subuid and /etc/subgid have some for the caller and the helpers exist,
-    /// [`IdMapping::single_id`] otherwise.
+    /// The mapping for the calling process: no user namespace for root (with the ids its
+    /// namespace has: all of them for real root), subordinate ranges when /etc/subuid and
+    /// /etc/subgid have some for the caller and the helpers exist, [`IdMapping::single_id`]
+    /// otherwise.
     pub fn detect(paths: &HostPaths) -> Result<IdMapping, IdMapError> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         if uid == 0 {
-            return Ok(IdMapping::host());
+            return Ok(IdMapping::namespace_root(paths));
         }
         let name = user_name(uid);
         let subuids = read_sub_ids(&paths.subuid, name.as_deref(), uid)?;
@@ -184,6 +191,23 @@ impl IdMapping {
             return Ok(IdMapping::single_id(uid, gid));
         }
         Ok(IdMapping::subordinate(uid, gid, &subuids, &subgids))
+    }
+
+    /// The mapping of root: the identity in the initial user namespace; inside another user
+    /// namespace (`buildah unshare`, rootlesskit, a rootless container) only the ids that
+    /// namespace maps, read from /proc.
+    fn namespace_root(paths: &HostPaths) -> IdMapping {
+        let own = |name: &str| read_proc_map(&paths.proc.join("self").join(name));
+        match (own("uid_map"), own("gid_map")) {
+            (Some(uid_map), Some(gid_map)) => IdMapping {
+                kind: Kind::Host,
+                uid_map,
+                gid_map,
+                setgroups_denied: fs::read_to_string(paths.proc.join("self/setgroups"))
+                    .is_ok_and(|s| s.trim() == "deny"),
+            },
+            _ => IdMapping::host(),
+        }
     }
 
     /// Whether the sandbox needs a user namespace for this mapping.
@@ -252,10 +276,30 @@ impl IdMapping {
         }
     }
 
-    /// Whether setgroups(2) is denied in the namespace (single-id mappings).
+    /// Whether setgroups(2) is denied in the namespace.
     pub(crate) fn setgroups_denied(&self) -> bool {
-        self.kind == Kind::SingleId
+        self.setgroups_denied
     }
+}
+
+/// Parses a /proc/<pid>/uid_map-format file; `None` when it cannot be read or is empty.
+fn read_proc_map(path: &Path) -> Option<Vec<IdRange>> {
+    let text = fs::read_to_string(path).ok()?;
+    let map = parse_proc_map(&text);
+    (!map.is_empty()).then_some(map)
+}
+
+fn parse_proc_map(text: &str) -> Vec<IdRange> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(str::parse::<u32>);
+            Some(IdRange {
+                container_id: f.next()?.ok()?,
+                host_id: f.next()?.ok()?,
+                count: f.next()?.ok()?,
+            })
+        })
+        .collect()
 }
 
 fn with_ranges(id: u32, ranges: &[SubIdRange]) -> Vec<IdRange> {
@@ -459,6 +503,43 @@ mod tests {
         assert!(m.limitation_once().is_some());
         assert!(m.limitation_once().is_none());
         assert!(m.setgroups_denied());
+    }
+
+    #[test]
+    fn root_of_a_user_namespace_has_only_its_mapped_ids() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let own = tmp.path().join("self");
+        fs::create_dir(&own).expect("mkdir");
+        fs::write(own.join("uid_map"), "         0       1000          1\n").expect("write");
+        fs::write(
+            own.join("gid_map"),
+            "         0       1000          1\n         1     100000      65536\n",
+        )
+        .expect("write");
+        let parsed = parse_proc_map(&fs::read_to_string(own.join("gid_map")).expect("read"));
+        assert_eq!(
+            parsed[1],
+            IdRange {
+                container_id: 1,
+                host_id: 100000,
+                count: 65536
+            }
+        );
+        fs::write(own.join("setgroups"), "deny\n").expect("write");
+        let paths = HostPaths {
+            proc: tmp.path().to_path_buf(),
+            ..HostPaths::default()
+        };
+        let m = IdMapping::namespace_root(&paths);
+        assert!(m.setgroups_denied());
+        assert!(!m.uses_user_namespace());
+        assert_eq!(m.host_uid(0), Some(1000));
+        assert_eq!(m.host_uid(1000), None);
+        assert_eq!(m.host_gid(5), Some(100004));
+        assert_eq!(
+            parse_proc_map("0 0 4294967295\n"),
+            IdMapping::host().uid_map
+        );
     }
 
     #[test]

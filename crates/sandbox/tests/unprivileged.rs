@@ -88,7 +88,11 @@ impl Drop for RangesRemoved {
     }
 }
 
-fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
+/// `unshare(1)` arguments that put the inner test in a user namespace of its own, as root of it
+/// (the model of `buildah unshare`).
+const OWN_USER_NAMESPACE: &[&str] = &["unshare", "--user", "--map-root-user", "--mount"];
+
+fn run_inner_as_test_user(inner: &str, with_ranges: bool, wrapper: &[&str]) {
     let _guard = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
     ensure_test_user();
     remove_test_user_ranges();
@@ -117,6 +121,7 @@ fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
             "--init-groups",
             "--",
         ])
+        .args(wrapper)
         .arg(&exe)
         .env(INIT_OVERRIDE_ENV, &init)
         .args([
@@ -138,16 +143,24 @@ fn run_inner_as_test_user(inner: &str, with_ranges: bool) {
     );
 }
 
-fn run_outer(inner: &str, with_ranges: bool) {
+fn run_outer(inner: &str, with_ranges: bool, wrapper: &[&str]) {
     if is_root() {
-        run_inner_as_test_user(inner, with_ranges);
+        run_inner_as_test_user(inner, with_ranges, wrapper);
         return;
     }
     // Already unprivileged: run the inner test that matches this user's files.
     let has_ranges = mapping().host_uid(1).is_some();
-    if has_ranges == with_ranges {
+    if has_ranges == with_ranges || !wrapper.is_empty() {
         let exe = std::env::current_exe().expect("current exe");
-        let status = Command::new(exe)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let status = command
             .args(["--exact", inner, "--ignored", "--test-threads=1"])
             .status()
             .expect("rerun");
@@ -157,12 +170,17 @@ fn run_outer(inner: &str, with_ranges: bool) {
 
 #[test]
 fn unprivileged_user_with_subordinate_ranges() {
-    run_outer("inner_with_subordinate_ranges", true);
+    run_outer("inner_with_subordinate_ranges", true, &[]);
 }
 
 #[test]
 fn unprivileged_user_without_subordinate_ranges() {
-    run_outer("inner_without_subordinate_ranges", false);
+    run_outer("inner_without_subordinate_ranges", false, &[]);
+}
+
+#[test]
+fn unprivileged_user_as_root_of_its_own_user_namespace() {
+    run_outer("inner_as_namespace_root", false, OWN_USER_NAMESPACE);
 }
 
 fn common_rootless_checks(root: &std::path::Path) {
@@ -292,4 +310,18 @@ fn inner_without_subordinate_ranges() {
         ),
         "{result:?}"
     );
+}
+
+#[test]
+#[ignore = "run by unprivileged_user_as_root_of_its_own_user_namespace"]
+fn inner_as_namespace_root() {
+    // uid 0 of a user namespace: no further user namespace, the ids are the namespace's own.
+    let mapping = mapping();
+    assert!(!mapping.uses_user_namespace());
+    let (_tmp, root) = temp_rootfs();
+    common_rootless_checks(&root);
+    // Only one id exists in this namespace (unshare --map-root-user).
+    let (result, out) = run(&sh(&root, "touch /f; chown 1000 /f").build());
+    assert_ne!(result.expect("ran").code, Some(0));
+    assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
 }
