@@ -16,7 +16,7 @@ mod shell;
 mod stages;
 
 pub use ast::{DirectiveLines, Directives, Dockerfile, Heredoc, Node, ParseWarning};
-pub use parser::{parse, LexError, ParseError, ParseErrorKind};
+pub use dockerignore::{ignore_file_for, DockerignoreError, IgnorePatterns};
 pub use instructions::{
     parse_instruction, AddInstruction, ArgDeclaration, ArgInstruction, CacheSharing, Chmod,
     ChmodFlag, CommandInstruction, CommandLine, CopyInstruction, ExposeInstruction, FileSources,
@@ -27,11 +27,11 @@ pub use instructions::{
     SymbolicClause, SymbolicOp, SymbolicPerms, UserInstruction, VolumeInstruction,
     WorkdirInstruction,
 };
-pub use dockerignore::{ignore_file_for, DockerignoreError, IgnorePatterns};
 pub use lower::{
     lower, GraphFormat, LayerStep, LowerError, LowerOptions, LoweredBase, LoweredBuild,
     LoweredStage,
 };
+pub use parser::{parse, LexError, ParseError, ParseErrorKind};
 pub use shell::{Environment, Expansion, Lexer, ShellError};
 pub use stages::{
     plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, ContainerConfig, Empty,
@@ -39,3 +39,33 @@ pub use stages::{
     PlannedInstruction, Platform, PlatformError, SourceRef, Stage, StageBase, Warning,
     DEFAULT_PATH,
 };
+
+/// Any error of this crate: what turning a Dockerfile into a build graph can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Parsing, checking or planning the Dockerfile failed.
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
+    /// Lowering the plan to the build graph failed.
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    /// The `.dockerignore` file is invalid.
+    #[error(transparent)]
+    Dockerignore(#[from] DockerignoreError),
+    /// A word could not be expanded.
+    #[error(transparent)]
+    Shell(#[from] ShellError),
+}
+
+impl From<ParseError> for Error {
+    fn from(error: ParseError) -> Self {
+        Error::Frontend(error.into())
+    }
+}
+
+impl From<InstructionError> for Error {
+    fn from(error: InstructionError) -> Self {
+        Error::Frontend(error.into())
+    }
+}
