@@ -33,6 +33,14 @@ pub enum ImageError {
         /// The rejected name.
         name: String,
     },
+    /// The manifest or index the name would point at is not in the content store.
+    #[error("image {name:?}: target {digest} is not in the content store; write the manifest blob first")]
+    MissingTarget {
+        /// The image name.
+        name: String,
+        /// The missing blob.
+        digest: Digest,
+    },
     /// The descriptor's digest is not sha256.
     #[error("image {name:?}: {source}")]
     Digest {
@@ -98,6 +106,12 @@ impl ImageStore {
             name: name.to_owned(),
             source,
         })?;
+        if !self.state.blobs().join(digest.hex()).is_file() {
+            return Err(ImageError::MissingTarget {
+                name: name.to_owned(),
+                digest,
+            });
+        }
         let json = serde_json::to_string(target).map_err(|source| ImageError::Json {
             name: name.to_owned(),
             source,

@@ -75,7 +75,10 @@ fn export_is_deterministic_and_diff_id_is_the_tar_digest() {
         };
         let a = export_layer(&content, &src, &one).unwrap();
         let b = export_layer(&content, &src, &many).unwrap();
-        assert_eq!(a, b, "thread count must not change the blob ({compression:?})");
+        assert_eq!(
+            a, b,
+            "thread count must not change the blob ({compression:?})"
+        );
         let c = export_layer(&content, &src, &one).unwrap();
         assert_eq!(a, c, "same input, same blob ({compression:?})");
         // The diffID is the digest of the uncompressed stream any decompressor yields.

@@ -112,6 +112,11 @@ fn image_names_are_kept_in_the_database_and_the_oci_index() {
         images.put("bad name", &desc),
         Err(ImageError::InvalidName { .. })
     ));
+    let absent = Descriptor::new(MediaType::ImageManifest, 1, Digest::of(b"absent").to_oci());
+    assert!(matches!(
+        images.put("app:absent", &absent),
+        Err(ImageError::MissingTarget { .. })
+    ));
 
     let index = || -> serde_json::Value {
         serde_json::from_slice(&fs::read(t.store.state().content().join("index.json")).unwrap())
