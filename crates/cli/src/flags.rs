@@ -121,9 +121,85 @@ pub enum Command {
         server: Option<String>,
     },
 
+    /// List the stored images.
+    #[command(visible_alias = "images")]
+    Ls {
+        /// Only images whose name matches: name=PATTERN or reference=PATTERN (glob; repeatable).
+        #[arg(short = 'f', long = "filter", value_name = "KEY=PATTERN")]
+        filters: Vec<String>,
+        /// Print each image through a template instead of the table, e.g.
+        /// '{{.Name}} {{.Digest}}' (fields: Name, Size, Created, CreatedAt, Digest).
+        #[arg(long, value_name = "TEMPLATE")]
+        format: Option<String>,
+    },
+
+    /// Remove image names (the blobs go with the next garbage collection).
+    #[command(visible_alias = "rmi")]
+    Rm {
+        /// The images.
+        #[arg(value_name = "IMAGE", required = true)]
+        images: Vec<String>,
+    },
+
+    /// Give a stored image another name.
+    Tag {
+        /// The stored image.
+        #[arg(value_name = "SOURCE[:TAG]")]
+        source: String,
+        /// The new name.
+        #[arg(value_name = "TARGET[:TAG]")]
+        target: String,
+    },
+
+    /// Print a stored image's manifest and config as JSON.
+    Inspect {
+        /// The image.
+        #[arg(value_name = "NAME[:TAG]")]
+        image: String,
+    },
+
+    /// Write images to a tar archive (standard output by default).
+    Save {
+        /// The images.
+        #[arg(value_name = "IMAGE", required = true)]
+        images: Vec<String>,
+        /// The archive to write.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// docker: `docker load`'s layout; oci: an OCI image layout.
+        #[arg(long, value_enum, default_value_t = ArchiveFormat::Docker)]
+        format: ArchiveFormat,
+    },
+
+    /// Read images from a tar archive (docker save layout or OCI image layout).
+    Load {
+        /// The archive to read (standard input by default).
+        #[arg(short = 'i', long, value_name = "FILE")]
+        input: Option<PathBuf>,
+    },
+
+    /// Extract an image's root filesystem into a new directory.
+    Unpack {
+        /// The image.
+        #[arg(value_name = "IMAGE")]
+        image: String,
+        /// The directory to create.
+        #[arg(short = 'o', long, value_name = "DIR", default_value = "rootfs")]
+        output: PathBuf,
+    },
+
     /// Tools for looking inside img's pipeline.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// `img save --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveFormat {
+    /// manifest.json, <config>.json and <layer>/layer.tar, as `docker save` writes.
+    Docker,
+    /// oci-layout, index.json and blobs/sha256/.
+    Oci,
 }
 
 #[derive(Debug, Subcommand)]

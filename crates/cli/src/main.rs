@@ -9,6 +9,7 @@
 mod commands;
 mod config;
 mod flags;
+mod image;
 mod local_blobs;
 mod progress;
 

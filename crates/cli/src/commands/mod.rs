@@ -1,14 +1,17 @@
 //! One module per command; `run` checks the global flags and dispatches to it.
 
 mod debug_parse;
+mod inspect;
+mod load;
 mod login;
+mod ls;
 mod pull;
 mod push;
+mod rm;
+mod save;
+mod tag;
+mod unpack;
 pub mod version;
-
-use anyhow::Context;
-use img_registry::Reference;
-use img_snapshot::{ImageRecord, Store};
 
 use crate::config::Config;
 use crate::flags::{Args, Command, DebugCommand};
@@ -46,22 +49,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             },
         ),
         Command::Logout { server } => login::logout(&config, server.as_deref()),
+        Command::Ls { filters, format } => ls::run(&config, &filters, format.as_deref()),
+        Command::Rm { images } => rm::run(&config, &images),
+        Command::Tag { source, target } => tag::run(&config, &source, &target),
+        Command::Inspect { image } => inspect::run(&config, &image),
+        Command::Save {
+            images,
+            output,
+            format,
+        } => save::run(&config, &images, output.as_deref(), format),
+        Command::Load { input } => load::run(&config, input.as_deref()),
+        Command::Unpack { image, output } => unpack::run(&config, &image, &output),
         Command::Debug(DebugCommand::Parse { file }) => {
             debug_parse::run(&debug_parse::Config::from_flag(file))
         }
     }
-}
-
-/// The locally stored image a reference names (names are stored fully qualified).
-pub fn local_image(store: &Store, reference: &Reference) -> anyhow::Result<ImageRecord> {
-    let name = reference.to_string();
-    store
-        .images()
-        .get(&name)
-        .with_context(|| format!("cannot look up {name} in the image store"))?
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no image named {name} in the local store; pull or build it first (`img ls` lists the stored images)"
-            )
-        })
 }

@@ -14,7 +14,7 @@ use crate::progress::{Direction, Display};
 pub fn run(config: &Config, reference: &str) -> anyhow::Result<()> {
     let reference = Reference::parse(reference)?;
     let store = config.open_store()?;
-    let record = super::local_image(&store, &reference)?;
+    let record = crate::image::find(&store, &reference.to_string())?;
     let digest = Digest::try_from(record.target.digest())?;
     let manifest = store
         .content()

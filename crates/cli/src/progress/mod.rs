@@ -18,6 +18,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+pub use format::human_size;
 pub use plain::PlainRenderer;
 pub use rawjson::RawJsonRenderer;
 pub use tty::TtyRenderer;

@@ -192,3 +192,16 @@ pub fn skopeo_raw_manifest(reference: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The layer digests of a stored image's manifest.
+pub fn layers_of(store: &Store, record: &img_snapshot::ImageRecord) -> Vec<Digest> {
+    let digest = Digest::try_from(record.target.digest()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.content().read_blob(&digest).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().parse().unwrap())
+        .collect()
+}

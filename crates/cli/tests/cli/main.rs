@@ -3,6 +3,7 @@
 mod debug_parse;
 mod fixtures;
 mod global;
+mod images;
 mod registry;
 
 use std::io::Write;
