@@ -37,12 +37,24 @@
 //! ```no_run
 //! fn main() {
 //!     img_sandbox::maybe_run_init(); // first thing: returns at once unless started as the init
+//!     // For rootless builds: continue as root of a user namespace (returns at once for root).
+//!     if let Err(e) = img_sandbox::reexec_in_user_namespace(&img_sandbox::HostPaths::default()) {
+//!         eprintln!("error: {e}");
+//!         std::process::exit(1);
+//!     }
 //!     // ... the program proper
 //! }
 //! ```
 //!
 //! Libraries and tests that cannot change `main` use the `img-sandbox-init` binary of this
 //! crate through [`Sandbox::with_init_program`].
+//!
+//! A rootless builder also needs to make and read files of many owners outside steps (applying
+//! image layers, diffing a step's changes), which an ordinary user cannot do outside a user
+//! namespace. [`reexec_in_user_namespace`], called right after [`maybe_run_init`], re-executes
+//! the whole program as root of a user namespace holding the caller's mapping (the model of
+//! `buildah unshare`); sandboxes started from there need no user namespace of their own
+//! ([`IdMapping::detect`] then describes the namespace's ids).
 //!
 //! # Running a step
 //!
@@ -89,6 +101,7 @@ mod sandbox;
 mod spec;
 mod syscalls;
 mod user;
+mod userns;
 
 pub use cache_lock::{CacheLockError, CacheMountLock, CacheSharing};
 pub use cancel::CancelToken;
@@ -105,3 +118,4 @@ pub use spec::{
     SecurityMode, StepMount, DEFAULT_HOSTNAME,
 };
 pub use user::UserError;
+pub use userns::reexec_in_user_namespace;

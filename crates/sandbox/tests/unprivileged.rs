@@ -12,129 +12,32 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
-use std::sync::Mutex;
 
+use common::test_user::*;
 use common::*;
 use img_sandbox::{
     IdMapping, NetworkMode, Process, Rootfs, SandboxError, SandboxSpec, SecretBytes, SetupError,
     StepMount,
 };
 
-const TEST_USER: &str = "imgsbxtest";
-const RANGE_START: u32 = 300_000;
-const RANGE_COUNT: u32 = 65_536;
-
-/// /etc/subuid is machine-wide: one outer test at a time edits it.
-static SUBID_FILES: Mutex<()> = Mutex::new(());
-
-fn sh_ok(program: &str, args: &[&str]) {
-    let status = Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?}: {status}");
-}
-
-fn ensure_test_user() {
-    let exists = Command::new("id")
-        .arg(TEST_USER)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !exists {
-        sh_ok(
-            "useradd",
-            &[
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                TEST_USER,
-            ],
-        );
-    }
-}
-
-/// The test user's current ranges in a subordinate id file, as `start-end` arguments.
-fn ranges_of_test_user(path: &str) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            let (start, count) = (
-                f.get(1)?.parse::<u64>().ok()?,
-                f.get(2)?.parse::<u64>().ok()?,
-            );
-            (f[0] == TEST_USER && count > 0).then(|| format!("{start}-{}", start + count - 1))
-        })
-        .collect()
-}
-
-fn remove_test_user_ranges() {
-    for r in ranges_of_test_user("/etc/subuid") {
-        sh_ok("usermod", &["--del-subuids", &r, TEST_USER]);
-    }
-    for r in ranges_of_test_user("/etc/subgid") {
-        sh_ok("usermod", &["--del-subgids", &r, TEST_USER]);
-    }
-}
-
-/// Removes the test user's ranges when dropped, so /etc/subuid ends as it began.
-struct RangesRemoved;
-
-impl Drop for RangesRemoved {
-    fn drop(&mut self) {
-        remove_test_user_ranges();
-    }
-}
-
 /// `unshare(1)` arguments that put the inner test in a user namespace of its own, as root of it
 /// (the model of `buildah unshare`).
 const OWN_USER_NAMESPACE: &[&str] = &["unshare", "--user", "--map-root-user", "--mount"];
 
 fn run_inner_as_test_user(inner: &str, with_ranges: bool, wrapper: &[&str]) {
-    let _guard = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
-    ensure_test_user();
-    remove_test_user_ranges();
-    let _restore = RangesRemoved;
-    if with_ranges {
-        let range = format!("{RANGE_START}-{}", RANGE_START + RANGE_COUNT - 1);
-        sh_ok(
-            "usermod",
-            &["--add-subuids", &range, "--add-subgids", &range, TEST_USER],
-        );
-    }
-    // The build directory may sit where the test user cannot reach (under /root): run copies.
-    let bin = tempfile::Builder::new()
-        .prefix("img-sandbox-bin-")
-        .tempdir()
-        .expect("tempdir");
-    fs::set_permissions(bin.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
-    let exe = bin.path().join("tests");
-    fs::copy(std::env::current_exe().expect("current exe"), &exe).expect("copy test binary");
-    let init = bin.path().join("img-sandbox-init");
-    fs::copy(env!("CARGO_BIN_EXE_img-sandbox-init"), &init).expect("copy init");
-    let output = Command::new("setpriv")
-        .args([
-            &format!("--reuid={TEST_USER}"),
-            &format!("--regid={TEST_USER}"),
-            "--init-groups",
-            "--",
-        ])
-        .args(wrapper)
-        .arg(&exe)
-        .env(INIT_OVERRIDE_ENV, &init)
-        .args([
-            "--exact",
-            inner,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("TMPDIR", "/tmp")
-        .env("HOME", "/tmp")
-        .output()
-        .expect("setpriv");
+    let _session = TestUserSession::start(with_ranges);
+    let args = [
+        "--exact",
+        inner,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let output = run_copy_as_test_user(
+        &std::env::current_exe().expect("current exe"),
+        &args,
+        wrapper,
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

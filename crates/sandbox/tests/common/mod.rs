@@ -1,6 +1,8 @@
 //! Shared pieces of the integration tests: a busybox root filesystem and a step runner.
 #![allow(dead_code)]
 
+pub mod test_user;
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
