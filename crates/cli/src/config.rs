@@ -16,11 +16,8 @@ pub struct Config {
     /// Where the state lives (resolved, not yet created).
     pub state: StateDir,
     /// The snapshot backend asked for.
-    // Checked for every command; only commands that make snapshots read it, and none does yet.
-    #[allow(dead_code)]
     pub backend: BackendChoice,
     /// `-d`: more detail in errors and reports.
-    #[allow(dead_code)]
     pub debug: bool,
     /// How progress is displayed (`auto` already resolved).
     pub progress: Mode,

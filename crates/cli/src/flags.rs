@@ -188,6 +188,22 @@ pub enum Command {
         output: PathBuf,
     },
 
+    /// Show disk usage: every blob and snapshot, and what could be reclaimed.
+    Du,
+
+    /// Trim the build cache and delete what nothing refers to.
+    Prune {
+        /// Drop every build cache record.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Drop cache records last used longer ago than this (e.g. 24h, 7days).
+        #[arg(long, value_name = "DURATION")]
+        keep_duration: Option<String>,
+        /// Drop the least recently used cache records until the rest fit (e.g. 10GB).
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<String>,
+    },
+
     /// Tools for looking inside img's pipeline.
     #[command(subcommand)]
     Debug(DebugCommand),

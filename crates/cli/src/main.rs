@@ -6,6 +6,7 @@
 //! thread of its own. Errors from the libraries bubble up as `anyhow` errors and are printed
 //! here, with their chain of causes, before exiting non-zero.
 
+mod build_cache;
 mod commands;
 mod config;
 mod flags;

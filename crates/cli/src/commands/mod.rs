@@ -1,10 +1,12 @@
 //! One module per command; `run` checks the global flags and dispatches to it.
 
 mod debug_parse;
+mod du;
 mod inspect;
 mod load;
 mod login;
 mod ls;
+mod prune;
 mod pull;
 mod push;
 mod rm;
@@ -60,6 +62,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         } => save::run(&config, &images, output.as_deref(), format),
         Command::Load { input } => load::run(&config, input.as_deref()),
         Command::Unpack { image, output } => unpack::run(&config, &image, &output),
+        Command::Du => du::run(&config),
+        Command::Prune {
+            all,
+            keep_duration,
+            keep_storage,
+        } => {
+            let options = prune::PruneOptions::from_flags(
+                all,
+                keep_duration.as_deref(),
+                keep_storage.as_deref(),
+            )?;
+            prune::run(&config, &options)
+        }
         Command::Debug(DebugCommand::Parse { file }) => {
             debug_parse::run(&debug_parse::Config::from_flag(file))
         }

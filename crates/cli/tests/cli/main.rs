@@ -5,6 +5,7 @@ mod fixtures;
 mod global;
 mod images;
 mod registry;
+mod storage;
 
 use std::io::Write;
 use std::path::PathBuf;
