@@ -54,6 +54,6 @@ pub enum ExportError {
         reference: String,
         /// The cause.
         #[source]
-        source: img_registry::Error,
+        source: Box<img_registry::Error>,
     },
 }

@@ -241,7 +241,7 @@ pub fn export_image(
         Some(epoch) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64),
         None => options.created.unwrap_or_else(SystemTime::now),
     };
-    let config = image_config(&request.config, &layers, &empty_history, created, options)?;
+    let config = image_config(&request.config, &layers, &empty_history, created)?;
     let config_bytes = serde_json::to_vec(&config).map_err(ExportError::Json)?;
     let config_digest = write_blob(&content, worker, &config_bytes)?;
     let manifest = json!({
@@ -289,7 +289,6 @@ fn image_config(
     layers: &[ExportedLayer],
     empty_history: &[usize],
     created: SystemTime,
-    options: &ImageExportOptions,
 ) -> Result<Value, ExportError> {
     let mut config = match frontend {
         Value::Object(map) => map.clone(),
@@ -310,14 +309,8 @@ fn image_config(
             let Value::Object(entry) = entry else {
                 continue;
             };
-            // Base image entries keep their times; with an epoch every new entry gets it.
-            let missing = !entry.contains_key("created");
-            if missing
-                || (options.source_date_epoch.is_some()
-                    && entry
-                        .get("comment")
-                        .is_some_and(|c| c == "buildkit.dockerfile.v0"))
-            {
+            // Base image entries keep their times; this build's get the image's.
+            if !entry.contains_key("created") {
                 entry.insert("created".into(), Value::String(created.clone()));
             }
             if empty_history.contains(&i) {
@@ -360,6 +353,6 @@ pub fn push_image(
         )
         .map_err(|source| ExportError::Push {
             reference: reference.to_string(),
-            source,
+            source: Box::new(source),
         })
 }

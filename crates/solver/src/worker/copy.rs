@@ -91,7 +91,7 @@ impl Copier<'_> {
                 &child_rel,
             )?;
         }
-        self.apply_metadata(dest, &meta, true)
+        self.apply_metadata(dest, &meta)
     }
 
     fn children(
@@ -147,7 +147,7 @@ impl Copier<'_> {
                     &child_rel,
                 )?;
             }
-            return self.apply_metadata(dest, &meta, true);
+            return self.apply_metadata(dest, &meta);
         }
         remove_non_dir(dest)?;
         if ft.is_file() {
@@ -177,7 +177,7 @@ impl Copier<'_> {
             // Sockets cannot be copied into an image.
             return Ok(());
         }
-        self.apply_metadata(dest, &meta, false)
+        self.apply_metadata(dest, &meta)
     }
 
     fn ensure_dir(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
@@ -196,12 +196,7 @@ impl Copier<'_> {
     }
 
     /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
-    fn apply_metadata(
-        &self,
-        dest: &Path,
-        meta: &fs::Metadata,
-        is_dir: bool,
-    ) -> Result<(), WorkerError> {
+    fn apply_metadata(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
         let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
             .map_err(WorkerError::file("changing the owner of", dest))?;
@@ -210,7 +205,6 @@ impl Copier<'_> {
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))
                 .map_err(WorkerError::file("changing the mode of", dest))?;
         }
-        let _ = is_dir;
         set_times(dest, meta)
     }
 }

@@ -22,7 +22,7 @@ pub enum WorkerError {
     },
     /// The sandbox could not run the step.
     #[error("cannot run the step in the sandbox")]
-    Sandbox(#[source] img_sandbox::SandboxError),
+    Sandbox(#[source] Box<img_sandbox::SandboxError>),
     /// A cache mount could not be locked.
     #[error("cache mount {id:?}")]
     CacheMount {
@@ -109,7 +109,7 @@ pub enum WorkerError {
         reference: String,
         /// The cause.
         #[source]
-        source: img_registry::ReferenceError,
+        source: Box<img_registry::ReferenceError>,
     },
     /// The image is not in the local store and no registry client was configured.
     #[error("image {reference:?} is not in the local image store and pulling is disabled")]
@@ -124,7 +124,7 @@ pub enum WorkerError {
         reference: String,
         /// The cause.
         #[source]
-        source: img_registry::Error,
+        source: Box<img_registry::Error>,
     },
     /// An image's manifest, index or config is malformed.
     #[error("image {reference:?}: {problem}")]
@@ -183,7 +183,7 @@ pub enum WorkerError {
         pattern: String,
         /// The cause.
         #[source]
-        source: glob::PatternError,
+        source: Box<glob::PatternError>,
     },
     /// A filesystem operation of a file op failed.
     #[error("{action} {path}")]

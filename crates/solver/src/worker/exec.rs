@@ -148,7 +148,7 @@ impl Worker {
         match result {
             Ok(exit) => Ok(exit),
             Err(SandboxError::Cancelled) => Err(WorkerError::Cancelled),
-            Err(e) => Err(WorkerError::Sandbox(e)),
+            Err(e) => Err(WorkerError::Sandbox(Box::new(e))),
         }
     }
 

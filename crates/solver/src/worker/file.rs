@@ -27,7 +27,7 @@ fn has_wildcard(path: &str) -> bool {
 fn pattern(p: &str) -> Result<Pattern, WorkerError> {
     Pattern::new(p).map_err(|source| WorkerError::Pattern {
         pattern: p.to_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -274,7 +274,7 @@ impl Worker {
                     .unwrap_or(&host)
                     .to_string_lossy()
                     .into_owned();
-                let selected = local_filter.as_ref().map_or(true, |f| {
+                let selected = local_filter.as_ref().is_none_or(|f| {
                     rel.is_empty()
                         || f.selects(&rel, host.is_dir())
                         || (host.is_dir() && f.may_select_under(&rel))
@@ -521,14 +521,14 @@ impl PathFilter for SourcePaths<'_> {
             .patterns
             .iter()
             .any(|p| p.as_str().is_empty() || matches_self_or_parent(p, path));
-        wanted && self.context.map_or(true, |c| c.selects(path, is_dir))
+        wanted && self.context.is_none_or(|c| c.selects(path, is_dir))
     }
 
     fn may_select_under(&self, dir: &str) -> bool {
         let wanted = self.patterns.iter().any(|p| {
             p.as_str().is_empty() || matches_self_or_parent(p, dir) || may_match_below(p, dir)
         });
-        wanted && self.context.map_or(true, |c| c.may_select_under(dir))
+        wanted && self.context.is_none_or(|c| c.may_select_under(dir))
     }
 }
 

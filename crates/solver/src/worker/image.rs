@@ -240,7 +240,7 @@ impl Worker {
         }
         let parsed = parsed.map_err(|source| WorkerError::Reference {
             reference: reference.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let Some(client) = &self.options.registry else {
             return Err(WorkerError::ImageNotLocal {
@@ -256,7 +256,7 @@ impl Worker {
             .resolve(&parsed, &platform)
             .map_err(|e| WorkerError::Pull {
                 reference: reference.clone(),
-                source: e,
+                source: Box::new(e),
             })?;
         let manifest_digest =
             Digest::try_from(&image.manifest.digest).map_err(|e| bad(reference, e.to_string()))?;
@@ -297,7 +297,7 @@ impl Worker {
                 .pull(reference, &platform, &sink, &no_progress)
                 .map_err(|e| WorkerError::Pull {
                     reference: base.reference.clone(),
-                    source: e,
+                    source: Box::new(e),
                 })?;
             // Recorded under its name, as `docker pull` would, so the next build finds it.
             // The platform's manifest is stored rather than the index, whose other entries

@@ -242,11 +242,9 @@ impl Worker {
     pub fn gc_roots(&self, cache: &CacheDb) -> Result<GcRoots, WorkerError> {
         let mut roots = GcRoots::default();
         for record in cache.records()? {
-            if let Ok(Some(output)) = self.load(&record.output_id) {
-                if let WorkerRef::Snapshot { key, image } = output {
-                    roots.snapshots.push(key);
-                    roots.blobs.extend(image);
-                }
+            if let Some(WorkerRef::Snapshot { key, image }) = parse_output_id(&record.output_id) {
+                roots.snapshots.push(key);
+                roots.blobs.extend(image);
             }
         }
         roots.blobs.extend(self.layers.blobs()?);
@@ -381,6 +379,14 @@ impl Drop for Active<'_> {
     }
 }
 
+/// The output an id written by [`Executor::output_id`] names, if it is well formed.
+fn parse_output_id(id: &str) -> Option<WorkerRef> {
+    let json = id
+        .strip_prefix(SNAPSHOT_ID)
+        .or_else(|| id.strip_prefix(LOCAL_ID))?;
+    serde_json::from_str(json).ok()
+}
+
 /// `output_id` prefixes.
 const SNAPSHOT_ID: &str = "snapshot:";
 const LOCAL_ID: &str = "local:";
@@ -459,39 +465,28 @@ impl Executor for Worker {
     }
 
     fn load(&self, id: &str) -> Result<Option<WorkerRef>, WorkerError> {
-        let malformed = || WorkerError::MalformedOutputId { id: id.to_owned() };
-        if let Some(json) = id.strip_prefix(SNAPSHOT_ID) {
-            let output: WorkerRef = serde_json::from_str(json).map_err(|_| malformed())?;
-            let Some(key) = output.snapshot_key() else {
-                return Err(malformed());
-            };
-            match self.snapshotter.stat(key) {
+        let output = parse_output_id(id)
+            .ok_or_else(|| WorkerError::MalformedOutputId { id: id.to_owned() })?;
+        match output {
+            WorkerRef::Snapshot { ref key, ref image } => match self.snapshotter.stat(key) {
                 Ok(_) => {
                     self.lease.add_snapshot(key).map_err(WorkerError::Lease)?;
-                    if let Some(manifest) = output.image_manifest() {
+                    if let Some(manifest) = image {
                         self.lease.add_blob(manifest).map_err(WorkerError::Lease)?;
                     }
                     Ok(Some(output))
                 }
                 Err(SnapshotError::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
-            }
-        } else if let Some(json) = id.strip_prefix(LOCAL_ID) {
-            let output: WorkerRef = serde_json::from_str(json).map_err(|_| malformed())?;
-            let WorkerRef::Local {
+            },
+            // The directory is this build's, wherever an earlier build found it: the cache key
+            // (the checksum of its files) already says the content is the same.
+            WorkerRef::Local {
                 name,
                 include_patterns,
                 exclude_patterns,
                 ..
-            } = output
-            else {
-                return Err(malformed());
-            };
-            // The directory is this build's, wherever an earlier build found it: the cache
-            // key (the checksum of its files) already says the content is the same.
-            Ok(self.local_ref(&name, &include_patterns, &exclude_patterns))
-        } else {
-            Err(malformed())
+            } => Ok(self.local_ref(&name, &include_patterns, &exclude_patterns)),
         }
     }
 }

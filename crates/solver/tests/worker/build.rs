@@ -410,7 +410,9 @@ fn independent_runs_in_parallel() -> TestResult {
     let solved = solve(&solver, &graph.definition()).map_err(fail)?;
     let took = started.elapsed();
     eprintln!("    four `sleep 1` steps and their merge: {took:?}");
-    check(took < Duration::from_millis(2500), format!("took {took:?}"))?;
+    // In sequence they would take over four seconds; sandbox start-up and the merge add a
+    // little, more when other tests run at the same time.
+    check(took < Duration::from_secs(3), format!("took {took:?}"))?;
     let out = fx.dir.path().join("rootfs");
     write_rootfs_dir(solver.executor(), &solved.output, &out).map_err(fail)?;
     for i in 0..4 {

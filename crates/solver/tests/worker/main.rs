@@ -5,6 +5,7 @@
 mod build;
 mod common;
 mod output;
+mod sources;
 
 use libtest_mimic::{Arguments, Trial};
 
@@ -15,5 +16,6 @@ fn main() {
     let mut tests: Vec<Trial> = Vec::new();
     tests.extend(build::tests());
     tests.extend(output::tests());
+    tests.extend(sources::tests());
     libtest_mimic::run(&args, tests).exit();
 }
