@@ -14,7 +14,7 @@ mod error;
 mod rootfs;
 
 use std::io::Write;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use img_registry::{no_progress, Client, PushOptions, Reference};
 use img_snapshot::{Compression, ContentStore, Digest, ExportOptions, LayerDescriptor, Store};
@@ -139,6 +139,18 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
+/// The newest history time of the frontend's config (the base image's entries), for an image
+/// that adds no layer of its own.
+fn base_created(config: &Value) -> Option<SystemTime> {
+    config
+        .get("history")?
+        .as_array()?
+        .iter()
+        .filter_map(|h| h.get("created")?.as_str())
+        .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+        .max()
+}
+
 /// The OCI media type for a layer of a base image (Docker's are translated, as BuildKit does
 /// when it writes an OCI manifest).
 fn oci_layer_type(media_type: &str) -> String {
@@ -200,12 +212,15 @@ pub fn export_image(
         source_date_epoch: options.source_date_epoch,
     };
     let mut empty_history = Vec::new();
+    let mut step_times: Vec<(usize, i64)> = Vec::new();
     let mut exported = 0;
     for step in &request.layers {
         let key = step
             .output
             .snapshot_key()
             .ok_or(ExportError::NotASnapshot)?;
+        let made = worker.snapshotter().stat(key)?.created;
+        step_times.extend(step.history_index.map(|i| (i, made)));
         let layer = match cached_layer(worker, &content, key, &variant)? {
             Some(layer) => layer,
             None => {
@@ -237,11 +252,35 @@ pub fn export_image(
         });
     }
 
-    let created = match options.source_date_epoch {
-        Some(epoch) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64),
-        None => options.created.unwrap_or_else(SystemTime::now),
+    let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    // Without an epoch, a step's history time is when its snapshot was made, and the image's
+    // the newest of those (as BuildKit takes them from its cache records): a rebuild from the
+    // cache then gives the very same image.
+    let created = match (options.source_date_epoch, options.created) {
+        (Some(epoch), _) => at(epoch),
+        (None, Some(created)) => created,
+        (None, None) => step_times
+            .iter()
+            .map(|(_, t)| *t)
+            .max()
+            .map(at)
+            .or_else(|| base_created(&request.config))
+            .unwrap_or_else(SystemTime::now),
     };
-    let config = image_config(&request.config, &layers, &empty_history, created)?;
+    let step_times: Vec<(usize, String)> = match options.source_date_epoch {
+        Some(_) => Vec::new(),
+        None => step_times
+            .into_iter()
+            .map(|(i, t)| (i, rfc3339(at(t))))
+            .collect(),
+    };
+    let config = image_config(
+        &request.config,
+        &layers,
+        &empty_history,
+        &step_times,
+        created,
+    )?;
     let config_bytes = serde_json::to_vec(&config).map_err(ExportError::Json)?;
     let config_digest = write_blob(&content, worker, &config_bytes)?;
     let manifest = json!({
@@ -288,6 +327,7 @@ fn image_config(
     frontend: &Value,
     layers: &[ExportedLayer],
     empty_history: &[usize],
+    step_times: &[(usize, String)],
     created: SystemTime,
 ) -> Result<Value, ExportError> {
     let mut config = match frontend {
@@ -309,9 +349,14 @@ fn image_config(
             let Value::Object(entry) = entry else {
                 continue;
             };
-            // Base image entries keep their times; this build's get the image's.
+            // Base image entries keep their times; this build's get their step's, or the
+            // image's.
             if !entry.contains_key("created") {
-                entry.insert("created".into(), Value::String(created.clone()));
+                let time = step_times
+                    .iter()
+                    .find(|(index, _)| *index == i)
+                    .map_or(&created, |(_, t)| t);
+                entry.insert("created".into(), Value::String(time.clone()));
             }
             if empty_history.contains(&i) {
                 entry.insert("empty_layer".into(), Value::Bool(true));

@@ -16,6 +16,7 @@ use img_snapshot::{ApplyOptions, Compression, ExportOptions};
 
 use super::context::{matches_self_or_parent, may_match_below, MATCH};
 use super::copy::Copier;
+use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
 use super::{Worker, WorkerError, WorkerRef};
 use crate::{checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter};
@@ -426,9 +427,13 @@ impl Worker {
             return self.prepare(None)?.commit(name);
         };
         let active = self.prepare(Some(first))?;
+        let below = self.chain(first)?;
         for input in rest {
-            for key in self.chain(input)? {
-                self.apply_snapshot_diff(&key, active.key())?;
+            // What the first input already holds (a shared base) is not applied again.
+            let chain = self.chain(input)?;
+            let shared = chain.iter().zip(&below).take_while(|(a, b)| a == b).count();
+            for key in &chain[shared..] {
+                self.apply_snapshot_diff(key, active.key())?;
             }
         }
         active.commit(name)
@@ -493,17 +498,32 @@ impl Worker {
         Ok(chain)
     }
 
-    /// Applies the changes of committed snapshot `key` (against its parent) to `active`.
+    /// Applies the changes of committed snapshot `key` (against its parent) to `active`. The
+    /// uncompressed diff is recorded like an exported layer, so stacking the same snapshot
+    /// again (another `COPY --link` onto it) reads the blob instead of diffing again.
     fn apply_snapshot_diff(&self, key: &str, active: &str) -> Result<(), WorkerError> {
-        let options = ExportOptions {
+        let content = self.store.content();
+        let variant = ExportVariant {
             compression: Compression::Uncompressed,
-            ..ExportOptions::default()
+            level: None,
+            source_date_epoch: None,
         };
-        let layer = self
-            .snapshotter
-            .diff(key, &self.store.content(), &options)?;
-        self.snapshotter
-            .apply(active, &self.store.content(), &layer.digest)?;
+        let layer = match self.layer_db().get(key, &variant)? {
+            Some(layer) if content.exists(&layer.digest) => layer,
+            _ => {
+                let options = ExportOptions {
+                    compression: Compression::Uncompressed,
+                    ..ExportOptions::default()
+                };
+                let layer = self.snapshotter.diff(key, &content, &options)?;
+                self.layer_db().put(key, &variant, &layer)?;
+                layer
+            }
+        };
+        self.lease
+            .add_blob(&layer.digest)
+            .map_err(WorkerError::Lease)?;
+        self.snapshotter.apply(active, &content, &layer.digest)?;
         Ok(())
     }
 }
