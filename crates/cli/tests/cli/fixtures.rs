@@ -5,7 +5,7 @@
 //! way a build stores its result.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -84,6 +84,7 @@ pub fn store_busybox(store: &Store, name: &str) -> StoredImage {
 /// test picked; killed on drop.
 pub struct Registry {
     pub port: u16,
+    pub ip: IpAddr,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -91,17 +92,22 @@ pub struct Registry {
 impl Registry {
     /// A registry anyone may push to.
     pub fn anonymous() -> Registry {
-        Registry::start(None)
+        Registry::start(IpAddr::from([127, 0, 0, 1]), None)
+    }
+
+    /// A registry anyone may push to, listening on `ip`.
+    pub fn anonymous_on(ip: IpAddr) -> Registry {
+        Registry::start(ip, None)
     }
 
     /// A registry that accepts only `user`/`password` (HTTP Basic, htpasswd file).
     pub fn with_password(user: &str, password: &str) -> Registry {
-        Registry::start(Some((user, password)))
+        Registry::start(IpAddr::from([127, 0, 0, 1]), Some((user, password)))
     }
 
-    fn start(auth: Option<(&str, &str)>) -> Registry {
+    fn start(ip: IpAddr, auth: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
+        let port = TcpListener::bind((ip, 0))
             .unwrap()
             .local_addr()
             .unwrap()
@@ -125,7 +131,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: img-cli-tests\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: img-cli-tests\n{auth_yaml}",
             storage.display()
         );
         let config_path = dir.path().join("config.yml");
@@ -138,7 +144,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("docker-registry is installed (apt-get install docker-registry)");
-        let mut registry = Registry { port, child, dir };
+        let mut registry = Registry {
+            port,
+            ip,
+            child,
+            dir,
+        };
         registry.wait_ready();
         registry
     }
@@ -149,7 +160,7 @@ impl Registry {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("registry exited with {status}: {}", self.log());
             }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            if let Ok(mut s) = TcpStream::connect((self.ip, self.port)) {
                 s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
                 let mut line = String::new();
                 if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/") {
@@ -161,9 +172,9 @@ impl Registry {
         panic!("registry did not answer /v2/ in time: {}", self.log());
     }
 
-    /// `127.0.0.1:<port>`.
+    /// `<ip>:<port>`.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     fn log(&self) -> String {
@@ -204,4 +215,60 @@ pub fn layers_of(store: &Store, record: &img_snapshot::ImageRecord) -> Vec<Diges
         .iter()
         .map(|l| l["digest"].as_str().unwrap().parse().unwrap())
         .collect()
+}
+
+/// This machine's address on its default route: a registry there is not on loopback, so
+/// img treats it as secure unless told otherwise. (Connecting a UDP socket sends nothing.)
+pub fn non_loopback_ip() -> IpAddr {
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .connect("192.0.2.1:9")
+        .expect("this test needs a non-loopback IPv4 address with a route");
+    let ip = socket.local_addr().unwrap().ip();
+    assert!(
+        !ip.is_loopback(),
+        "this test needs a non-loopback IPv4 address"
+    );
+    ip
+}
+
+/// Stores `busybox` for a second platform (same layer, an arm64 config) and an OCI index of
+/// both under `name`. Returns the index digest and the arm64 manifest digest.
+pub fn store_two_platform_index(
+    store: &Store,
+    amd64: &StoredImage,
+    name: &str,
+) -> (Digest, Digest) {
+    let content = store.content();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&content.read_blob(&amd64.config).unwrap()).unwrap();
+    config["architecture"] = "arm64".into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_info = content.write_blob(&config_bytes, None).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&content.read_blob(&amd64.manifest).unwrap()).unwrap();
+    manifest["config"]["digest"] = config_info.digest.to_string().into();
+    manifest["config"]["size"] = config_info.size.into();
+    let arm64 = content
+        .write_blob(&serde_json::to_vec(&manifest).unwrap(), None)
+        .unwrap();
+    let entry = |digest: &Digest, arch: &str| {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.to_string(),
+            "size": content.size(digest).unwrap(),
+            "platform": {"os": "linux", "architecture": arch},
+        })
+    };
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry(&amd64.manifest, "amd64"), entry(&arm64.digest, "arm64")],
+    });
+    let index = content
+        .write_blob(&serde_json::to_vec(&index).unwrap(), None)
+        .unwrap();
+    let descriptor = Descriptor::new(MediaType::ImageIndex, index.size, index.digest.to_oci());
+    store.images().put(name, &descriptor).unwrap();
+    (index.digest, arm64.digest)
 }

@@ -219,3 +219,183 @@ fn login_without_a_terminal_needs_the_user_name_and_password_as_flags() {
     let output = img.run(&["login", "-p", "a", "--password-stdin", "127.0.0.1:1"]);
     assert!(!output.status.success());
 }
+
+#[test]
+fn a_registry_off_loopback_needs_insecure_registry_for_plain_http() {
+    let registry = Registry::anonymous_on(crate::fixtures::non_loopback_ip());
+    let name = format!("{}/test/busybox:1", registry.host());
+    let img = Img::new();
+    store_busybox(&img.store(), &name);
+
+    let refused = img.run(&["-q", "push", &name]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "plain HTTP is not used unasked"
+    );
+    assert!(
+        stderr(&refused).contains(&format!("cannot push {name}")),
+        "{}",
+        stderr(&refused)
+    );
+
+    img.ok(&["-q", "--insecure-registry", &registry.host(), "push", &name]);
+    let other = Img::new();
+    let ip = registry.ip.to_string();
+    // A host without a port covers every port of that host.
+    other.ok(&["-q", "pull", "--insecure-registry", &ip, &name]);
+}
+
+#[test]
+fn a_multi_platform_index_is_pushed_whole_and_pulled_for_one_platform() {
+    let registry = Registry::anonymous();
+    let name = format!("{}/test/multi:1", registry.host());
+    let source = Img::new();
+    let amd64 = store_busybox(&source.store(), "docker.io/library/busybox:latest");
+    let (index, arm64) = crate::fixtures::store_two_platform_index(&source.store(), &amd64, &name);
+
+    let pushed = source.ok(&["-q", "push", &name]);
+    assert!(
+        pushed.starts_with(&format!("1: digest: {index} ")),
+        "{pushed}"
+    );
+    assert_eq!(Digest::of(&skopeo_raw_manifest(&name)), index);
+
+    // The local index resolves to this machine's platform.
+    source.ok(&["unpack", &name]);
+    assert!(source.dir().join("rootfs/bin/busybox").is_file());
+
+    for (platform, want) in [(None, &amd64.manifest), (Some("linux/arm64"), &arm64)] {
+        let target = Img::new();
+        let mut args = vec!["-q", "pull"];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push(&name);
+        let out = target.ok(&args);
+        assert_eq!(out, format!("Digest: {index}\n{name}\n"), "{platform:?}");
+        let record = target.store().images().get(&name).unwrap().unwrap();
+        assert_eq!(
+            record.target.digest().to_string(),
+            want.to_string(),
+            "{platform:?}"
+        );
+    }
+
+    let target = Img::new();
+    let missing = target.run(&["-q", "pull", "--platform", "linux/s390x", &name]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("linux/arm64"),
+        "lists what there is: {}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn tty_progress_redraws_in_place_and_ends_with_the_final_frame() {
+    let registry = Registry::anonymous();
+    let name = format!("{}/test/tty:1", registry.host());
+    let img = Img::new();
+    let stored = store_busybox(&img.store(), &name);
+    let output = img.run(&["--progress=tty", "push", &name]);
+    assert_success(&output, &["push"]);
+    let err = stderr(&output);
+    assert!(
+        err.contains("\u{1b}[J"),
+        "frames clear below themselves: {err:?}"
+    );
+    let last_frame = err.rsplit("\u{1b}[J").next().unwrap();
+    assert!(
+        last_frame.contains(&format!("{}: Pushed", &stored.layer.hex()[..12])),
+        "{last_frame:?}"
+    );
+}
+
+/// Runs `img <args>` on a pseudo-terminal (util-linux `script`), answering each prompt as it
+/// appears. Returns everything the terminal showed and the exit status.
+fn on_terminal(img: &Img, args: &[&str], answers: &[(&str, &str)]) -> (String, bool) {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let command = std::iter::once(env!("CARGO_BIN_EXE_img"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // The same environment `img.command()` gives img, and nothing else.
+    let env = img.command();
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .envs(env.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .current_dir(img.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let shown = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = {
+        let shown = shown.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = 0;
+    for (prompt, answer) in answers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = shown.lock().unwrap().clone();
+            if let Some(at) = text[seen..].find(prompt) {
+                seen += at + prompt.len();
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no prompt {prompt:?} in {text:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Give the prompt's terminal settings (echo off for passwords) time to apply.
+        std::thread::sleep(Duration::from_millis(200));
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    let text = shown.lock().unwrap().clone();
+    (text, status.success())
+}
+
+#[test]
+fn login_on_a_terminal_prompts_for_user_and_password_without_echo() {
+    let registry = Registry::with_password("carol", "hunter2");
+    let img = Img::new();
+    let (shown, ok) = on_terminal(
+        &img,
+        &["login", &registry.host()],
+        &[("Username: ", "carol"), ("Password: ", "hunter2")],
+    );
+    assert!(ok, "{shown}");
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(
+        !shown.contains("hunter2"),
+        "the password is not echoed: {shown}"
+    );
+    let config = std::fs::read_to_string(img.docker_config().join("config.json")).unwrap();
+    assert!(config.contains(&registry.host()), "{config}");
+}
