@@ -550,7 +550,7 @@ fn probe(control: BorrowedFd<'_>, dir: &Path) -> i32 {
             std::fs::create_dir_all(&d).map_err(|e| os(SetupStep::CreateMountPoint, &d, e))?;
         }
         let data = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},userxattr",
             dir.join("lower").display(),
             dir.join("upper").display(),
             dir.join("work").display()

@@ -32,6 +32,12 @@ pub struct Mount {
 impl Mount {
     /// An overlay of read-only `lower` layers (topmost first) under a writable `upper` directory,
     /// mounted at `target`: the usual way to assemble a step's root filesystem.
+    ///
+    /// It carries `userxattr`: inside a user namespace overlayfs cannot write its
+    /// `trusted.overlay.*` attributes, so without it removing a lower directory and making it
+    /// again fails with EIO. Opaque directories in `upper` are therefore marked with the
+    /// `user.overlay.opaque` attribute (`y`), as run by root too, and whiteouts are 0/0
+    /// character devices; a layer differ reads them as such.
     pub fn overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Mount {
         let lowerdir = lower
             .iter()
@@ -46,6 +52,7 @@ impl Mount {
                 format!("lowerdir={lowerdir}"),
                 format!("upperdir={}", upper.display()),
                 format!("workdir={}", work.display()),
+                "userxattr".into(),
             ],
         }
     }

@@ -438,10 +438,18 @@ fn overlay_rootfs_is_assembled_inside_the_namespaces() {
     let mut process = Process::new([
         "sh",
         "-c",
-        "echo layer > /new; rm /etc/group; cat /etc/passwd | head -1",
+        "echo layer > /new; rm /etc/group; rm -r /home && mkdir -p /home/x; cat /etc/passwd | head -1",
     ]);
     process.env = vec!["PATH=/bin".into()];
     let out = stdout_of(&SandboxSpec::builder(rootfs, process, mapping()).build());
+    assert!(
+        is_whiteout(&upper.join("etc/group")),
+        "no whiteout for /etc/group"
+    );
+    assert_eq!(
+        xattr(&upper.join("home"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(out, "root:x:0:0:root:/root:/bin/sh\n");
     assert_eq!(
         fs::read_to_string(upper.join("new")).expect("upper"),

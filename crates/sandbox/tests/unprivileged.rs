@@ -166,9 +166,19 @@ fn inner_with_subordinate_ranges() {
             &merged,
         )],
     };
-    let mut process = Process::new(["sh", "-c", "echo layered > /new && rm /etc/group"]);
+    let script = "echo layered > /new && rm /etc/group && rm -r /home && mkdir -p /home/x";
+    let mut process = Process::new(["sh", "-c", script]);
     process.env = vec!["PATH=/bin".into()];
     stdout_of(&SandboxSpec::builder(rootfs, process, mapping).build());
+    // What a layer differ finds: a whiteout, and an opaque directory marked in user xattrs.
+    assert!(
+        is_whiteout(&upper.join("etc/group")),
+        "no whiteout for /etc/group"
+    );
+    assert_eq!(
+        xattr(&upper.join("home"), "user.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
     assert_eq!(
         fs::read_to_string(upper.join("new")).expect("upper"),
         "layered\n"

@@ -214,8 +214,9 @@ impl RootSetup<'_> {
                     (BindMode::ReadWriteDiscard, true) => {
                         let upper = self.staging_dir(&format!("discard-{index}-upper"))?;
                         let work = self.staging_dir(&format!("discard-{index}-work"))?;
+                        // userxattr: see `Mount::overlay`.
                         let data = format!(
-                            "lowerdir={},upperdir={},workdir={}",
+                            "lowerdir={},upperdir={},workdir={},userxattr",
                             source.display(),
                             upper.display(),
                             work.display()

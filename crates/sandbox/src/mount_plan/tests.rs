@@ -43,7 +43,7 @@ fn plans_rootfs_special_filesystems_and_pivot_in_order() {
     let calls = sys.calls();
     let expected_prefix = [
         "mount - / - [MS_REC | MS_PRIVATE] ",
-        "mount overlay /r overlay [] lowerdir=/l1:/l0,upperdir=/u,workdir=/w",
+        "mount overlay /r overlay [] lowerdir=/l1:/l0,upperdir=/u,workdir=/w,userxattr",
         "mount /r /r - [MS_BIND | MS_REC] ",
         "mount tmpfs /st tmpfs [MS_NOSUID | MS_NODEV] mode=755",
         "mount proc /r/proc proc [MS_NOSUID | MS_NODEV | MS_NOEXEC] ",
@@ -161,7 +161,7 @@ fn step_mounts_create_nested_stubs_and_bind_with_their_mode() {
         "mount - /r/run/secrets/token - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ",
         "mount /src /r/src - [MS_BIND | MS_REC] ",
         "mount - /r/src - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ",
-        "mount overlay /r/work overlay [] lowerdir=/src,upperdir=/st/discard-2-upper,workdir=/st/discard-2-work",
+        "mount overlay /r/work overlay [] lowerdir=/src,upperdir=/st/discard-2-upper,workdir=/st/discard-2-work,userxattr",
         "mount /cache /r/root/.cache - [MS_BIND | MS_REC] ",
         "mount tmpfs /r/tmp tmpfs [MS_NOSUID | MS_NODEV] size=1048576",
         "create /r/run/ssh.sock 644",
