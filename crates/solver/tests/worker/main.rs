@@ -4,6 +4,7 @@
 
 mod build;
 mod common;
+mod dockerfile;
 mod output;
 mod sources;
 
@@ -17,5 +18,6 @@ fn main() {
     tests.extend(build::tests());
     tests.extend(output::tests());
     tests.extend(sources::tests());
+    tests.extend(dockerfile::tests());
     libtest_mimic::run(&args, tests).exit();
 }
