@@ -277,7 +277,28 @@ impl Store {
                 tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])
                     .map_err(err)?;
                 report.snapshots_removed.push(key.clone());
-                doomed_dirs.push(*id);
+                doomed_dirs.extend(snapshotter::trash_snapshot_dir(&self.state, *id)?);
+            }
+            // Directories with no row: a crash between rename and commit. Only under the
+            // lock is "no row" final: prepare renames a directory in before its row commits.
+            let kept: HashSet<i64> = rows
+                .iter()
+                .map(|(id, _, _)| *id)
+                .filter(|id| live_snaps.contains(id))
+                .collect();
+            let snaps = self.state.snapshots();
+            let entries = std::fs::read_dir(&snaps).map_err(|source| StoreError::Io {
+                path: snaps.clone(),
+                source,
+            })?;
+            for entry in entries.flatten() {
+                let id = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i64>().ok());
+                if let Some(id) = id.filter(|id| !kept.contains(id)) {
+                    doomed_dirs.extend(snapshotter::trash_snapshot_dir(&self.state, id)?);
+                }
             }
 
             // Sweep blobs while still holding the lock.
@@ -293,70 +314,40 @@ impl Store {
             }
             Ok(())
         })?;
-        for id in doomed_dirs {
-            let dir = self.state.snapshots().join(id.to_string());
-            report.bytes_reclaimed += snapshotter::disk_usage(&dir).unwrap_or(0);
-            snapshotter::remove_snapshot_dir(&self.state, id)?;
+        for trash in doomed_dirs {
+            report.bytes_reclaimed += snapshotter::disk_usage(&trash).unwrap_or(0);
+            snapshotter::force_remove_dir_all(&trash).map_err(|source| StoreError::Io {
+                path: trash,
+                source,
+            })?;
         }
-        report.bytes_reclaimed += self.remove_orphans()?;
+        self.remove_stale_staging();
         Ok(report)
     }
 
-    /// Snapshot directories without a row (a crash between rename and commit) and staging
-    /// files older than a day (a crashed writer).
-    fn remove_orphans(&self) -> Result<u64, StoreError> {
-        let ids: HashSet<i64> = self.db.read(|c| {
-            let mut st = c.prepare("SELECT id FROM snapshots")?;
-            let ids = st.query_map([], |r| r.get(0))?.collect();
-            ids
-        })?;
-        let mut freed = 0;
-        let snaps = self.state.snapshots();
-        let entries = std::fs::read_dir(&snaps).map_err(|source| StoreError::Io {
-            path: snaps.clone(),
-            source,
-        })?;
-        for entry in entries.flatten() {
-            let Some(id) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            // Re-check under the lock-free read: a row inserted since the list above keeps its dir.
-            if !ids.contains(&id)
-                && self.db.read(|c| {
-                    c.query_row("SELECT COUNT(*) FROM snapshots WHERE id = ?1", [id], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                })? == 0
-            {
-                freed += snapshotter::disk_usage(&entry.path()).unwrap_or(0);
-                snapshotter::remove_snapshot_dir(&self.state, id)?;
-            }
-        }
+    /// Staging files and directories older than a day: left by a crashed writer.
+    fn remove_stale_staging(&self) {
         let day = Duration::from_secs(24 * 3600);
-        let tmp = self.state.tmp();
-        if let Ok(entries) = std::fs::read_dir(&tmp) {
-            for entry in entries.flatten() {
-                let old = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > day);
-                if old {
-                    let p = entry.path();
-                    let _ = if p.is_dir() {
-                        snapshotter::force_remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                }
+        let Ok(entries) = std::fs::read_dir(self.state.tmp()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > day);
+            if old {
+                let p = entry.path();
+                // Best effort: another process may be removing the same leftovers.
+                let _ = if p.is_dir() {
+                    snapshotter::force_remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
             }
         }
-        Ok(freed)
     }
 }
 

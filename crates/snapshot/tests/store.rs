@@ -362,3 +362,52 @@ fn concurrent_processes_share_a_state_dir() {
     assert_eq!(snaps.len(), PROCS * 20);
     assert_eq!(store.content().list().unwrap().len(), 20 + PROCS * 20);
 }
+
+#[test]
+fn gc_running_alongside_a_build_never_takes_leased_items() {
+    let t = store();
+    let state = t.store.state().clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let stop = stop.clone();
+        let state = state.clone();
+        std::thread::spawn(move || {
+            // A second process would open its own store; a second connection behaves the same.
+            let store = Store::open(&state).unwrap();
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                store.gc(&GcRoots::default()).unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let build = Store::open(&state).unwrap();
+    let snap = build.snapshotter(BackendChoice::Native).unwrap();
+    for i in 0..40 {
+        let lease = build.lease(Duration::from_secs(600)).unwrap();
+        let leased_snap = snap.with_lease(&lease);
+        let mut w = build.content().ingest(None).unwrap().with_lease(&lease);
+        w.write_all(format!("step {i}").as_bytes()).unwrap();
+        let blob = w.commit().unwrap().digest;
+        leased_snap.prepare(&format!("step-{i}"), None).unwrap();
+        leased_snap
+            .commit(&format!("step-{i}"), &format!("step-{i}-c"))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(
+            build.content().exists(&blob),
+            "step {i}: leased blob collected"
+        );
+        assert!(
+            snap.stat(&format!("step-{i}-c")).is_ok(),
+            "step {i}: leased snapshot collected"
+        );
+        lease.release().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(collector.join().unwrap() > 0);
+    // Released leases leave nothing behind once gc runs again.
+    build.gc(&GcRoots::default()).unwrap();
+    assert!(build.content().list().unwrap().is_empty());
+}

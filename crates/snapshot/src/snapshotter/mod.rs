@@ -428,25 +428,33 @@ impl Snapshotter {
     /// Removes snapshot `key` and its directory. Fails if other snapshots build on it.
     pub fn remove(&self, key: &str) -> Result<(), SnapshotError> {
         let row = self.row(key)?;
-        self.db.write_with(|tx| -> Result<(), SnapshotError> {
-            let children: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM snapshots WHERE parent = ?1",
-                    [row.id],
-                    |r| r.get(0),
-                )
-                .map_err(|e| self.db.err(e))?;
-            if children > 0 {
-                return Err(SnapshotError::HasChildren {
-                    key: key.to_owned(),
-                    children: children as u64,
-                });
-            }
-            tx.execute("DELETE FROM snapshots WHERE id = ?1", [row.id])
-                .map_err(|e| self.db.err(e))?;
-            Ok(())
-        })?;
-        remove_snapshot_dir(&self.state, row.id)
+        let trash = self
+            .db
+            .write_with(|tx| -> Result<Option<PathBuf>, SnapshotError> {
+                let children: i64 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM snapshots WHERE parent = ?1",
+                        [row.id],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| self.db.err(e))?;
+                if children > 0 {
+                    return Err(SnapshotError::HasChildren {
+                        key: key.to_owned(),
+                        children: children as u64,
+                    });
+                }
+                tx.execute("DELETE FROM snapshots WHERE id = ?1", [row.id])
+                    .map_err(|e| self.db.err(e))?;
+                trash_snapshot_dir(&self.state, row.id)
+            })?;
+        match trash {
+            Some(trash) => force_remove_dir_all(&trash).map_err(|source| SnapshotError::Io {
+                path: trash,
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The snapshot's metadata.
@@ -618,19 +626,23 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
-/// Deletes `snapshots/<id>`: renamed into `tmp` first so a crash never leaves a half-deleted
-/// directory under a live name.
-pub(crate) fn remove_snapshot_dir(state: &StateDir, id: i64) -> Result<(), SnapshotError> {
+/// Renames `snapshots/<id>` into `tmp` (a cheap step to take under the write lock, where
+/// `prepare` renames directories in) and returns where it went; `None` if it is already gone.
+pub(crate) fn trash_snapshot_dir(
+    state: &StateDir,
+    id: i64,
+) -> Result<Option<PathBuf>, SnapshotError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = state.snapshots().join(id.to_string());
-    if !dir.exists() {
-        return Ok(());
-    }
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let trash = state
         .tmp()
-        .join(format!("removing-{id}-{}", std::process::id()));
-    let io = |path: PathBuf| move |source| SnapshotError::Io { path, source };
-    std::fs::rename(&dir, &trash).map_err(io(dir.clone()))?;
-    force_remove_dir_all(&trash).map_err(io(trash))
+        .join(format!("removing-{id}-{}-{n}", std::process::id()));
+    match std::fs::rename(&dir, &trash) {
+        Ok(()) => Ok(Some(trash)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SnapshotError::Io { path: dir, source }),
+    }
 }
 
 /// `remove_dir_all` that also works without privileges on trees holding read-only
