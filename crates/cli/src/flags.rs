@@ -7,7 +7,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 /// img: build container images without a daemon and without root.
 #[derive(Debug, Parser)]
-#[command(name = "img", about, disable_version_flag = true)]
+#[command(
+    name = "img",
+    about,
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
 pub struct Args {
     #[command(flatten)]
     pub global: GlobalFlags,
@@ -44,7 +49,7 @@ pub struct GlobalFlags {
     )]
     pub backend: String,
 
-    /// Print more detail (full error debug output, every record in `du`).
+    /// Print more detail: error debug output, full ids in `du`, what `prune` removed.
     #[arg(short = 'd', long, global = true)]
     pub debug: bool,
 

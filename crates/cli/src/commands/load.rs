@@ -84,12 +84,19 @@ pub fn run(config: &Config, input: Option<&Path>) -> anyhow::Result<()> {
     }
     .context("cannot read the image archive")?;
 
-    let names = if members.json(Path::new("index.json")).is_some() {
-        oci_names(&content, &members)?
-    } else if members.json(Path::new("manifest.json")).is_some() {
-        docker_names(&content, &lease, &members)?
-    } else {
-        bail!("the archive has neither manifest.json (docker save) nor index.json (OCI layout)");
+    // An OCI index names images by annotation; Docker 25+ archives carry both files, and an
+    // index without names falls back to Docker's manifest.json when there is one.
+    let has_docker_manifest = members.json(Path::new("manifest.json")).is_some();
+    let names = match members
+        .json(Path::new("index.json"))
+        .map(|_| oci_names(&content, &members))
+    {
+        Some(Ok(names)) => names,
+        Some(Err(_)) | None if has_docker_manifest => docker_names(&content, &lease, &members)?,
+        Some(Err(err)) => return Err(err),
+        None => {
+            bail!("the archive has neither manifest.json (docker save) nor index.json (OCI layout)")
+        }
     };
     if names.is_empty() {
         bail!("the archive names no image; nothing was loaded");

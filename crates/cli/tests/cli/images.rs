@@ -326,3 +326,46 @@ fn save_refuses_a_missing_image_and_writes_nothing() {
     assert_eq!(output.status.code(), Some(1));
     assert!(!img.dir().join("x.tar").exists());
 }
+
+#[test]
+fn load_falls_back_to_manifest_json_when_the_oci_index_names_nothing() {
+    let (img, stored) = img_with_busybox();
+    let saved = img.command().args(["save", "busybox"]).output().unwrap();
+    assert_success(&saved, &["save"]);
+    // The docker archive plus an index.json whose entry has no name annotation.
+    let mut archive = tar::Builder::new(Vec::new());
+    for entry in tar::Archive::new(saved.stdout.as_slice())
+        .entries()
+        .unwrap()
+    {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let path = entry.path().unwrap().into_owned();
+        archive.append_data(&mut header, path, &mut entry).unwrap();
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": stored.manifest.to_string(),
+            "size": 1,
+        }],
+    });
+    let index = serde_json::to_vec(&index).unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_size(index.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "index.json", index.as_slice())
+        .unwrap();
+    let bytes = archive.into_inner().unwrap();
+
+    let other = Img::new();
+    let loaded = other.run_with_input(&["load"], &bytes);
+    assert_success(&loaded, &["load"]);
+    assert_eq!(
+        String::from_utf8_lossy(&loaded.stdout),
+        "Loaded image: busybox:latest\n"
+    );
+}
