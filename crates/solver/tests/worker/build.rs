@@ -59,6 +59,14 @@ pub fn tests() -> Vec<Trial> {
             source_date_epoch_reproducible,
         ),
         t("unchanged_step_adds_no_layer", unchanged_step_adds_no_layer),
+        t(
+            "run_mounts_bind_sources_and_tmpfs",
+            run_mounts_bind_sources_and_tmpfs,
+        ),
+        t(
+            "gc_keeps_what_the_cache_records_reference",
+            gc_keeps_what_the_cache_records_reference,
+        ),
     ]
 }
 
@@ -466,5 +474,93 @@ fn unchanged_step_adds_no_layer() -> TestResult {
     check(
         config["history"][2].get("empty_layer").is_none(),
         "second step has a layer",
+    )
+}
+
+fn run_mounts_bind_sources_and_tmpfs() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("input.txt", "from the context\n");
+    let mut graph = Graph::on_busybox();
+    let context = context_op(&mut graph);
+    // A stage with a parent chain, so its read-only view is an overlay the sandbox mounts.
+    graph.run("mkdir /data && echo from-stage > /data/file");
+    let stage2 = graph.run("echo more > /data/more");
+    graph.steps.clear();
+    let script = "cat /ctx/input.txt > /result && cat /stage/file /stage/more >> /result \
+                  && echo scribble > /stage/scribble && echo temp > /scratch/t \
+                  && test ! -e /ctx/scribble";
+    let exec = ExecOp::new(
+        Some(graph.base),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    )
+    .with_env("PATH", "/bin")
+    .with_mount(Mount {
+        target: "/ctx".into(),
+        kind: MountKind::Bind {
+            source: context,
+            selector: "/".into(),
+            readonly: true,
+        },
+    })
+    .with_mount(Mount {
+        target: "/stage".into(),
+        kind: MountKind::Bind {
+            source: stage2,
+            selector: "/data".into(),
+            readonly: false,
+        },
+    })
+    .with_mount(Mount {
+        target: "/scratch".into(),
+        kind: MountKind::Tmpfs { size: None },
+    });
+    graph.step(exec, "RUN --mount");
+    let (solved, image) = build(&fx.solver(), &graph, None)?;
+    let files = layer_files(&fx.store(), &image.layers[1].digest);
+    let names: Vec<&str> = files.iter().map(|f| f.0.as_str()).collect();
+    check(names == ["result"], format!("layer holds {names:?}"))?;
+    check(
+        files[0].1 == b"from the context\nfrom-stage\nmore\n",
+        String::from_utf8_lossy(&files[0].1).into_owned(),
+    )?;
+    // The read-write bind's writes were discarded: the stage's snapshot is unchanged.
+    let out = fx.dir.path().join("stage");
+    let stage_output = &solved.outputs[&stage2.digest];
+    write_rootfs_dir(fx.solver().executor(), stage_output, &out).map_err(fail)?;
+    check(
+        !out.join("data/scribble").exists(),
+        "rw bind writes discarded",
+    )
+}
+
+fn gc_keeps_what_the_cache_records_reference() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo kept > /kept");
+    build(&fx.solver(), &graph, None)?;
+    // The build's lease is gone with its worker; the cache records alone keep its results.
+    let solver = fx.solver();
+    let roots = solver.executor().gc_roots(solver.cache()).map_err(fail)?;
+    drop(solver);
+    let report = fx.store().gc(&roots).map_err(fail)?;
+    check(
+        report.snapshots_removed.is_empty(),
+        format!("removed {:?}", report.snapshots_removed),
+    )?;
+    let solved = solve(&fx.solver(), &graph.definition()).map_err(fail)?;
+    check(
+        solved.executed.is_empty(),
+        format!("executed after gc: {:?}", solved.executed),
+    )?;
+    // Without the roots everything goes, and the next build runs again.
+    let report = fx.store().gc(&Default::default()).map_err(fail)?;
+    check(
+        !report.snapshots_removed.is_empty(),
+        "nothing collected without roots",
+    )?;
+    let solved = solve(&fx.solver(), &graph.definition()).map_err(fail)?;
+    check(
+        solved.executed.len() == 2,
+        format!("executed after full gc: {:?}", solved.executed),
     )
 }
