@@ -16,6 +16,29 @@
 //!
 //! Scheduling is described on [`Solver`]'s module: each op runs on a thread of its own, never
 //! on rayon's CPU-sized pool, with `--jobs` bounding concurrent exec ops.
+//!
+//! Two parts of the crate are not generic, and the scheduler does not depend on them:
+//!
+//! * [`Worker`], the real [`Executor`]: every op's result is a committed snapshot of
+//!   `img-snapshot` (or, for the build context, the client's directory itself); RUN steps run
+//!   in `img-sandbox`; base images come from the local image store or are pulled with
+//!   `img-registry`.
+//! * the exporter ([`export_image`] and the writers beside it): a solved build's snapshots
+//!   become an OCI image in the content store, then an image name, an archive, a root
+//!   filesystem or a push.
+//!
+//! `img build` in short:
+//!
+//! ```text
+//! let worker = Worker::new(store, &snapshotter, WorkerOptions { locals, secrets, .. })?;
+//! let solver = Solver::new(worker, CacheDb::open(state.root().join("cache.db"))?);
+//! let solved = solver.solve(&lowered.definition, &SolveOptions::default(), &progress)?;
+//! let request = ImageRequest { base, layers, config };   // from the lowered build's target
+//! let image = export_image(solver.executor(), &request, &ImageExportOptions::new())?;
+//! store_image(&store, &image, &["app:latest".into()])?;
+//! ```
+//!
+//! `DESIGN.md` beside this crate explains the worker's and exporter's choices.
 #![deny(missing_docs)]
 
 mod cache;
