@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fstatat, mkdirat, mknodat, Mode, SFlag};
+use nix::sys::stat::{mkdirat, mknodat, Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use nix::unistd::{fchownat, linkat, symlinkat, Gid, Uid};
 
+use super::at::{exists_at, fd_path, is_dir, join, list_dir, os, remove_all_at};
 use super::compression::{detect, Compression};
 use crate::changes::lookup;
 use crate::copy::{copy_metadata, is_overlay_xattr, TreeCopier};
@@ -223,76 +224,6 @@ fn clean(raw: &[u8]) -> Result<Vec<&[u8]>, ApplyError> {
         }
     }
     Ok(out)
-}
-
-fn os(b: &[u8]) -> &OsStr {
-    OsStr::from_bytes(b)
-}
-
-fn join(parts: &[&[u8]]) -> Vec<u8> {
-    parts.join(&b'/')
-}
-
-fn exists_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<nix::sys::stat::FileStat>> {
-    match fstatat(dir, os(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(st)),
-        Err(Errno::ENOENT) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn is_dir(st: &nix::sys::stat::FileStat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFDIR
-}
-
-/// Removes `name` in `dir`, recursively for directories, without following symlinks.
-fn remove_all_at(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
-    let Some(st) = exists_at(dir, name)? else {
-        return Ok(());
-    };
-    if is_dir(&st) {
-        let sub = openat(
-            dir,
-            os(name),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
-        for child in list_dir(&sub)? {
-            remove_all_at(&sub, &child)?;
-        }
-        unlinkat(dir, os(name), UnlinkatFlags::RemoveDir)?;
-    } else {
-        unlinkat(dir, os(name), UnlinkatFlags::NoRemoveDir)?;
-    }
-    Ok(())
-}
-
-fn list_dir(dir: &OwnedFd) -> io::Result<Vec<Vec<u8>>> {
-    let fd = nix::fcntl::openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = nix::dir::Dir::from_fd(fd)?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let name = e?.file_name().to_bytes().to_vec();
-        if name != b"." && name != b".." {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
-/// A path naming `name` inside the directory `dir` refers to, for the few calls that only take
-/// paths (xattrs on symlinks, copy-up); the magic link pins the directory already resolved.
-fn fd_path(dir: &OwnedFd, name: &[u8]) -> PathBuf {
-    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-    if !name.is_empty() {
-        p.push(os(name));
-    }
-    p
 }
 
 impl Unpacker {

@@ -1,6 +1,7 @@
 //! Layers: the tar diff between a snapshot and its parent, compressed, in the content store.
 
 mod apply;
+mod at;
 mod compression;
 mod export;
 mod tarfmt;
