@@ -371,13 +371,6 @@ impl Worker {
             let Some(output) = inputs.get(&source) else {
                 continue;
             };
-            let patterns = paths
-                .iter()
-                .map(|p| {
-                    let clean = clean_components(p).join("/");
-                    pattern(&clean)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             let digest = match output {
                 WorkerRef::Local {
                     path,
@@ -387,7 +380,7 @@ impl Worker {
                 } => {
                     let context = self.local_filter(include_patterns, exclude_patterns)?;
                     let filter = SourcePaths {
-                        patterns,
+                        patterns: source_patterns(path, &paths)?,
                         context: Some(context.as_ref()),
                     };
                     checksum_tree(
@@ -399,12 +392,13 @@ impl Worker {
                     .digest
                 }
                 WorkerRef::Snapshot { .. } => {
-                    let filter = SourcePaths {
-                        patterns,
-                        context: None,
-                    };
-                    self.with_tree(output, |root| {
-                        checksum_tree(root, &filter, &ChecksumOptions::with_ownership(true), None)
+                    self.with_tree(output, |root| -> Result<_, WorkerError> {
+                        let filter = SourcePaths {
+                            patterns: source_patterns(root, &paths)?,
+                            context: None,
+                        };
+                        let options = ChecksumOptions::with_ownership(true);
+                        Ok(checksum_tree(root, &filter, &options, None)?)
                     })??
                     .digest
                 }
@@ -526,6 +520,26 @@ impl Worker {
         self.snapshotter.apply(active, &content, &layer.digest)?;
         Ok(())
     }
+}
+
+/// The patterns of the paths copies read from `root`: each source as written, and for a
+/// source that is (or passes through) a symlink, also where it leads, since the copy follows
+/// it and the target's content is what lands in the image.
+fn source_patterns(root: &Path, paths: &[String]) -> Result<Vec<Pattern>, WorkerError> {
+    let mut patterns = Vec::new();
+    for p in paths {
+        let clean = clean_components(p).join("/");
+        patterns.push(pattern(&clean)?);
+        if !has_wildcard(p) {
+            let resolved = resolve_in_root_checked(root, p, true)?;
+            let rel = resolved.strip_prefix(root).unwrap_or(&resolved);
+            let rel = rel.to_string_lossy();
+            if rel != clean {
+                patterns.push(pattern(&Pattern::escape(&rel))?);
+            }
+        }
+    }
+    Ok(patterns)
 }
 
 /// Selects the paths a copy reads: those matching a source pattern and everything below them,

@@ -144,6 +144,20 @@ pub struct WorkerOptions {
     pub checksum_cache: Option<CacheDb>,
 }
 
+impl std::fmt::Debug for WorkerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerOptions")
+            .field("locals", &self.locals)
+            .field("secrets", &self.secrets)
+            .field("ssh_agents", &self.ssh_agents)
+            .field("registry", &self.registry.is_some())
+            .field("pull_always", &self.pull_always)
+            .field("sandbox", &self.sandbox)
+            .field("id_mapping", &self.id_mapping)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WorkerOptions {
     /// Defaults: no locals, glob filters, no secrets, no registry, the calling binary as the
     /// sandbox init and the detected id mapping (identity for root).

@@ -67,6 +67,10 @@ pub fn tests() -> Vec<Trial> {
             "gc_keeps_what_the_cache_records_reference",
             gc_keeps_what_the_cache_records_reference,
         ),
+        t(
+            "copy_of_a_symlink_is_keyed_by_its_target",
+            copy_of_a_symlink_is_keyed_by_its_target,
+        ),
     ]
 }
 
@@ -562,5 +566,27 @@ fn gc_keeps_what_the_cache_records_reference() -> TestResult {
     check(
         solved.executed.len() == 2,
         format!("executed after full gc: {:?}", solved.executed),
+    )
+}
+
+fn copy_of_a_symlink_is_keyed_by_its_target() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("real/config.txt", "v1");
+    std::os::unix::fs::symlink("real/config.txt", fx.context().join("config")).map_err(fail)?;
+    let mut graph = Graph::on_busybox();
+    let context = context_op(&mut graph);
+    let copied = copy(&mut graph, context, &["/config"], "/etc/app.conf");
+    build(&fx.solver(), &graph, None)?;
+    fx.write("real/config.txt", "v2");
+    let (solved, _) = build(&fx.solver(), &graph, None)?;
+    check(
+        solved.executed.contains(&copied.digest),
+        "the copy of the link's new target ran again",
+    )?;
+    let out = fx.dir.path().join("rootfs");
+    write_rootfs_dir(fx.solver().executor(), &solved.output, &out).map_err(fail)?;
+    check(
+        read(&out.join("etc/app.conf")) == "v2",
+        read(&out.join("etc/app.conf")),
     )
 }
