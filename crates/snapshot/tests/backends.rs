@@ -322,3 +322,54 @@ fn auto_backend_picks_overlay_when_the_probe_mounts() {
         ));
     }
 }
+
+#[test]
+fn overlay_apply_links_to_a_file_from_a_lower_layer() {
+    let t = store();
+    let Some(overlay) = overlay_available(&t.store) else {
+        return;
+    };
+    let content = t.store.content();
+    let base = base_layer(&t.store, t.dir.path());
+    // A layer holding only a hardlink whose target ("hard1") lives in the base layer, and a
+    // file in a directory ("private") that exists only below.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_path("alias").unwrap();
+    h.set_link_name("hard1").unwrap();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_path("private/added").unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_650_000_000);
+    h.set_size(3);
+    h.set_cksum();
+    b.append(&h, &b"new"[..]).unwrap();
+    let top = content
+        .write_blob(&b.into_inner().unwrap(), None)
+        .unwrap()
+        .digest;
+
+    overlay.prepare("b", None).unwrap();
+    overlay.apply("b", &content, &base.digest).unwrap();
+    overlay.commit("b", "b-c").unwrap();
+    overlay.prepare("top", Some("b-c")).unwrap();
+    overlay.apply("top", &content, &top).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    // "private" was created in the upper directory only to hold the new file: it must keep
+    // the lower directory's mode (0700 in the base).
+    let script = "test \"$(cat alias)\" = linked && test \"$(cat private/added)\" = new \
+                  && test \"$(stat -c %a private)\" = 700 && test -f dir/sub/big";
+    let status = run_mounted(
+        &overlay.mounts("top").unwrap(),
+        target.path(),
+        &["/bin/sh", "-ec", script],
+    )
+    .unwrap();
+    assert!(status.success());
+}

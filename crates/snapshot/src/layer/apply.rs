@@ -263,13 +263,24 @@ impl Unpacker {
             return self.whiteout(parent, target).map_err(werr);
         }
         let dir = self.open_dir(parent, true).map_err(werr)?;
+        let full = join(&comps);
+        if kind == tar::EntryType::Link {
+            // A hardlink shares its target's inode: the entry's own mode, owner and time
+            // fields mean nothing (and are often left blank).
+            let target = entry
+                .link_name_bytes()
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            self.hardlink(&dir, name, &display, &target)?;
+            self.written.insert(full);
+            return Ok(());
+        }
         let xattrs = read_pax_xattrs(entry).map_err(werr)?;
         let header = entry.header().clone();
         let mode = header.mode().map_err(werr)? & 0o7777;
         let uid = header.uid().map_err(werr)?;
         let gid = header.gid().map_err(werr)?;
         let mtime = header.mtime().map_err(werr)? as i64;
-        let full = join(&comps);
         match kind {
             tar::EntryType::Directory => {
                 match exists_at(&dir, name).map_err(werr)? {
@@ -330,13 +341,6 @@ impl Unpacker {
                 symlinkat(os(&target), &dir, os(name)).map_err(|e| werr(e.into()))?;
                 self.set_at_meta(&dir, name, &display, None, uid, gid, &xattrs, mtime)
                     .map_err(werr)?;
-            }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|t| t.into_owned())
-                    .unwrap_or_default();
-                self.hardlink(&dir, name, &display, &target)?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, dev) = match kind {
