@@ -292,6 +292,10 @@ fn snapshot_lifecycle_and_errors() {
             );
         }
         change(&s, &p("c"), "test \"$(cat f)\" = hi");
+        let f = s.host_path(&p("c"), Path::new("/f")).unwrap().unwrap();
+        assert_eq!(fs::read(f).unwrap(), b"hi\n");
+        assert_eq!(s.host_path(&p("c"), Path::new("missing")).unwrap(), None);
+        assert_eq!(s.host_path(&p("c"), Path::new("../f")).unwrap(), None);
         assert!(matches!(
             s.remove(&p("b-c")),
             Err(SnapshotError::HasChildren { children: 1, .. })

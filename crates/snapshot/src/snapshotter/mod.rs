@@ -457,6 +457,38 @@ impl Snapshotter {
         }
     }
 
+    /// Where the file at `rel` (relative to the snapshot root) in snapshot `key` lives on the
+    /// host, for reading it without mounting (e.g. `/etc/passwd` to resolve `USER name`).
+    /// `None` if the path does not exist or passes through a symlink or a non-directory; symlinks
+    /// are not followed, and `..` is refused, so the result is always inside a snapshot.
+    pub fn host_path(&self, key: &str, rel: &Path) -> Result<Option<PathBuf>, SnapshotError> {
+        let row = self.row(key)?;
+        self.check_backend(&row)?;
+        let mut clean = PathBuf::new();
+        for comp in rel.components() {
+            match comp {
+                std::path::Component::Normal(c) => clean.push(c),
+                std::path::Component::ParentDir => return Ok(None),
+                _ => {}
+            }
+        }
+        let layers = match self.backend {
+            Backend::Overlayfs => {
+                let mut layers = vec![self.fs_dir(row.id)];
+                layers.extend(self.lowers(&row)?);
+                layers
+            }
+            Backend::Native => vec![self.fs_dir(row.id)],
+        };
+        if clean.as_os_str().is_empty() {
+            return Ok(Some(layers[0].clone()));
+        }
+        changes::lookup(&layers, &clean).map_err(|source| SnapshotError::Io {
+            path: clean.clone(),
+            source,
+        })
+    }
+
     /// The snapshot's metadata.
     pub fn stat(&self, key: &str) -> Result<SnapshotInfo, SnapshotError> {
         let row = self.row(key)?;
