@@ -3,7 +3,9 @@
 //! - `cargo xtask test`: installs the system packages the tests need (when run as root and they
 //!   are missing), runs every crate's tests, then runs the `img` binary against BuildKit's
 //!   conformance data when `../shared/conformance` exists beside the checkout.
+//! - `cargo xtask bench`: whole builds with img and buildah side by side (see `bench.rs`).
 
+mod bench;
 mod conformance;
 mod system;
 
@@ -16,14 +18,16 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("conformance") => {
             let root = workspace_root();
-            let dir = conformance_dir(&root).context("no conformance folder beside the checkout")?;
+            let dir =
+                conformance_dir(&root).context("no conformance folder beside the checkout")?;
             let img = build_img(&root)?;
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
             std::process::exit(2);
         }
     }
@@ -73,15 +77,25 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// Builds the `img` binary and returns its path.
 fn build_img(root: &Path) -> Result<PathBuf> {
-    run(Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args(["build", "--quiet", "--package", "img-cli", "--bin", "img"]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target.join("debug/img"))
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--quiet",
+        "--package",
+        "img-cli",
+        "--bin",
+        "img",
+    ]))?;
+    Ok(target_dir(root).join("debug/img"))
 }
 
+/// Cargo's target directory for this workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Runs `command`, failing unless it exits successfully.
 fn run(command: &mut Command) -> Result<()> {
     let status = command
         .status()

@@ -54,7 +54,8 @@ pub fn ensure_test_packages() -> Result<()> {
     Ok(())
 }
 
-fn on_path(program: &str) -> bool {
+/// Whether `program` is an executable file in a `PATH` directory.
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
         .unwrap_or(false)
