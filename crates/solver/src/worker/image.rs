@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use img_llb::{ImageSource, Platform as LlbPlatform};
-use img_registry::{no_progress, Platform, Reference};
+use img_registry::{Platform, Reference};
 use img_snapshot::{ContentStore, Digest, SnapshotError};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -293,8 +293,24 @@ impl Worker {
                 crate::LogStream::Stderr,
                 format!("pulling {reference}\n").as_bytes(),
             );
+            // Blob-level progress goes to the op's log, one line per finished or retried blob.
+            let progress = |event: &img_registry::ProgressEvent| {
+                let line = match event {
+                    img_registry::ProgressEvent::Done { digest, size } => {
+                        format!("pulled {digest} ({size} bytes)\n")
+                    }
+                    img_registry::ProgressEvent::Retrying {
+                        digest,
+                        attempt,
+                        reason,
+                        ..
+                    } => format!("retrying {digest} (attempt {attempt}): {reason}\n"),
+                    _ => return,
+                };
+                ctx.log(crate::LogStream::Stderr, line.as_bytes());
+            };
             let image = client
-                .pull(reference, &platform, &sink, &no_progress)
+                .pull(reference, &platform, &sink, &progress)
                 .map_err(|e| WorkerError::Pull {
                     reference: base.reference.clone(),
                     source: Box::new(e),

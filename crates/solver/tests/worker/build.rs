@@ -95,7 +95,13 @@ fn run_writes_a_file_into_the_exported_layer() -> TestResult {
     let solver = fx.solver();
     let mut graph = Graph::on_busybox();
     graph.run("echo hello > /greeting && mkdir -p /srv/data");
+    let started = Instant::now();
     let (_, image) = build(&solver, &graph, None)?;
+    eprintln!(
+        "    {} backend: unpack busybox, one RUN, export: {:?}",
+        solver.executor().snapshotter().backend(),
+        started.elapsed()
+    );
     check(
         image.layers.len() == 2,
         format!("layers: {:?}", image.layers),

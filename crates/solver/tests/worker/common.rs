@@ -87,7 +87,13 @@ impl Fixture {
     /// A solver on this state directory, as a new img process would open it.
     pub fn solver_with(&self, options: WorkerOptions) -> Solver<Worker> {
         let store = self.store();
-        let snapshotter = store.snapshotter(BackendChoice::Auto).expect("snapshotter");
+        // IMG_TEST_BACKEND=native runs the suite on full copies instead of overlayfs.
+        let choice = match std::env::var("IMG_TEST_BACKEND").as_deref() {
+            Ok("native") => BackendChoice::Native,
+            Ok("overlayfs") => BackendChoice::Overlayfs,
+            _ => BackendChoice::Auto,
+        };
+        let snapshotter = store.snapshotter(choice).expect("snapshotter");
         let worker = Worker::new(store, &snapshotter, options).expect("worker");
         let cache = CacheDb::open(self.state().root().join("cache.db")).expect("cache db");
         Solver::new(worker, cache)
