@@ -3,7 +3,11 @@
 
 use std::process::Command;
 
-use img_solver::{store_image, write_docker_archive, write_oci_archive, write_rootfs_tar};
+use img_snapshot::Compression;
+use img_solver::{
+    export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_tar,
+    ImageExportOptions,
+};
 use libtest_mimic::Trial;
 
 use crate::common::*;
@@ -27,6 +31,7 @@ pub fn tests() -> Vec<Trial> {
             oci_archive_inspects_with_skopeo,
         ),
         t("rootfs_tar_is_deterministic", rootfs_tar_is_deterministic),
+        t("zstd_and_uncompressed_layers", zstd_and_uncompressed_layers),
     ]
 }
 
@@ -202,4 +207,51 @@ fn rootfs_tar_is_deterministic() -> TestResult {
         names.iter().any(|n| n == "bin/busybox"),
         "busybox in rootfs",
     )
+}
+
+fn zstd_and_uncompressed_layers() -> TestResult {
+    check(
+        have_tool("skopeo"),
+        "skopeo is not installed (apt-get install skopeo)",
+    )?;
+    let fx = Fixture::new();
+    let solver = fx.solver();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo compressed > /c");
+    let solved = solve(&solver, &graph.definition()).map_err(fail)?;
+    for (compression, media_type) in [
+        (
+            Compression::Zstd,
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ),
+        (
+            Compression::Uncompressed,
+            "application/vnd.oci.image.layer.v1.tar",
+        ),
+    ] {
+        let options = ImageExportOptions::new().with_compression(compression);
+        let image =
+            export_image(solver.executor(), &graph.request(&solved), &options).map_err(fail)?;
+        check(
+            image.layers[1].media_type == media_type,
+            format!("{:?}", image.layers[1]),
+        )?;
+        check(
+            image.layers[0].media_type.ends_with("+gzip"),
+            "the base layer is kept as it is",
+        )?;
+        let path = fx.dir.path().join("image.tar");
+        let file = std::fs::File::create(&path).map_err(fail)?;
+        write_oci_archive(&fx.store().content(), &image, &[], file).map_err(fail)?;
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci-archive:{}", path.display()))
+            .output()
+            .map_err(fail)?;
+        check(
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )?;
+    }
+    Ok(())
 }
