@@ -241,6 +241,12 @@ pub enum WorkerError {
         /// The id.
         id: String,
     },
+    /// The solver did not pass an input the op refers to (a definition/solver mismatch).
+    #[error("the {what} of the op was not provided by the solver")]
+    MissingInput {
+        /// Which input, e.g. `bind mount source`.
+        what: &'static str,
+    },
     /// The op kind is newer than this worker.
     #[error("{kind} ops are not supported by this worker")]
     UnsupportedOp {

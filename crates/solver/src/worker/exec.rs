@@ -167,8 +167,8 @@ impl Worker {
                     selector,
                     readonly,
                 } => {
-                    let source = inputs.get(source).ok_or(WorkerError::UnsupportedOp {
-                        kind: "bind mount without input",
+                    let source = inputs.get(source).ok_or(WorkerError::MissingInput {
+                        what: "bind mount source",
                     })?;
                     let host = self.mount_source(source, staging, index, &mut res)?;
                     res.mounts.push(StepMount::Bind {

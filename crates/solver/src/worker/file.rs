@@ -202,8 +202,8 @@ impl Worker {
                         .sources
                         .get(&copy.source)
                         .copied()
-                        .ok_or(WorkerError::UnsupportedOp {
-                            kind: "copy without source",
+                        .ok_or(WorkerError::MissingInput {
+                            what: "copy source",
                         })?;
                 self.copy_action(copy, root, src_root, output)
             }
@@ -441,8 +441,8 @@ impl Worker {
         inputs: &Inputs<WorkerRef>,
         name: &str,
     ) -> Result<WorkerRef, WorkerError> {
-        let upper = inputs.get(&diff.upper).ok_or(WorkerError::UnsupportedOp {
-            kind: "diff without upper",
+        let upper = inputs.get(&diff.upper).ok_or(WorkerError::MissingInput {
+            what: "diff upper input",
         })?;
         let lower_key = match diff.lower.as_ref().and_then(|l| inputs.get(l)) {
             Some(lower) => Some(self.snapshot_key(lower, "diff")?),

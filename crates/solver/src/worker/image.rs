@@ -328,11 +328,16 @@ impl Worker {
         self.lease
             .add_blob(&base.manifest_digest)
             .map_err(WorkerError::Lease)?;
-        self.unpack(&base.reference, &base.manifest_digest)
+        self.unpack(&base.reference, &base.manifest_digest, ctx)
     }
 
     /// One committed snapshot per layer, keyed by chain id; existing ones are reused.
-    fn unpack(&self, reference: &str, manifest: &Digest) -> Result<WorkerRef, WorkerError> {
+    fn unpack(
+        &self,
+        reference: &str,
+        manifest: &Digest,
+        ctx: &ExecContext<'_>,
+    ) -> Result<WorkerRef, WorkerError> {
         let content = self.store.content();
         let parts = image_parts(&content, manifest)?;
         let chain = chain_ids(&parts.diff_ids);
@@ -349,6 +354,14 @@ impl Worker {
                     });
                     let active = self.prepare(parent_ref.as_ref())?;
                     let report = self.snapshotter.apply(active.key(), &content, layer)?;
+                    // What could not be reproduced here (a device node, an owner outside the
+                    // id mapping) is skipped, as rootless BuildKit does, and said.
+                    for warning in &report.warnings {
+                        ctx.log(
+                            crate::LogStream::Stderr,
+                            format!("warning: layer {layer}: {warning:?}\n").as_bytes(),
+                        );
+                    }
                     if report.diff_id != parts.diff_ids[i] {
                         return Err(WorkerError::DiffIdMismatch {
                             reference: reference.to_owned(),

@@ -27,23 +27,29 @@ pub(crate) fn clean_components(path: &str) -> Vec<String> {
     parts
 }
 
-/// The host path of `path` inside `root`, following symlinks as the container would; the last
-/// component is followed only when `follow_last`. Missing components are kept as they are.
-pub(crate) fn resolve_in_root(
+/// The host path of `path` inside `root`, following symlinks as the container would (a link's
+/// target is resolved from the root or from the link's directory, and `..` never climbs above
+/// the root); the last component is followed only when `follow_last`. Components that do not
+/// exist are kept as written.
+pub(crate) fn resolve_in_root_checked(
     root: &Path,
     path: &str,
     follow_last: bool,
 ) -> Result<PathBuf, WorkerError> {
-    let mut pending: Vec<String> = clean_components(path);
+    // Components still to walk, last first, so a link's target can be pushed in its place.
+    let mut pending: Vec<String> = link_components(path);
     pending.reverse();
     let mut resolved: Vec<String> = Vec::new();
     let mut links = 0;
     while let Some(part) = pending.pop() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
         let candidate = root.join(resolved.iter().collect::<PathBuf>()).join(&part);
-        let is_last = pending.is_empty();
-        let meta = std::fs::symlink_metadata(&candidate);
-        match meta {
-            Ok(m) if m.file_type().is_symlink() && (!is_last || follow_last) => {
+        let follow = !pending.is_empty() || follow_last;
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() && follow => {
                 links += 1;
                 if links > MAX_LINKS {
                     return Err(WorkerError::OutsideRoot {
@@ -56,7 +62,7 @@ pub(crate) fn resolve_in_root(
                 if target.starts_with('/') {
                     resolved.clear();
                 }
-                let mut more = clean_relative(&target);
+                let mut more = link_components(&target);
                 more.reverse();
                 pending.extend(more);
             }
@@ -66,9 +72,8 @@ pub(crate) fn resolve_in_root(
     Ok(root.join(resolved.iter().collect::<PathBuf>()))
 }
 
-/// Components of a link target, keeping `..` so it can climb out of the link's directory
-/// (never out of the root: [`resolve_in_root`] pops at most what it has).
-fn clean_relative(target: &str) -> Vec<String> {
+/// The components of a path or link target, `.` dropped, `..` kept for the walk to apply.
+fn link_components(target: &str) -> Vec<String> {
     Path::new(target)
         .components()
         .filter_map(|c| match c {
@@ -77,35 +82,6 @@ fn clean_relative(target: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// A resolution step that met `..` pops the last resolved component (clamped at the root).
-pub(crate) fn resolve_in_root_checked(
-    root: &Path,
-    path: &str,
-    follow_last: bool,
-) -> Result<PathBuf, WorkerError> {
-    // `..` left by link targets is handled here: resolve twice is unnecessary because
-    // `resolve_in_root` pushes `..` as a component, which `join` would keep; clean it away.
-    let resolved = resolve_in_root(root, path, follow_last)?;
-    let rel = resolved.strip_prefix(root).unwrap_or(&resolved);
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    for c in rel.components() {
-        match c {
-            Component::Normal(p) => parts.push(p),
-            Component::ParentDir => {
-                parts.pop();
-            }
-            _ => {}
-        }
-    }
-    let cleaned: PathBuf = parts.iter().collect();
-    if cleaned != rel {
-        // A `..` from a link target: resolve the cleaned path again so links after it are
-        // followed from the right directory.
-        return resolve_in_root(root, &format!("/{}", cleaned.display()), follow_last);
-    }
-    Ok(resolved)
 }
 
 /// uid and gid of `owner` in the tree at `root` (its `/etc/passwd` and `/etc/group`).

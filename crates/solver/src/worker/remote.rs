@@ -90,6 +90,9 @@ impl Worker {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 256 << 10];
             loop {
+                if ctx.is_cancelled() {
+                    return Err(WorkerError::Cancelled);
+                }
                 let n = body
                     .read(&mut buf)
                     .map_err(WorkerError::file("downloading into", &path))?;
