@@ -5,7 +5,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use img_llb::{GitSource, HttpSource};
 use nix::sys::stat::{utimensat, UtimensatFlags};
@@ -149,6 +150,7 @@ impl Worker {
                 Command::new("git")
                     .args(["clone", "--quiet", "--", &git.url])
                     .arg(root),
+                ctx,
             )?;
             if let Some(reference) = &git.reference {
                 run_git(
@@ -158,6 +160,7 @@ impl Worker {
                         .arg("-C")
                         .arg(root)
                         .args(["checkout", "--quiet", reference]),
+                    ctx,
                 )?;
             }
             if !git.keep_git_dir {
@@ -169,26 +172,52 @@ impl Worker {
     }
 }
 
-fn run_git(url: &str, step: &'static str, command: &mut Command) -> Result<(), WorkerError> {
-    // A prompt for credentials would hang the build: fail instead.
-    let output = command
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| WorkerError::Git {
-            step,
-            url: url.to_owned(),
-            status: "not started".into(),
-            stderr: e.to_string(),
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(WorkerError::Git {
+/// Runs a git command to completion, killing it when the build is cancelled.
+fn run_git(
+    url: &str,
+    step: &'static str,
+    command: &mut Command,
+    ctx: &ExecContext<'_>,
+) -> Result<(), WorkerError> {
+    let failed = |status: String, stderr: String| WorkerError::Git {
         step,
         url: url.to_owned(),
-        status: output.status.to_string(),
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    })
+        status,
+        stderr,
+    };
+    // A prompt for credentials would hang the build: fail instead.
+    let mut child = command
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed("not started".into(), e.to_string()))?;
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(err) = stderr.as_mut() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if ctx.cancel_token().wait_timeout(Duration::from_millis(50)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(WorkerError::Cancelled);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(failed("unknown".into(), e.to_string())),
+        }
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    Err(failed(status.to_string(), stderr.trim().to_owned()))
 }
 
 fn remove_git_dir(root: &Path) -> Result<(), WorkerError> {

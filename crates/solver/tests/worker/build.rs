@@ -71,6 +71,14 @@ pub fn tests() -> Vec<Trial> {
             "copy_of_a_symlink_is_keyed_by_its_target",
             copy_of_a_symlink_is_keyed_by_its_target,
         ),
+        t(
+            "run_as_user_with_ssh_agent_and_secret_env",
+            run_as_user_with_ssh_agent_and_secret_env,
+        ),
+        t(
+            "concurrent_processes_share_a_state_directory",
+            concurrent_processes_share_a_state_directory,
+        ),
     ]
 }
 
@@ -594,5 +602,95 @@ fn copy_of_a_symlink_is_keyed_by_its_target() -> TestResult {
     check(
         read(&out.join("etc/app.conf")) == "v2",
         read(&out.join("etc/app.conf")),
+    )
+}
+
+fn run_as_user_with_ssh_agent_and_secret_env() -> TestResult {
+    let fx = Fixture::new();
+    let socket_path = fx.dir.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&socket_path).map_err(fail)?;
+    let mut options = fx.options();
+    options.ssh_agents.insert("default".into(), socket_path);
+    options.secrets = SecretStore::new().with("api", SecretSource::Bytes(SecretBytes::new("k3y")));
+    let solver = fx.solver_with(options);
+    let mut graph = Graph::on_busybox();
+    let script = "id -u > /tmp/uid && test -S \"$SSH_AUTH_SOCK\" && test \"$API_KEY\" = k3y \
+         && echo fine > /tmp/ok";
+    let exec = ExecOp::new(
+        Some(graph.top()),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    )
+    .with_env("PATH", "/bin")
+    .with_user("app")
+    .with_mount(Mount {
+        target: "/run/ssh-agent.sock".into(),
+        kind: MountKind::Ssh {
+            id: "default".into(),
+            required: true,
+            uid: 1000,
+            gid: 1000,
+            mode: 0o600,
+        },
+    })
+    .with_mount(Mount {
+        target: String::new(),
+        kind: MountKind::Secret {
+            id: "api".into(),
+            env: Some("API_KEY".into()),
+            required: true,
+            uid: 0,
+            gid: 0,
+            mode: 0o400,
+        },
+    });
+    graph.step(exec, "RUN --mount=type=ssh --mount=type=secret,env=API_KEY");
+    let (_, image) = build(&solver, &graph, None)?;
+    let files = layer_files(&fx.store(), &image.layers[1].digest);
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+    };
+    check(
+        file("tmp/uid").as_deref() == Some("1000\n"),
+        format!("uid: {:?}", file("tmp/uid")),
+    )?;
+    check(
+        file("tmp/ok").as_deref() == Some("fine\n"),
+        "ssh socket and secret env seen",
+    )
+}
+
+fn concurrent_processes_share_a_state_directory() -> TestResult {
+    let fx = Fixture::new();
+    let mut graph = Graph::on_busybox();
+    graph.run("echo same > /same");
+    let definition = graph.definition();
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let solver = fx.solver();
+                let definition = &definition;
+                scope.spawn(move || solve(&solver, definition).map(drop).map_err(fail))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for result in results {
+        result?;
+    }
+    let layers: Vec<_> = fx
+        .store()
+        .snapshotter(img_snapshot::BackendChoice::Auto)
+        .map_err(fail)?
+        .list()
+        .map_err(fail)?
+        .into_iter()
+        .filter(|s| s.key.starts_with("layer/"))
+        .collect();
+    check(
+        layers.len() == 1,
+        format!("base layer snapshots: {layers:?}"),
     )
 }
