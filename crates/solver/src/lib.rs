@@ -68,6 +68,6 @@ pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};
 pub use worker::{
-    ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource, SecretStore,
-    Worker, WorkerError, WorkerOptions, WorkerRef,
+    BaseImage, ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource,
+    SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
 };

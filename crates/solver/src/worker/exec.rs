@@ -74,9 +74,11 @@ impl Worker {
         let mut root_mounts = to_sandbox_mounts(active.mounts(), &root_dir);
         root_mounts.extend(resources.extra_root_mounts.iter().cloned());
         let mut env = exec.env.clone();
-        if let Some(extra) = self.options.exec_env.get(&ctx.op()) {
-            env.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
-        }
+        env.extend(
+            self.exec_env(&ctx.op())
+                .iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         env.extend(resources.env.iter().cloned());
         let process = Process {
             args: exec.args.clone(),

@@ -24,8 +24,32 @@ const INDEX_TYPES: [&str; 2] = [
 pub(crate) struct ResolvedBase {
     pub reference: String,
     pub manifest_digest: Digest,
+    /// The image config.
+    pub config: Vec<u8>,
     /// Set when the blobs must be pulled first.
     pull: Option<Reference>,
+}
+
+/// A base image as the frontend needs it before lowering: its config (for `ENV`, `USER`,
+/// history, …) and the manifest digest to pin the reference to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The platform's image manifest digest: pin the reference as `name@<digest>`.
+    pub manifest_digest: Digest,
+    /// The image config JSON, as stored.
+    pub config: Vec<u8>,
+}
+
+/// The config blob of the image manifest `manifest`.
+fn config_of(content: &ContentStore, manifest: &Digest) -> Result<Vec<u8>, WorkerError> {
+    let reference = manifest.to_string();
+    let doc = parse_json(&reference, &content.read_blob(manifest)?)?;
+    let config = digest_field(
+        &reference,
+        doc.get("config")
+            .ok_or_else(|| bad(&reference, "manifest without config"))?,
+    )?;
+    Ok(content.read_blob(&config)?)
 }
 
 /// What the exporter and the unpacker read from a stored image manifest.
@@ -182,6 +206,25 @@ fn local_names(reference: &str, parsed: Option<&Reference>) -> Vec<String> {
 }
 
 impl Worker {
+    /// Resolves a base image for the frontend's planning (its config) and pinning (its
+    /// manifest digest), the way the build's image sources will: the local image store first
+    /// (unless `pull_always`), else the registry, without downloading layers. The answer is
+    /// remembered, so the build uses the very image planning saw.
+    pub fn resolve_base_image(
+        &self,
+        reference: &str,
+        platform: &LlbPlatform,
+    ) -> Result<BaseImage, WorkerError> {
+        let resolved = self.resolve_image(&ImageSource {
+            reference: reference.to_owned(),
+            platform: platform.clone(),
+        })?;
+        Ok(BaseImage {
+            manifest_digest: resolved.manifest_digest.clone(),
+            config: resolved.config.clone(),
+        })
+    }
+
     /// Finds the manifest an image reference means for this build (once per build).
     pub(super) fn resolve_image(
         &self,
@@ -216,6 +259,7 @@ impl Worker {
                         let manifest = select_manifest(&content, reference, &d, &source.platform)?;
                         return Ok(ResolvedBase {
                             reference: reference.clone(),
+                            config: config_of(&content, &manifest)?,
                             manifest_digest: manifest,
                             pull: None,
                         });
@@ -233,6 +277,7 @@ impl Worker {
                 let manifest = select_manifest(&content, reference, &top, &source.platform)?;
                 return Ok(ResolvedBase {
                     reference: reference.clone(),
+                    config: config_of(&content, &manifest)?,
                     manifest_digest: manifest,
                     pull: None,
                 });
@@ -263,6 +308,7 @@ impl Worker {
         Ok(ResolvedBase {
             reference: reference.clone(),
             manifest_digest,
+            config: image.config,
             pull: Some(parsed),
         })
     }

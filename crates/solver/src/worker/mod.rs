@@ -44,6 +44,7 @@ pub use context::{ContextFilterFactory, GlobContextFilter};
 pub(crate) use copy::Copier;
 pub use error::WorkerError;
 pub(crate) use image::image_parts;
+pub use image::BaseImage;
 pub use local_blobs::LocalBlobs;
 pub use secrets::{SecretSource, SecretStore};
 
@@ -137,9 +138,6 @@ pub struct WorkerOptions {
     pub sandbox: Sandbox,
     /// The uid/gid mapping of RUN steps.
     pub id_mapping: IdMapping,
-    /// Extra environment for particular exec ops, by op digest, kept out of their cache keys
-    /// (the frontend's proxy variables, `LoweredBuild::proxy_env`).
-    pub exec_env: HashMap<OpDigest, Vec<(String, String)>>,
     /// The checksum cache for context files (usually the solver's own cache database).
     pub checksum_cache: Option<CacheDb>,
 }
@@ -171,7 +169,6 @@ impl WorkerOptions {
             pull_always: false,
             sandbox: Sandbox::new(),
             id_mapping,
-            exec_env: HashMap::new(),
             checksum_cache: None,
         }
     }
@@ -186,6 +183,8 @@ pub struct Worker {
     options: WorkerOptions,
     /// Image references resolved during this build, so an image is resolved once per build.
     resolved: Mutex<HashMap<String, Arc<image::ResolvedBase>>>,
+    /// Extra environment of particular exec ops, kept out of their cache keys.
+    exec_env: Mutex<HashMap<OpDigest, Vec<(String, String)>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -228,7 +227,27 @@ impl Worker {
             layers,
             options,
             resolved: Mutex::new(HashMap::new()),
+            exec_env: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Extra environment for the exec op `op`, kept out of its cache key: the frontend's proxy
+    /// variables (`LoweredBuild::proxy_env`), known only after lowering, which may itself need
+    /// this worker ([`Worker::resolve_base_image`]).
+    pub fn set_exec_env(&self, op: OpDigest, vars: Vec<(String, String)>) {
+        self.exec_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(op, vars);
+    }
+
+    pub(crate) fn exec_env(&self, op: &OpDigest) -> Vec<(String, String)> {
+        self.exec_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(op)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The store.

@@ -1,7 +1,8 @@
 //! From a real Dockerfile through the frontend's plan and lower to a solved, exported image:
 //! what the cli's `img build` does.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use img_frontend_dockerfile::{
     lower, parse, plan, BaseImageError, BuildOptions, ImageConfig, LowerOptions, LoweredBase,
@@ -10,7 +11,7 @@ use img_frontend_dockerfile::{
 use img_llb::Op;
 use img_solver::{
     export_image, write_rootfs_dir, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    Solver, Worker,
+    Solved, Solver, Worker, WorkerRef,
 };
 use libtest_mimic::Trial;
 
@@ -37,48 +38,48 @@ pub fn tests() -> Vec<Trial> {
     )]
 }
 
-/// Base image configs from the fixture's image store, as the cli resolves them.
-fn resolver(
-    fx: &Fixture,
-) -> impl Fn(&str, &Platform) -> Result<Option<ImageConfig>, BaseImageError> + '_ {
-    move |reference, _platform| {
-        let store = fx.store();
-        let Ok(Some(record)) = store.images().get(reference) else {
-            return Ok(None);
-        };
-        let content = store.content();
-        let digest = img_snapshot::Digest::try_from(record.target.digest()).unwrap();
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&content.read_blob(&digest).unwrap()).unwrap();
-        let config = manifest["config"]["digest"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let config = content.read_blob(&config).unwrap();
-        Ok(Some(serde_json::from_slice(&config).unwrap()))
-    }
-}
-
-fn lowered(fx: &Fixture) -> Result<LoweredBuild, String> {
-    let dockerfile = parse(DOCKERFILE, "Dockerfile").map_err(fail)?;
-    let plan = plan(&dockerfile, &BuildOptions::new(), &resolver(fx)).map_err(fail)?;
-    lower(&plan, &LowerOptions::new()).map_err(fail)
-}
-
-/// What the cli does after lowering: solve, then export the target's layers.
+/// What the cli does: plan with base image configs the worker resolves, pin the references
+/// to the resolved manifests, lower, solve, and export the target's layers.
 fn build_dockerfile(
     fx: &Fixture,
-) -> Result<(Solver<Worker>, ExportedImage, Vec<img_llb::Digest>), String> {
-    let lowered = lowered(fx)?;
-    let mut options = fx.options();
-    options.exec_env = lowered
-        .definition
-        .ops()
-        .filter(|(_, op)| matches!(op, Op::Exec(_)))
-        .map(|(d, _)| (*d, lowered.proxy_env(d).to_vec()))
-        .collect::<HashMap<_, _>>();
-    let solver = fx.solver_with(options);
+) -> Result<
+    (
+        Solver<Worker>,
+        LoweredBuild,
+        Solved<WorkerRef>,
+        ExportedImage,
+    ),
+    String,
+> {
+    let solver = fx.solver();
+    let worker = solver.executor();
+    let pinned = RefCell::new(BTreeMap::new());
+    let resolver = |reference: &str, platform: &Platform| {
+        let platform = img_llb::Platform {
+            os: platform.os.clone(),
+            architecture: platform.architecture.clone(),
+            variant: platform.variant.clone(),
+        };
+        let base = worker.resolve_base_image(reference, &platform)?;
+        pinned.borrow_mut().insert(
+            reference.to_owned(),
+            format!("{reference}@{}", base.manifest_digest),
+        );
+        let config: ImageConfig = serde_json::from_slice(&base.config)?;
+        Ok::<_, BaseImageError>(Some(config))
+    };
+    let dockerfile = parse(DOCKERFILE, "Dockerfile").map_err(fail)?;
+    let plan = plan(&dockerfile, &BuildOptions::new(), &resolver).map_err(fail)?;
+    let mut options = LowerOptions::new();
+    for (written, pin) in pinned.into_inner() {
+        options = options.resolved_image(written, pin);
+    }
+    let lowered = lower(&plan, &options).map_err(fail)?;
+    for (digest, op) in lowered.definition.ops() {
+        if matches!(op, Op::Exec(_)) {
+            worker.set_exec_env(*digest, lowered.proxy_env(digest).to_vec());
+        }
+    }
     let solved = solve(&solver, &lowered.definition).map_err(fail)?;
     let target = lowered.target();
     let base = match &target.base {
@@ -99,9 +100,8 @@ fn build_dockerfile(
         layers,
         config: serde_json::to_value(&lowered.image).map_err(fail)?,
     };
-    let image =
-        export_image(solver.executor(), &request, &ImageExportOptions::new()).map_err(fail)?;
-    Ok((solver, image, solved.executed))
+    let image = export_image(worker, &request, &ImageExportOptions::new()).map_err(fail)?;
+    Ok((solver, lowered, solved, image))
 }
 
 fn dockerfile_end_to_end() -> TestResult {
@@ -109,7 +109,11 @@ fn dockerfile_end_to_end() -> TestResult {
     fx.write("a.txt", "a\n");
     fx.write("b.txt", "b\n");
     fx.write("notes.md", "not copied\n");
-    let (solver, image, _) = build_dockerfile(&fx)?;
+    let (solver, lowered, solved, image) = build_dockerfile(&fx)?;
+    let pinned = lowered.definition.ops().any(|(_, op)| {
+        matches!(op, Op::Source(img_llb::SourceOp::Image(i)) if i.reference.contains("@sha256:"))
+    });
+    check(pinned, "base images pinned to the resolved manifest")?;
     let config: serde_json::Value = serde_json::from_slice(&image.config).map_err(fail)?;
     check(
         config["config"]["Cmd"] == serde_json::json!(["cat", "/app/greeting"]),
@@ -141,12 +145,8 @@ fn dockerfile_end_to_end() -> TestResult {
         ),
     )?;
 
-    let solved_output = {
-        let lowered = lowered(&fx)?;
-        solve(&solver, &lowered.definition).map_err(fail)?.output
-    };
     let out = fx.dir.path().join("rootfs");
-    write_rootfs_dir(solver.executor(), &solved_output, &out).map_err(fail)?;
+    write_rootfs_dir(solver.executor(), &solved.output, &out).map_err(fail)?;
     check(
         read(&out.join("app/joined")) == "a\nb\n",
         read(&out.join("app/joined")),
@@ -159,9 +159,9 @@ fn dockerfile_end_to_end() -> TestResult {
 
     // A second process rebuilds nothing and makes the same image.
     drop(solver);
-    let (_, again, executed) = build_dockerfile(&fx)?;
-    let lowered = lowered(&fx)?;
-    let rerun: Vec<_> = executed
+    let (_, lowered, solved, again) = build_dockerfile(&fx)?;
+    let rerun: Vec<_> = solved
+        .executed
         .iter()
         .filter(|d| !matches!(lowered.definition.op(d), Some(Op::Source(_))))
         .collect();
