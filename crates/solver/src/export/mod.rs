@@ -71,10 +71,13 @@ impl ImageExportOptions {
     }
 }
 
-/// One layer-producing step of the final stage: its output and the output it was built on.
+/// One layer-producing step of the final stage. Its layer is the diff of its snapshot against
+/// that snapshot's parent, which for an exec or file op is the filesystem the step ran on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerSource {
-    /// The step's result (a snapshot whose parent is `parent`'s snapshot).
+    /// The step's result. For `COPY --link`, pass the output of the op holding only the copied
+    /// files (`LayerStep::linked`): its snapshot has no parent, so the layer is exactly those
+    /// files and does not change when what is below does.
     pub output: WorkerRef,
     /// The step's entry in the config's `history`, marked `empty_layer` when the step
     /// changed nothing.
