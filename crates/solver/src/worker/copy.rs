@@ -91,7 +91,7 @@ impl Copier<'_> {
                 &child_rel,
             )?;
         }
-        self.apply_metadata(dest, &meta)
+        self.apply_metadata(src, dest, &meta)
     }
 
     fn children(
@@ -147,7 +147,7 @@ impl Copier<'_> {
                     &child_rel,
                 )?;
             }
-            return self.apply_metadata(dest, &meta);
+            return self.apply_metadata(src, dest, &meta);
         }
         remove_non_dir(dest)?;
         if ft.is_file() {
@@ -177,7 +177,7 @@ impl Copier<'_> {
             // Sockets cannot be copied into an image.
             return Ok(());
         }
-        self.apply_metadata(dest, &meta)
+        self.apply_metadata(src, dest, &meta)
     }
 
     fn ensure_dir(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
@@ -196,16 +196,50 @@ impl Copier<'_> {
     }
 
     /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
-    fn apply_metadata(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+    fn apply_metadata(
+        &self,
+        src: &Path,
+        dest: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(), WorkerError> {
         let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
             .map_err(WorkerError::file("changing the owner of", dest))?;
         if !meta.file_type().is_symlink() {
+            Self::copy_xattrs(src, dest)?;
             let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))
                 .map_err(WorkerError::file("changing the mode of", dest))?;
         }
         set_times(dest, meta)
+    }
+
+    /// Copies extended attributes after the owner is set (a chown clears
+    /// `security.capability`). overlayfs's own bookkeeping is never copied; attributes this
+    /// filesystem or this user cannot set are skipped, as BuildKit's copy does.
+    fn copy_xattrs(src: &Path, dest: &Path) -> Result<(), WorkerError> {
+        let names = match xattr::list(src) {
+            Ok(names) => names,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+            Err(e) => return Err(WorkerError::file("listing attributes of", src)(e)),
+        };
+        for name in names {
+            let text = name.to_string_lossy();
+            if text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.") {
+                continue;
+            }
+            let Some(value) =
+                xattr::get(src, &name).map_err(WorkerError::file("reading attributes of", src))?
+            else {
+                continue;
+            };
+            match xattr::set(dest, &name, &value) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => {}
+                Err(e) => return Err(WorkerError::file("setting attributes of", dest)(e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -280,5 +314,39 @@ mod tests {
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("sub/a.txt")
         );
+    }
+
+    #[test]
+    fn extended_attributes_survive_the_copy_and_the_chown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("tool");
+        fs::write(&src, "x").unwrap();
+        // A file capability (cap_net_raw=ep, VFS v2) as `setcap` writes it; needs root.
+        let cap: [u8; 20] = [0, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let names: Vec<(&str, &[u8])> = vec![
+            ("user.img-test", b"kept"),
+            ("security.capability", &cap),
+            ("user.overlay.opaque", b"y"),
+        ];
+        let mut set = Vec::new();
+        for (name, value) in &names {
+            if xattr::set(&src, name, value).is_ok() {
+                set.push(*name);
+            }
+        }
+        let copier = Copier {
+            owner: Some((1000, 1000)),
+            ..Copier::plain()
+        };
+        let dest = tmp.path().join("copy");
+        copier.copy(&src, &dest, "tool").unwrap();
+        for name in set {
+            let copied = xattr::get(&dest, name).unwrap();
+            if name.starts_with("user.overlay.") {
+                assert_eq!(copied, None, "{name} is overlay bookkeeping");
+            } else {
+                assert!(copied.is_some(), "{name} lost");
+            }
+        }
     }
 }
