@@ -2,10 +2,12 @@
 //! BuildKit does), ownership and mode replaced when `--chown`/`--chmod` ask, symlinks copied as
 //! links, hard links inside the source recreated as copies.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use glob::Pattern;
 use nix::sys::stat::{utimensat, UtimensatFlags};
@@ -27,6 +29,9 @@ pub(crate) struct Copier<'a> {
     pub include: Vec<Pattern>,
     /// `--exclude` patterns, relative to the copied path.
     pub exclude: Vec<Pattern>,
+    /// Files with several links already copied, by source (device, inode): later links to
+    /// them become hard links of the copy, as BuildKit's copy keeps them.
+    pub linked: RefCell<HashMap<(u64, u64), PathBuf>>,
 }
 
 impl Copier<'_> {
@@ -38,6 +43,7 @@ impl Copier<'_> {
             source_filter: None,
             include: Vec::new(),
             exclude: Vec::new(),
+            linked: RefCell::default(),
         }
     }
 
@@ -151,7 +157,13 @@ impl Copier<'_> {
         }
         remove_non_dir(dest)?;
         if ft.is_file() {
-            // Skipped by the source filter only at the file level: a selected file is copied.
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = self.linked.borrow().get(&key) {
+                    return fs::hard_link(first, dest).map_err(WorkerError::file("linking", dest));
+                }
+                self.linked.borrow_mut().insert(key, dest.to_path_buf());
+            }
             let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
             let mut to = File::create(dest).map_err(WorkerError::file("creating", dest))?;
             io::copy(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
@@ -287,6 +299,7 @@ mod tests {
         fs::create_dir_all(src.join("sub")).unwrap();
         fs::write(src.join("sub/a.txt"), "a").unwrap();
         fs::write(src.join("skip.log"), "x").unwrap();
+        fs::hard_link(src.join("sub/a.txt"), src.join("hard")).unwrap();
         symlink("sub/a.txt", src.join("link")).unwrap();
         let old = TimeSpec::new(1_000_000, 0);
         utimensat(
@@ -300,9 +313,8 @@ mod tests {
         let copier = Copier {
             owner: Some((0, 0)),
             mode: Some(0o640),
-            source_filter: None,
-            include: Vec::new(),
             exclude: vec![Pattern::new("*.log").unwrap()],
+            ..Copier::plain()
         };
         let dest = tmp.path().join("dest");
         copier.copy_contents(&src, &dest, "").unwrap();
@@ -310,6 +322,12 @@ mod tests {
         assert_eq!(meta.mtime(), 1_000_000);
         assert_eq!(meta.mode() & 0o7777, 0o640);
         assert!(!dest.join("skip.log").exists());
+        let hard = fs::metadata(dest.join("hard")).unwrap();
+        assert_eq!(
+            (hard.ino(), hard.nlink()),
+            (meta.ino(), 2),
+            "hard link kept"
+        );
         assert_eq!(
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("sub/a.txt")

@@ -256,6 +256,7 @@ impl Worker {
                 .iter()
                 .map(|p| pattern(p.trim_start_matches('/')))
                 .collect::<Result<_, _>>()?,
+            linked: Default::default(),
         };
         let mut sources: Vec<(String, PathBuf)> = Vec::new();
         for src in &copy.src {
