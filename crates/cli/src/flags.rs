@@ -209,9 +209,89 @@ pub enum Command {
         keep_storage: Option<String>,
     },
 
+    /// Build an image from a Dockerfile and a context.
+    Build(Box<BuildFlags>),
+
     /// Tools for looking inside img's pipeline.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// The Dockerfile, its context and the options that shape the build graph: what `img build`
+/// and `img debug llb` share.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct GraphFlags {
+    /// The Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from standard input.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A build argument; without `=VALUE` the value comes from the environment (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// The platform to build for (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// A directory, `-` (a Dockerfile, or a tar archive of the context, on standard input) or
+    /// a git URL (`https://host/repo.git#ref:subdir`).
+    #[arg(value_name = "CONTEXT")]
+    pub context: String,
+}
+
+/// `img build`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct BuildFlags {
+    #[command(flatten)]
+    pub graph: GraphFlags,
+    /// A name for the image, NAME[:TAG] (`:latest` when no tag is given; repeatable).
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// A label for the image (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Use no cached result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Use no cached result for this stage and what builds on it (repeatable).
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// Where the result goes: type=image|docker|oci|tar|local|registry[,dest=PATH|-][,name=REF]
+    /// (default: type=image, named by -t; repeatable).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Push the image to the registry of each name.
+    #[arg(long)]
+    pub push: bool,
+    /// Pull base images even when the local store has them.
+    #[arg(long)]
+    pub pull: bool,
+    /// A secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR] (repeatable).
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// An SSH agent socket for `RUN --mount=type=ssh`: default (SSH_AUTH_SOCK) or ID=SOCKET
+    /// (repeatable).
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
+    /// The network of RUN steps without `--network`: default, none or host.
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+    /// Grant an entitlement: security.insecure (for `RUN --security=insecure`) or
+    /// network.host (repeatable).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+    /// Layer compression: gzip, zstd or uncompressed.
+    #[arg(long, value_name = "ALGO", default_value = "gzip")]
+    pub compression: String,
+    /// Write the image digest (sha256:...) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write the build result's metadata as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Run at most N RUN steps at once (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
 }
 
 /// `img save --format` values.
@@ -232,4 +312,22 @@ pub enum DebugCommand {
         #[arg(value_name = "FILE|-", default_value = "Dockerfile")]
         file: PathBuf,
     },
+
+    /// Print the build graph a Dockerfile lowers to, as JSON or Graphviz dot.
+    Llb {
+        /// The output format.
+        #[arg(long, value_enum, default_value_t = GraphFormatFlag::Json)]
+        format: GraphFormatFlag,
+        #[command(flatten)]
+        graph: GraphFlags,
+    },
+}
+
+/// `img debug llb --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormatFlag {
+    /// The graph's stable JSON serialization.
+    Json,
+    /// Graphviz dot (`dot -Tsvg`).
+    Dot,
 }

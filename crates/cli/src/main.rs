@@ -9,8 +9,11 @@
 mod build_cache;
 mod commands;
 mod config;
+mod context;
 mod flags;
+mod graph;
 mod image;
+mod interrupt;
 mod local_blobs;
 mod progress;
 
@@ -20,7 +23,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First thing: `img` is also the init of every RUN step's sandbox.
+    img_sandbox::maybe_run_init();
     let args = flags::Args::parse();
+    if matches!(args.command, Some(flags::Command::Build(_))) {
+        // An ordinary user's build runs as root of a user namespace holding their subordinate
+        // ids (returns at once for root); before any thread starts.
+        if let Err(err) = img_sandbox::reexec_in_user_namespace(&img_sandbox::HostPaths::default())
+        {
+            report(&anyhow::Error::new(err), args.global.debug);
+            return ExitCode::FAILURE;
+        }
+    }
     let debug = args.global.debug;
     match commands::run(args) {
         Ok(()) => ExitCode::SUCCESS,

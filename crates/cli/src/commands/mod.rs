@@ -1,5 +1,7 @@
 //! One module per command; `run` checks the global flags and dispatches to it.
 
+mod build;
+mod debug_llb;
 mod debug_parse;
 mod du;
 mod inspect;
@@ -75,8 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             )?;
             prune::run(&config, &options)
         }
+        Command::Build(flags) => build::run(&config, args.global.quiet, &flags),
         Command::Debug(DebugCommand::Parse { file }) => {
             debug_parse::run(&debug_parse::Config::from_flag(file))
+        }
+        Command::Debug(DebugCommand::Llb { format, graph }) => {
+            debug_llb::run(&config, format, &graph)
         }
     }
 }

@@ -50,8 +50,6 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A build step changed state or printed output.
-    // Only the renderers' tests construct it: no command runs the solver yet.
-    #[allow(dead_code)]
     Solver(img_solver::ProgressEvent),
     /// A blob transfer changed state; stamped when received, as registry events carry no
     /// time of their own.
@@ -126,8 +124,6 @@ impl Display {
     }
 
     /// A sink for the solver's events.
-    // No command runs the solver yet; the display is ready for it.
-    #[allow(dead_code)]
     pub fn solver_sink(&self) -> SolverSink {
         SolverSink(self.sender.clone())
     }
@@ -161,7 +157,6 @@ impl Display {
 }
 
 /// Forwards solver events to the display.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct SolverSink(Sender<Message>);
 

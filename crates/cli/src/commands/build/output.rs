@@ -1,0 +1,359 @@
+//! `-o/--output` specs, as buildx reads them (`type=docker,dest=out.tar`; a bare `DIR` for
+//! `type=local`, `-` for a tar on standard output), and writing each kind of output.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use img_registry::Reference;
+
+use crate::image::stored_name;
+
+/// Where a file output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    /// `dest=-`.
+    Stdout,
+    /// A file, written beside its final name and renamed when complete.
+    File(PathBuf),
+}
+
+/// One output of a build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// `type=image`: the local image store under `names`, pushed too with `push`.
+    Image { names: Vec<String>, push: bool },
+    /// `type=registry`: pushed to each of `names`.
+    Registry { names: Vec<String> },
+    /// `type=docker`: a `docker load` archive.
+    Docker { dest: Dest, names: Vec<String> },
+    /// `type=oci`: an OCI image layout archive.
+    Oci { dest: Dest, names: Vec<String> },
+    /// `type=tar`: the root filesystem as a tar.
+    Tar { dest: Dest },
+    /// `type=local`: the root filesystem copied into a directory.
+    Local { dest: PathBuf },
+}
+
+impl OutputSpec {
+    /// Whether the output is made from the image rather than the root filesystem alone.
+    pub fn needs_image(&self) -> bool {
+        !matches!(self, OutputSpec::Tar { .. } | OutputSpec::Local { .. })
+    }
+
+    /// Whether it writes to standard output.
+    pub fn writes_stdout(&self) -> bool {
+        matches!(
+            self,
+            OutputSpec::Docker {
+                dest: Dest::Stdout,
+                ..
+            } | OutputSpec::Oci {
+                dest: Dest::Stdout,
+                ..
+            } | OutputSpec::Tar { dest: Dest::Stdout }
+        )
+    }
+
+    /// The names the image gets or is pushed to.
+    pub fn names(&self) -> &[String] {
+        match self {
+            OutputSpec::Image { names, .. }
+            | OutputSpec::Registry { names }
+            | OutputSpec::Docker { names, .. }
+            | OutputSpec::Oci { names, .. } => names,
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => &[],
+        }
+    }
+}
+
+/// Parses one `-o` value; `tags` (already qualified) name images whose spec has no `name=`.
+pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
+    if spec == "-" {
+        return Ok(OutputSpec::Tar { dest: Dest::Stdout });
+    }
+    if !spec.contains('=') {
+        return Ok(OutputSpec::Local {
+            dest: PathBuf::from(spec),
+        });
+    }
+    let mut kind = None;
+    let mut dest = None;
+    let mut names: Vec<String> = Vec::new();
+    let mut push = false;
+    for field in spec.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            bail!("invalid --output {spec:?}: {field:?} is not key=value");
+        };
+        match key.trim() {
+            "type" => kind = Some(value.to_owned()),
+            "dest" => dest = Some(value.to_owned()),
+            "name" => {
+                for name in value.split(';').filter(|n| !n.is_empty()) {
+                    names.push(
+                        stored_name(name).with_context(|| format!("invalid --output {spec:?}"))?,
+                    );
+                }
+            }
+            "push" => push = parse_bool(spec, value)?,
+            other => bail!(
+                "invalid --output {spec:?}: unknown field {other:?} (use type, dest, name, push)"
+            ),
+        }
+    }
+    if names.is_empty() {
+        names = tags.to_vec();
+    }
+    let kind = kind.with_context(|| {
+        format!("invalid --output {spec:?}: give type=image|docker|oci|tar|local|registry")
+    })?;
+    let dest_file = |kind: &str| -> anyhow::Result<Dest> {
+        match dest.as_deref() {
+            Some("-") => Ok(Dest::Stdout),
+            Some(path) if !path.is_empty() => Ok(Dest::File(PathBuf::from(path))),
+            _ => bail!("invalid --output {spec:?}: type={kind} needs dest=FILE (or dest=- for standard output)"),
+        }
+    };
+    let need_names = |kind: &str| -> anyhow::Result<()> {
+        if names.is_empty() {
+            bail!("invalid --output {spec:?}: type={kind} needs a name: give -t NAME or name=NAME");
+        }
+        Ok(())
+    };
+    let output = match kind.as_str() {
+        "image" => {
+            need_names("image")?;
+            OutputSpec::Image {
+                names: names.clone(),
+                push,
+            }
+        }
+        "registry" => {
+            need_names("registry")?;
+            OutputSpec::Registry {
+                names: names.clone(),
+            }
+        }
+        "docker" => OutputSpec::Docker {
+            dest: dest_file("docker")?,
+            names,
+        },
+        "oci" => OutputSpec::Oci {
+            dest: dest_file("oci")?,
+            names,
+        },
+        "tar" => OutputSpec::Tar {
+            dest: dest_file("tar")?,
+        },
+        "local" => match dest_file("local")? {
+            Dest::File(dir) => OutputSpec::Local { dest: dir },
+            Dest::Stdout => OutputSpec::Tar { dest: Dest::Stdout },
+        },
+        other => bail!(
+            "invalid --output {spec:?}: unknown type {other:?} (use image, docker, oci, tar, local or registry)"
+        ),
+    };
+    Ok(output)
+}
+
+fn parse_bool(spec: &str, value: &str) -> anyhow::Result<bool> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("invalid --output {spec:?}: push is true or false"),
+    }
+}
+
+/// The tags of `names` for an OCI layout's `org.opencontainers.image.ref.name` (what `skopeo
+/// oci-archive:FILE:TAG` and `umoci --image DIR:TAG` select by), without repeats.
+pub fn oci_ref_names(names: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = Vec::new();
+    for name in names {
+        if let Some(tag) = Reference::parse(name)
+            .ok()
+            .and_then(|r| r.tag().map(str::to_owned))
+        {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+    }
+    tags
+}
+
+/// Runs `write` on the destination: standard output (never a terminal), or a temporary file
+/// beside `path` renamed over it once complete, so a failed build leaves no truncated file.
+pub fn write_dest(
+    dest: &Dest,
+    write: impl FnOnce(&mut (dyn Write + Send)) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal; give dest=FILE or redirect");
+            }
+            // Unlocked: the writer may be used from the exporter's thread.
+            let mut out = BufWriter::new(stdout);
+            write(&mut out)?;
+            out.flush().context("cannot write to standard output")
+        }
+        Dest::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let tmp = tempfile::NamedTempFile::new_in(&dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            let mut out = BufWriter::new(tmp);
+            write(&mut out)?;
+            let tmp = out
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// A file output's destination, for messages.
+pub fn describe(dest: &Dest) -> String {
+    match dest {
+        Dest::Stdout => "standard output".to_owned(),
+        Dest::File(path) => path.display().to_string(),
+    }
+}
+
+/// Opens `path` for a metadata file (`--iidfile`, `--metadata-file`).
+pub fn write_small_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file =
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const APP: &str = "docker.io/library/app:latest";
+
+    fn parse(spec: &str) -> anyhow::Result<OutputSpec> {
+        parse_output(spec, &[APP.to_owned()])
+    }
+
+    #[test]
+    fn output_specs() {
+        let file = |p: &str| Dest::File(p.into());
+        // spec | output
+        let cases = [
+            (
+                "type=image",
+                OutputSpec::Image {
+                    names: vec![APP.into()],
+                    push: false,
+                },
+            ),
+            (
+                "type=image,name=other:1,push=true",
+                OutputSpec::Image {
+                    names: vec!["docker.io/library/other:1".into()],
+                    push: true,
+                },
+            ),
+            (
+                "type=registry,name=127.0.0.1:5000/a",
+                OutputSpec::Registry {
+                    names: vec!["127.0.0.1:5000/a:latest".into()],
+                },
+            ),
+            (
+                "type=docker,dest=out.tar",
+                OutputSpec::Docker {
+                    dest: file("out.tar"),
+                    names: vec![APP.into()],
+                },
+            ),
+            (
+                "type=oci,dest=-",
+                OutputSpec::Oci {
+                    dest: Dest::Stdout,
+                    names: vec![APP.into()],
+                },
+            ),
+            (
+                "type=tar,dest=rootfs.tar",
+                OutputSpec::Tar {
+                    dest: file("rootfs.tar"),
+                },
+            ),
+            (
+                "type=local,dest=out",
+                OutputSpec::Local { dest: "out".into() },
+            ),
+            (
+                "out/dir",
+                OutputSpec::Local {
+                    dest: "out/dir".into(),
+                },
+            ),
+            ("-", OutputSpec::Tar { dest: Dest::Stdout }),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(parse(spec).unwrap(), want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn bad_output_specs() {
+        // spec | part of the error
+        for (spec, want) in [
+            ("type=docker", "needs dest=FILE"),
+            ("type=local", "needs dest=FILE"),
+            ("type=zip,dest=x", "unknown type"),
+            ("dest=x", "give type="),
+            ("type=tar,dest=x,colour=red", "unknown field"),
+            ("type=tar,junk", "is not key=value"),
+            ("type=image,push=maybe", "push is true or false"),
+        ] {
+            let err = format!("{:#}", parse(spec).unwrap_err());
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+        let err = parse_output("type=registry", &[]).unwrap_err();
+        assert!(err.to_string().contains("needs a name"), "{err}");
+    }
+
+    #[test]
+    fn oci_ref_names_are_tags() {
+        assert_eq!(
+            oci_ref_names(&[
+                APP.into(),
+                "docker.io/library/b:latest".into(),
+                "c:v1".into()
+            ]),
+            ["latest", "v1"]
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.tar");
+        let result = write_dest(&Dest::File(path.clone()), |out| {
+            out.write_all(b"partial")?;
+            bail!("export failed")
+        });
+        assert!(result.is_err());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_dest(
+            &Dest::File(path.clone()),
+            |out| Ok(out.write_all(b"whole")?),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+    }
+}

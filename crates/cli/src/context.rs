@@ -1,0 +1,473 @@
+//! The build context and the Dockerfile, wherever they come from: a directory, standard input
+//! (a Dockerfile alone, or a tar archive of the context, plain or compressed, as `docker build
+//! -` reads it) or a git repository (`https://host/repo.git#ref:subdir`, cloned into a
+//! temporary directory, as BuildKit's git context).
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+/// Where the context comes from, as the command line named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextSpec {
+    /// A directory.
+    Dir(PathBuf),
+    /// `-`: standard input.
+    Stdin,
+    /// A git repository.
+    Git(GitUrl),
+}
+
+/// A git context URL split as BuildKit splits it: `URL#REF:SUBDIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitUrl {
+    /// What `git clone` is given.
+    pub remote: String,
+    /// The branch, tag or commit to check out (default: the remote's HEAD).
+    pub reference: Option<String>,
+    /// The directory of the repository that is the context (default: its root).
+    pub subdir: Option<String>,
+}
+
+impl ContextSpec {
+    /// Classifies the CONTEXT argument the way `docker build` does: `-`, a git URL
+    /// (`git://`, `git@`, `ssh://`, or an http(s) URL whose path ends in `.git`, with an
+    /// optional `#ref:subdir`), else a directory.
+    pub fn parse(arg: &str) -> anyhow::Result<ContextSpec> {
+        if arg == "-" {
+            return Ok(ContextSpec::Stdin);
+        }
+        let (url, fragment) = match arg.split_once('#') {
+            Some((url, fragment)) => (url, Some(fragment)),
+            None => (arg, None),
+        };
+        let is_http = url.starts_with("https://") || url.starts_with("http://");
+        let is_git = url.starts_with("git://")
+            || url.starts_with("git@")
+            || url.starts_with("ssh://")
+            || (is_http && url.trim_end_matches('/').ends_with(".git"));
+        if is_git {
+            let (reference, subdir) = match fragment {
+                None => (None, None),
+                Some(fragment) => {
+                    let (reference, subdir) = match fragment.split_once(':') {
+                        Some((r, s)) => (r, Some(s)),
+                        None => (fragment, None),
+                    };
+                    let subdir = subdir
+                        .map(|s| s.trim_matches('/'))
+                        .filter(|s| !s.is_empty());
+                    if subdir.is_some_and(|s| s.split('/').any(|part| part == "..")) {
+                        bail!("invalid git context {arg:?}: the subdirectory must stay inside the repository");
+                    }
+                    (
+                        Some(reference).filter(|r| !r.is_empty()).map(str::to_owned),
+                        subdir.map(str::to_owned),
+                    )
+                }
+            };
+            return Ok(ContextSpec::Git(GitUrl {
+                remote: url.to_owned(),
+                reference,
+                subdir,
+            }));
+        }
+        if is_http {
+            bail!("cannot use {arg:?} as the build context: only git repositories (URLs ending in .git) are supported as remote contexts");
+        }
+        Ok(ContextSpec::Dir(PathBuf::from(arg)))
+    }
+}
+
+/// A build context ready to read, and its Dockerfile.
+#[derive(Debug)]
+pub struct BuildContext {
+    /// The context directory.
+    pub dir: PathBuf,
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// The Dockerfile's name in messages (`Dockerfile`, or the `-f` value).
+    pub dockerfile_name: String,
+    /// The Dockerfile on disk, when it is a file (where `<Dockerfile>.dockerignore` is looked
+    /// for).
+    pub dockerfile_path: Option<PathBuf>,
+    /// The temporary directory holding an extracted or cloned context, removed on drop.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl BuildContext {
+    /// Prepares the context `spec` with the Dockerfile `file` (`-f`; `-` for standard input).
+    /// An extracted or cloned context goes into a new directory under `scratch`.
+    pub fn prepare(
+        spec: &ContextSpec,
+        file: Option<&Path>,
+        scratch: &Path,
+    ) -> anyhow::Result<BuildContext> {
+        let dockerfile_on_stdin = file.is_some_and(|f| f.as_os_str() == "-");
+        match spec {
+            ContextSpec::Dir(dir) => {
+                if !dir.is_dir() {
+                    bail!(
+                        "the build context {} is not a directory (give a directory, - or a git URL)",
+                        dir.display()
+                    );
+                }
+                if dockerfile_on_stdin {
+                    let bytes = read_stdin()?;
+                    return Ok(BuildContext::new(
+                        dir.clone(),
+                        bytes,
+                        "Dockerfile",
+                        None,
+                        None,
+                    ));
+                }
+                // `-f` is relative to the working directory, as with `docker build`.
+                let path = file.map_or_else(|| dir.join("Dockerfile"), Path::to_path_buf);
+                BuildContext::with_file(dir.clone(), path, file, None)
+            }
+            ContextSpec::Stdin => {
+                if dockerfile_on_stdin {
+                    bail!("-f - and context - cannot both read standard input");
+                }
+                let bytes = read_stdin()?;
+                let temp = temp_dir(scratch, "context-")?;
+                let dir = temp.path().to_path_buf();
+                match archive_kind(&bytes) {
+                    Some(kind) => {
+                        extract_archive(&bytes, kind, &dir)?;
+                        // In an archive, `-f` names a file inside it.
+                        let path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
+                        BuildContext::with_file(dir, path, file, Some(temp))
+                    }
+                    None => {
+                        // A Dockerfile alone: the build has an empty context.
+                        Ok(BuildContext::new(
+                            dir,
+                            bytes,
+                            "Dockerfile",
+                            None,
+                            Some(temp),
+                        ))
+                    }
+                }
+            }
+            ContextSpec::Git(url) => {
+                let temp = temp_dir(scratch, "git-")?;
+                let checkout = temp.path().join("repo");
+                clone(url, &checkout)?;
+                let dir = match &url.subdir {
+                    Some(sub) => checkout.join(sub),
+                    None => checkout,
+                };
+                if !dir.is_dir() {
+                    bail!(
+                        "the git context {} has no directory {:?}",
+                        url.remote,
+                        url.subdir.as_deref().unwrap_or("")
+                    );
+                }
+                if dockerfile_on_stdin {
+                    let bytes = read_stdin()?;
+                    return Ok(BuildContext::new(
+                        dir,
+                        bytes,
+                        "Dockerfile",
+                        None,
+                        Some(temp),
+                    ));
+                }
+                let path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
+                BuildContext::with_file(dir, path, file, Some(temp))
+            }
+        }
+    }
+
+    fn new(
+        dir: PathBuf,
+        dockerfile: Vec<u8>,
+        name: &str,
+        path: Option<PathBuf>,
+        temp: Option<tempfile::TempDir>,
+    ) -> BuildContext {
+        BuildContext {
+            dir,
+            dockerfile,
+            dockerfile_name: name.to_owned(),
+            dockerfile_path: path,
+            _temp: temp,
+        }
+    }
+
+    fn with_file(
+        dir: PathBuf,
+        path: PathBuf,
+        flag: Option<&Path>,
+        temp: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<BuildContext> {
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "cannot read the Dockerfile {} (give its path with -f, or - for standard input)",
+                path.display()
+            )
+        })?;
+        let name = flag.map_or_else(|| "Dockerfile".to_owned(), |f| f.display().to_string());
+        Ok(BuildContext::new(dir, bytes, &name, Some(path), temp))
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::stdin()
+        .read_to_end(&mut bytes)
+        .context("cannot read standard input")?;
+    Ok(bytes)
+}
+
+fn temp_dir(scratch: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    fs::create_dir_all(scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(scratch)
+        .with_context(|| format!("cannot create a directory in {}", scratch.display()))
+}
+
+/// What a context on standard input is packed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveKind {
+    Tar,
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+/// Recognizes an archive by its magic bytes (as Docker's `archive.DetectCompression`); a
+/// plain tar by the `ustar` magic at offset 257. Anything else is a Dockerfile.
+pub fn archive_kind(bytes: &[u8]) -> Option<ArchiveKind> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        Some(ArchiveKind::Gzip)
+    } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(ArchiveKind::Zstd)
+    } else if bytes.starts_with(b"BZh") {
+        Some(ArchiveKind::Bzip2)
+    } else if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(ArchiveKind::Xz)
+    } else if bytes.get(257..262) == Some(b"ustar") {
+        Some(ArchiveKind::Tar)
+    } else {
+        None
+    }
+}
+
+/// Unpacks a context archive into `dir`. The tar crate refuses entries that would land
+/// outside `dir` (`..`, absolute paths through symlinks).
+fn extract_archive(bytes: &[u8], kind: ArchiveKind, dir: &Path) -> anyhow::Result<()> {
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Tar => Box::new(bytes),
+        ArchiveKind::Gzip => Box::new(flate2::read::MultiGzDecoder::new(bytes)),
+        ArchiveKind::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(bytes).context("cannot read the zstd context")?,
+        ),
+        // No well-kept pure-Rust decoder is in the workspace; the system tools are everywhere.
+        ArchiveKind::Bzip2 => Box::new(io::Cursor::new(decompress_with("bzip2", bytes)?)),
+        ArchiveKind::Xz => Box::new(io::Cursor::new(decompress_with("xz", bytes)?)),
+    };
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive
+        .unpack(dir)
+        .context("cannot extract the context archive from standard input")
+}
+
+fn decompress_with(tool: &str, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut child = Command::new(tool)
+        .arg("-dc")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {tool} to decompress the context (install it, or send a gzip or plain tar)"))?;
+    let mut stdin = child.stdin.take().context("no stdin pipe")?;
+    let input = bytes.to_vec();
+    let writer = std::thread::spawn(move || io::Write::write_all(&mut stdin, &input));
+    let output = child.wait_with_output()?;
+    let _ = writer.join();
+    if !output.status.success() {
+        bail!(
+            "{tool} could not decompress the context: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(output.stdout)
+}
+
+/// Clones `url` into `dest` and checks out its reference.
+fn clone(url: &GitUrl, dest: &Path) -> anyhow::Result<()> {
+    let run = |args: &[&str], cwd: Option<&Path>| -> anyhow::Result<()> {
+        let mut cmd = Command::new("git");
+        cmd.args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null());
+        if let Some(cwd) = cwd {
+            cmd.current_dir(cwd);
+        }
+        let output = cmd
+            .output()
+            .context("cannot run git to fetch the context (install git)")?;
+        if !output.status.success() {
+            bail!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let dest_str = dest.to_str().context("the scratch path is not UTF-8")?;
+    run(
+        &[
+            "clone",
+            "--quiet",
+            "--recurse-submodules",
+            &url.remote,
+            dest_str,
+        ],
+        None,
+    )
+    .with_context(|| format!("cannot clone the git context {}", url.remote))?;
+    if let Some(reference) = &url.reference {
+        run(&["checkout", "--quiet", reference], Some(dest)).with_context(|| {
+            format!(
+                "cannot check out {reference:?} of the git context {}",
+                url.remote
+            )
+        })?;
+        run(
+            &["submodule", "update", "--quiet", "--init", "--recursive"],
+            Some(dest),
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(remote: &str, reference: Option<&str>, subdir: Option<&str>) -> ContextSpec {
+        ContextSpec::Git(GitUrl {
+            remote: remote.into(),
+            reference: reference.map(Into::into),
+            subdir: subdir.map(Into::into),
+        })
+    }
+
+    #[test]
+    fn context_arguments() {
+        // argument | what it is
+        let cases = [
+            ("-", ContextSpec::Stdin),
+            (".", ContextSpec::Dir(".".into())),
+            ("some/dir", ContextSpec::Dir("some/dir".into())),
+            (
+                "https://example.com/repo.git",
+                git("https://example.com/repo.git", None, None),
+            ),
+            (
+                "https://example.com/repo.git#v1.2",
+                git("https://example.com/repo.git", Some("v1.2"), None),
+            ),
+            (
+                "https://example.com/repo.git#main:docker/app/",
+                git(
+                    "https://example.com/repo.git",
+                    Some("main"),
+                    Some("docker/app"),
+                ),
+            ),
+            (
+                "https://example.com/repo.git#:sub",
+                git("https://example.com/repo.git", None, Some("sub")),
+            ),
+            (
+                "git://127.0.0.1:9418/r.git#abc123",
+                git("git://127.0.0.1:9418/r.git", Some("abc123"), None),
+            ),
+            (
+                "git@github.com:o/r.git",
+                git("git@github.com:o/r.git", None, None),
+            ),
+        ];
+        for (arg, want) in cases {
+            assert_eq!(ContextSpec::parse(arg).unwrap(), want, "{arg}");
+        }
+    }
+
+    #[test]
+    fn bad_remote_contexts_are_refused() {
+        let err = ContextSpec::parse("https://example.com/context.tar.gz").unwrap_err();
+        assert!(err.to_string().contains("only git repositories"), "{err}");
+        let err = ContextSpec::parse("https://h/r.git#main:../escape").unwrap_err();
+        assert!(err.to_string().contains("inside the repository"), "{err}");
+    }
+
+    fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, data).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn archives_are_told_from_dockerfiles() {
+        let tar = tar_with("Dockerfile", b"FROM scratch\n");
+        assert_eq!(archive_kind(&tar), Some(ArchiveKind::Tar));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        assert_eq!(archive_kind(&gz.finish().unwrap()), Some(ArchiveKind::Gzip));
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        assert_eq!(archive_kind(&zst), Some(ArchiveKind::Zstd));
+        assert_eq!(archive_kind(b"FROM busybox\nRUN true\n"), None);
+        assert_eq!(archive_kind(b""), None);
+    }
+
+    #[test]
+    fn compressed_archives_extract() {
+        let tar = tar_with("sub/Dockerfile.app", b"FROM scratch\n");
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for (bytes, kind) in [(tar.clone(), ArchiveKind::Tar), (zst, ArchiveKind::Zstd)] {
+            let dir = tempfile::tempdir().unwrap();
+            extract_archive(&bytes, kind, dir.path()).unwrap();
+            assert_eq!(
+                fs::read(dir.path().join("sub/Dockerfile.app")).unwrap(),
+                b"FROM scratch\n"
+            );
+        }
+    }
+
+    #[test]
+    fn a_directory_context_reads_its_dockerfile_or_the_f_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("Dockerfile"), "FROM a\n").unwrap();
+        fs::write(dir.path().join("other.Dockerfile"), "FROM b\n").unwrap();
+        let spec = ContextSpec::Dir(dir.path().into());
+        let ctx = BuildContext::prepare(&spec, None, dir.path()).unwrap();
+        assert_eq!(ctx.dockerfile, b"FROM a\n");
+        assert_eq!(ctx.dockerfile_name, "Dockerfile");
+        let other = dir.path().join("other.Dockerfile");
+        let ctx = BuildContext::prepare(&spec, Some(&other), dir.path()).unwrap();
+        assert_eq!(ctx.dockerfile, b"FROM b\n");
+        assert_eq!(ctx.dockerfile_path.as_deref(), Some(other.as_path()));
+        let err = BuildContext::prepare(&spec, Some(Path::new("/nonexistent/Df")), dir.path())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/Df"), "{err:#}");
+    }
+}

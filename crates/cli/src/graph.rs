@@ -1,0 +1,268 @@
+//! From the Dockerfile to the build graph, as `img build` and `img debug llb` both need it:
+//! parse, plan (with base image configs from the local store, else the registry) and lower
+//! (with the context's `.dockerignore` patterns).
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context};
+use img_frontend_dockerfile::{
+    ignore_file_for, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions,
+    BuildPlan, IgnorePatterns, ImageConfig, LowerOptions, LoweredBuild, Platform,
+};
+use img_registry::{Client, Reference};
+use img_snapshot::Store;
+
+use crate::context::BuildContext;
+use crate::flags::GraphFlags;
+
+/// The checked options that shape the graph.
+#[derive(Debug, Clone, Default)]
+pub struct GraphOptions {
+    /// `--build-arg` values, those without `=` already taken from the environment.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform`.
+    pub platform: Option<Platform>,
+    /// `--label` values.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl GraphOptions {
+    /// Checks the shared flags; `env` looks up variables for `--build-arg KEY`.
+    pub fn from_flags(
+        flags: &GraphFlags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<GraphOptions> {
+        let mut build_args = BTreeMap::new();
+        for arg in &flags.build_args {
+            match arg.split_once('=') {
+                Some((key, value)) => {
+                    check_key("--build-arg", arg, key)?;
+                    build_args.insert(key.to_owned(), value.to_owned());
+                }
+                None => {
+                    check_key("--build-arg", arg, arg)?;
+                    // As `docker build`: a name alone takes the environment's value, and is
+                    // left out when the environment has none.
+                    if let Some(value) = env(arg) {
+                        build_args.insert(arg.clone(), value);
+                    }
+                }
+            }
+        }
+        // buildx passes SOURCE_DATE_EPOCH from the environment as a build argument.
+        if !build_args.contains_key("SOURCE_DATE_EPOCH") {
+            if let Some(epoch) = env("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()) {
+                build_args.insert("SOURCE_DATE_EPOCH".into(), epoch);
+            }
+        }
+        let platform = flags
+            .platform
+            .as_deref()
+            .map(Platform::parse)
+            .transpose()
+            .context("invalid --platform")?;
+        let target = flags.target.clone().filter(|t| !t.is_empty());
+        Ok(GraphOptions {
+            build_args,
+            target,
+            platform,
+            labels: BTreeMap::new(),
+        })
+    }
+
+    /// `SOURCE_DATE_EPOCH`, from the environment or a build argument.
+    pub fn source_date_epoch(&self) -> anyhow::Result<Option<i64>> {
+        self.build_args
+            .get("SOURCE_DATE_EPOCH")
+            .map(|v| {
+                v.trim().parse::<i64>().with_context(|| {
+                    format!("invalid SOURCE_DATE_EPOCH {v:?}: give seconds since 1970")
+                })
+            })
+            .transpose()
+    }
+}
+
+/// `KEY=VALUE` keys must be non-empty and have no spaces.
+pub fn check_key(flag: &str, arg: &str, key: &str) -> anyhow::Result<()> {
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        bail!("invalid {flag} {arg:?}: give KEY=VALUE with a non-empty KEY without spaces");
+    }
+    Ok(())
+}
+
+/// Base image configs for planning: the local image store first (as `docker build` uses a
+/// stored image), then the registry; with `pull`, the registry first. An image found nowhere
+/// plans with an empty config; the solver reports why it cannot be fetched.
+pub struct ImageConfigs<'a> {
+    pub store: Option<&'a Store>,
+    pub client: Option<&'a Client>,
+    pub pull: bool,
+}
+
+impl ImageConfigs<'_> {
+    fn local(&self, reference: &Reference) -> Option<ImageConfig> {
+        let store = self.store?;
+        let record = store.images().get(&reference.to_string()).ok()??;
+        let parts = crate::image::resolve(&store.content(), &record.target).ok()?;
+        serde_json::from_slice(&parts.config_bytes).ok()
+    }
+
+    fn remote(&self, reference: &Reference, platform: &Platform) -> Option<ImageConfig> {
+        let client = self.client?;
+        let platform = img_registry::Platform::new(
+            &platform.os,
+            &platform.architecture,
+            platform.variant.as_deref(),
+        );
+        let image = client.resolve(reference, &platform).ok()?;
+        serde_json::from_slice(&image.config).ok()
+    }
+}
+
+impl BaseImageResolver for ImageConfigs<'_> {
+    fn image_config(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<ImageConfig>, BaseImageError> {
+        let Ok(reference) = Reference::parse(reference) else {
+            return Ok(None);
+        };
+        let config = if self.pull {
+            self.remote(&reference, platform)
+                .or_else(|| self.local(&reference))
+        } else {
+            self.local(&reference)
+                .or_else(|| self.remote(&reference, platform))
+        };
+        Ok(config)
+    }
+}
+
+/// The plan of `context`'s Dockerfile with `options`; base image configs come from `images`.
+pub fn plan_dockerfile(
+    context: &BuildContext,
+    options: &GraphOptions,
+    images: &dyn BaseImageResolver,
+) -> anyhow::Result<BuildPlan> {
+    let dockerfile = parse(&context.dockerfile, &context.dockerfile_name)?;
+    let mut build = BuildOptions::new().file_name(&context.dockerfile_name);
+    for (key, value) in &options.build_args {
+        build = build.build_arg(key, value);
+    }
+    for (key, value) in &options.labels {
+        build = build.label(key, value);
+    }
+    if let Some(target) = &options.target {
+        build = build.target(target);
+    }
+    if let Some(platform) = &options.platform {
+        build = build.target_platform(platform.clone());
+    }
+    Ok(plan(&dockerfile, &build, images)?)
+}
+
+/// The build graph of `plan`, with the context's `.dockerignore` patterns and base images
+/// pinned as `resolved_images` says (written reference to `name@sha256:…`).
+pub fn lower_plan(
+    context: &BuildContext,
+    options: &GraphOptions,
+    plan: &BuildPlan,
+    resolved_images: BTreeMap<String, String>,
+) -> anyhow::Result<LoweredBuild> {
+    let mut lower_options = LowerOptions::new();
+    if let Some(platform) = &options.platform {
+        lower_options = lower_options.target_platform(platform.clone());
+    }
+    for (written, pinned) in resolved_images {
+        lower_options = lower_options.resolved_image(written, pinned);
+    }
+    let dockerfile = context
+        .dockerfile_path
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""));
+    if let Some(file) = ignore_file_for(&context.dir, dockerfile) {
+        let patterns = IgnorePatterns::read(&file)?;
+        lower_options = lower_options.exclude_patterns(patterns.patterns().iter().cloned());
+    }
+    Ok(lower(plan, &lower_options)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::flags::{Args, Command, DebugCommand};
+
+    fn options(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<GraphOptions> {
+        let mut argv = vec!["img", "debug", "llb"];
+        argv.extend_from_slice(args);
+        argv.push(".");
+        let Some(Command::Debug(DebugCommand::Llb { graph, .. })) =
+            Args::try_parse_from(argv)?.command
+        else {
+            unreachable!("debug llb parses as such")
+        };
+        GraphOptions::from_flags(&graph, |k| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn build_args_take_missing_values_from_the_environment() {
+        let o = options(
+            &[
+                "--build-arg",
+                "A=1",
+                "--build-arg",
+                "B",
+                "--build-arg",
+                "C",
+                "--build-arg",
+                "D=",
+            ],
+            &[("B", "from-env")],
+        )
+        .unwrap();
+        let got: Vec<_> = o
+            .build_args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(got, [("A", "1"), ("B", "from-env"), ("D", "")]);
+        assert!(options(&["--build-arg", "=x"], &[]).is_err());
+    }
+
+    #[test]
+    fn source_date_epoch_from_the_environment_or_an_argument() {
+        let o = options(&[], &[("SOURCE_DATE_EPOCH", "1700000000")]).unwrap();
+        assert_eq!(o.source_date_epoch().unwrap(), Some(1_700_000_000));
+        let o = options(
+            &["--build-arg", "SOURCE_DATE_EPOCH=5"],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        )
+        .unwrap();
+        assert_eq!(o.source_date_epoch().unwrap(), Some(5));
+        assert_eq!(
+            options(&[], &[]).unwrap().source_date_epoch().unwrap(),
+            None
+        );
+        let o = options(&["--build-arg", "SOURCE_DATE_EPOCH=yesterday"], &[]).unwrap();
+        assert!(o.source_date_epoch().is_err());
+    }
+
+    #[test]
+    fn platform_and_target() {
+        let o = options(&["--platform", "linux/arm64", "--target", "build"], &[]).unwrap();
+        assert_eq!(o.platform.unwrap().architecture, "arm64");
+        assert_eq!(o.target.as_deref(), Some("build"));
+        let err = options(&["--platform", "linux"], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("invalid --platform"), "{err:#}");
+    }
+}
