@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command};
+
 use std::time::{Duration, Instant};
 
 use img_snapshot::{export_layer, Digest, ExportOptions, Store};
@@ -42,13 +43,93 @@ pub fn busybox_rootfs(root: &Path) {
 pub fn store_busybox(store: &Store, name: &str) -> StoredImage {
     let dir = tempfile::tempdir().unwrap();
     busybox_rootfs(dir.path());
+    store_rootfs(
+        store,
+        name,
+        dir.path(),
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}),
+    )
+}
+
+/// A busybox root filesystem with every applet, `/tmp`, and a `root` and an `app` (1000)
+/// user: enough to run the RUN steps of the build tests.
+pub fn busybox_build_rootfs(root: &Path) {
+    busybox_rootfs(root);
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox runs");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = root.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    for dir in ["tmp", "root", "home/app", "var", "run"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+}
+
+/// Stores the [`busybox_build_rootfs`] image as `name`, with a label and a `PATH`, as base
+/// images have. Its layer has fixed file times, so every state directory gets the same image.
+pub fn store_busybox_for_builds(store: &Store, name: &str) -> StoredImage {
+    let dir = tempfile::tempdir().unwrap();
+    busybox_build_rootfs(dir.path());
+    let options = ExportOptions {
+        source_date_epoch: Some(1_700_000_000),
+        ..ExportOptions::default()
+    };
+    store_rootfs_with(
+        store,
+        name,
+        dir.path(),
+        serde_json::json!({
+            "Cmd": ["/bin/sh"],
+            "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"],
+            "Labels": {"org.example.base": "busybox"},
+        }),
+        &options,
+    )
+}
+
+/// Stores the tree `root` as a one-layer image named `name` with `container_config`.
+fn store_rootfs(
+    store: &Store,
+    name: &str,
+    root: &Path,
+    container_config: serde_json::Value,
+) -> StoredImage {
+    store_rootfs_with(
+        store,
+        name,
+        root,
+        container_config,
+        &ExportOptions::default(),
+    )
+}
+
+fn store_rootfs_with(
+    store: &Store,
+    name: &str,
+    root: &Path,
+    container_config: serde_json::Value,
+    options: &ExportOptions,
+) -> StoredImage {
     let content = store.content();
-    let layer = export_layer(&content, dir.path(), &ExportOptions::default()).unwrap();
+    let layer = export_layer(&content, root, options).unwrap();
     let config = serde_json::json!({
         "created": "2024-01-01T00:00:00Z",
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "config": container_config,
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox rootfs"}],
     });

@@ -1,0 +1,594 @@
+//! `img build` end to end: real RUN steps in the sandbox, a real cache, every output checked
+//! with the tools that consume it (skopeo, umoci, podman, tar), pushes to a real registry.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::fixtures::{store_busybox_for_builds, Registry};
+use crate::{assert_success, stderr, Img};
+
+/// The base image every test Dockerfile starts from.
+const BASE: &str = "docker.io/library/busybox:latest";
+
+/// A state directory with the busybox base image, and a build context directory.
+struct Build {
+    img: Img,
+}
+
+impl Build {
+    fn new() -> Build {
+        let img = Img::new();
+        store_busybox_for_builds(&img.store(), BASE);
+        std::fs::create_dir_all(img.dir().join("ctx")).unwrap();
+        Build { img }
+    }
+
+    fn ctx(&self) -> PathBuf {
+        self.img.dir().join("ctx")
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.ctx().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.img.dir().join(rel)
+    }
+
+    /// `img --progress=plain build <args> ctx` with extra environment.
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.img.command();
+        cmd.args(["--progress", "plain", "build"])
+            .args(args)
+            .arg("ctx")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        cmd.output().expect("img runs")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// A build that must succeed; returns its standard error (the progress).
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_success(&out, args);
+        stderr(&out)
+    }
+
+    /// `img build -q`: the digest on standard output.
+    fn digest(&self, args: &[&str]) -> String {
+        let mut all = vec!["-q"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        assert_success(&out, &all);
+        let digest = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{digest}"
+        );
+        digest
+    }
+
+    /// `img inspect NAME` as JSON (manifest and config).
+    fn inspect(&self, name: &str) -> Value {
+        serde_json::from_str(&self.img.ok(&["inspect", name])).unwrap()
+    }
+
+    fn config(&self, name: &str) -> Value {
+        let doc = self.inspect(name);
+        doc.get("config")
+            .or_else(|| doc.get("Config"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no config in {doc}"))
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const MULTI_STAGE: &str = r#"# syntax=docker/dockerfile:1
+ARG GREETING=hello
+FROM busybox AS build
+ARG GREETING
+ARG WHO=world
+WORKDIR /src
+COPY words.txt ./
+RUN --mount=type=cache,target=/cache \
+    echo "$GREETING $WHO" > message && cat words.txt >> message && \
+    echo run >> /cache/runs && wc -l < /cache/runs > runs-seen
+RUN <<EOF
+set -e
+echo "from a heredoc" > heredoc.txt
+EOF
+COPY <<EOF /src/inline.txt
+inline $GREETING
+EOF
+
+FROM busybox AS other
+RUN echo "other stage" > /other.txt
+
+FROM busybox
+COPY --from=build /src/message /src/heredoc.txt /src/inline.txt /app/
+COPY --from=other /other.txt /app/
+CMD ["cat", "/app/message"]
+"#;
+
+#[test]
+fn multi_stage_build_args_heredocs_and_cache_mounts() {
+    let b = Build::new();
+    b.write("Dockerfile", MULTI_STAGE);
+    b.write("words.txt", "word\n");
+    b.ok(&[
+        "-t",
+        "app",
+        "--build-arg",
+        "WHO=img",
+        "-o",
+        "type=local,dest=out",
+    ]);
+    let out = b.path("out");
+    assert_eq!(read(&out.join("app/message")), "hello img\nword\n");
+    assert_eq!(read(&out.join("app/heredoc.txt")), "from a heredoc\n");
+    assert_eq!(read(&out.join("app/inline.txt")), "inline hello\n");
+    assert_eq!(read(&out.join("app/other.txt")), "other stage\n");
+
+    // `--build-arg KEY` takes the environment's value; the cache mount outlives the build.
+    let env_out = b.run_env(
+        &["--build-arg", "WHO", "-o", "type=local,dest=out2"],
+        &[("WHO", "env")],
+    );
+    assert_success(&env_out, &["--build-arg", "WHO"]);
+    assert_eq!(read(&b.path("out2/app/message")), "hello env\nword\n");
+
+    // --target stops at the stage: its files, not the final stage's. WHO has its default
+    // here, a third value, so the step runs a third time and sees the two runs before.
+    b.ok(&["--target", "build", "-o", "type=local,dest=target"]);
+    assert_eq!(read(&b.path("target/src/runs-seen")).trim(), "3");
+    assert!(!b.path("target/app").exists());
+}
+
+#[test]
+fn secrets_reach_run_steps_and_stay_out_of_the_image() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=token,required=true \
+         test \"$(cat /run/secrets/token)\" = s3cret && echo ok > /checked && \
+         ! test -e /run/secrets/token.keep\nRUN --mount=type=secret,id=fromenv,env=TOKEN \
+         test \"$TOKEN\" = from-env && echo ok > /checked-env\n",
+    );
+    let secret = b.path("token.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let src = format!("id=token,src={}", secret.display());
+    let out = b.run_env(
+        &[
+            "--secret",
+            &src,
+            "--secret",
+            "id=fromenv,env=SECRET_VAR",
+            "-t",
+            "secret-app",
+            "-o",
+            "type=tar,dest=rootfs.tar",
+        ],
+        &[("SECRET_VAR", "from-env")],
+    );
+    assert_success(&out, &["--secret"]);
+    let listing = tool("tar", &["tf", b.path("rootfs.tar").to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l == "checked"), "{listing}");
+    assert!(listing.lines().any(|l| l == "checked-env"), "{listing}");
+    assert!(!listing.contains("run/secrets/token"), "{listing}");
+    let bytes = std::fs::read(b.path("rootfs.tar")).unwrap();
+    assert!(
+        !bytes.windows(6).any(|w| w == b"s3cret"),
+        "secret in the tar"
+    );
+
+    // A required secret that was not given fails the step (secrets are not part of the cache
+    // key, as in BuildKit, so only an uncached run notices).
+    let out = b.run(&["--no-cache", "-o", "type=tar,dest=x.tar"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_output_type_is_read_by_its_tools() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nRUN mkdir -p /data && echo payload > /data/file\nCMD [\"cat\", \"/data/file\"]\n",
+    );
+    b.ok(&[
+        "-t",
+        "outputs:v1",
+        "-o",
+        "type=image",
+        "-o",
+        "type=docker,dest=docker.tar",
+        "-o",
+        "type=oci,dest=oci.tar",
+        "-o",
+        "type=tar,dest=rootfs.tar",
+        "-o",
+        "type=local,dest=rootfs",
+    ]);
+    // The store.
+    assert!(b.img.ok(&["ls"]).contains("outputs:v1"));
+    // OCI archive: skopeo and umoci.
+    let oci = b.path("oci.tar");
+    let inspect: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", oci.display())],
+    ))
+    .unwrap();
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2, "{inspect}");
+    let layout = b.path("layout");
+    std::fs::create_dir(&layout).unwrap();
+    tool(
+        "tar",
+        &["xf", oci.to_str().unwrap(), "-C", layout.to_str().unwrap()],
+    );
+    let bundle = b.path("bundle");
+    tool(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:v1", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(read(&bundle.join("rootfs/data/file")), "payload\n");
+    // Docker archive: podman load.
+    let podman = Command::new("podman")
+        .args(["load", "-i", b.path("docker.tar").to_str().unwrap()])
+        .output()
+        .expect("podman runs");
+    assert!(
+        podman.status.success(),
+        "podman load: {}",
+        String::from_utf8_lossy(&podman.stderr)
+    );
+    let loaded = String::from_utf8_lossy(&podman.stdout);
+    assert!(loaded.contains("outputs:v1"), "{loaded}");
+    run_with_podman("docker.io/library/outputs:v1", "payload");
+    let _ = Command::new("podman")
+        .args(["rmi", "-f", "docker.io/library/outputs:v1"])
+        .output();
+    // Root filesystem as a tar and as a directory.
+    let listing = tool("tar", &["tf", b.path("rootfs.tar").to_str().unwrap()]);
+    assert!(listing.lines().any(|l| l == "data/file"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
+    assert_eq!(read(&b.path("rootfs/data/file")), "payload\n");
+}
+
+/// Runs `image` with podman where this machine lets runc start containers, and checks its
+/// output. Machines whose limits runc cannot apply (nested containers) skip the run.
+fn run_with_podman(image: &str, expected: &str) {
+    let out = Command::new("podman")
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            image,
+        ])
+        .output()
+        .expect("podman runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && (err.contains("rlimit") || err.contains("cgroup")) {
+        eprintln!("podman cannot run containers here, not running {image}: {err}");
+        return;
+    }
+    assert!(out.status.success(), "podman run {image}: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
+}
+
+#[test]
+fn push_to_a_registry() {
+    let registry = Registry::anonymous();
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo pushed > /pushed\n");
+    let name = format!("{}/team/pushed:1", registry.host());
+    let digest = b.digest(&["-t", &name, "--push"]);
+    let inspect: Value = serde_json::from_str(&tool(
+        "skopeo",
+        &["inspect", "--tls-verify=false", &format!("docker://{name}")],
+    ))
+    .unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str(), "{inspect}");
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
+
+    // type=registry pushes without naming the image locally.
+    let other = format!("{}/team/other:2", registry.host());
+    b.ok(&["-o", &format!("type=registry,name={other}")]);
+    let raw = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{other}"),
+        ],
+    );
+    assert!(
+        raw.contains("application/vnd.oci.image.manifest.v1+json"),
+        "{raw}"
+    );
+}
+
+#[test]
+fn cached_rebuild_is_all_cached_and_a_changed_file_reruns_only_its_dependents() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a.copy\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b.copy\n",
+    );
+    b.write("a.txt", "a\n");
+    b.write("b.txt", "b\n");
+    let first = b.digest(&["-t", "cached"]);
+    let again = b.run(&["-t", "cached"]);
+    assert_success(&again, &["rebuild"]);
+    let progress = stderr(&again);
+    for step in [
+        "COPY a.txt",
+        "RUN cat /a.txt",
+        "COPY b.txt",
+        "RUN cat /b.txt",
+    ] {
+        let line = progress
+            .lines()
+            .find(|l| l.contains(step))
+            .unwrap_or_else(|| panic!("no {step} in {progress}"));
+        let id = line.split_whitespace().next().unwrap();
+        assert!(
+            progress.contains(&format!("{id} CACHED")),
+            "{step} not cached:\n{progress}"
+        );
+    }
+    assert_eq!(b.digest(&["-t", "cached"]), first);
+
+    // Changing b.txt re-runs the COPY of b.txt and what follows, not the steps before.
+    b.write("b.txt", "b2\n");
+    let changed = b.ok(&["-t", "cached"]);
+    let cached = |step: &str| {
+        let line = changed.lines().find(|l| l.contains(step)).unwrap();
+        let id = line.split_whitespace().next().unwrap();
+        changed.contains(&format!("{id} CACHED"))
+    };
+    assert!(
+        cached("COPY a.txt") && cached("RUN cat /a.txt"),
+        "{changed}"
+    );
+    assert!(
+        !cached("COPY b.txt") && !cached("RUN cat /b.txt"),
+        "{changed}"
+    );
+    assert_ne!(b.digest(&["-t", "cached"]), first);
+}
+
+#[test]
+fn a_failing_run_reports_the_line_the_exit_code_and_its_output() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo fine\nRUN echo \"about to fail\" && exit 3\nRUN echo never\n",
+    );
+    let out = b.run(&["-t", "failing"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(
+        err.contains("RUN echo \"about to fail\" && exit 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("exit code 3") || err.contains("exit code: 3"),
+        "{err}"
+    );
+    assert!(err.contains("about to fail"), "{err}");
+    assert!(!b.img.ok(&["ls"]).contains("failing"));
+}
+
+#[test]
+fn source_date_epoch_gives_the_same_digest_in_two_fresh_state_directories() {
+    let digests: Vec<String> = (0..2)
+        .map(|_| {
+            let b = Build::new();
+            b.write(
+                "Dockerfile",
+                "FROM busybox\nCOPY f.txt /f.txt\nRUN echo built > /built && mkdir -p /d/e\n",
+            );
+            b.write("f.txt", "same\n");
+            let out = b.run_env(
+                &["-q", "-t", "repro"],
+                &[("SOURCE_DATE_EPOCH", "1700000000")],
+            );
+            assert_success(&out, &["SOURCE_DATE_EPOCH"]);
+            assert_eq!(b.config("repro")["created"], "2023-11-14T22:13:20Z");
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn image_config_carries_every_dockerfile_setting() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        r#"FROM busybox
+ENV APP_HOME=/srv/app MODE=prod
+LABEL org.example.app="config test"
+WORKDIR /srv/app
+RUN echo hi > hi.txt
+USER app:app
+EXPOSE 8080/tcp 53/udp
+VOLUME ["/data"]
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD ["true"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/bin/echo"]
+"#,
+    );
+    b.ok(&["-t", "configured", "--label", "org.example.cli=yes"]);
+    let image = b.config("configured");
+    let config = &image["config"];
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"APP_HOME=/srv/app") && env.contains(&"MODE=prod"),
+        "{env:?}"
+    );
+    assert!(
+        env.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{env:?}"
+    );
+    assert_eq!(config["WorkingDir"], "/srv/app");
+    assert_eq!(config["User"], "app:app");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/bin/echo"]));
+    // ENTRYPOINT resets the base image's CMD, as in Docker.
+    assert!(config.get("Cmd").is_none_or(Value::is_null), "{config}");
+    assert_eq!(config["Labels"]["org.example.base"], "busybox");
+    assert_eq!(config["Labels"]["org.example.app"], "config test");
+    assert_eq!(config["Labels"]["org.example.cli"], "yes");
+    assert!(config["ExposedPorts"].get("8080/tcp").is_some(), "{config}");
+    assert!(config["ExposedPorts"].get("53/udp").is_some(), "{config}");
+    assert!(config["Volumes"].get("/data").is_some(), "{config}");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(config["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(config["Healthcheck"]["Retries"], 3);
+    assert_eq!(config["StopSignal"], "SIGTERM");
+
+    // One layer for the base and one each for WORKDIR and RUN; every other instruction is
+    // an empty layer in the history.
+    let diff_ids = image["rootfs"]["diff_ids"].as_array().unwrap();
+    let history = image["history"].as_array().unwrap();
+    let with_layer = history
+        .iter()
+        .filter(|h| h.get("empty_layer") != Some(&Value::Bool(true)))
+        .count();
+    assert_eq!(with_layer, diff_ids.len(), "{history:?}");
+    assert_eq!(diff_ids.len(), 3, "{diff_ids:?}");
+    assert!(history.iter().any(|h| h["created_by"]
+        .as_str()
+        .is_some_and(|c| c.contains("ENV APP_HOME"))
+        && h["empty_layer"] == true));
+
+    // CMD alone keeps ENTRYPOINT from the parent stage; a later ENTRYPOINT resets CMD.
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS base\nCMD [\"base-cmd\"]\nFROM base\nENTRYPOINT [\"/bin/sh\", \"-c\"]\n",
+    );
+    b.ok(&["-t", "reset"]);
+    let config = b.config("reset")["config"].clone();
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert!(config.get("Cmd").is_none_or(Value::is_null), "{config}");
+}
+
+#[test]
+fn dockerfile_and_tar_context_on_stdin() {
+    let b = Build::new();
+    // A Dockerfile alone on standard input: no context.
+    let out = b.img.run_with_input(
+        &["build", "-q", "-t", "stdin", "-"],
+        b"FROM busybox\nRUN echo from-stdin > /s\n",
+    );
+    assert_success(&out, &["build", "-"]);
+    // A gzip-compressed tar of a context with its Dockerfile.
+    b.write("Dockerfile", "FROM busybox\nCOPY f.txt /f.txt\n");
+    b.write("f.txt", "from the archive\n");
+    let tgz = b.path("ctx.tgz");
+    tool(
+        "tar",
+        &[
+            "czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            b.ctx().to_str().unwrap(),
+            ".",
+        ],
+    );
+    let out = b.img.run_with_input(
+        &["build", "-o", "type=local,dest=from-tar", "-"],
+        &std::fs::read(&tgz).unwrap(),
+    );
+    assert_success(&out, &["build", "- < ctx.tgz"]);
+    assert_eq!(read(&b.path("from-tar/f.txt")), "from the archive\n");
+}
+
+#[test]
+fn iidfile_and_metadata_file() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo m > /m\n");
+    let digest = b.digest(&[
+        "-t",
+        "meta",
+        "--iidfile",
+        "iid",
+        "--metadata-file",
+        "meta.json",
+    ]);
+    assert_eq!(read(&b.path("iid")), digest);
+    let meta: Value = serde_json::from_str(&read(&b.path("meta.json"))).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["image.name"], "docker.io/library/meta:latest");
+    assert!(meta["containerimage.config.digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
+
+#[test]
+fn a_tag_or_an_output_is_required() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\n");
+    let out = b.run(&[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("please specify an image tag with `-t` or an output spec with `-o`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn insecure_steps_need_the_entitlement() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN --security=insecure true\n");
+    let out = b.run(&["-t", "insecure"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("--allow security.insecure"),
+        "{err}"
+    );
+}
