@@ -141,19 +141,21 @@ impl LayerDb {
         Ok(())
     }
 
-    /// Every recorded layer blob, for garbage collection roots.
-    pub(crate) fn blobs(&self) -> Result<Vec<Digest>, LayerDbError> {
+    /// Every recorded layer blob with the snapshot it was exported from, for garbage
+    /// collection roots.
+    pub(crate) fn blobs(&self) -> Result<Vec<(String, Digest)>, LayerDbError> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let mut st = conn
-            .prepare("SELECT digest FROM exported_layers")
+            .prepare("SELECT snapshot, digest FROM exported_layers")
             .map_err(self.err("list layers"))?;
         let rows = st
-            .query_map([], |r| r.get::<_, String>(0))
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(self.err("list layers"))?;
         let mut out = Vec::new();
         for row in rows {
-            if let Ok(d) = row.map_err(self.err("list layers"))?.parse() {
-                out.push(d);
+            let (snapshot, digest) = row.map_err(self.err("list layers"))?;
+            if let Ok(d) = digest.parse() {
+                out.push((snapshot, d));
             }
         }
         Ok(out)

@@ -280,7 +280,29 @@ impl Worker {
                 roots.blobs.extend(image);
             }
         }
-        roots.blobs.extend(self.layers.blobs()?);
+        // A recorded layer is kept while the snapshot it came from is: that snapshot, or one
+        // built on it, is what a cache record keeps.
+        let mut kept = std::collections::HashSet::new();
+        for key in &roots.snapshots {
+            let mut next = Some(key.clone());
+            while let Some(k) = next {
+                if !kept.insert(k.clone()) {
+                    break;
+                }
+                next = match self.snapshotter.stat(&k) {
+                    Ok(info) => info.parent,
+                    Err(SnapshotError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+            }
+        }
+        roots.blobs.extend(
+            self.layers
+                .blobs()?
+                .into_iter()
+                .filter(|(snapshot, _)| kept.contains(snapshot))
+                .map(|(_, digest)| digest),
+        );
         Ok(roots)
     }
 

@@ -565,10 +565,14 @@ fn gc_keeps_what_the_cache_records_reference() -> TestResult {
         report.snapshots_removed.is_empty(),
         format!("removed {:?}", report.snapshots_removed),
     )?;
-    let solved = solve(&fx.solver(), &graph.definition()).map_err(fail)?;
+    let (solved, image) = build(&fx.solver(), &graph, None)?;
     check(
         solved.executed.is_empty(),
         format!("executed after gc: {:?}", solved.executed),
+    )?;
+    check(
+        image.layers_exported == 0,
+        "the exported layer was kept too",
     )?;
     // Without the roots everything goes, and the next build runs again.
     let report = fx.store().gc(&Default::default()).map_err(fail)?;
