@@ -279,18 +279,35 @@ fn run_failure_reports_exit_code() -> TestResult {
 
 fn cancellation_kills_a_long_step() -> TestResult {
     let fx = Fixture::new();
+    // The token names this test's step among every process of the machine.
+    let token = format!("img-cancel-test-{}", std::process::id());
     let mut graph = Graph::on_busybox();
-    graph.run("sleep 100");
+    graph.run(&format!("sleep 100; : {token}"));
+    let running = || -> Vec<String> {
+        std::process::Command::new("pgrep")
+            .args(["-f", &token])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let solver = fx.solver();
     let cancel = CancelToken::new();
     let options = SolveOptions::default().with_cancel(cancel.clone());
     let started = Instant::now();
-    let result = std::thread::scope(|scope| {
-        scope.spawn(|| {
+    let (result, before) = std::thread::scope(|scope| {
+        let canceller = scope.spawn(|| {
             std::thread::sleep(Duration::from_secs(2));
+            let before = running();
             cancel.cancel();
+            before
         });
-        solver.solve(&graph.definition(), &options, &NoProgress)
+        let result = solver.solve(&graph.definition(), &options, &NoProgress);
+        (result, canceller.join().unwrap())
     });
     let took = started.elapsed();
     check(
@@ -299,14 +316,18 @@ fn cancellation_kills_a_long_step() -> TestResult {
     )?;
     eprintln!("    cancelled after {took:?}");
     check(
+        !before.is_empty(),
+        "the step was not running before the cancel",
+    )?;
+    check(
         took < Duration::from_secs(10),
         format!("cancel took {took:?}"),
     )?;
-    let leftover = std::process::Command::new("pgrep")
-        .args(["-f", "^sleep 100$"])
-        .output()
-        .map_err(fail)?;
-    check(leftover.stdout.is_empty(), "sleep 100 still running")
+    let after = running();
+    check(
+        after.is_empty(),
+        format!("still running after the cancel: {after:?}"),
+    )
 }
 
 fn cache_mount_step(graph: &mut Graph, script: &str) -> OpRef {
