@@ -329,9 +329,18 @@ impl Worker {
                 super::copy::copy_tree_contents(&under(root, &selector), &data)
             })??;
         }
-        let host_uid = self.options.id_mapping.host_uid(uid).unwrap_or(uid);
-        let host_gid = self.options.id_mapping.host_gid(gid).unwrap_or(gid);
-        std::os::unix::fs::chown(data, Some(host_uid), Some(host_gid))
+        // Without a user namespace of the sandbox's own (root, or img re-executed as root of
+        // one), the step's ids are this process's; otherwise they map to host ids.
+        let mapping = &self.options.id_mapping;
+        let (owner_uid, owner_gid) = if mapping.uses_user_namespace() {
+            (
+                mapping.host_uid(uid).unwrap_or(uid),
+                mapping.host_gid(gid).unwrap_or(gid),
+            )
+        } else {
+            (uid, gid)
+        };
+        std::os::unix::fs::chown(data, Some(owner_uid), Some(owner_gid))
             .map_err(WorkerError::file("changing the owner of", data))?;
         std::fs::set_permissions(data, std::fs::Permissions::from_mode(mode))
             .map_err(WorkerError::file("changing the mode of", data))

@@ -13,6 +13,12 @@ use libtest_mimic::{Arguments, Trial};
 fn main() {
     // First thing: this binary is re-executed as the sandbox init of every RUN step.
     img_sandbox::maybe_run_init();
+    // As `img build` does: an ordinary user's run continues as root of a user namespace
+    // holding their subordinate ids (returns at once for root).
+    if let Err(err) = img_sandbox::reexec_in_user_namespace(&img_sandbox::HostPaths::default()) {
+        eprintln!("cannot enter a user namespace: {err}");
+        std::process::exit(1);
+    }
     let args = Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
     tests.extend(build::tests());
