@@ -13,6 +13,7 @@ use img_sandbox::{
 };
 use sha2::{Digest as _, Sha256};
 
+use super::copy::Copier;
 use super::paths::clean_components;
 use super::{Worker, WorkerError, WorkerRef};
 use crate::{ExecContext, Inputs, LogStream};
@@ -297,7 +298,29 @@ impl Worker {
         res: &mut StepResources,
     ) -> Result<PathBuf, WorkerError> {
         match source {
-            WorkerRef::Local { path, .. } => Ok(path.clone()),
+            WorkerRef::Local {
+                path,
+                include_patterns,
+                exclude_patterns,
+                ..
+            } if include_patterns.is_empty() && exclude_patterns.is_empty() => Ok(path.clone()),
+            WorkerRef::Local {
+                path,
+                include_patterns,
+                exclude_patterns,
+                ..
+            } => {
+                // What `.dockerignore` leaves out must not be visible to the step either: it
+                // gets a copy of the selection (BuildKit too mounts its transferred copy).
+                let filter = self.local_filter(include_patterns, exclude_patterns)?;
+                let copy = staging.join(format!("local-{index}"));
+                let copier = Copier {
+                    source_filter: Some(filter.as_ref()),
+                    ..Copier::plain()
+                };
+                copier.copy_contents(path, &copy, "")?;
+                Ok(copy)
+            }
             WorkerRef::Snapshot { key, .. } => {
                 let mounts = self.snapshotter.mounts(key)?;
                 if let [only] = mounts.as_slice() {

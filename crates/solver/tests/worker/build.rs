@@ -76,6 +76,10 @@ pub fn tests() -> Vec<Trial> {
             run_as_user_with_ssh_agent_and_secret_env,
         ),
         t(
+            "dockerignored_files_are_neither_copied_nor_mounted",
+            dockerignored_files_are_neither_copied_nor_mounted,
+        ),
+        t(
             "concurrent_processes_share_a_state_directory",
             concurrent_processes_share_a_state_directory,
         ),
@@ -717,5 +721,54 @@ fn concurrent_processes_share_a_state_directory() -> TestResult {
     check(
         layers.len() == 1,
         format!("base layer snapshots: {layers:?}"),
+    )
+}
+
+fn dockerignored_files_are_neither_copied_nor_mounted() -> TestResult {
+    let fx = Fixture::new();
+    fx.write("app/main.txt", "main");
+    fx.write("app/local.env", "SECRET=1");
+    fx.write("node_modules/x/index.js", "x");
+    let mut graph = Graph::on_busybox();
+    let mut local = LocalSource::new("context");
+    local.exclude_patterns = vec!["**/*.env".into(), "node_modules".into()];
+    let context = graph
+        .builder
+        .add(SourceOp::Local(local), OpMetadata::described("context"))
+        .unwrap();
+    copy(&mut graph, context, &["/"], "/copied/");
+    let script = "ls -R /ctx > /mounted-listing";
+    let exec = ExecOp::new(
+        Some(graph.top()),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    )
+    .with_env("PATH", "/bin")
+    .with_mount(Mount {
+        target: "/ctx".into(),
+        kind: MountKind::Bind {
+            source: context,
+            selector: "/".into(),
+            readonly: true,
+        },
+    });
+    graph.step(exec, "RUN --mount=type=bind");
+    let (solved, _) = build(&fx.solver(), &graph, None)?;
+    let out = fx.dir.path().join("rootfs");
+    write_rootfs_dir(fx.solver().executor(), &solved.output, &out).map_err(fail)?;
+    check(out.join("copied/app/main.txt").exists(), "main.txt copied")?;
+    check(
+        !out.join("copied/app/local.env").exists(),
+        "ignored .env copied",
+    )?;
+    check(
+        !out.join("copied/node_modules").exists(),
+        "ignored directory copied",
+    )?;
+    let listing = read(&out.join("mounted-listing"));
+    check(
+        listing.contains("main.txt")
+            && !listing.contains("local.env")
+            && !listing.contains("node_modules"),
+        listing,
     )
 }
