@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -102,36 +102,33 @@ fn make_parents(root: &Path, path: &str, owner: (u32, u32)) -> Result<PathBuf, W
     resolve_in_root_checked(root, path, true)
 }
 
-/// Whether the regular file at `path` is an archive `ADD` unpacks: tar, possibly compressed
-/// with gzip or zstd (decided by content, as Docker does).
-fn is_archive(path: &Path) -> bool {
-    let Ok(mut file) = fs::File::open(path) else {
-        return false;
-    };
-    let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() {
-        return false;
-    }
-    let reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
-        let _ = file.rewind();
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        let _ = file.rewind();
-        match zstd::stream::read::Decoder::new(file) {
-            Ok(d) => Box::new(d),
-            Err(_) => return false,
-        }
-    } else {
-        let _ = file.rewind();
-        Box::new(file)
+/// The tar stream of the regular file at `path` when it is an archive `ADD` unpacks: a tar,
+/// plain or compressed with gzip, bzip2, xz or zstd, decided by content as Docker does.
+fn open_archive(path: &Path) -> Option<Box<dyn Read>> {
+    let open = || fs::File::open(path).ok();
+    let mut magic = [0u8; 6];
+    let n = open()?.read(&mut magic).ok()?;
+    let magic = &magic[..n];
+    let decoded = |file: fs::File| -> Option<Box<dyn Read>> {
+        Some(if magic.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        } else if magic.starts_with(b"BZh") {
+            Box::new(bzip2::read::MultiBzDecoder::new(file))
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Box::new(zstd::stream::read::Decoder::new(file).ok()?)
+        } else {
+            Box::new(file)
+        })
     };
     let mut header = [0u8; 512];
-    let mut reader = reader.take(512);
-    if reader.read_exact(&mut header).is_err() {
-        return false;
-    }
+    decoded(open()?)?.read_exact(&mut header).ok()?;
     // ustar and GNU tar headers carry "ustar" at offset 257.
-    &header[257..262] == b"ustar"
+    if &header[257..262] != b"ustar" {
+        return None;
+    }
+    decoded(open()?)
 }
 
 /// What one file op works on: the destination tree and every copy source's tree.
@@ -302,9 +299,11 @@ impl Worker {
                 copier.copy_contents(&host, &target, &rel)?;
                 continue;
             }
-            if meta.is_file() && copy.unpack_archive && is_archive(&host) {
+            let archive = (meta.is_file() && copy.unpack_archive)
+                .then(|| open_archive(&host))
+                .flatten();
+            if let Some(archive) = archive {
                 let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
-                let archive = fs::File::open(&host).map_err(WorkerError::file("opening", &host))?;
                 img_snapshot::apply_layer(archive, &target, &ApplyOptions::default())?;
                 continue;
             }

@@ -27,7 +27,7 @@ pub fn tests() -> Vec<Trial> {
         t("copy_follows_dockers_destination_rules", copy_rules),
         t("copy_of_a_missing_source_names_it", copy_missing_source),
         t(
-            "add_unpacks_a_local_tar_gz_detected_by_content",
+            "add_unpacks_tar_gz_bz2_xz_detected_by_content",
             add_unpacks_archive,
         ),
         t(
@@ -139,38 +139,64 @@ fn copy_missing_source() -> TestResult {
     }
 }
 
-fn add_unpacks_archive() -> TestResult {
-    let fx = Fixture::new();
-    let file = std::fs::File::create(fx.context().join("bundle.tgz")).map_err(fail)?;
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        file,
-        flate2::Compression::fast(),
-    ));
+/// A tar holding `name` with `data`, written through `compress`.
+fn archive<W: std::io::Write>(out: W, name: &str, data: &[u8]) -> Result<W, String> {
+    let mut tar = tar::Builder::new(out);
     let mut header = tar::Header::new_ustar();
-    header.set_size(5);
+    header.set_size(data.len() as u64);
     header.set_mode(0o755);
     header.set_mtime(1_600_000_000);
     header.set_uid(0);
     header.set_gid(0);
-    tar.append_data(&mut header, "pkg/bin/tool", &b"tool\n"[..])
+    tar.append_data(&mut header, name, data).map_err(fail)?;
+    tar.into_inner().map_err(fail)
+}
+
+fn add_unpacks_archive() -> TestResult {
+    let fx = Fixture::new();
+    let create = |name: &str| std::fs::File::create(fx.context().join(name)).map_err(fail);
+    let gz = flate2::write::GzEncoder::new(create("a.tgz")?, flate2::Compression::fast());
+    archive(gz, "pkg/bin/tool", b"tool\n")?
+        .finish()
         .map_err(fail)?;
-    tar.into_inner().map_err(fail)?.finish().map_err(fail)?;
+    let bz = bzip2::write::BzEncoder::new(create("b.tar.bz2")?, bzip2::Compression::fast());
+    archive(bz, "pkg/share/from-bzip2", b"bz\n")?
+        .finish()
+        .map_err(fail)?;
+    let xz = xz2::write::XzEncoder::new(create("c.tar.xz")?, 1);
+    archive(xz, "pkg/share/from-xz", b"xz\n")?
+        .finish()
+        .map_err(fail)?;
+    std::fs::write(fx.context().join("d.txt.gz"), b"\x1f\x8bnot a tar").map_err(fail)?;
     let mut graph = Graph::on_busybox();
     let ctx = context_op(&mut graph);
-    let mut action = CopyAction::new(ctx, vec!["/bundle.tgz".into()], "/opt/");
+    let mut action = CopyAction::new(
+        ctx,
+        ["/a.tgz", "/b.tar.bz2", "/c.tar.xz", "/d.txt.gz"]
+            .map(String::from)
+            .to_vec(),
+        "/opt/",
+    );
     action.unpack_archive = true;
     graph.step(
         FileOp::new(Some(graph.top())).with_action(action),
-        "ADD bundle.tgz /opt/",
+        "ADD a.tgz b.tar.bz2 c.tar.xz d.txt.gz /opt/",
     );
     let out = rootfs(&fx, &graph)?;
+    for (path, want) in [
+        ("opt/pkg/bin/tool", "tool\n"),
+        ("opt/pkg/share/from-bzip2", "bz\n"),
+        ("opt/pkg/share/from-xz", "xz\n"),
+    ] {
+        check(
+            read(&out.join(path)) == want,
+            format!("{path} not unpacked"),
+        )?;
+    }
+    check(!out.join("opt/a.tgz").exists(), "archive itself not copied")?;
     check(
-        read(&out.join("opt/pkg/bin/tool")) == "tool\n",
-        "archive unpacked",
-    )?;
-    check(
-        !out.join("opt/bundle.tgz").exists(),
-        "archive itself not copied",
+        out.join("opt/d.txt.gz").exists(),
+        "a non-tar is copied as it is",
     )?;
     let meta = std::fs::metadata(out.join("opt/pkg/bin/tool")).map_err(fail)?;
     check(
