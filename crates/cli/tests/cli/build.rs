@@ -592,3 +592,125 @@ fn insecure_steps_need_the_entitlement() {
         "{err}"
     );
 }
+
+#[test]
+fn a_git_repository_as_the_context() {
+    let b = Build::new();
+    let repos = b.path("repos");
+    let repo = repos.join("app.git");
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    std::fs::write(
+        repo.join("sub/Dockerfile"),
+        "FROM busybox\nCOPY note.txt /note.txt\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("sub/note.txt"), "tagged\n").unwrap();
+    let git = |args: &[&str]| {
+        let mut all = vec![
+            "-C",
+            repo.to_str().unwrap(),
+            "-c",
+            "user.name=img",
+            "-c",
+            "user.email=img@example.com",
+        ];
+        all.extend_from_slice(args);
+        tool("git", &all)
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "v1"]);
+    git(&["tag", "v1"]);
+    std::fs::write(repo.join("sub/note.txt"), "later\n").unwrap();
+    git(&["commit", "-q", "-am", "v2"]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // git-daemon itself, not the `git daemon` wrapper, so that killing it stops the server.
+    let exec_path = tool("git", &["--exec-path"]);
+    let mut daemon = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+        .args([
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--base-path={}", repos.display()),
+        ])
+        .arg(&repos)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("git daemon runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("git://127.0.0.1:{port}/app.git#v1:sub");
+    let out = b
+        .img
+        .run(&["build", "-o", "type=local,dest=from-git", &url]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_success(&out, &["build", &url]);
+    assert_eq!(read(&b.path("from-git/note.txt")), "tagged\n");
+}
+
+#[test]
+fn ctrl_c_cancels_a_running_step_and_fails_the_build() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo started && sleep 60\n");
+    let mut child = b
+        .img
+        .command()
+        .args(["--progress", "plain", "build", "-t", "cancelled", "ctx"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("img starts");
+    let mut stderr_pipe = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut stderr_pipe, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    all.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if all.contains("started") {
+                        let _ = lines.send(());
+                    }
+                }
+            }
+        }
+        all
+    });
+    seen.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the step starts");
+    let started = std::time::Instant::now();
+    nix_kill(child.id(), libc::SIGINT);
+    let status = child.wait().unwrap();
+    let output = reader.join().unwrap();
+    assert!(!status.success(), "{output}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cancelling took {:?}",
+        started.elapsed()
+    );
+    assert!(output.contains("cancel"), "{output}");
+    assert!(!b.img.ok(&["ls"]).contains("cancelled"));
+}
+
+fn nix_kill(pid: u32, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill {pid}");
+}
