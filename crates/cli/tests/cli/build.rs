@@ -817,3 +817,20 @@ fn an_ordinary_user_builds_without_privileges() {
     assert!(b.path("out/made/here").is_dir());
     assert_eq!(read(&b.path("out/f.txt")), "rootless\n");
 }
+
+/// Several files copied from another stage are checksummed in parallel while that stage's
+/// snapshot is mounted (on overlayfs): every thread doing the work must see the mount, also
+/// when the parallel workers were started earlier, outside it (here by the context checksum).
+#[test]
+fn copy_from_a_stage_checksums_several_files_of_a_mounted_snapshot() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS files\nCOPY f.txt /\nRUN echo a > /a && echo b > /b && echo c > /c\n\
+         FROM busybox\nCOPY --from=files /a /b /c /copied/\n",
+    );
+    b.write("f.txt", "context\n");
+    b.ok(&["-o", "type=local,dest=out"]);
+    assert_eq!(read(&b.path("out/copied/a")), "a\n");
+    assert_eq!(read(&b.path("out/copied/c")), "c\n");
+}
