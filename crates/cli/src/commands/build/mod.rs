@@ -16,20 +16,20 @@ use img_frontend_dockerfile::{
     BaseImageError, BaseImageResolver, ImageConfig, LoweredBase, Platform,
 };
 use img_llb::{Op, OpRef};
-use img_registry::{Client, Reference};
+use img_registry::{Client, PushOptions, Reference};
 use img_sandbox::{HostPaths, IdMapping};
 use img_solver::{
-    export_image, push_image, store_image, write_docker_archive, write_oci_archive,
-    write_rootfs_dir, write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions,
-    ImageRequest, LayerSource, LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker,
-    WorkerOptions, WorkerRef,
+    export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
+    write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
+    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerOptions, WorkerRef,
 };
 
 use crate::config::Config;
 use crate::context::BuildContext;
 use crate::flags::BuildFlags;
 use crate::graph::{lower_plan, plan_dockerfile};
-use crate::progress::Display;
+use crate::local_blobs::LocalBlobs;
+use crate::progress::{Direction, Display};
 use options::BuildConfig;
 use output::{describe, oci_ref_names, write_dest, write_small_file, OutputSpec};
 
@@ -205,45 +205,65 @@ fn write_outputs(
     let worker = solver.executor();
     let store = worker.store();
     let content = store.content();
+    // Pushed from the content store, where the worker's lease keeps the blobs, with the
+    // transfer progress `img push` shows.
     let push = |names: &[String], image: &ExportedImage| -> anyhow::Result<()> {
         let client = Client::new(config.registry.clone());
+        let blobs = LocalBlobs::new(content.clone(), None);
         for name in names {
             let reference = Reference::parse(name)?;
-            push_image(&client, worker, &reference, image)
-                .with_context(|| format!("cannot push {name}"))?;
+            let display = Display::start(config.progress);
+            let progress = display.transfer_callback(Direction::Push);
+            let pushed = client.push(
+                &reference,
+                &image.manifest,
+                &blobs,
+                &PushOptions::default(),
+                &progress,
+            );
+            display.finish();
+            pushed.with_context(|| format!("cannot push {name}"))?;
         }
         Ok(())
     };
+    // `run` exports the image whenever an output needs it.
+    let exported = || image.context("the image was not exported");
     for output in &build.outputs {
-        match (output, image) {
-            (OutputSpec::Image { names, push: also }, Some(image)) => {
+        match output {
+            OutputSpec::Image { names, push: also } => {
+                let image = exported()?;
                 store_image(store, image, names).context("cannot name the image")?;
                 if *also {
                     push(names, image)?;
                 }
             }
-            (OutputSpec::Registry { names }, Some(image)) => push(names, image)?,
-            (OutputSpec::Docker { dest, names }, Some(image)) => write_dest(dest, |out| {
-                let scratch = store.state().tmp();
-                write_docker_archive(&content, image, names, &scratch, out)?;
-                Ok(())
-            })
-            .with_context(|| format!("cannot write the docker archive to {}", describe(dest)))?,
-            (OutputSpec::Oci { dest, names }, Some(image)) => write_dest(dest, |out| {
-                write_oci_archive(&content, image, &oci_ref_names(names), out)?;
-                Ok(())
-            })
-            .with_context(|| format!("cannot write the OCI archive to {}", describe(dest)))?,
-            (OutputSpec::Tar { dest }, _) => write_dest(dest, |out| {
+            OutputSpec::Registry { names } => push(names, exported()?)?,
+            OutputSpec::Docker { dest, names } => {
+                let image = exported()?;
+                write_dest(dest, |out| {
+                    let scratch = store.state().tmp();
+                    write_docker_archive(&content, image, names, &scratch, out)?;
+                    Ok(())
+                })
+                .with_context(|| format!("cannot write the docker archive to {}", describe(dest)))?
+            }
+            OutputSpec::Oci { dest, names } => {
+                let image = exported()?;
+                write_dest(dest, |out| {
+                    write_oci_archive(&content, image, &oci_ref_names(names), out)?;
+                    Ok(())
+                })
+                .with_context(|| format!("cannot write the OCI archive to {}", describe(dest)))?
+            }
+            OutputSpec::Tar { dest } => write_dest(dest, |out| {
                 write_rootfs_tar(worker, &solved.output, build.source_date_epoch, out)?;
                 Ok(())
             })
             .with_context(|| format!("cannot write the root filesystem to {}", describe(dest)))?,
-            (OutputSpec::Local { dest }, _) => write_rootfs_dir(worker, &solved.output, dest)
+            OutputSpec::Local { dest } => write_rootfs_dir(worker, &solved.output, dest)
                 .with_context(|| {
                     format!("cannot copy the root filesystem to {}", dest.display())
                 })?,
-            (_, None) => unreachable!("outputs that need the image are built with one"),
         }
     }
     Ok(())

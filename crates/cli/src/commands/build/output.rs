@@ -227,7 +227,7 @@ pub fn describe(dest: &Dest) -> String {
     }
 }
 
-/// Opens `path` for a metadata file (`--iidfile`, `--metadata-file`).
+/// Writes a small file whole (`--iidfile`, `--metadata-file`).
 pub fn write_small_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut file =
         File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
