@@ -834,3 +834,35 @@ fn copy_from_a_stage_checksums_several_files_of_a_mounted_snapshot() {
     assert_eq!(read(&b.path("out/copied/a")), "a\n");
     assert_eq!(read(&b.path("out/copied/c")), "c\n");
 }
+
+#[test]
+fn compression_sets_the_layer_media_types() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo z > /z\n");
+    for (algo, media_type) in [
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("uncompressed", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let name = format!("compressed:{algo}");
+        b.ok(&["-t", &name, "--compression", algo]);
+        let manifest = b.inspect(&name)["manifest"].clone();
+        let layers = manifest["layers"].as_array().unwrap();
+        // The base image's layer is reused as it is; the new one is compressed as asked.
+        assert_eq!(
+            layers.last().unwrap()["mediaType"],
+            media_type,
+            "{manifest}"
+        );
+    }
+    let oci = b.path("zstd.tar");
+    b.ok(&[
+        "--compression",
+        "zstd",
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+    ]);
+    tool(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", oci.display())],
+    );
+}
