@@ -272,9 +272,8 @@ fn extract_archive(bytes: &[u8], kind: ArchiveKind, dir: &Path) -> anyhow::Resul
         ArchiveKind::Zstd => Box::new(
             zstd::stream::read::Decoder::new(bytes).context("cannot read the zstd context")?,
         ),
-        // No well-kept pure-Rust decoder is in the workspace; the system tools are everywhere.
-        ArchiveKind::Bzip2 => Box::new(io::Cursor::new(decompress_with("bzip2", bytes)?)),
-        ArchiveKind::Xz => Box::new(io::Cursor::new(decompress_with("xz", bytes)?)),
+        ArchiveKind::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(bytes)),
+        ArchiveKind::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(bytes)),
     };
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
@@ -282,28 +281,6 @@ fn extract_archive(bytes: &[u8], kind: ArchiveKind, dir: &Path) -> anyhow::Resul
     archive
         .unpack(dir)
         .context("cannot extract the context archive from standard input")
-}
-
-fn decompress_with(tool: &str, bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut child = Command::new(tool)
-        .arg("-dc")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {tool} to decompress the context (install it, or send a gzip or plain tar)"))?;
-    let mut stdin = child.stdin.take().context("no stdin pipe")?;
-    let input = bytes.to_vec();
-    let writer = std::thread::spawn(move || io::Write::write_all(&mut stdin, &input));
-    let output = child.wait_with_output()?;
-    let _ = writer.join();
-    if !output.status.success() {
-        bail!(
-            "{tool} could not decompress the context: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(output.stdout)
 }
 
 /// Clones `url` into `dest` and checks out its reference.
@@ -443,7 +420,19 @@ mod tests {
     fn compressed_archives_extract() {
         let tar = tar_with("sub/Dockerfile.app", b"FROM scratch\n");
         let zst = zstd::encode_all(&tar[..], 1).unwrap();
-        for (bytes, kind) in [(tar.clone(), ArchiveKind::Tar), (zst, ArchiveKind::Zstd)] {
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        io::Write::write_all(&mut bz, &tar).unwrap();
+        let bz = bz.finish().unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        io::Write::write_all(&mut xz, &tar).unwrap();
+        let xz = xz.finish().unwrap();
+        for (bytes, kind) in [
+            (tar.clone(), ArchiveKind::Tar),
+            (zst, ArchiveKind::Zstd),
+            (bz, ArchiveKind::Bzip2),
+            (xz, ArchiveKind::Xz),
+        ] {
+            assert_eq!(archive_kind(&bytes), Some(kind));
             let dir = tempfile::tempdir().unwrap();
             extract_archive(&bytes, kind, dir.path()).unwrap();
             assert_eq!(
