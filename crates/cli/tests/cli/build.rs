@@ -866,3 +866,29 @@ fn compression_sets_the_layer_media_types() {
         &["inspect", &format!("oci-archive:{}", oci.display())],
     );
 }
+
+#[test]
+fn a_base_image_missing_locally_is_pulled_from_its_registry() {
+    let registry = Registry::anonymous();
+    let base = format!("{}/lib/busybox:1", registry.host());
+    let seed = Build::new();
+    seed.img.ok(&["tag", BASE, &base]);
+    seed.img.ok(&["push", &base]);
+
+    let img = Img::new();
+    std::fs::create_dir(img.dir().join("ctx")).unwrap();
+    std::fs::write(
+        img.dir().join("ctx/Dockerfile"),
+        format!("FROM {base}\nRUN echo pulled > /pulled\n"),
+    )
+    .unwrap();
+    let out = img.run(&["build", "-t", "from-registry", "ctx"]);
+    assert_success(&out, &["build", "FROM registry"]);
+    // The base's config came from the registry: its label is on the built image.
+    let built: Value = serde_json::from_str(&img.ok(&["inspect", "from-registry"])).unwrap();
+    assert_eq!(
+        built["config"]["config"]["Labels"]["org.example.base"],
+        "busybox"
+    );
+    assert_eq!(built["manifest"]["layers"].as_array().unwrap().len(), 2);
+}
