@@ -592,6 +592,23 @@ fn insecure_steps_need_the_entitlement() {
         err.contains("Dockerfile:2") && err.contains("--allow security.insecure"),
         "{err}"
     );
+    // Granted, the step runs with every capability the builder has.
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --security=insecure grep CapEff /proc/self/status > /caps\n\
+         RUN grep CapEff /proc/self/status > /default-caps\n",
+    );
+    b.ok(&["--allow", "security.insecure", "-o", "type=local,dest=out"]);
+    let caps = |file: &str| {
+        let text = read(&b.path(file));
+        u64::from_str_radix(text.split_whitespace().last().unwrap(), 16).unwrap()
+    };
+    assert!(
+        caps("out/caps").count_ones() > caps("out/default-caps").count_ones(),
+        "{} vs {}",
+        read(&b.path("out/caps")),
+        read(&b.path("out/default-caps"))
+    );
 }
 
 #[test]
