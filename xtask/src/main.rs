@@ -58,7 +58,7 @@ fn test(extra: &[String]) -> Result<()> {
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .current_dir(&root)
-        .args(["test", "--workspace", "--all-targets"])
+        .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
         .args(extra);
     if let Some(dir) = &conformance {
         cargo.env("IMG_CONFORMANCE_DIR", dir);

@@ -78,7 +78,15 @@ pub(crate) fn with_all_mounted<R: Send>(
                         }
                     }
                 }
-                Ok(work(&dirs))
+                // rayon's global pool started outside this namespace and cannot see these
+                // mounts; a pool started here can, because threads inherit the mount namespace
+                // of the thread that creates them. Parallel work inside `work` (checksums,
+                // tree walks) runs on it.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("img-mounted-{i}"))
+                    .build()
+                    .map_err(io::Error::other)?;
+                Ok(pool.install(|| work(&dirs)))
             })
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
