@@ -196,6 +196,15 @@ pub enum Command {
     /// Show disk usage: every blob and snapshot, and what could be reclaimed.
     Du,
 
+    /// Check this host for rootless builds: user namespaces, subordinate ids, overlayfs,
+    /// /proc, binfmt_misc, the state directory; prints the fix for each problem and exits
+    /// non-zero when builds with RUN steps cannot work here.
+    Doctor {
+        /// text: one line per check; json: the whole report.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+
     /// Trim the build cache and delete what nothing refers to.
     Prune {
         /// Drop every build cache record.
@@ -292,6 +301,15 @@ pub struct BuildFlags {
     /// Run at most N RUN steps at once (default: no limit).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+}
+
+/// `img doctor --format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One line per check, the fix under each problem, and a verdict.
+    Text,
+    /// The report as JSON.
+    Json,
 }
 
 /// `img save --format` values.

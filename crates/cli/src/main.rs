@@ -12,6 +12,7 @@ mod config;
 mod context;
 mod flags;
 mod graph;
+mod host_check;
 mod image;
 mod interrupt;
 mod local_blobs;
@@ -27,17 +28,27 @@ fn main() -> ExitCode {
     img_sandbox::maybe_run_init();
     let args = flags::Args::parse();
     if matches!(args.command, Some(flags::Command::Build(_))) {
+        // The host as the user sees it, checked (or read from the cache) before entering the
+        // user namespace, where every probe would answer as root; the build reads it back to
+        // name the cause when RUN steps cannot work.
+        let host = config::Config::from_flags_for_this_process(&args.global)
+            .ok()
+            .map(|config| host_check::HostReport::cached_or_probe(&config));
         // An ordinary user's build runs as root of a user namespace holding their subordinate
         // ids (returns at once for root); before any thread starts.
         if let Err(err) = img_sandbox::reexec_in_user_namespace(&img_sandbox::HostPaths::default())
         {
             report(&anyhow::Error::new(err), args.global.debug);
+            if let Some(host) = host {
+                host.explain_step_failure();
+            }
             return ExitCode::FAILURE;
         }
     }
     let debug = args.global.debug;
     match commands::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<commands::Failed>() => ExitCode::FAILURE,
         Err(err) => {
             report(&err, debug);
             ExitCode::FAILURE

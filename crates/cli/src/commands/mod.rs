@@ -3,6 +3,7 @@
 mod build;
 mod debug_llb;
 mod debug_parse;
+mod doctor;
 mod du;
 mod inspect;
 mod load;
@@ -19,6 +20,18 @@ pub mod version;
 
 use crate::config::Config;
 use crate::flags::{Args, Command, DebugCommand};
+
+/// A command that has already said why it failed: `main` exits non-zero without printing more.
+#[derive(Debug)]
+pub struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the command failed")
+    }
+}
+
+impl std::error::Error for Failed {}
 
 /// Runs the command the command line names.
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -65,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Load { input } => load::run(&config, input.as_deref()),
         Command::Unpack { image, output } => unpack::run(&config, &image, &output),
         Command::Du => du::run(&config),
+        Command::Doctor { format } => doctor::run(&config, format),
         Command::Prune {
             all,
             keep_duration,

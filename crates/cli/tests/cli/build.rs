@@ -787,33 +787,15 @@ fn no_cache_filter_reruns_the_stage_and_what_follows() {
 
 #[test]
 fn an_ordinary_user_builds_without_privileges() {
-    const NOBODY: &str = "65534";
     let b = Build::new();
     b.write(
         "Dockerfile",
         "FROM busybox\nRUN id -u > /uid && mkdir -p /made/here\nCOPY f.txt /f.txt\n",
     );
     b.write("f.txt", "rootless\n");
-    tool(
-        "chown",
-        &[
-            "-R",
-            &format!("{NOBODY}:{NOBODY}"),
-            b.img.dir.path().to_str().unwrap(),
-        ],
-    );
-    let cmd = b.img.command();
-    let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = cmd
-        .get_envs()
-        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
-        .collect();
-    let out = Command::new("setpriv")
-        .args([
-            &format!("--reuid={NOBODY}"),
-            &format!("--regid={NOBODY}"),
-            "--clear-groups",
-        ])
-        .arg(cmd.get_program())
+    let out = b
+        .img
+        .command_as_nobody()
         .args([
             "--progress",
             "plain",
@@ -822,9 +804,6 @@ fn an_ordinary_user_builds_without_privileges() {
             "type=local,dest=out",
             "ctx",
         ])
-        .current_dir(b.img.dir())
-        .env_clear()
-        .envs(env)
         .stdin(Stdio::null())
         .output()
         .expect("setpriv runs");

@@ -3,6 +3,7 @@
 mod build;
 mod debug_llb;
 mod debug_parse;
+mod doctor;
 mod fixtures;
 mod global;
 mod images;
@@ -12,6 +13,9 @@ mod storage;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+/// The uid and gid of `nobody`, the ordinary user tests run img as.
+const NOBODY: &str = "65534";
 
 /// A fresh working directory, state directory and Docker config directory, and a way to run
 /// `img` with them (nothing of the user's own configuration is read).
@@ -58,6 +62,29 @@ impl Img {
             .env("DOCKER_CONFIG", self.docker_config())
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("HOME", self.dir.path().join("home"));
+        cmd
+    }
+
+    /// `img` run as the ordinary user `nobody` (no capabilities, no supplementary groups), with
+    /// the test's environment; the test's directories are handed to that user first.
+    fn command_as_nobody(&self) -> Command {
+        let status = Command::new("chown")
+            .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("chown runs");
+        assert!(status.success(), "chown of the test directory");
+        let img = self.command();
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .arg(img.get_program())
+        .current_dir(self.dir())
+        .env_clear()
+        .envs(img.get_envs().filter_map(|(k, v)| Some((k, v?))));
         cmd
     }
 

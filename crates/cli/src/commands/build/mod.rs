@@ -17,17 +17,19 @@ use img_frontend_dockerfile::{
 };
 use img_llb::{Op, OpRef};
 use img_registry::{Client, PushOptions, Reference};
-use img_sandbox::{HostPaths, IdMapping};
+use img_sandbox::{HostPaths, IdMapping, SandboxError, SetupError};
 use img_solver::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
     write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerOptions, WorkerRef,
+    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError, WorkerOptions,
+    WorkerRef,
 };
 
 use crate::config::Config;
 use crate::context::BuildContext;
 use crate::flags::BuildFlags;
 use crate::graph::{lower_plan, plan_dockerfile};
+use crate::host_check::HostReport;
 use crate::local_blobs::LocalBlobs;
 use crate::progress::{Direction, Display};
 use options::BuildConfig;
@@ -74,6 +76,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
             worker.set_exec_env(op(&OpRef::new(*digest)).digest, proxy.to_vec());
         }
     }
+    let host = preflight(config, &definition)?;
     let solver = Solver::new(worker, crate::build_cache::open(&store)?);
 
     let cancel = CancelToken::new();
@@ -91,7 +94,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     let display = Display::start(config.progress);
     let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
     display.finish();
-    let solved = solved.map_err(explain_failure)?;
+    let solved = solved.map_err(|err| explain_failure(err, host.as_ref()))?;
 
     let image = if build.needs_image() {
         let target = lowered.target();
@@ -175,13 +178,40 @@ impl BaseImageResolver for WorkerImages<'_> {
     }
 }
 
+/// The host report `main` refreshed, for a build with RUN steps; stops the build before it
+/// starts when the probes say its steps cannot run here, naming the causes and their fixes.
+fn preflight(
+    config: &Config,
+    definition: &img_llb::Definition,
+) -> anyhow::Result<Option<HostReport>> {
+    if !definition.ops().any(|(_, op)| matches!(op, Op::Exec(_))) {
+        return Ok(None);
+    }
+    let host = HostReport::refreshed_for_this_build(config);
+    if let Some(host) = host.as_ref().filter(|h| !h.doctor.can_run_steps) {
+        host.explain_step_failure();
+        anyhow::bail!("this host cannot run the build's RUN steps (see above, or `img doctor`)");
+    }
+    Ok(host)
+}
+
 /// A failed step: its last lines of output, then the error with the Dockerfile location, the
-/// instruction and the exit code (the chain `main` prints).
-fn explain_failure(err: SolveError) -> anyhow::Error {
+/// instruction and the exit code (the chain `main` prints). When the sandbox could not run the
+/// step, what the host probes found wrong comes first.
+fn explain_failure(err: SolveError, host: Option<&HostReport>) -> anyhow::Error {
     if let SolveError::OpFailed {
-        label, log_tail, ..
+        label,
+        log_tail,
+        source,
     } = &err
     {
+        let host_failed = match source.downcast_ref::<WorkerError>() {
+            Some(WorkerError::Sandbox(e)) => is_host_failure(e),
+            _ => false,
+        };
+        if let Some(host) = host.filter(|_| host_failed) {
+            host.explain_step_failure();
+        }
         if !log_tail.is_empty() {
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "------");
@@ -193,6 +223,20 @@ fn explain_failure(err: SolveError) -> anyhow::Error {
         }
     }
     anyhow::Error::new(err)
+}
+
+/// Whether the sandbox failed for a reason of the host (namespaces, mounts, id maps) rather
+/// than of the step (its user, its command, its mount points).
+fn is_host_failure(err: &SandboxError) -> bool {
+    !matches!(
+        err,
+        SandboxError::Setup(
+            SetupError::User(_)
+                | SetupError::CommandNotFound { .. }
+                | SetupError::MountPointKind { .. }
+        ) | SandboxError::InvalidSpec { .. }
+            | SandboxError::CacheLock(_)
+    )
 }
 
 fn write_outputs(
