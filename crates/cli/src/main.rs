@@ -15,7 +15,6 @@ mod graph;
 mod host_check;
 mod image;
 mod interrupt;
-mod local_blobs;
 mod progress;
 
 use std::io::Write;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use img_registry::{Client, Platform, Reference};
+use img_solver::LocalBlobs;
 
 use crate::config::Config;
-use crate::local_blobs::LocalBlobs;
 use crate::progress::{Direction, Display};
 
 /// How long the pull's lease protects its blobs if img dies before releasing it.

@@ -6,9 +6,9 @@ use std::io::Write;
 use anyhow::Context;
 use img_registry::{Client, PushOptions, Reference};
 use img_snapshot::Digest;
+use img_solver::LocalBlobs;
 
 use crate::config::Config;
-use crate::local_blobs::LocalBlobs;
 use crate::progress::{Direction, Display};
 
 pub fn run(config: &Config, reference: &str) -> anyhow::Result<()> {

@@ -21,8 +21,8 @@ use img_sandbox::{HostPaths, IdMapping, SandboxError, SetupError};
 use img_solver::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
     write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError, WorkerOptions,
-    WorkerRef,
+    LocalBlobs, LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError,
+    WorkerOptions, WorkerRef,
 };
 
 use crate::config::Config;
@@ -30,7 +30,6 @@ use crate::context::BuildContext;
 use crate::flags::BuildFlags;
 use crate::graph::{lower_plan, plan_dockerfile};
 use crate::host_check::HostReport;
-use crate::local_blobs::LocalBlobs;
 use crate::progress::{Direction, Display};
 use options::BuildConfig;
 use output::{describe, oci_ref_names, write_dest, write_small_file, OutputSpec};
