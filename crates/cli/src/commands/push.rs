@@ -5,11 +5,34 @@ use std::io::Write;
 
 use anyhow::Context;
 use img_registry::{Client, PushOptions, Reference};
-use img_snapshot::Digest;
+use img_snapshot::{ContentStore, Digest};
 use img_solver::LocalBlobs;
 
 use crate::config::Config;
 use crate::progress::{Direction, Display};
+
+/// Pushes `manifest` and the blobs it references from `content` to `reference`, showing the
+/// transfers; returns the pushed manifest's digest.
+pub fn push_manifest(
+    config: &Config,
+    client: &Client,
+    content: &ContentStore,
+    reference: &Reference,
+    manifest: &[u8],
+) -> anyhow::Result<img_registry::Digest> {
+    let blobs = LocalBlobs::new(content.clone(), None);
+    let display = Display::start(config.progress);
+    let progress = display.transfer_callback(Direction::Push);
+    let pushed = client.push(
+        reference,
+        manifest,
+        &blobs,
+        &PushOptions::default(),
+        &progress,
+    );
+    display.finish();
+    pushed.with_context(|| format!("cannot push {reference}"))
+}
 
 pub fn run(config: &Config, reference: &str) -> anyhow::Result<()> {
     let reference = Reference::parse(reference)?;
@@ -20,20 +43,8 @@ pub fn run(config: &Config, reference: &str) -> anyhow::Result<()> {
         .content()
         .read_blob(&digest)
         .with_context(|| format!("cannot read the manifest of {}", record.name))?;
-    let blobs = LocalBlobs::new(store.content(), None);
     let client = Client::new(config.registry.clone());
-
-    let display = Display::start(config.progress);
-    let progress = display.transfer_callback(Direction::Push);
-    let pushed = client.push(
-        &reference,
-        &manifest,
-        &blobs,
-        &PushOptions::default(),
-        &progress,
-    );
-    display.finish();
-    let pushed = pushed.with_context(|| format!("cannot push {reference}"))?;
+    let pushed = push_manifest(config, &client, &store.content(), &reference, &manifest)?;
 
     let tag = reference.tag().unwrap_or("latest");
     writeln!(

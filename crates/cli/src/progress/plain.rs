@@ -169,13 +169,7 @@ mod tests {
     use super::*;
 
     fn render(events: &[Event]) -> String {
-        let mut out = Vec::new();
-        let mut renderer = PlainRenderer::default();
-        for event in events {
-            renderer.event(event, &mut out).unwrap();
-        }
-        renderer.finish(testdata::t(10_000), &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        testdata::render(PlainRenderer::default(), events)
     }
 
     #[test]

@@ -137,12 +137,7 @@ mod tests {
     use super::*;
 
     fn render(events: &[Event]) -> String {
-        let mut out = Vec::new();
-        let mut renderer = RawJsonRenderer;
-        for event in events {
-            renderer.event(event, &mut out).unwrap();
-        }
-        String::from_utf8(out).unwrap()
+        testdata::render(RawJsonRenderer, events)
     }
 
     #[test]

@@ -5,11 +5,21 @@ use std::time::{Duration, SystemTime};
 
 use img_solver::{LogStream, ProgressEvent as S};
 
-use super::{Direction, Event};
+use super::{Direction, Event, Render};
 
 /// A fixed instant plus `ms` milliseconds.
 pub fn t(ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(ms)
+}
+
+/// What `renderer` writes for `events`, then for the display ending at [`t`]`(10_000)`.
+pub fn render(mut renderer: impl Render, events: &[Event]) -> String {
+    let mut out = Vec::new();
+    for event in events {
+        renderer.event(event, &mut out).unwrap();
+    }
+    renderer.finish(t(10_000), &mut out).unwrap();
+    String::from_utf8(out).unwrap()
 }
 
 pub fn op(name: &str) -> img_llb::Digest {

@@ -7,7 +7,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 use crate::fixtures::{store_busybox_for_builds, Registry};
-use crate::{assert_success, stderr, Img};
+use crate::{assert_fails, assert_success, stderr, tool, Img};
 
 /// The base image every test Dockerfile starts from.
 const BASE: &str = "docker.io/library/busybox:latest";
@@ -54,6 +54,11 @@ impl Build {
         self.run_env(args, &[])
     }
 
+    /// A build that must fail with exit code 1, saying `message`.
+    fn fails(&self, args: &[&str], message: &str) -> Output {
+        assert_fails(self.run(args), message)
+    }
+
     /// A build that must succeed; returns its standard error (the progress).
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -91,19 +96,6 @@ impl Build {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 const MULTI_STAGE: &str = r#"# syntax=docker/dockerfile:1
@@ -206,9 +198,7 @@ fn secrets_reach_run_steps_and_stay_out_of_the_image() {
 
     // A required secret that was not given fails the step (secrets are not part of the cache
     // key, as in BuildKit, so only an uncached run notices).
-    let out = b.run(&["--no-cache", "-o", "type=tar,dest=x.tar"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("token"), "{}", stderr(&out));
+    b.fails(&["--no-cache", "-o", "type=tar,dest=x.tar"], "token");
 }
 
 #[test]
@@ -260,16 +250,10 @@ fn every_output_type_is_read_by_its_tools() {
     );
     assert_eq!(read(&bundle.join("rootfs/data/file")), "payload\n");
     // Docker archive: podman load.
-    let podman = Command::new("podman")
-        .args(["load", "-i", b.path("docker.tar").to_str().unwrap()])
-        .output()
-        .expect("podman runs");
-    assert!(
-        podman.status.success(),
-        "podman load: {}",
-        String::from_utf8_lossy(&podman.stderr)
+    let loaded = tool(
+        "podman",
+        &["load", "-i", b.path("docker.tar").to_str().unwrap()],
     );
-    let loaded = String::from_utf8_lossy(&podman.stdout);
     assert!(loaded.contains("outputs:v1"), "{loaded}");
     run_with_podman("docker.io/library/outputs:v1", "payload");
     let _ = Command::new("podman")
@@ -572,12 +556,9 @@ fn iidfile_and_metadata_file() {
 fn a_tag_or_an_output_is_required() {
     let b = Build::new();
     b.write("Dockerfile", "FROM busybox\n");
-    let out = b.run(&[]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("please specify an image tag with `-t` or an output spec with `-o`"),
-        "{}",
-        stderr(&out)
+    b.fails(
+        &[],
+        "please specify an image tag with `-t` or an output spec with `-o`",
     );
 }
 

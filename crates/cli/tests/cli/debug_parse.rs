@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::Img;
+use crate::{assert_stderr_contains, Img};
 
 fn stdout_json(output: &std::process::Output) -> Value {
     assert!(
@@ -66,26 +66,20 @@ fn reads_dockerfile_in_the_working_directory_by_default() {
 fn rejects_an_unparsable_dockerfile_with_file_line_and_text() {
     let img = Img::new();
     std::fs::write(img.dir().join("Dockerfile"), "FROM a\nENV PATH\n").unwrap();
-    let output = img.run(&["debug", "parse", "Dockerfile"]);
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("Dockerfile:2: ENV must have two arguments"),
-        "{stderr}"
+    let output = img.fails(
+        &["debug", "parse", "Dockerfile"],
+        "Dockerfile:2: ENV must have two arguments",
     );
-    assert!(stderr.contains("| ENV PATH"), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_stderr_contains(&output, "| ENV PATH");
 }
 
 #[test]
 fn reports_a_missing_file() {
     let img = Img::new();
-    let output = img.run(&["debug", "parse", "nope"]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("could not read the Dockerfile nope"),
-        "{stderr}"
+    let output = img.fails(
+        &["debug", "parse", "nope"],
+        "could not read the Dockerfile nope",
     );
-    assert!(stderr.contains("caused by:"), "{stderr}");
+    assert_stderr_contains(&output, "caused by:");
 }

@@ -272,17 +272,12 @@ impl Drop for Registry {
 
 /// `skopeo inspect --raw` of an image in a registry reached over plain HTTP: the manifest.
 pub fn skopeo_raw_manifest(reference: &str) -> Vec<u8> {
-    let out = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"))
-        .output()
-        .expect("skopeo is installed");
-    assert!(
-        out.status.success(),
-        "skopeo inspect {reference}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let image = format!("docker://{reference}");
+    crate::tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &image],
+    )
+    .into_bytes()
 }
 
 /// The layer digests of a stored image's manifest.

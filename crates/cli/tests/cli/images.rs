@@ -2,10 +2,9 @@
 //! skopeo, podman and umoci.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::fixtures::{store_busybox, StoredImage};
-use crate::{assert_success, stderr, Img};
+use crate::{assert_fails, assert_success, tool, Img};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
@@ -13,19 +12,6 @@ fn img_with_busybox() -> (Img, StoredImage) {
     let img = Img::new();
     let stored = store_busybox(&img.store(), BUSYBOX);
     (img, stored)
-}
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -84,23 +70,15 @@ fn tag_then_filter_then_rm() {
         "registry.lan:5000/team/bb:1\n"
     );
 
-    let missing = img.run(&["rm", "busybox", "registry.lan:5000/team/bb:1"]);
-    assert_eq!(missing.status.code(), Some(1));
+    let missing = img.fails(
+        &["rm", "busybox", "registry.lan:5000/team/bb:1"],
+        "no image named docker.io/library/busybox:latest",
+    );
     assert_eq!(
         String::from_utf8_lossy(&missing.stdout),
         "Untagged: registry.lan:5000/team/bb:1\n"
     );
-    assert!(
-        stderr(&missing).contains("no image named docker.io/library/busybox:latest"),
-        "{}",
-        stderr(&missing)
-    );
-    let bad = img.run(&["ls", "--format", "{{.Tag}}"]);
-    assert!(
-        stderr(&bad).contains("unknown field \".Tag\""),
-        "{}",
-        stderr(&bad)
-    );
+    img.fails(&["ls", "--format", "{{.Tag}}"], "unknown field \".Tag\"");
 }
 
 #[test]
@@ -144,13 +122,7 @@ fn unpack_writes_the_root_filesystem_and_refuses_an_existing_directory() {
         "busybox\n"
     );
 
-    let again = img.run(&["unpack", "busybox"]);
-    assert_eq!(again.status.code(), Some(1));
-    assert!(
-        stderr(&again).contains("rootfs already exists"),
-        "{}",
-        stderr(&again)
-    );
+    img.fails(&["unpack", "busybox"], "rootfs already exists");
     let elsewhere = img.ok(&["unpack", "-o", "other", "busybox"]);
     assert!(elsewhere.ends_with("to: other\n"), "{elsewhere}");
 }
@@ -307,12 +279,9 @@ fn load_refuses_an_archive_that_is_not_an_image() {
         .append_data(&mut header, "hello.txt", &b"hi\n"[..])
         .unwrap();
     let bytes = archive.into_inner().unwrap();
-    let output = img.run_with_input(&["load"], &bytes);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("neither manifest.json (docker save) nor index.json"),
-        "{}",
-        stderr(&output)
+    assert_fails(
+        img.run_with_input(&["load"], &bytes),
+        "neither manifest.json (docker save) nor index.json",
     );
     assert!(img.store().images().list().unwrap().is_empty());
 }

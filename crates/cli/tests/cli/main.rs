@@ -112,12 +112,31 @@ impl Img {
         child.wait_with_output().expect("img finishes")
     }
 
+    /// `img <args>`, which must fail with exit code 1 and say `message` on standard error.
+    fn fails(&self, args: &[&str], message: &str) -> Output {
+        assert_fails(self.run(args), message)
+    }
+
     /// `img <args>`, which must succeed; returns its standard output.
     fn ok(&self, args: &[&str]) -> String {
         let output = self.run(args);
         assert_success(&output, args);
         String::from_utf8(output.stdout).expect("utf-8 output")
     }
+}
+
+/// Runs another program (skopeo, umoci, tar, ...), which must succeed; returns its output.
+fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn assert_success(output: &Output, args: &[&str]) {
@@ -128,6 +147,19 @@ fn assert_success(output: &Output, args: &[&str]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Asserts that img exited with 1 and said `message` on standard error; returns the output.
+fn assert_fails(output: Output, message: &str) -> Output {
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_stderr_contains(&output, message);
+    output
+}
+
+/// Asserts that `output`'s standard error says `text`, showing all of it otherwise.
+fn assert_stderr_contains(output: &Output, text: &str) {
+    let err = stderr(output);
+    assert!(err.contains(text), "{text:?} not in:\n{err}");
 }
 
 fn stderr(output: &Output) -> String {

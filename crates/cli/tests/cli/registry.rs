@@ -2,15 +2,21 @@
 
 use img_snapshot::Digest;
 
-use crate::fixtures::{skopeo_raw_manifest, store_busybox, Registry};
-use crate::{assert_success, stderr, Img};
+use crate::fixtures::{skopeo_raw_manifest, store_busybox, Registry, StoredImage};
+use crate::{assert_stderr_contains, assert_success, stderr, Img};
+
+/// A fresh state directory holding busybox as `<registry>/<repo>`: its name, img, the image.
+fn busybox_named_on(registry: &Registry, repo: &str) -> (String, Img, StoredImage) {
+    let name = format!("{}/{repo}", registry.host());
+    let img = Img::new();
+    let stored = store_busybox(&img.store(), &name);
+    (name, img, stored)
+}
 
 #[test]
 fn push_then_pull_into_a_fresh_store_round_trips_the_image() {
     let registry = Registry::anonymous();
-    let name = format!("{}/test/busybox:1", registry.host());
-    let source = Img::new();
-    let stored = store_busybox(&source.store(), &name);
+    let (name, source, stored) = busybox_named_on(&registry, "test/busybox:1");
 
     let out = source.ok(&["--progress=plain", "push", &stored.name]);
     assert_eq!(
@@ -69,9 +75,7 @@ fn push_then_pull_into_a_fresh_store_round_trips_the_image() {
 #[test]
 fn pushing_again_finds_the_layers_present_and_rawjson_reports_it() {
     let registry = Registry::anonymous();
-    let name = format!("{}/test/busybox:2", registry.host());
-    let img = Img::new();
-    let stored = store_busybox(&img.store(), &name);
+    let (name, img, stored) = busybox_named_on(&registry, "test/busybox:2");
     img.ok(&["-q", "push", &name]);
     let output = img.run(&["--progress=rawjson", "push", &name]);
     assert_success(&output, &["push"]);
@@ -90,9 +94,7 @@ fn pushing_again_finds_the_layers_present_and_rawjson_reports_it() {
 #[test]
 fn quiet_prints_no_progress() {
     let registry = Registry::anonymous();
-    let name = format!("{}/test/quiet:1", registry.host());
-    let img = Img::new();
-    store_busybox(&img.store(), &name);
+    let (name, img, _) = busybox_named_on(&registry, "test/quiet:1");
     let output = img.run(&["--quiet", "push", &name]);
     assert_success(&output, &["push"]);
     assert_eq!(stderr(&output), "");
@@ -103,34 +105,25 @@ fn pulling_a_missing_tag_fails_and_stores_no_name() {
     let registry = Registry::anonymous();
     let name = format!("{}/test/absent:1", registry.host());
     let img = Img::new();
-    let output = img.run(&["pull", &name]);
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
-    assert!(err.contains(&format!("cannot pull {name}")), "{err}");
+    img.fails(&["pull", &name], &format!("cannot pull {name}"));
     assert!(img.store().images().list().unwrap().is_empty());
 }
 
 #[test]
 fn pushing_an_image_that_is_not_stored_says_so() {
     let img = Img::new();
-    let output = img.run(&["push", "127.0.0.1:1/none:1"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("no image named 127.0.0.1:1/none:1 in the local store"),
-        "{}",
-        stderr(&output)
+    img.fails(
+        &["push", "127.0.0.1:1/none:1"],
+        "no image named 127.0.0.1:1/none:1 in the local store",
     );
 }
 
 #[test]
 fn pull_with_an_unknown_platform_syntax_is_an_error() {
     let img = Img::new();
-    let output = img.run(&["pull", "--platform", "amd64", "127.0.0.1:1/x:1"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("invalid platform \"amd64\""),
-        "{}",
-        stderr(&output)
+    img.fails(
+        &["pull", "--platform", "amd64", "127.0.0.1:1/x:1"],
+        "invalid platform \"amd64\"",
     );
 }
 
@@ -138,9 +131,7 @@ fn pull_with_an_unknown_platform_syntax_is_an_error() {
 fn login_push_and_logout_with_a_password_protected_registry() {
     let registry = Registry::with_password("alice", "s3cret");
     let host = registry.host();
-    let name = format!("{host}/private/busybox:1");
-    let img = Img::new();
-    store_busybox(&img.store(), &name);
+    let (name, img, _) = busybox_named_on(&registry, "private/busybox:1");
 
     let denied = img.run(&["-q", "push", &name]);
     assert!(!denied.status.success(), "anonymous push is refused");
@@ -150,11 +141,7 @@ fn login_push_and_logout_with_a_password_protected_registry() {
         b"wrong\n",
     );
     assert!(!wrong.status.success());
-    assert!(
-        stderr(&wrong).contains(&format!("cannot log in to {host}")),
-        "{}",
-        stderr(&wrong)
-    );
+    assert_stderr_contains(&wrong, &format!("cannot log in to {host}"));
     assert!(!img.docker_config().join("config.json").exists());
 
     let ok = img.run_with_input(
@@ -186,35 +173,26 @@ fn password_on_the_command_line_warns() {
     let img = Img::new();
     let output = img.run(&["login", "-u", "bob", "-p", "pw", &registry.host()]);
     assert_success(&output, &["login"]);
-    assert!(
-        stderr(&output)
-            .contains("WARNING! Using --password via the CLI is insecure. Use --password-stdin."),
-        "{}",
-        stderr(&output)
+    assert_stderr_contains(
+        &output,
+        "WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
     );
 }
 
 #[test]
 fn login_without_a_terminal_needs_the_user_name_and_password_as_flags() {
     let img = Img::new();
-    let output = img.run(&["login", "127.0.0.1:1"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("standard input is not a terminal; pass --username"),
-        "{}",
-        stderr(&output)
+    img.fails(
+        &["login", "127.0.0.1:1"],
+        "standard input is not a terminal; pass --username",
     );
-    let output = img.run(&["login", "-u", "x", "127.0.0.1:1"]);
-    assert!(
-        stderr(&output).contains("standard input is not a terminal; use --password-stdin"),
-        "{}",
-        stderr(&output)
+    img.fails(
+        &["login", "-u", "x", "127.0.0.1:1"],
+        "standard input is not a terminal; use --password-stdin",
     );
-    let output = img.run(&["login", "--password-stdin", "127.0.0.1:1"]);
-    assert!(
-        stderr(&output).contains("--password-stdin needs the user name from --username"),
-        "{}",
-        stderr(&output)
+    img.fails(
+        &["login", "--password-stdin", "127.0.0.1:1"],
+        "--password-stdin needs the user name from --username",
     );
     let output = img.run(&["login", "-p", "a", "--password-stdin", "127.0.0.1:1"]);
     assert!(!output.status.success());
@@ -223,9 +201,7 @@ fn login_without_a_terminal_needs_the_user_name_and_password_as_flags() {
 #[test]
 fn a_registry_off_loopback_needs_insecure_registry_for_plain_http() {
     let registry = Registry::anonymous_on(crate::fixtures::non_loopback_ip());
-    let name = format!("{}/test/busybox:1", registry.host());
-    let img = Img::new();
-    store_busybox(&img.store(), &name);
+    let (name, img, _) = busybox_named_on(&registry, "test/busybox:1");
 
     let refused = img.run(&["-q", "push", &name]);
     assert_eq!(
@@ -233,11 +209,7 @@ fn a_registry_off_loopback_needs_insecure_registry_for_plain_http() {
         Some(1),
         "plain HTTP is not used unasked"
     );
-    assert!(
-        stderr(&refused).contains(&format!("cannot push {name}")),
-        "{}",
-        stderr(&refused)
-    );
+    assert_stderr_contains(&refused, &format!("cannot push {name}"));
 
     img.ok(&["-q", "--insecure-registry", &registry.host(), "push", &name]);
     let other = Img::new();
@@ -283,21 +255,17 @@ fn a_multi_platform_index_is_pushed_whole_and_pulled_for_one_platform() {
     }
 
     let target = Img::new();
-    let missing = target.run(&["-q", "pull", "--platform", "linux/s390x", &name]);
-    assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        stderr(&missing).contains("linux/arm64"),
-        "lists what there is: {}",
-        stderr(&missing)
+    // The error lists the platforms there are.
+    target.fails(
+        &["-q", "pull", "--platform", "linux/s390x", &name],
+        "linux/arm64",
     );
 }
 
 #[test]
 fn tty_progress_redraws_in_place_and_ends_with_the_final_frame() {
     let registry = Registry::anonymous();
-    let name = format!("{}/test/tty:1", registry.host());
-    let img = Img::new();
-    let stored = store_busybox(&img.store(), &name);
+    let (name, img, stored) = busybox_named_on(&registry, "test/tty:1");
     let output = img.run(&["--progress=tty", "push", &name]);
     assert_success(&output, &["push"]);
     let err = stderr(&output);

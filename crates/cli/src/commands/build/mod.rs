@@ -16,13 +16,13 @@ use img_frontend_dockerfile::{
     BaseImageError, BaseImageResolver, ImageConfig, LoweredBase, Platform,
 };
 use img_llb::{Op, OpRef};
-use img_registry::{Client, PushOptions, Reference};
+use img_registry::{Client, Reference};
 use img_sandbox::{HostPaths, IdMapping, SandboxError, SetupError};
 use img_solver::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
     write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    LocalBlobs, LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError,
-    WorkerOptions, WorkerRef,
+    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError, WorkerOptions,
+    WorkerRef,
 };
 
 use crate::config::Config;
@@ -30,7 +30,7 @@ use crate::context::BuildContext;
 use crate::flags::BuildFlags;
 use crate::graph::{lower_plan, plan_dockerfile};
 use crate::host_check::HostReport;
-use crate::progress::{Direction, Display};
+use crate::progress::Display;
 use options::BuildConfig;
 use output::{describe, oci_ref_names, write_dest, write_small_file, OutputSpec};
 
@@ -248,24 +248,13 @@ fn write_outputs(
     let worker = solver.executor();
     let store = worker.store();
     let content = store.content();
-    // Pushed from the content store, where the worker's lease keeps the blobs, with the
-    // transfer progress `img push` shows.
+    // Pushed from the content store, where the worker's lease keeps the blobs, as `img push`
+    // pushes (with its transfer progress).
     let push = |names: &[String], image: &ExportedImage| -> anyhow::Result<()> {
         let client = Client::new(config.registry.clone());
-        let blobs = LocalBlobs::new(content.clone(), None);
         for name in names {
             let reference = Reference::parse(name)?;
-            let display = Display::start(config.progress);
-            let progress = display.transfer_callback(Direction::Push);
-            let pushed = client.push(
-                &reference,
-                &image.manifest,
-                &blobs,
-                &PushOptions::default(),
-                &progress,
-            );
-            display.finish();
-            pushed.with_context(|| format!("cannot push {name}"))?;
+            super::push::push_manifest(config, &client, &content, &reference, &image.manifest)?;
         }
         Ok(())
     };
