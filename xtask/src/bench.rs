@@ -8,7 +8,9 @@
 //! 1. four independent stages that each `RUN sleep 2`, plus a final stage copying their outputs:
 //!    cold (base image present, no build cache);
 //! 2. the same, fully cached;
-//! 3. `COPY` of a 20,000-file, 200 MB context and export, cold.
+//! 3. `COPY` of a 20,000-file, 200 MB context and export, cold;
+//! 4. a real-world Dockerfile (a C project built with gcc and make on a Debian base image made
+//!    with debootstrap), cold, then after changing one source file.
 //!
 //! The base image is a busybox root filesystem built by img from Debian's static busybox and
 //! pushed to Debian's docker-registry on a loopback port, where every builder pulls it from.
@@ -68,6 +70,13 @@ struct Series {
 }
 
 impl Series {
+    fn new(builder: &'static str) -> Self {
+        Series {
+            builder,
+            samples: Vec::new(),
+        }
+    }
+
     fn median_wall(&self) -> Duration {
         let mut walls: Vec<Duration> = self.samples.iter().map(|s| s.wall).collect();
         walls.sort();
@@ -88,7 +97,7 @@ impl Series {
 /// Runs the benchmarks and prints (and with `--write`, records) the table.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = BenchOptions::parse(args)?;
-    for program in ["buildah", "docker-registry", "busybox"] {
+    for program in ["buildah", "docker-registry", "busybox", "debootstrap"] {
         if !crate::system::on_path(program) {
             bail!("{program} is needed for the benchmarks: run `cargo xtask test` once as root, or apt-get install it");
         }
@@ -129,6 +138,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &mut report,
         "3. `COPY` of 20,000 files (200 MB) and export",
         &copy,
+    )?;
+
+    let real_world = RealWorld::new(&img, &work, &root.join("target/bench-cache"), &registry)?;
+    let [cold, edit] = real_world.measure(&img, options.runs)?;
+    push_row(&mut report, "4. C project on Debian, cold", &cold)?;
+    push_row(
+        &mut report,
+        "4. the same after editing one source file",
+        &edit,
     )?;
 
     print!("{report}");
@@ -227,41 +245,15 @@ impl ParallelStages {
         let work = self.context.parent().expect("context has a parent");
         for run in 0..runs {
             let state = work.join(format!("img-state-{run}"));
-            let mut pull = Command::new(img);
-            pull.arg("--state")
-                .arg(&state)
-                .args(["pull", "-q"])
-                .arg(registry.base_ref());
-            quiet(&mut pull)?;
-            let mut build = Command::new(img);
-            build
-                .arg("--state")
-                .arg(&state)
-                .args(["build", "--progress=plain", "-t", "bench-parallel"])
-                .arg(&self.context);
+            quiet(&mut img_pull(img, &state, &registry.base_ref()))?;
+            let mut build = img_build(img, &state, "bench-parallel", &self.context);
             img_cold.samples.push(measure(&mut build)?);
             img_cached.samples.push(measure(&mut build)?);
             std::fs::remove_dir_all(&state).ok();
 
             let buildah_root = work.join(format!("buildah-{run}"));
-            let mut pull = buildah(&buildah_root);
-            pull.args(["pull", "-q", "--tls-verify=false"])
-                .arg(registry.base_ref());
-            quiet(&mut pull)?;
-            let mut bud = buildah(&buildah_root);
-            bud.args([
-                "bud",
-                "--runtime",
-                "runc",
-                "--network",
-                "host",
-                "--layers",
-                "--tls-verify=false",
-                "-q",
-                "-t",
-                "bench-parallel",
-            ])
-            .arg(&self.context);
+            quiet(&mut buildah_pull(&buildah_root, &registry.base_ref()))?;
+            let mut bud = buildah_bud(&buildah_root, "bench-parallel", &self.context);
             bud_cold.samples.push(measure(&mut bud)?);
             bud_cached.samples.push(measure(&mut bud)?);
             remove_buildah_root(&buildah_root);
@@ -310,33 +302,205 @@ impl BigContext {
         };
         for run in 0..runs {
             let state = work.join(format!("img-copy-state-{run}"));
-            let mut build = Command::new(img);
-            build
-                .arg("--state")
-                .arg(&state)
-                .args(["build", "--progress=plain", "-t", "bench-copy"])
-                .arg(&self.context);
-            img_series.samples.push(measure(&mut build)?);
+            img_series.samples.push(measure(&mut img_build(
+                img,
+                &state,
+                "bench-copy",
+                &self.context,
+            ))?);
             std::fs::remove_dir_all(&state).ok();
 
             let buildah_root = work.join(format!("buildah-copy-{run}"));
-            let mut bud = buildah(&buildah_root);
-            bud.args([
-                "bud",
-                "--runtime",
-                "runc",
-                "--network",
-                "host",
-                "-q",
-                "-t",
-                "bench-copy",
-            ])
-            .arg(&self.context);
+            let mut bud = buildah_bud(&buildah_root, "bench-copy", &self.context);
             bud_series.samples.push(measure(&mut bud)?);
             remove_buildah_root(&buildah_root);
         }
         Ok([img_series, bud_series])
     }
+}
+
+/// `img --state STATE build --progress=plain -t TAG CONTEXT`.
+fn img_build(img: &Path, state: &Path, tag: &str, context: &Path) -> Command {
+    let mut command = Command::new(img);
+    command
+        .arg("--state")
+        .arg(state)
+        .args(["build", "--progress=plain", "-t", tag])
+        .arg(context);
+    command
+}
+
+/// `img --state STATE pull REFERENCE`.
+fn img_pull(img: &Path, state: &Path, reference: &str) -> Command {
+    let mut command = Command::new(img);
+    command.arg("--state").arg(state).args(["pull", reference]);
+    command
+}
+
+/// `buildah bud` as a user would run it here (runc, host network), with its layer cache.
+fn buildah_bud(root: &Path, tag: &str, context: &Path) -> Command {
+    let mut command = buildah(root);
+    command
+        .args([
+            "bud",
+            "--runtime",
+            "runc",
+            "--network",
+            "host",
+            "--layers",
+            "--tls-verify=false",
+            "-q",
+            "-t",
+            tag,
+        ])
+        .arg(context);
+    command
+}
+
+/// `buildah pull` of a base image from the loopback registry.
+fn buildah_pull(root: &Path, reference: &str) -> Command {
+    let mut command = buildah(root);
+    command.args(["pull", "-q", "--tls-verify=false", reference]);
+    command
+}
+
+/// Scenario 4: a C project built with gcc and make on a Debian base image.
+struct RealWorld {
+    context: PathBuf,
+    base: String,
+}
+
+/// The source file scenario 4 edits between its cold build and its rebuild.
+const EDITED_SOURCE: &str = "src/greet.c";
+
+impl RealWorld {
+    fn new(img: &Path, work: &Path, cache: &Path, registry: &Registry) -> Result<Self> {
+        let rootfs = cache.join("debian-rootfs");
+        if !rootfs.join("usr/bin/gcc").exists() {
+            println!(
+                "bench: making a Debian base with debootstrap (once; kept in {})",
+                cache.display()
+            );
+            std::fs::create_dir_all(cache)?;
+            let _ = std::fs::remove_dir_all(&rootfs);
+            quiet(
+                Command::new("debootstrap")
+                    .args([
+                        "--variant=minbase",
+                        "--include=gcc,libc6-dev,make",
+                        "bookworm",
+                    ])
+                    .arg(&rootfs)
+                    .arg("http://deb.debian.org/debian"),
+            )?;
+        }
+        let base_context = work.join("debian-context");
+        std::fs::create_dir_all(&base_context)?;
+        quiet(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .args(["--numeric-owner", "--exclude=./dev/*", "-cf"])
+                .arg(base_context.join("rootfs.tar"))
+                .arg("."),
+        )?;
+        std::fs::write(
+            base_context.join("Dockerfile"),
+            "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
+        )?;
+        let base = format!("{}/bench/debian:bookworm", registry.address);
+        let state = work.join("debian-state");
+        quiet(&mut img_build(img, &state, &base, &base_context))?;
+        let mut push = Command::new(img);
+        push.arg("--state").arg(&state).args(["push", &base]);
+        quiet(&mut push)?;
+        std::fs::remove_dir_all(&state).ok();
+
+        let context = work.join("c-project");
+        write_c_project(&context, &base)?;
+        Ok(RealWorld { context, base })
+    }
+
+    /// Cold builds (base image pulled beforehand) and rebuilds after one source edit.
+    fn measure(&self, img: &Path, runs: usize) -> Result<[[Series; 2]; 2]> {
+        let work = self.context.parent().expect("context has a parent");
+        let source = self.context.join(EDITED_SOURCE);
+        let original = std::fs::read_to_string(&source)?;
+        let mut series = [
+            [Series::new("img"), Series::new("buildah")],
+            [Series::new("img"), Series::new("buildah")],
+        ];
+        for run in 0..runs {
+            for (column, builder) in ["img", "buildah"].into_iter().enumerate() {
+                std::fs::write(&source, &original)?;
+                let scratch = work.join(format!("real-world-{builder}-{run}"));
+                let mut build = if builder == "img" {
+                    quiet(&mut img_pull(img, &scratch, &self.base))?;
+                    img_build(img, &scratch, "bench-real-world", &self.context)
+                } else {
+                    quiet(&mut buildah_pull(&scratch, &self.base))?;
+                    buildah_bud(&scratch, "bench-real-world", &self.context)
+                };
+                series[0][column].samples.push(measure(&mut build)?);
+                std::fs::write(
+                    &source,
+                    original.replace("hello", &format!("hello again {run}")),
+                )?;
+                series[1][column].samples.push(measure(&mut build)?);
+                if builder == "img" {
+                    std::fs::remove_dir_all(&scratch).ok();
+                } else {
+                    remove_buildah_root(&scratch);
+                }
+            }
+        }
+        std::fs::write(&source, original)?;
+        Ok(series)
+    }
+}
+
+/// A small C program with a Makefile and a Dockerfile that builds it on `base`.
+fn write_c_project(context: &Path, base: &str) -> Result<()> {
+    let src = context.join("src");
+    std::fs::create_dir_all(&src)?;
+    let mut objects = Vec::new();
+    for unit in 0..24 {
+        let mut code = String::from("#include <stdio.h>\n#include <string.h>\n");
+        for function in 0..40 {
+            writeln!(
+                code,
+                "unsigned long unit{unit}_f{function}(const char *s) {{ unsigned long h = {function}; \
+                 for (size_t i = 0; i < strlen(s); i++) h = h * 31 + (unsigned char)s[i] + {unit}; return h; }}"
+            )?;
+        }
+        std::fs::write(src.join(format!("unit{unit}.c")), code)?;
+        objects.push(format!("src/unit{unit}.o"));
+    }
+    std::fs::write(
+        src.join("greet.c"),
+        "#include <stdio.h>\nvoid greet(void) { puts(\"hello from the benchmark\"); }\n",
+    )?;
+    std::fs::write(
+        src.join("main.c"),
+        "void greet(void);\nint main(void) { greet(); return 0; }\n",
+    )?;
+    objects.extend(["src/greet.o".to_string(), "src/main.o".to_string()]);
+    std::fs::write(
+        context.join("Makefile"),
+        format!(
+            "CFLAGS ?= -O2\nPREFIX ?= /usr/local\nOBJS = {}\n\nhello: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n\n\
+             install: hello\n\tinstall -m 0755 hello $(PREFIX)/bin/hello\n",
+            objects.join(" ")
+        ),
+    )?;
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN useradd --create-home app\nWORKDIR /src\nCOPY Makefile ./\n\
+             COPY src/ src/\nRUN make -j2 && make install\nUSER app\nCMD [\"hello\"]\n"
+        ),
+    )?;
+    Ok(())
 }
 
 fn buildah(root: &Path) -> Command {
@@ -433,13 +597,7 @@ fn publish_base_image(img: &Path, work: &Path, reference: &str) -> Result<()> {
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
     )?;
     let state = work.join("base-state");
-    let mut build = Command::new(img);
-    build
-        .arg("--state")
-        .arg(&state)
-        .args(["build", "--progress=plain", "-t", reference])
-        .arg(&context);
-    quiet(&mut build)?;
+    quiet(&mut img_build(img, &state, reference, &context))?;
     let mut push = Command::new(img);
     push.arg("--state").arg(&state).args(["push", reference]);
     quiet(&mut push)
