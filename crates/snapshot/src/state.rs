@@ -9,6 +9,7 @@
 //!     blobs/sha256/<hex>   manifests, indexes, configs, layers
 //!   snapshots/<id>/fs      native: the full tree; overlayfs: the upper directory
 //!   snapshots/<id>/work    overlayfs work directory
+//!   snapshots/<id>/flat/fs overlayfs: the merged view of a chain too deep to mount, flattened
 //!   tmp/                   in-progress files, renamed into place once complete
 //! ```
 

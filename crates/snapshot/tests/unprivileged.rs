@@ -214,13 +214,50 @@ fn unprivileged_child() {
     );
     let native = &digests[1].1;
     assert!(native.contains(&"old/.wh.a".to_string()), "{native:?}");
+    let deep = deep_overlay_chain(&store, &work);
     // Removing snapshots with read-only directories works without privileges too.
     let report = store.gc(&img_snapshot::GcRoots::default()).unwrap();
-    assert_eq!(report.snapshots_removed.len(), 4);
+    assert_eq!(report.snapshots_removed.len(), 4 + deep);
     assert_eq!(
         std::fs::read_dir(store.state().snapshots())
             .unwrap()
             .count(),
         0
     );
+}
+
+/// A chain too deep for one overlay mount on top of the overlay base (whose read-only
+/// directory and root-owned entries belong to this user now): flattening it needs no
+/// privilege. Returns how many snapshots it made.
+fn deep_overlay_chain(store: &Store, work: &std::ffi::OsStr) -> usize {
+    const DEPTH: usize = 150;
+    let s = store.snapshotter(BackendChoice::Overlayfs).unwrap();
+    let mut parent = "overlayfs-base-c".to_owned();
+    for i in 0..DEPTH {
+        let key = format!("deep{i}");
+        let active = s.prepare(&key, Some(&parent)).unwrap();
+        if i % 40 == 0 {
+            let target = tempfile::tempdir_in(work).unwrap();
+            let script = format!("echo {i} > ro/f{i}; rm -f etc/keep");
+            let status =
+                run_mounted(&active.mounts, target.path(), &["/bin/sh", "-ec", &script]).unwrap();
+            assert!(status.success(), "{script}");
+        }
+        parent = format!("{key}-c");
+        s.commit(&key, &parent).unwrap();
+    }
+    let mounts = s.mounts(&parent).unwrap();
+    assert!(mounts.iter().all(|m| m.data().len() < 4096), "{mounts:?}");
+    let flats = std::fs::read_dir(store.state().snapshots())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("flat").is_dir())
+        .count();
+    assert!(flats >= 1, "a {DEPTH}-deep chain was flattened");
+    println!("deep chain of {DEPTH}: {flats} flattened views");
+    let target = tempfile::tempdir_in(work).unwrap();
+    let script = "test \"$(cat ro/f0 ro/f120)\" = \"$(printf '0\\n120')\" \
+                  && test \"$(stat -c %a ro)\" = 555 && test ! -e etc/keep && test -f old/a";
+    let status = run_mounted(&mounts, target.path(), &["/bin/sh", "-ec", script]).unwrap();
+    assert!(status.success(), "{script}");
+    DEPTH
 }

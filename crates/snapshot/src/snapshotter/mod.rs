@@ -2,7 +2,8 @@
 //!
 //! * overlayfs: a snapshot's directory holds only its own changes (the overlay upper
 //!   directory); the full view is an overlay of the parent chain. Preparing is O(1), and the
-//!   diff is the upper directory.
+//!   diff is the upper directory. A chain too deep for one mount's option string is mounted
+//!   over a flattened view of the parent (see `flatten`).
 //! * native: a snapshot's directory is a full copy of its parent (reflink, else
 //!   copy_file_range, else read/write); the diff compares the two trees.
 //!
@@ -10,6 +11,8 @@
 //! built under `<state>/tmp` and renamed to `snapshots/<id>` in the same transaction that
 //! inserts its row, so a crash leaves either nothing or a complete snapshot.
 
+mod chain;
+mod flatten;
 mod mount;
 mod overlay;
 
@@ -91,6 +94,17 @@ pub enum SnapshotError {
     #[error("snapshot i/o on {path}: {source}")]
     Io {
         /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the flattened view of a snapshot whose parent chain is too deep to mount.
+    #[error("flattening the parent chain of snapshot {key:?} into {path}: {source}; check free space and permissions under the state directory")]
+    Flatten {
+        /// The snapshot whose merged view was being written.
+        key: String,
+        /// Where it was being written.
         path: PathBuf,
         /// The underlying error.
         #[source]
@@ -282,6 +296,9 @@ impl Snapshotter {
                 key: key.to_owned(),
             });
         }
+        if let (Backend::Overlayfs, Some(p)) = (self.backend, &parent_row) {
+            self.flatten_if_too_deep(p)?;
+        }
         let tmp_root = self.state.tmp();
         let staging = tempfile::Builder::new()
             .prefix("snapshot-")
@@ -408,21 +425,13 @@ impl Snapshotter {
 
     fn mounts_for(&self, row: &Row) -> Result<Vec<Mount>, SnapshotError> {
         self.check_backend(row)?;
-        let writable = row.kind == SnapshotKind::Active;
-        let fs = self.fs_dir(row.id);
-        Ok(match self.backend {
-            Backend::Overlayfs => overlay::mounts(
-                &fs,
-                &self.dir(row.id).join("work"),
-                &self.lowers(row)?,
-                writable,
-            ),
-            Backend::Native => vec![Mount {
-                kind: "bind".into(),
-                source: fs.display().to_string(),
-                options: vec!["rbind".into(), if writable { "rw" } else { "ro" }.into()],
-            }],
-        })
+        match self.backend {
+            Backend::Overlayfs => self.overlay_mounts(row),
+            Backend::Native => Ok(vec![overlay::bind(
+                &self.fs_dir(row.id),
+                row.kind != SnapshotKind::Active,
+            )]),
+        }
     }
 
     /// Removes snapshot `key` and its directory. Fails if other snapshots build on it.

@@ -15,14 +15,33 @@ use super::mount::{Mount, UserNsMaps};
 /// The xattr namespace overlay uses with `userxattr`.
 pub(crate) const XATTR_PREFIX: &str = "user.overlay.";
 
+/// The longest mount data string this backend hands out. mount(2) copies at most one page
+/// (4096 bytes, the terminating NUL included) of options; the rest is headroom for options
+/// a mount performer may add (an SELinux `context=`, for one).
+pub(crate) const MAX_MOUNT_DATA: usize = 3072;
+
+/// The most lower layers one mount names. The kernel accepts 500, but every lookup that
+/// misses walks all of them; Docker's overlay2 driver stops at 128 as well.
+pub(crate) const MAX_LOWER_LAYERS: usize = 128;
+
+/// Whether `mounts` (made over `lowers` lower layers) can be performed as they are; if not,
+/// the chain must be flattened.
+pub(crate) fn fits(mounts: &[Mount], lowers: usize) -> bool {
+    lowers <= MAX_LOWER_LAYERS && mounts.iter().all(|m| m.data().len() <= MAX_MOUNT_DATA)
+}
+
+/// A bind mount of `dir`, read-only or writable.
+pub(crate) fn bind(dir: &Path, read_only: bool) -> Mount {
+    Mount {
+        kind: "bind".into(),
+        source: dir.display().to_string(),
+        options: vec!["rbind".into(), if read_only { "ro" } else { "rw" }.into()],
+    }
+}
+
 /// The mount for a snapshot whose own directory is `upper` (with `work` beside it) over
 /// `lowers` (nearest first). `writable` false gives a read-only view.
 pub(crate) fn mounts(upper: &Path, work: &Path, lowers: &[PathBuf], writable: bool) -> Vec<Mount> {
-    let bind = |dir: &Path, ro: bool| Mount {
-        kind: "bind".into(),
-        source: dir.display().to_string(),
-        options: vec!["rbind".into(), if ro { "ro" } else { "rw" }.into()],
-    };
     if writable && lowers.is_empty() {
         return vec![bind(upper, false)];
     }
