@@ -331,6 +331,10 @@ pub enum DebugCommand {
         file: PathBuf,
     },
 
+    /// Print, as JSON, the snapshot backend `--backend` resolves to for a build here, and why
+    /// (for an ordinary user, probed in the user namespace a build runs in).
+    Backend,
+
     /// Print the build graph a Dockerfile lowers to, as JSON or Graphviz dot.
     Llb {
         /// The output format.

@@ -135,7 +135,7 @@ impl HostReport {
             &Sandbox::new().with_host_paths(paths),
             Some(config.state.root()),
         );
-        let backend = pick_backend(config, &doctor);
+        let backend = pick_backend(config);
         let entry = CacheEntry {
             key,
             report: HostReport { doctor, backend },
@@ -228,13 +228,44 @@ pub fn probe_name(probe: Probe) -> &'static str {
     }
 }
 
-/// The backend `--backend` resolves to. As root the snapshotter's own probe runs on the state
-/// directory; an ordinary user's build runs as root of a user namespace, so the sandbox's
-/// probe mount inside one decides (made in the temp directory, not the state directory).
-fn pick_backend(config: &Config, doctor: &DoctorReport) -> BackendPick {
-    let asked = backend_name(config.backend).to_owned();
+/// The backend `--backend` resolves to for a build. An ordinary user's build runs as root of
+/// a user namespace, where overlayfs may mount when it does not outside (`userxattr`), so the
+/// question is asked of `img debug backend` re-executed in one, as a build would be.
+fn pick_backend(config: &Config) -> BackendPick {
+    if config.backend == BackendChoice::Native || current_uid() == 0 {
+        return backend_in_this_process(config);
+    }
+    let asked = backend_name(config.backend);
+    let failed = |reason: String| BackendPick {
+        asked: asked.to_owned(),
+        picked: None,
+        reason,
+    };
+    let output = std::process::Command::new("/proc/self/exe")
+        .arg("--state")
+        .arg(config.state.root())
+        .args(["--backend", asked, "debug", "backend"])
+        // A pipe closed at once rather than /dev/null: nothing is read, and nothing of the
+        // host's device nodes is needed.
+        .stdin(std::process::Stdio::piped())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| failed(format!("img debug backend printed no report: {e}"))),
+        Ok(out) => failed(format!(
+            "a build's user namespace cannot be entered: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => failed(format!("cannot run img debug backend: {e}")),
+    }
+}
+
+/// The backend `--backend` resolves to in this process (root, or root of img's user
+/// namespace): the snapshotter's own probe mount in the state directory decides `auto`.
+pub fn backend_in_this_process(config: &Config) -> BackendPick {
+    let asked = backend_name(config.backend);
     let pick = |backend: Option<Backend>, reason: String| BackendPick {
-        asked: asked.clone(),
+        asked: asked.to_owned(),
         picked: backend.map(|b| b.to_string()),
         reason,
     };
@@ -244,43 +275,28 @@ fn pick_backend(config: &Config, doctor: &DoctorReport) -> BackendPick {
             "asked for with --backend native".into(),
         );
     }
-    let overlay = if current_uid() == 0 {
-        overlay_on_state_dir(config)
-    } else {
-        match doctor
-            .probes
-            .iter()
-            .find(|p| p.probe == Probe::OverlayInUserNamespace)
-        {
-            Some(p) if p.status == ProbeStatus::Ok => Ok(
-                "builds run as root of a user namespace, where a probe overlay mount succeeded"
-                    .to_owned(),
-            ),
-            Some(p) => Err(p.detail.clone()),
-            None => Err("the overlay probe did not run".to_owned()),
-        }
+    // The snapshot error names its cause and the way out; the store's error needs its chain.
+    let probe = match config.open_store() {
+        Ok(store) => store
+            .snapshotter(BackendChoice::Overlayfs)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("{e:#}")),
     };
-    match (overlay, config.backend) {
-        (Ok(why), _) => pick(Some(Backend::Overlayfs), why),
-        (Err(why), BackendChoice::Overlayfs) => pick(
-            None,
-            format!("--backend overlayfs cannot work: {why}; use --backend native"),
+    match (probe, config.backend) {
+        (Ok(_), _) => pick(
+            Some(Backend::Overlayfs),
+            format!(
+                "a probe overlay mount in {} succeeded",
+                config.state.tmp().display()
+            ),
         ),
-        (Err(why), _) => pick(
+        (Err(e), BackendChoice::Overlayfs) => {
+            pick(None, format!("--backend overlayfs cannot work: {e}"))
+        }
+        (Err(e), _) => pick(
             Some(Backend::Native),
-            format!("overlayfs does not mount ({why}): snapshots are full copies"),
+            format!("overlayfs does not mount here ({e}); snapshots are full copies"),
         ),
-    }
-}
-
-fn overlay_on_state_dir(config: &Config) -> Result<String, String> {
-    let store = config.open_store().map_err(|e| format!("{e:#}"))?;
-    match store.snapshotter(BackendChoice::Overlayfs) {
-        Ok(_) => Ok(format!(
-            "a probe overlay mount in {} succeeded",
-            config.state.tmp().display()
-        )),
-        Err(e) => Err(format!("{:#}", anyhow::Error::new(e))),
     }
 }
 

@@ -26,15 +26,26 @@ fn main() -> ExitCode {
     // First thing: `img` is also the init of every RUN step's sandbox.
     img_sandbox::maybe_run_init();
     let args = flags::Args::parse();
-    if matches!(args.command, Some(flags::Command::Build(_))) {
-        // The host as the user sees it, checked (or read from the cache) before entering the
-        // user namespace, where every probe would answer as root; the build reads it back to
-        // name the cause when RUN steps cannot work.
-        let host = config::Config::from_flags_for_this_process(&args.global)
+    let build = matches!(args.command, Some(flags::Command::Build(_)));
+    // `debug backend` answers for a build, so it runs where a build runs.
+    let in_user_namespace = build
+        || matches!(
+            args.command,
+            Some(flags::Command::Debug(flags::DebugCommand::Backend))
+        );
+    // The host as the user sees it, checked (or read from the cache) before entering the user
+    // namespace, where every probe would answer as root; the build reads it back to name the
+    // cause when RUN steps cannot work.
+    let host = if build {
+        config::Config::from_flags_for_this_process(&args.global)
             .ok()
-            .map(|config| host_check::HostReport::cached_or_probe(&config));
-        // An ordinary user's build runs as root of a user namespace holding their subordinate
-        // ids (returns at once for root); before any thread starts.
+            .map(|config| host_check::HostReport::cached_or_probe(&config))
+    } else {
+        None
+    };
+    // An ordinary user's build runs as root of a user namespace holding their subordinate ids
+    // (returns at once for root); before any thread starts.
+    if in_user_namespace {
         if let Err(err) = img_sandbox::reexec_in_user_namespace(&img_sandbox::HostPaths::default())
         {
             report(&anyhow::Error::new(err), args.global.debug);

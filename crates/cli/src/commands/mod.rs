@@ -95,6 +95,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Debug(DebugCommand::Parse { file }) => {
             debug_parse::run(&debug_parse::Config::from_flag(file))
         }
+        Command::Debug(DebugCommand::Backend) => {
+            let pick = crate::host_check::backend_in_this_process(&config);
+            println!("{}", serde_json::to_string_pretty(&pick)?);
+            Ok(())
+        }
         Command::Debug(DebugCommand::Llb { format, graph }) => {
             debug_llb::run(&config, format, &graph)
         }

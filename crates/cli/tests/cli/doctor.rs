@@ -5,7 +5,7 @@ use std::process::{Output, Stdio};
 use serde_json::Value;
 
 use crate::fixtures::store_busybox_for_builds;
-use crate::{assert_success, Img, NOBODY};
+use crate::{assert_success, stderr, Img, NOBODY};
 
 /// Every probe's line name, in the order the report lists them.
 const PROBES: [&str; 7] = [
@@ -116,10 +116,44 @@ fn an_ordinary_user_without_subordinate_ids_is_told_how_to_add_them() {
     // The user namespace checks ran as nobody, not as root.
     let (userns, _) = probe_lines(&text, "user-namespaces");
     assert!(userns.contains("allowed (max_user_namespaces"), "{userns}");
+    // The backend was asked of img in the user namespace a build runs in.
+    let (backend, _) = probe_lines(&text, "backend");
+    assert!(backend.starts_with("ok "), "{text}");
     assert!(
         text.contains("verdict: builds with RUN steps work here, with limits (subordinate-ids"),
         "{text}"
     );
+}
+
+/// A state directory that cannot be made stops every build: the doctor says how to fix it
+/// and exits 1.
+#[test]
+fn an_unusable_state_directory_fails_the_check() {
+    let img = Img::new();
+    let blocker = img.dir().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let state = blocker.join("state");
+    let out = img
+        .command()
+        .env("IMG_STATE", &state)
+        .arg("doctor")
+        .stdin(Stdio::null())
+        .output()
+        .expect("img runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let (line, fix) = probe_lines(&text, "state-directory");
+    assert!(line.starts_with("problem "), "{text}");
+    assert!(
+        fix.contains(&format!("fix: mkdir -p {}", state.display())),
+        "{fix}"
+    );
+    assert!(
+        text.contains("verdict: builds with RUN steps cannot work here (state-directory)"),
+        "{text}"
+    );
+    // Nothing else went to standard error: the verdict is the message.
+    assert_eq!(stderr(&out), "");
 }
 
 /// A build checks the host first, from `<state>/doctor.json` while the host is unchanged.
