@@ -332,3 +332,52 @@ fn flattening_time_over_a_large_base() {
         flats(&t.store).len()
     );
 }
+
+/// A chain made without flattened views (as by an older img) whose children are prepared by
+/// several threads with their own store handles, as separate processes would: the parent is
+/// flattened once, all 120 layers at a time, and every child mounts over that one view.
+#[test]
+fn concurrent_children_of_an_unflattened_deep_parent_share_one_flattening() {
+    let t = store();
+    let Ok(overlay) = t.store.snapshotter(BackendChoice::Overlayfs) else {
+        println!("skipping: no overlayfs");
+        return;
+    };
+    build_chain(&overlay);
+    for flat in flats(&t.store) {
+        fs::remove_dir_all(flat).unwrap();
+    }
+    let top = format!("s{}", DEPTH - 1);
+    let native_store = store();
+    let native = native_store
+        .store
+        .snapshotter(BackendChoice::Native)
+        .unwrap();
+    build_chain(&native);
+    let want = mounted_view(&native.mounts(&top).unwrap(), false);
+    let children: Vec<_> = (0..4)
+        .map(|n| {
+            let (state, top) = (t.store.state().clone(), top.clone());
+            std::thread::spawn(move || {
+                let store = Store::open(&state).unwrap();
+                let s = store.snapshotter(BackendChoice::Overlayfs).unwrap();
+                let start = Instant::now();
+                let active = s.prepare(&format!("child{n}"), Some(&top)).unwrap();
+                let took = start.elapsed();
+                (lowerdir(&active.mounts).unwrap(), active.mounts, took)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let made = flats(&t.store);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let flat = made.iter().next().unwrap().join("fs");
+    for (lower, mounts, took) in &children {
+        println!("child prepared in {took:?}");
+        assert_eq!(lower, &flat.display().to_string());
+        // An unchanged child shows the top's tree, as on the native backend.
+        assert_eq!(mounted_view(mounts, false), want);
+    }
+}

@@ -90,13 +90,27 @@ impl Snapshotter {
         if flat.is_dir() {
             return Ok(flat);
         }
-        let mut layers = vec![self.fs_dir(row.id)];
-        layers.extend(self.mount_lowers(row.parent)?);
-        let staging = tempfile::Builder::new()
+        // Kept from the start and removed with `force_remove_dir_all` on failure: a
+        // half-built tree may already hold read-only directories.
+        let staged = tempfile::Builder::new()
             .prefix("flat-")
             .tempdir_in(&tmp)
-            .map_err(io(&tmp))?;
-        let tree = staging.path().join("fs");
+            .map_err(io(&tmp))?
+            .keep();
+        let result = self.build_flat(row, &staged);
+        if !matches!(result, Ok(true)) {
+            let _ = force_remove_dir_all(&staged);
+        }
+        result?;
+        Ok(flat)
+    }
+
+    /// Writes `row`'s merged view into `staged/fs` and renames `staged` to
+    /// `snapshots/<id>/flat`; `false` if another build published one first.
+    fn build_flat(&self, row: &Row, staged: &Path) -> Result<bool, SnapshotError> {
+        let mut layers = vec![self.fs_dir(row.id)];
+        layers.extend(self.mount_lowers(row.parent)?);
+        let tree = staged.join("fs");
         let flatten_err = |source| SnapshotError::Flatten {
             key: row.key.clone(),
             path: tree.clone(),
@@ -106,10 +120,9 @@ impl Snapshotter {
         flatten::flatten(&layers, &tree).map_err(flatten_err)?;
         // One flush of the filesystem instead of an fsync per entry: once the rename below
         // is durable, so is everything it publishes.
-        sync_filesystem(staging.path()).map_err(flatten_err)?;
-        let staged = staging.keep();
+        sync_filesystem(staged).map_err(flatten_err)?;
         let dest = self.dir(row.id).join(FLAT_DIR);
-        let result = self.db.write_with(|tx| -> Result<bool, SnapshotError> {
+        self.db.write_with(|tx| -> Result<bool, SnapshotError> {
             let kind: Option<String> = tx
                 .query_row("SELECT kind FROM snapshots WHERE id = ?1", [row.id], |r| {
                     r.get(0)
@@ -132,15 +145,14 @@ impl Snapshotter {
             if dest.exists() {
                 return Ok(false);
             }
-            std::fs::rename(&staged, &dest).map_err(io(&dest))?;
-            crate::fsutil::sync_parent(&dest).map_err(io(&dest))?;
+            let io = |source| SnapshotError::Io {
+                path: dest.clone(),
+                source,
+            };
+            std::fs::rename(staged, &dest).map_err(io)?;
+            crate::fsutil::sync_parent(&dest).map_err(io)?;
             Ok(true)
-        });
-        if !matches!(result, Ok(true)) {
-            let _ = force_remove_dir_all(&staged);
-        }
-        result?;
-        Ok(flat)
+        })
     }
 
     /// The flattened view's tree (present only once complete). It sits one level below the
