@@ -311,6 +311,36 @@ mod tests {
         assert_eq!(listing(&dest), ["d dir 751", "d/f = 1 644", "d/g = 2 644"]);
     }
 
+    #[test]
+    fn entries_the_kernel_will_not_link_are_copied() {
+        // Layers on another filesystem than the result: link(2) fails with EXDEV, as it
+        // fails with EMLINK or EPERM in a real store, and the copy chain takes over.
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let dev = |p: &Path| fs::metadata(p).unwrap().dev();
+        if dev(other.path()) == dev(t.path()) {
+            println!("skipping: /dev/shm is on the same filesystem");
+            return;
+        }
+        let (bottom, top) = (other.path().join("bottom"), other.path().join("top"));
+        layer(&bottom, "f a 1\nf b 1\nl s a");
+        fs::hard_link(bottom.join("a"), bottom.join("a2")).unwrap();
+        layer(&top, "f b 2\nm b 600");
+        let dest = t.path().join("flat");
+        fs::create_dir(&dest).unwrap();
+        let stats = flatten(&[top, bottom], &dest).unwrap();
+        assert_eq!((stats.linked, stats.copied), (0, 5), "{stats:?}");
+        assert_eq!(
+            listing(&dest),
+            ["a = 1 644", "a2 = 1 644", "b = 2 600", "s -> a 777"]
+        );
+        // A layer's own hardlinks stay hardlinks in the copy.
+        assert_eq!(
+            fs::metadata(dest.join("a")).unwrap().ino(),
+            fs::metadata(dest.join("a2")).unwrap().ino()
+        );
+    }
+
     /// 120 layers of small steps (the shape of a long Dockerfile), flattened at once.
     #[test]
     fn flattens_a_deep_chain_of_small_layers() {
