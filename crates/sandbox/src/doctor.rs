@@ -281,6 +281,7 @@ fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
     };
     let spoke = outcome.is_ok();
     let _ = session.finish(spoke);
+    make_removable(dir.path());
     let (overlay, proc) = match outcome {
         Ok(results) => results,
         Err(detail) => return failed(detail),
@@ -309,6 +310,28 @@ fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
         ),
     };
     (overlay, proc)
+}
+
+/// Gives every directory below `root` its owner's read, write and search bits, so that an
+/// unprivileged caller can delete the probe's scratch directory: overlayfs leaves its
+/// `workdir/work` with mode 000.
+fn make_removable(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if !is_dir {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(meta) = fs::symlink_metadata(&path) {
+            let mode = meta.permissions().mode() | 0o700;
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode));
+        }
+        make_removable(&path);
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
