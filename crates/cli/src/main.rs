@@ -27,11 +27,13 @@ fn main() -> ExitCode {
     img_sandbox::maybe_run_init();
     let args = flags::Args::parse();
     let build = matches!(args.command, Some(flags::Command::Build(_)));
-    // `debug backend` answers for a build, so it runs where a build runs.
+    // `debug backend` answers for a build, so it runs where a build runs; `pull` unpacks
+    // layers, which needs the ids of the user namespace.
     let in_user_namespace = build
         || matches!(
             args.command,
             Some(flags::Command::Debug(flags::DebugCommand::Backend))
+                | Some(flags::Command::Pull { .. })
         );
     // The host as the user sees it, checked (or read from the cache) before entering the user
     // namespace, where every probe would answer as root; the build reads it back to name the

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use img_registry::{Client, Platform, Reference};
-use img_solver::LocalBlobs;
+use img_sandbox::{HostPaths, IdMapping};
+use img_snapshot::{Digest, Store};
+use img_solver::{LocalBlobs, Worker, WorkerOptions};
 
 use crate::config::Config;
 use crate::progress::{Direction, Display};
@@ -38,9 +40,34 @@ pub fn run(config: &Config, reference: &str, platform: Option<&str>) -> anyhow::
         .put(&reference.to_string(), &image.manifest.descriptor())
         .with_context(|| format!("cannot name the pulled image {reference}"))?;
     drop(lease);
+    let manifest = Digest::try_from(&image.manifest.digest)
+        .with_context(|| format!("{reference} has a manifest digest img cannot use"))?;
+    unpack(config, &store, &reference, &manifest)?;
 
     let mut out = std::io::stdout().lock();
     writeln!(out, "Digest: {}", image.repo_digest())?;
     writeln!(out, "{reference}")?;
+    Ok(())
+}
+
+/// Unpacks the pulled layers into snapshots, as `docker pull` does, so that a build on the
+/// image starts without unpacking it.
+fn unpack(
+    config: &Config,
+    store: &Store,
+    reference: &Reference,
+    manifest: &Digest,
+) -> anyhow::Result<()> {
+    let mapping =
+        IdMapping::detect(&HostPaths::default()).context("cannot work out the uid/gid mapping")?;
+    let snapshotter = store
+        .snapshotter(config.backend)
+        .context("cannot open the snapshotter")?;
+    let worker = Worker::new(store.clone(), &snapshotter, WorkerOptions::new(mapping))
+        .context("cannot open the snapshots")?;
+    let warn = |line: &str| eprint!("{line}");
+    worker
+        .unpack_image(&reference.to_string(), manifest, &warn)
+        .with_context(|| format!("cannot unpack {reference}"))?;
     Ok(())
 }

@@ -61,6 +61,16 @@ fn push_then_pull_into_a_fresh_store_round_trips_the_image() {
     for blob in [&stored.manifest, &stored.config, &stored.layer] {
         assert!(store.content().exists(blob), "{blob} pulled");
     }
+    // As with `docker pull`, the layers are unpacked, so a build on the image starts at once.
+    let snapshots = store
+        .snapshotter(img_snapshot::BackendChoice::Auto)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert!(
+        snapshots.iter().any(|s| s.key.starts_with("layer/")),
+        "the pulled layer is unpacked: {snapshots:?}"
+    );
 
     // Pulling again transfers nothing: every blob is already present.
     let again = target.run(&["--progress=plain", "pull", &name]);

@@ -374,15 +374,19 @@ impl Worker {
         self.lease
             .add_blob(&base.manifest_digest)
             .map_err(WorkerError::Lease)?;
-        self.unpack(&base.reference, &base.manifest_digest, ctx)
+        let log = |line: &str| ctx.log(crate::LogStream::Stderr, line.as_bytes());
+        self.unpack_image(&base.reference, &base.manifest_digest, &log)
     }
 
-    /// One committed snapshot per layer, keyed by chain id; existing ones are reused.
-    fn unpack(
+    /// Makes a stored image's layers a snapshot chain, one committed snapshot per layer keyed
+    /// by chain id (existing ones are reused), and returns its top. `img pull` calls it so
+    /// that, as with `docker pull`, a build on the image starts without unpacking; `log`
+    /// receives a line for each layer entry that could not be reproduced here.
+    pub fn unpack_image(
         &self,
         reference: &str,
         manifest: &Digest,
-        ctx: &ExecContext<'_>,
+        log: &dyn Fn(&str),
     ) -> Result<WorkerRef, WorkerError> {
         let content = self.store.content();
         let parts = image_parts(&content, manifest)?;
@@ -403,10 +407,7 @@ impl Worker {
                     // What could not be reproduced here (a device node, an owner outside the
                     // id mapping) is skipped, as rootless BuildKit does, and said.
                     for warning in &report.warnings {
-                        ctx.log(
-                            crate::LogStream::Stderr,
-                            format!("warning: layer {layer}: {warning:?}\n").as_bytes(),
-                        );
+                        log(&format!("warning: layer {layer}: {warning:?}\n"));
                     }
                     if report.diff_id != parts.diff_ids[i] {
                         return Err(WorkerError::DiffIdMismatch {
