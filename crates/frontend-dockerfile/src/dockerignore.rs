@@ -156,7 +156,7 @@ impl IgnorePatterns {
 
     /// Whether the context-relative, `/`-separated path is left out of the context.
     pub fn is_excluded(&self, relative_path: &str) -> bool {
-        let path = clean_path(relative_path.trim_start_matches('/'));
+        let path = crate::gopath::clean(relative_path.trim_start_matches('/'));
         if path == "." || self.rules.is_empty() {
             return false;
         }
@@ -181,7 +181,7 @@ impl IgnorePatterns {
         if !self.has_exceptions {
             return false;
         }
-        let dir = clean_path(dir.trim_start_matches('/'));
+        let dir = crate::gopath::clean(dir.trim_start_matches('/'));
         let dir_slash = format!("{dir}/");
         self.rules.iter().filter(|rule| rule.exception).any(|rule| {
             has_wildcards(&rule.pattern) || format!("{}/", rule.pattern).starts_with(&dir_slash)
@@ -218,7 +218,7 @@ fn clean_line(raw: &str) -> Option<String> {
     }
     let mut cleaned = String::new();
     if !pattern.is_empty() {
-        cleaned = clean_path(pattern);
+        cleaned = crate::gopath::clean(pattern);
         // A leading slash means the context root, which is where patterns start anyway.
         if cleaned.len() > 1 && cleaned.starts_with('/') {
             cleaned.remove(0);
@@ -239,7 +239,7 @@ enum RuleProblem {
 
 fn compile_rule(line: &str) -> Result<Rule, RuleProblem> {
     // patternmatcher cleans once more, with the `!` still attached.
-    let cleaned = clean_path(line.trim());
+    let cleaned = crate::gopath::clean(line.trim());
     let (exception, pattern) = match cleaned.strip_prefix('!') {
         Some("") => return Err(RuleProblem::LoneExclamation),
         Some(rest) => (true, rest.to_owned()),
@@ -498,32 +498,6 @@ fn has_wildcards(pattern: &str) -> bool {
     pattern.contains(['*', '?', '[', '\\'])
 }
 
-/// Go's `filepath.Clean` for `/`-separated paths: drop empty and `.` elements, resolve `..`
-/// lexically, `.` for nothing.
-fn clean_path(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            other => parts.push(other),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_owned(),
-        (false, false) => joined,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,7 +536,7 @@ mod tests {
             ("/", "/"),
             ("a/b/../../..", ".."),
         ] {
-            assert_eq!(clean_path(input), want, "{input}");
+            assert_eq!(crate::gopath::clean(input), want, "{input}");
         }
     }
 

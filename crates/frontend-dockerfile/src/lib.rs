@@ -9,6 +9,7 @@
 
 mod ast;
 mod dockerignore;
+mod gopath;
 mod instructions;
 mod lower;
 mod parser;

@@ -416,7 +416,7 @@ fn finish(mut m: Mount, ssh_index: usize) -> Result<Mount, MountError> {
                 return conflict("target is required (write target=/path)");
             };
             if m.id.is_none() {
-                m.id = Some(clean_path(target));
+                m.id = Some(crate::gopath::clean(target));
             }
             m.sharing.get_or_insert(CacheSharing::Shared);
             m.mode.get_or_insert(0o755);
@@ -466,31 +466,6 @@ fn finish(mut m: Mount, ssh_index: usize) -> Result<Mount, MountError> {
         }
     }
     Ok(m)
-}
-
-/// Go's `path.Clean`: no `.`, no `..` past what they cancel, no repeated or trailing `/`.
-fn clean_path(path: &str) -> String {
-    let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if absolute => {}
-                _ => parts.push(".."),
-            },
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
 }
 
 /// The `type=` of a mount, looked up first so that keys checked against the type do not
@@ -724,11 +699,11 @@ mod tests {
 
     #[test]
     fn cache_ids_are_clean_paths() {
-        assert_eq!(clean_path("/root/.cache/"), "/root/.cache");
-        assert_eq!(clean_path("a/./b/../c"), "a/c");
-        assert_eq!(clean_path("../x"), "../x");
-        assert_eq!(clean_path("/../x"), "/x");
-        assert_eq!(clean_path("./"), ".");
+        assert_eq!(crate::gopath::clean("/root/.cache/"), "/root/.cache");
+        assert_eq!(crate::gopath::clean("a/./b/../c"), "a/c");
+        assert_eq!(crate::gopath::clean("../x"), "../x");
+        assert_eq!(crate::gopath::clean("/../x"), "/x");
+        assert_eq!(crate::gopath::clean("./"), ".");
         let m = parse("type=cache,target=/c//d/").unwrap();
         assert_eq!(m.id.as_deref(), Some("/c/d"));
     }

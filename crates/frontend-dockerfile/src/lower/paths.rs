@@ -1,30 +1,7 @@
 //! Path arithmetic as BuildKit does it with Go's `path` package: COPY destinations are resolved
 //! against the working directory, sources against the root of what they are copied from.
 
-/// Go's `path.Clean`: no `.`, no `..` past what they cancel, no repeated or trailing `/`.
-pub(crate) fn clean(path: &str) -> String {
-    let absolute = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if absolute => {}
-                _ => parts.push(".."),
-            },
-            p => parts.push(p),
-        }
-    }
-    let joined = parts.join("/");
-    match (absolute, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+pub(crate) use crate::gopath::clean;
 
 /// `path.Join("/", p)`: `p` made absolute and clean.
 pub(crate) fn absolute(path: &str) -> String {
