@@ -8,6 +8,8 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use glob::Pattern;
 use nix::sys::stat::{utimensat, UtimensatFlags};
@@ -32,6 +34,18 @@ pub(crate) struct Copier<'a> {
     /// Files with several links already copied, by source (device, inode): later links to
     /// them become hard links of the copy, as BuildKit's copy keeps them.
     pub linked: RefCell<HashMap<(u64, u64), PathBuf>>,
+    /// Work left for [`Copier::finish`]: the walk creates directories, links and special files
+    /// at once, and queues plain files and directory metadata here.
+    pub deferred: RefCell<Deferred>,
+}
+
+/// What a copy does after walking the source: plain files are copied by several threads at
+/// once (a tree of small files is bound by per-file system calls, not bandwidth), then each
+/// directory gets its metadata, deepest first, since adding entries changes a directory's times.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    files: Vec<(PathBuf, PathBuf, fs::Metadata)>,
+    directories: Vec<(PathBuf, PathBuf, fs::Metadata)>,
 }
 
 impl Copier<'_> {
@@ -44,6 +58,7 @@ impl Copier<'_> {
             include: Vec::new(),
             exclude: Vec::new(),
             linked: RefCell::default(),
+            deferred: RefCell::default(),
         }
     }
 
@@ -77,7 +92,8 @@ impl Copier<'_> {
         dest: &Path,
         source_rel: &str,
     ) -> Result<(), WorkerError> {
-        self.copy_entry(src, dest, source_rel, "")
+        self.copy_entry(src, dest, source_rel, "")?;
+        self.finish()
     }
 
     /// Copies what is inside directory `src` into directory `dest` (created if missing).
@@ -97,7 +113,54 @@ impl Copier<'_> {
                 &child_rel,
             )?;
         }
+        self.finish()?;
         self.apply_metadata(src, dest, &meta)
+    }
+
+    /// Copies the queued plain files on a few threads of this op (never rayon's pool: this is
+    /// disk I/O), then sets the queued directories' metadata.
+    fn finish(&self) -> Result<(), WorkerError> {
+        let Deferred { files, directories } = std::mem::take(&mut *self.deferred.borrow_mut());
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(2, 8)
+            .min(files.len().max(1));
+        let next = AtomicUsize::new(0);
+        let failure: Mutex<Option<WorkerError>> = Mutex::new(None);
+        let rule = self.rule();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((src, dest, meta)) = files.get(index) else {
+                        return;
+                    };
+                    if let Err(e) = rule.copy_file(src, dest, meta) {
+                        failure
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(e);
+                        next.store(files.len(), Ordering::Relaxed);
+                        return;
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
+        }
+        for (src, dest, meta) in directories.iter().rev() {
+            self.apply_metadata(src, dest, meta)?;
+        }
+        Ok(())
+    }
+
+    /// The ownership and mode this copy gives what it copies.
+    fn rule(&self) -> MetadataRule {
+        MetadataRule {
+            owner: self.owner,
+            mode: self.mode,
+        }
     }
 
     fn children(
@@ -153,7 +216,12 @@ impl Copier<'_> {
                     &child_rel,
                 )?;
             }
-            return self.apply_metadata(src, dest, &meta);
+            self.deferred.borrow_mut().directories.push((
+                src.to_path_buf(),
+                dest.to_path_buf(),
+                meta,
+            ));
+            return Ok(());
         }
         remove_non_dir(dest)?;
         if ft.is_file() {
@@ -163,10 +231,14 @@ impl Copier<'_> {
                     return fs::hard_link(first, dest).map_err(WorkerError::file("linking", dest));
                 }
                 self.linked.borrow_mut().insert(key, dest.to_path_buf());
+                // Later links to it need the file in place: copy it now.
+                return self.rule().copy_file(src, dest, &meta);
             }
-            let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
-            let mut to = File::create(dest).map_err(WorkerError::file("creating", dest))?;
-            io::copy(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
+            self.deferred
+                .borrow_mut()
+                .files
+                .push((src.to_path_buf(), dest.to_path_buf(), meta));
+            return Ok(());
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(WorkerError::file("reading link", src))?;
             symlink(&target, dest).map_err(WorkerError::file("creating link", dest))?;
@@ -207,52 +279,73 @@ impl Copier<'_> {
         }
     }
 
-    /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
     fn apply_metadata(
         &self,
         src: &Path,
         dest: &Path,
         meta: &fs::Metadata,
     ) -> Result<(), WorkerError> {
+        self.rule().apply(src, dest, meta)
+    }
+}
+
+/// The ownership and mode a copy gives each entry; shared by the threads that copy files.
+#[derive(Clone, Copy)]
+struct MetadataRule {
+    owner: Option<(u32, u32)>,
+    mode: Option<u32>,
+}
+
+impl MetadataRule {
+    /// Copies one plain file's content and metadata.
+    fn copy_file(self, src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+        let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
+        let mut to = File::create(dest).map_err(WorkerError::file("creating", dest))?;
+        io::copy(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
+        self.apply(src, dest, meta)
+    }
+
+    /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
+    fn apply(self, src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
         let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
             .map_err(WorkerError::file("changing the owner of", dest))?;
         if !meta.file_type().is_symlink() {
-            Self::copy_xattrs(src, dest)?;
+            copy_xattrs(src, dest)?;
             let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))
                 .map_err(WorkerError::file("changing the mode of", dest))?;
         }
         set_times(dest, meta)
     }
+}
 
-    /// Copies extended attributes after the owner is set (a chown clears
-    /// `security.capability`). overlayfs's own bookkeeping is never copied; attributes this
-    /// filesystem or this user cannot set are skipped, as BuildKit's copy does.
-    fn copy_xattrs(src: &Path, dest: &Path) -> Result<(), WorkerError> {
-        let names = match xattr::list(src) {
-            Ok(names) => names,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
-            Err(e) => return Err(WorkerError::file("listing attributes of", src)(e)),
-        };
-        for name in names {
-            let text = name.to_string_lossy();
-            if text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.") {
-                continue;
-            }
-            let Some(value) =
-                xattr::get(src, &name).map_err(WorkerError::file("reading attributes of", src))?
-            else {
-                continue;
-            };
-            match xattr::set(dest, &name, &value) {
-                Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => {}
-                Err(e) => return Err(WorkerError::file("setting attributes of", dest)(e)),
-            }
+/// Copies extended attributes after the owner is set (a chown clears
+/// `security.capability`). overlayfs's own bookkeeping is never copied; attributes this
+/// filesystem or this user cannot set are skipped, as BuildKit's copy does.
+fn copy_xattrs(src: &Path, dest: &Path) -> Result<(), WorkerError> {
+    let names = match xattr::list(src) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(WorkerError::file("listing attributes of", src)(e)),
+    };
+    for name in names {
+        let text = name.to_string_lossy();
+        if text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.") {
+            continue;
         }
-        Ok(())
+        let Some(value) =
+            xattr::get(src, &name).map_err(WorkerError::file("reading attributes of", src))?
+        else {
+            continue;
+        };
+        match xattr::set(dest, &name, &value) {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::EPERM)) => {}
+            Err(e) => return Err(WorkerError::file("setting attributes of", dest)(e)),
+        }
     }
+    Ok(())
 }
 
 /// Sets `dest`'s access and modification times to `meta`'s, without following a link.

@@ -254,6 +254,7 @@ impl Worker {
                 .map(|p| pattern(p.trim_start_matches('/')))
                 .collect::<Result<_, _>>()?,
             linked: Default::default(),
+            deferred: Default::default(),
         };
         let mut sources: Vec<(String, PathBuf)> = Vec::new();
         for src in &copy.src {
