@@ -88,8 +88,12 @@ pub struct CopyAction {
     pub unpack_archive: bool,
     /// Ownership of the copied files; `None` keeps the source's.
     pub owner: Option<Owner>,
-    /// Permission bits of the copied files (`--chmod`); `None` keeps the source's.
+    /// Permission bits of the copied files (an octal `--chmod`); `None` keeps the source's.
     pub mode: Option<u32>,
+    /// A symbolic `--chmod` (`u+x`, `go=rX`), applied to each copied entry's own mode; left out
+    /// of the serialization when absent, so graphs without one keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symbolic_mode: Option<crate::Chmod>,
     /// Only copy paths matching one of these patterns (`--include`); empty means all.
     pub include_patterns: Vec<String>,
     /// Skip paths matching these patterns (`--exclude`).
@@ -112,6 +116,7 @@ impl CopyAction {
             unpack_archive: false,
             owner: None,
             mode: None,
+            symbolic_mode: None,
             include_patterns: Vec::new(),
             exclude_patterns: Vec::new(),
         }

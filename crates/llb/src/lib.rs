@@ -34,6 +34,7 @@
 #![deny(missing_docs)]
 
 mod canonical;
+mod chmod;
 mod definition;
 mod digest;
 mod dot;
@@ -42,6 +43,7 @@ mod file;
 mod op;
 mod source;
 
+pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
 pub use definition::{Definition, DefinitionBuilder, DefinitionError, OpMetadata, SourceLocation};
 pub use digest::{Digest, DigestError};
 pub use exec::{CacheSharing, ExecOp, Mount, MountKind, NetworkMode, SecurityMode};

@@ -7,7 +7,6 @@
 //!
 //! [`Node`]: crate::ast::Node
 
-mod chmod;
 mod duration;
 mod error;
 mod flags;
@@ -20,11 +19,11 @@ use serde::Serialize;
 
 use crate::ast::Heredoc;
 
-pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
 pub(crate) use duration::format_go_duration;
 pub(crate) use error::suggest;
 pub use error::{InstructionError, InstructionErrorKind, Location};
 pub(crate) use flags::parse_bool as parse_bool_value;
+pub use img_llb::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
 pub(crate) use mount::Values as MountValues;
 pub use mount::{CacheSharing, Mount, MountError, MountType};
 pub use parse::parse_instruction;

@@ -33,7 +33,10 @@ struct CopyFlags<'i> {
 struct Common {
     dest: String,
     owner: Option<Owner>,
+    /// An octal `--chmod`.
     mode: Option<u32>,
+    /// A symbolic `--chmod`, applied to each copied entry's own mode when the copy runs.
+    symbolic_mode: Option<Chmod>,
     excludes: Vec<String>,
 }
 
@@ -98,10 +101,15 @@ impl Lowerer<'_> {
         let location = &planned.location;
         let text = instruction_text(location, &planned.instruction);
         let description = steps.next(&text, planned.from_trigger);
+        let chmod = flags.chmod.map(|c| chmod(c, location)).transpose()?;
         let common = Common {
             dest: paths::destination(&planned.context.workdir, &flags.files.dest),
             owner: flags.chown.map(|c| parse_owner(c, location)).transpose()?,
-            mode: flags.chmod.map(|c| octal_mode(c, location)).transpose()?,
+            mode: match chmod {
+                Some(Chmod::Octal(mode)) => Some(*mode),
+                _ => None,
+            },
+            symbolic_mode: chmod.filter(|c| matches!(c, Chmod::Symbolic(_))).cloned(),
             excludes: flags.excludes.to_vec(),
         };
         let mut actions: Vec<FileAction> = Vec::new();
@@ -230,7 +238,7 @@ impl Lowerer<'_> {
             let unpack = add.unpack.unwrap_or(false);
             let mut action = single_file_action(download, format!("/{file_name}"), common);
             action.unpack_archive = unpack;
-            if common.mode.is_none() && !unpack {
+            if common.mode.is_none() && common.symbolic_mode.is_none() && !unpack {
                 action.mode = Some(0o600);
             }
             return Ok(action);
@@ -275,6 +283,7 @@ fn local_action(
     action.unpack_archive = unpack;
     action.owner = common.owner.clone();
     action.mode = common.mode;
+    action.symbolic_mode = common.symbolic_mode.clone();
     action.exclude_patterns = common.excludes.clone();
     if !include.is_empty() {
         action.include_patterns = vec![include.trim_start_matches('/').to_string()];
@@ -292,6 +301,7 @@ fn single_file_action(source: OpRef, src: String, common: &Common) -> CopyAction
     action.allow_empty_wildcard = false;
     action.owner = common.owner.clone();
     action.mode = common.mode;
+    action.symbolic_mode = common.symbolic_mode.clone();
     action.exclude_patterns = common.excludes.clone();
     action
 }
@@ -319,16 +329,9 @@ pub(super) fn parse_owner(value: &str, location: &Location) -> Result<Owner, Low
     })
 }
 
-fn octal_mode(flag: &ChmodFlag, location: &Location) -> Result<u32, LowerError> {
-    match &flag.mode {
-        Some(Chmod::Octal(mode)) => Ok(*mode),
-        Some(Chmod::Symbolic(_)) => Err(LowerError::SymbolicChmod {
-            location: Box::new(location.clone()),
-            value: flag.raw.clone(),
-        }),
-        None => Err(LowerError::InvalidChmod {
-            location: Box::new(location.clone()),
-            value: flag.raw.clone(),
-        }),
-    }
+fn chmod<'a>(flag: &'a ChmodFlag, location: &Location) -> Result<&'a Chmod, LowerError> {
+    flag.mode.as_ref().ok_or_else(|| LowerError::InvalidChmod {
+        location: Box::new(location.clone()),
+        value: flag.raw.clone(),
+    })
 }

@@ -8,16 +8,8 @@ use crate::instructions::Location;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LowerError {
-    /// `--chmod` with a symbolic mode (`u+x`): the graph's copy action takes permission bits.
-    #[error("{location}: --chmod={value} is a symbolic mode, which img cannot apply yet; use an octal mode such as --chmod=0755 (in `{}`)", location.original)]
-    SymbolicChmod {
-        /// The instruction.
-        location: Box<Location>,
-        /// The value given.
-        value: String,
-    },
     /// `--chmod` whose value was never parsed (the plan always parses it).
-    #[error("{location}: --chmod={value} is not a valid mode; use an octal mode such as 0755 (in `{}`)", location.original)]
+    #[error("{location}: --chmod={value} is not a valid mode; use an octal mode such as 0755 or a symbolic one such as u+x (in `{}`)", location.original)]
     InvalidChmod {
         /// The instruction.
         location: Box<Location>,

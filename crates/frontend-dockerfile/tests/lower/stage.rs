@@ -63,16 +63,25 @@ fn onbuild_triggers_of_the_base_image_run_first() {
 }
 
 #[test]
-fn unsupported_forms_are_located_errors() {
-    let err = try_lower_with(
-        "FROM alpine:3.20\nCOPY --chmod=u+x run.sh /\n",
-        &build_options(),
-        &lower_options(),
-    )
-    .unwrap_err();
-    assert!(matches!(err, LowerError::SymbolicChmod { .. }), "{err}");
-    assert!(err.to_string().starts_with("Dockerfile:2:"), "{err}");
+fn a_symbolic_chmod_travels_to_the_copy_and_an_octal_one_replaces_the_bits() {
+    let build =
+        lower_text("FROM alpine:3.20\nCOPY --chmod=u+x,go=rX run.sh /\nCOPY --chmod=640 a /\n");
+    let def = &build.definition;
+    let symbolic = as_file(def, &build.target().layers[0].op);
+    let copy = copies(symbolic)[0];
+    assert_eq!(copy.mode, None);
+    let chmod = copy
+        .symbolic_mode
+        .as_ref()
+        .expect("the symbolic mode is kept");
+    assert_eq!(chmod.apply(0o600, false), 0o755, "X sees the execute bit u+x just added");
+    let octal = as_file(def, &build.target().layers[1].op);
+    assert_eq!(copies(octal)[0].mode, Some(0o640));
+    assert_eq!(copies(octal)[0].symbolic_mode, None);
+}
 
+#[test]
+fn unsupported_forms_are_located_errors() {
     let err = try_lower_with(
         "FROM alpine:3.20\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 local.tar /\n",
         &build_options(),

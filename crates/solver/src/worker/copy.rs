@@ -18,6 +18,7 @@ use nix::sys::time::TimeSpec;
 use super::context::{matches_self_or_parent, may_match_below};
 use super::WorkerError;
 use crate::PathFilter;
+use img_llb::Chmod;
 
 /// How a copy changes what it copies.
 pub(crate) struct Copier<'a> {
@@ -25,6 +26,8 @@ pub(crate) struct Copier<'a> {
     pub owner: Option<(u32, u32)>,
     /// Permission bits for every copied entry; `None` keeps the source's.
     pub mode: Option<u32>,
+    /// A symbolic `--chmod`, applied to each copied entry's own mode (wins over `mode`).
+    pub symbolic_mode: Option<&'a Chmod>,
     /// The local source's selection, tested with paths relative to the source's root.
     pub source_filter: Option<&'a dyn PathFilter>,
     /// `--include` patterns, relative to the copied path.
@@ -54,6 +57,7 @@ impl Copier<'_> {
         Copier {
             owner: None,
             mode: None,
+            symbolic_mode: None,
             source_filter: None,
             include: Vec::new(),
             exclude: Vec::new(),
@@ -156,10 +160,11 @@ impl Copier<'_> {
     }
 
     /// The ownership and mode this copy gives what it copies.
-    fn rule(&self) -> MetadataRule {
+    fn rule(&self) -> MetadataRule<'_> {
         MetadataRule {
             owner: self.owner,
             mode: self.mode,
+            symbolic_mode: self.symbolic_mode,
         }
     }
 
@@ -291,12 +296,13 @@ impl Copier<'_> {
 
 /// The ownership and mode a copy gives each entry; shared by the threads that copy files.
 #[derive(Clone, Copy)]
-struct MetadataRule {
+struct MetadataRule<'a> {
     owner: Option<(u32, u32)>,
     mode: Option<u32>,
+    symbolic_mode: Option<&'a Chmod>,
 }
 
-impl MetadataRule {
+impl MetadataRule<'_> {
     /// Copies one plain file's content and metadata.
     fn copy_file(self, src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
         let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
@@ -312,7 +318,11 @@ impl MetadataRule {
             .map_err(WorkerError::file("changing the owner of", dest))?;
         if !meta.file_type().is_symlink() {
             copy_xattrs(src, dest)?;
-            let mode = self.mode.unwrap_or(meta.mode() & 0o7777);
+            let mode = match (self.symbolic_mode, self.mode) {
+                (Some(chmod), _) => chmod.apply(meta.mode(), meta.is_dir()),
+                (None, Some(mode)) => mode,
+                (None, None) => meta.mode() & 0o7777,
+            };
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))
                 .map_err(WorkerError::file("changing the mode of", dest))?;
         }
@@ -425,6 +435,33 @@ mod tests {
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("sub/a.txt")
         );
+    }
+
+    #[test]
+    fn a_symbolic_chmod_applies_to_each_entrys_own_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("dir")).unwrap();
+        fs::write(src.join("dir/script"), "#!/bin/sh\n").unwrap();
+        fs::write(src.join("data"), "x").unwrap();
+        fs::set_permissions(src.join("dir"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(src.join("dir/script"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(src.join("data"), fs::Permissions::from_mode(0o600)).unwrap();
+        let chmod = Chmod::parse("go=rX").unwrap();
+        let copier = Copier {
+            symbolic_mode: Some(&chmod),
+            ..Copier::plain()
+        };
+        let dest = tmp.path().join("dest");
+        copier.copy_contents(&src, &dest, "").unwrap();
+        let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("dir"), 0o755, "X gives directories search");
+        assert_eq!(
+            mode("dir/script"),
+            0o755,
+            "X follows an existing execute bit"
+        );
+        assert_eq!(mode("data"), 0o644, "no execute bit, no X");
     }
 
     #[test]

@@ -242,6 +242,7 @@ impl Worker {
         let copier = Copier {
             owner,
             mode: copy.mode,
+            symbolic_mode: copy.symbolic_mode.as_ref(),
             source_filter: local_filter.as_deref().map(|f| f as &dyn PathFilter),
             include: copy
                 .include_patterns

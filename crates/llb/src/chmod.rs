@@ -1,9 +1,12 @@
 //! `--chmod` values of COPY and ADD: an octal mode or a chmod(1)-style symbolic mode.
+//!
+//! Part of the graph because a symbolic mode is applied to each copied entry's own mode when
+//! the copy runs; the frontend parses it, the executor applies it.
 
 use std::fmt;
 
 /// A `--chmod` value.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Chmod {
@@ -14,7 +17,7 @@ pub enum Chmod {
 }
 
 /// One comma-separated clause of a symbolic mode: `go=rX`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SymbolicClause {
     /// Which classes the clause changes, as the bits `0o700` (u), `0o070` (g), `0o007` (o).
     /// No class letter means all three, as BuildKit applies it (no umask).
@@ -26,7 +29,7 @@ pub struct SymbolicClause {
 }
 
 /// The operator of a symbolic clause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SymbolicOp {
     /// `+`: add the permissions.
@@ -38,7 +41,7 @@ pub enum SymbolicOp {
 }
 
 /// The permissions of a symbolic clause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SymbolicPerms {
     /// Letters from `rwxXst`.
