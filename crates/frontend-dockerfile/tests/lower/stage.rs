@@ -74,7 +74,11 @@ fn a_symbolic_chmod_travels_to_the_copy_and_an_octal_one_replaces_the_bits() {
         .symbolic_mode
         .as_ref()
         .expect("the symbolic mode is kept");
-    assert_eq!(chmod.apply(0o600, false), 0o755, "X sees the execute bit u+x just added");
+    assert_eq!(
+        chmod.apply(0o600, false),
+        0o755,
+        "X sees the execute bit u+x just added"
+    );
     let octal = as_file(def, &build.target().layers[1].op);
     assert_eq!(copies(octal)[0].mode, Some(0o640));
     assert_eq!(copies(octal)[0].symbolic_mode, None);
