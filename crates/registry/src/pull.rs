@@ -16,12 +16,10 @@ use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{BlobSink, BlobWriter};
 use crate::transport::{
-    backoff, errors_of, header, read_limited, status_error, strip_query, Endpoint,
+    errors_of, header, read_limited, status_error, strip_query, with_retries, Endpoint,
 };
 use crate::verify::{verify_bytes, Hasher};
 
-/// Attempts per blob download (resuming where the last one stopped when possible).
-const BLOB_ATTEMPTS: u32 = 5;
 /// Image configs are JSON read into memory; refuse absurd ones.
 const CONFIG_SIZE_LIMIT: u64 = 64 << 20;
 /// Read buffer for blob streams.
@@ -282,7 +280,7 @@ fn get_small_blob(
         return Err(size_err(desc.size()));
     }
     let scopes = [repository_scope(repo, false)];
-    let bytes = crate::transport::with_retries(
+    let bytes = with_retries(
         || {
             let mut resp = client
                 .transport
@@ -348,33 +346,28 @@ fn download_blob(
     });
     let url = ep.url(&format!("{}/blobs/{digest}", reference.repository()));
     let mut partial: Option<Partial> = None;
-    let mut attempt = 1;
-    loop {
-        match download_attempt(
-            client,
-            ep,
-            &url,
-            reference,
-            desc,
-            sink,
-            &mut partial,
-            progress,
-        ) {
-            Ok(()) => break,
-            Err(e) if e.is_retryable() && attempt < BLOB_ATTEMPTS => {
-                let delay = backoff(attempt);
-                progress(&ProgressEvent::Retrying {
-                    digest: digest.clone(),
-                    attempt,
-                    delay,
-                    reason: e.to_string(),
-                });
-                std::thread::sleep(delay);
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    with_retries(
+        || {
+            download_attempt(
+                client,
+                ep,
+                &url,
+                reference,
+                desc,
+                sink,
+                &mut partial,
+                progress,
+            )
+        },
+        |attempt, delay, e| {
+            progress(&ProgressEvent::Retrying {
+                digest: digest.clone(),
+                attempt,
+                delay,
+                reason: e.to_string(),
+            })
+        },
+    )?;
     let Partial { writer, hasher, .. } = partial.expect("a finished download has a writer");
     let actual = hasher.finish();
     if actual != digest.to_string() {

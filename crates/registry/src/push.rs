@@ -15,11 +15,8 @@ use crate::manifest::{self, ManifestError, Parsed, MANIFEST_SIZE_LIMIT};
 use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{sha256_digest, BlobSource};
-use crate::transport::{backoff, location, status_error, with_retries, Endpoint};
+use crate::transport::{location, status_error, with_retries, Endpoint};
 use crate::verify::verify_bytes;
-
-/// Attempts per blob upload; each attempt starts a fresh upload session.
-const UPLOAD_ATTEMPTS: u32 = 5;
 
 /// How a push is carried out.
 #[derive(Debug, Clone, Default)]
@@ -193,31 +190,25 @@ impl Client {
             digest: digest.clone(),
             size: desc.size(),
         });
-        let mut attempt = 1;
-        loop {
-            let start = match session.take() {
-                Some(u) => Ok(u),
-                None => self.start_upload(ep, reference),
-            };
-            let result = start.and_then(|start| {
-                self.upload(ep, reference, desc, source, options, start, progress)
-            });
-            match result {
-                Ok(()) => break,
-                Err(e) if e.is_retryable() && attempt < UPLOAD_ATTEMPTS => {
-                    let delay = backoff(attempt);
-                    progress(&ProgressEvent::Retrying {
-                        digest: digest.clone(),
-                        attempt,
-                        delay,
-                        reason: e.to_string(),
-                    });
-                    std::thread::sleep(delay);
-                    attempt += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        with_retries(
+            || {
+                let start = match session.take() {
+                    Some(u) => Ok(u),
+                    None => self.start_upload(ep, reference),
+                };
+                start.and_then(|start| {
+                    self.upload(ep, reference, desc, source, options, start, progress)
+                })
+            },
+            |attempt, delay, e| {
+                progress(&ProgressEvent::Retrying {
+                    digest: digest.clone(),
+                    attempt,
+                    delay,
+                    reason: e.to_string(),
+                })
+            },
+        )?;
         progress(&ProgressEvent::Done {
             digest: digest.clone(),
             size: desc.size(),
