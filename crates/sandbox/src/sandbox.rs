@@ -152,24 +152,7 @@ impl Sandbox {
             .stderr(Stdio::piped());
         // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
         unsafe {
-            command.pre_exec(move || {
-                if theirs_raw == 3 {
-                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(theirs_raw, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The sandbox must not outlive a caller that dies.
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                Ok(())
-            });
+            command.pre_exec(move || crate::userns::socket_at_fd3_and_die_with_parent(theirs_raw));
         }
         let mut child = command.spawn().map_err(|source| SandboxError::Spawn {
             program: self.init_program.clone(),

@@ -113,20 +113,7 @@ fn run_copy_in_namespace(mapping: &IdMapping, paths: &HostPaths) -> Result<i32, 
     // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, sigprocmask) before exec.
     unsafe {
         command.pre_exec(move || {
-            if theirs_raw == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(theirs_raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
+            socket_at_fd3_and_die_with_parent(theirs_raw)?;
             signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&previous), None)?;
             Ok(())
         });
@@ -163,4 +150,28 @@ fn run_copy_in_namespace(mapping: &IdMapping, paths: &HostPaths) -> Result<i32, 
             Err(e) => return Err(io(e.into())),
         }
     }
+}
+
+/// In a forked child, before exec: puts `fd` at descriptor 3, where the re-executed `img`
+/// finds its socket to the parent, and asks for SIGKILL when the parent dies, so the child
+/// never outlives a caller that crashed. Only async-signal-safe calls.
+pub(crate) fn socket_at_fd3_and_die_with_parent(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl, dup2 and prctl on descriptors and flags of this process only.
+    unsafe {
+        if fd == 3 {
+            if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        } else if libc::dup2(fd, 3) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+    Ok(())
 }
