@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{is_decimal_digit, is_letter, Scanner};
+use super::expand::{is_decimal_digit, is_letter, Scanner};
 
 /// Why a pattern could not be used.
 pub(super) enum PatternFault {
