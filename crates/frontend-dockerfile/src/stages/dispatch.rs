@@ -5,14 +5,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ast::Dockerfile;
 use crate::instructions::{
-    location_of, parse_instruction, suggest, ArgInstruction, CommandLine, FromInstruction,
-    Instruction, InstructionError, InstructionErrorKind, Location,
+    location_of, parse_instruction, suggest, ArgInstruction, FromInstruction, Instruction,
+    InstructionError, InstructionErrorKind, Location,
 };
 use crate::shell::Lexer;
 use crate::stages::apply::{apply, resolve_workdir, StageState};
 use crate::stages::config::{HistoryEntry, ImageConfig, DEFAULT_PATH};
 use crate::stages::expand::{expand_instruction, Expanded, WordExpander};
-use crate::stages::lint::{file_warnings, lint_instruction, CheckConfig, Warnings};
+use crate::stages::lint::{
+    file_warnings, lint_in_context, lint_instruction, lint_repeated, CheckConfig, Warnings,
+};
 use crate::stages::{
     BaseImageResolver, BuildOptions, BuildPlan, FrontendError, PlannedInstruction, Platform,
     SourceRef, Stage, StageBase,
@@ -412,7 +414,7 @@ impl<'a> Planner<'a> {
         for (instruction, at) in &instructions {
             planned.push(self.step(index, &mut state, instruction, at, &mut deps, false)?);
         }
-        self.lint_repeated(&planned);
+        lint_repeated(&mut self.warnings, &planned);
         // With an explicit target platform, the final image says it is for that platform
         // (BuildKit sets it over the base image's).
         if let (true, Some(p)) = (index == self.target, &self.options.target_platform) {
@@ -500,7 +502,7 @@ impl<'a> Planner<'a> {
             }
             _ => {}
         }
-        self.lint_in_context(state, &expanded, at);
+        lint_in_context(&mut self.warnings, state, &expanded, at);
         let mut sources = Vec::new();
         match &expanded {
             Instruction::Copy(c) => {
@@ -696,67 +698,6 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(expansion.value)
-    }
-
-    /// Checks that depend on the stage's state: `WorkdirRelativePath` (a relative WORKDIR
-    /// before any absolute one in this Dockerfile; base images do not count, since they may
-    /// change) and `JSONArgsRecommended` (shell-form CMD or ENTRYPOINT with the default shell).
-    fn lint_in_context(
-        &mut self,
-        state: &mut StageState,
-        instruction: &Instruction,
-        at: &Location,
-    ) {
-        match instruction {
-            Instruction::Workdir(w) => {
-                if !state.workdir_set && !w.path.starts_with('/') {
-                    self.warnings.add(
-                        "WorkdirRelativePath",
-                        at,
-                        format!(
-                            "Relative workdir {:?} can have unexpected results if the base image changes",
-                            w.path
-                        ),
-                    );
-                }
-                state.workdir_set = true;
-            }
-            Instruction::Cmd(c) | Instruction::Entrypoint(c)
-                if matches!(c.command, CommandLine::Shell(_))
-                    && state.image.config.shell.is_none() =>
-            {
-                self.warnings.add(
-                    "JSONArgsRecommended",
-                    at,
-                    format!(
-                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                        instruction.keyword()
-                    ),
-                );
-            }
-            _ => {}
-        }
-    }
-
-    /// `MultipleInstructionsDisallowed`: only the last CMD, ENTRYPOINT or HEALTHCHECK counts.
-    fn lint_repeated(&mut self, planned: &[PlannedInstruction]) {
-        for keyword in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
-            let matching: Vec<&PlannedInstruction> = planned
-                .iter()
-                .filter(|p| !p.from_trigger && p.instruction.keyword() == keyword)
-                .collect();
-            if let Some((_, earlier)) = matching.split_last() {
-                for p in earlier {
-                    self.warnings.add(
-                        "MultipleInstructionsDisallowed",
-                        &p.location,
-                        format!(
-                            "Multiple {keyword} instructions should not be used in the same stage because only the last one will be used"
-                        ),
-                    );
-                }
-            }
-        }
     }
 }
 

@@ -3,7 +3,9 @@
 use std::fmt;
 
 use crate::ast::{Dockerfile, Node};
-use crate::instructions::{Instruction, Location};
+use crate::instructions::{CommandLine, Instruction, Location};
+use crate::stages::apply::StageState;
+use crate::stages::PlannedInstruction;
 
 /// A non-fatal finding about the Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -238,6 +240,66 @@ pub(crate) fn lint_instruction(
             }
         }
         _ => {}
+    }
+}
+
+/// Checks that depend on the stage's state: `WorkdirRelativePath` (a relative WORKDIR
+/// before any absolute one in this Dockerfile; base images do not count, since they may
+/// change) and `JSONArgsRecommended` (shell-form CMD or ENTRYPOINT with the default shell).
+pub(crate) fn lint_in_context(
+    warnings: &mut Warnings,
+    state: &mut StageState,
+    instruction: &Instruction,
+    at: &Location,
+) {
+    match instruction {
+        Instruction::Workdir(w) => {
+            if !state.workdir_set && !w.path.starts_with('/') {
+                warnings.add(
+                    "WorkdirRelativePath",
+                    at,
+                    format!(
+                        "Relative workdir {:?} can have unexpected results if the base image changes",
+                        w.path
+                    ),
+                );
+            }
+            state.workdir_set = true;
+        }
+        Instruction::Cmd(c) | Instruction::Entrypoint(c)
+            if matches!(c.command, CommandLine::Shell(_)) && state.image.config.shell.is_none() =>
+        {
+            warnings.add(
+                "JSONArgsRecommended",
+                at,
+                format!(
+                    "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                    instruction.keyword()
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// `MultipleInstructionsDisallowed`: only the last CMD, ENTRYPOINT or HEALTHCHECK counts.
+pub(crate) fn lint_repeated(warnings: &mut Warnings, planned: &[PlannedInstruction]) {
+    for keyword in ["CMD", "ENTRYPOINT", "HEALTHCHECK"] {
+        let matching: Vec<&PlannedInstruction> = planned
+            .iter()
+            .filter(|p| !p.from_trigger && p.instruction.keyword() == keyword)
+            .collect();
+        if let Some((_, earlier)) = matching.split_last() {
+            for p in earlier {
+                warnings.add(
+                    "MultipleInstructionsDisallowed",
+                    &p.location,
+                    format!(
+                        "Multiple {keyword} instructions should not be used in the same stage because only the last one will be used"
+                    ),
+                );
+            }
+        }
     }
 }
 
