@@ -74,6 +74,30 @@ fn prepare(dir: &Path) -> Result<(File, PathBuf), CacheLockError> {
     Ok((file, data))
 }
 
+/// Whether `file` is still the lock file at `dir/lock` (not one a removal deleted).
+fn still_current(file: &File, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(dir.join("lock"))) {
+        (Ok(held), Ok(current)) => held.ino() == current.ino() && held.dev() == current.dev(),
+        _ => false,
+    }
+}
+
+/// The bytes of the files below `dir`, links not followed.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => tree_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// flock; `Ok(false)` when non-blocking and busy.
 fn flock(file: &File, path: &Path, operation: libc::c_int) -> Result<bool, CacheLockError> {
     loop {
@@ -102,31 +126,72 @@ impl CacheMountLock {
         cache_dir: &Path,
         sharing: CacheSharing,
     ) -> Result<CacheMountLock, CacheLockError> {
-        let (file, data) = prepare(cache_dir)?;
-        match sharing {
-            CacheSharing::Shared => {
-                flock(&file, cache_dir, libc::LOCK_SH)?;
-            }
-            CacheSharing::Locked => {
-                flock(&file, cache_dir, libc::LOCK_EX)?;
-            }
-            CacheSharing::Private => {
-                if !flock(&file, cache_dir, libc::LOCK_EX | libc::LOCK_NB)? {
-                    return Self::private_instance(cache_dir);
+        loop {
+            let (file, data) = prepare(cache_dir)?;
+            match sharing {
+                CacheSharing::Shared => {
+                    flock(&file, cache_dir, libc::LOCK_SH)?;
+                }
+                CacheSharing::Locked => {
+                    flock(&file, cache_dir, libc::LOCK_EX)?;
+                }
+                CacheSharing::Private => {
+                    if !flock(&file, cache_dir, libc::LOCK_EX | libc::LOCK_NB)? {
+                        return Self::private_instance(cache_dir);
+                    }
                 }
             }
+            // A cache removed while this step waited for it leaves the lock of a deleted
+            // file: take the cache that exists now instead.
+            if still_current(&file, cache_dir) {
+                return Ok(CacheMountLock {
+                    _file: file,
+                    dir: data,
+                });
+            }
         }
-        Ok(CacheMountLock {
-            _file: file,
-            dir: data,
-        })
+    }
+
+    /// Deletes the cache at `cache_dir` (`img prune`) unless a step holds it or one of its
+    /// private instances right now; returns the bytes freed, or `None` when it is busy. Steps
+    /// that were waiting for it get a fresh, empty cache.
+    pub fn remove_if_unused(cache_dir: &Path) -> Result<Option<u64>, CacheLockError> {
+        let (main, _) = prepare(cache_dir)?;
+        if !flock(&main, cache_dir, libc::LOCK_EX | libc::LOCK_NB)? {
+            return Ok(None);
+        }
+        let mut held = vec![main];
+        if let Ok(instances) = fs::read_dir(cache_dir.join("private")) {
+            for instance in instances.flatten() {
+                let dir = instance.path();
+                let (file, _) = prepare(&dir)?;
+                if !flock(&file, &dir, libc::LOCK_EX | libc::LOCK_NB)? {
+                    return Ok(None);
+                }
+                held.push(file);
+            }
+        }
+        let size = tree_size(cache_dir);
+        // Moved aside first, so that no step ever finds a half-deleted cache.
+        let name = cache_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let trash = cache_dir.with_file_name(format!(".removing-{name}-{}", std::process::id()));
+        let removed = fs::rename(cache_dir, &trash).and_then(|()| fs::remove_dir_all(&trash));
+        removed.map_err(|source| CacheLockError::Prepare {
+            path: cache_dir.to_path_buf(),
+            source,
+        })?;
+        drop(held);
+        Ok(Some(size))
     }
 
     fn private_instance(cache_dir: &Path) -> Result<CacheMountLock, CacheLockError> {
         for n in 0u32.. {
             let dir = cache_dir.join("private").join(n.to_string());
             let (file, data) = prepare(&dir)?;
-            if flock(&file, &dir, libc::LOCK_EX | libc::LOCK_NB)? {
+            if flock(&file, &dir, libc::LOCK_EX | libc::LOCK_NB)? && still_current(&file, &dir) {
                 return Ok(CacheMountLock {
                     _file: file,
                     dir: data,
@@ -145,6 +210,40 @@ impl CacheMountLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removal_skips_a_held_cache_and_frees_an_unused_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let held = CacheMountLock::acquire(&cache, CacheSharing::Shared).unwrap();
+        fs::write(held.dir().join("file"), vec![0u8; 1000]).unwrap();
+        assert_eq!(CacheMountLock::remove_if_unused(&cache).unwrap(), None);
+        assert!(cache.join("data/file").exists(), "a held cache stays");
+        drop(held);
+        assert_eq!(
+            CacheMountLock::remove_if_unused(&cache).unwrap(),
+            Some(1000)
+        );
+        assert!(!cache.exists());
+        let again = CacheMountLock::acquire(&cache, CacheSharing::Locked).unwrap();
+        assert!(
+            fs::read_dir(again.dir()).unwrap().next().is_none(),
+            "a fresh cache"
+        );
+    }
+
+    #[test]
+    fn a_step_waiting_on_a_removed_cache_takes_the_new_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = tmp.path().join("cache");
+        let (file, _) = prepare(&cache).unwrap();
+        // The removal's view: the old lock file is gone, a new cache exists.
+        fs::rename(&cache, tmp.path().join("old")).unwrap();
+        assert!(!still_current(&file, &cache));
+        let lock = CacheMountLock::acquire(&cache, CacheSharing::Locked).unwrap();
+        assert!(lock.dir().starts_with(&cache));
+        assert!(still_current(&lock._file, &cache));
+    }
 
     #[test]
     fn private_makes_new_instance_when_busy_and_reuses_when_free() {

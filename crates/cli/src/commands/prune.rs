@@ -4,7 +4,8 @@
 //!
 //! Without flags only garbage goes; the cache records stay. `--keep-duration` drops records
 //! last used longer ago than D, `--keep-storage` drops the least recently used records until
-//! the rest fit in SIZE (BuildKit's prune options), `--all` drops every record.
+//! the rest fit in SIZE (BuildKit's prune options), `--all` drops every record and every
+//! `RUN --mount=type=cache` directory no running step holds.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -126,6 +127,11 @@ pub fn run(config: &Config, options: &PruneOptions) -> anyhow::Result<()> {
             writeln!(out, "removed snapshot: {snapshot}")?;
         }
     }
+    let (mounts_removed, mount_bytes) = if options.all {
+        prune_cache_mounts(&store.state().root().join("cache-mounts"))?
+    } else {
+        (0, 0)
+    };
     writeln!(
         out,
         "Removed {} cache records, {} blobs, {} snapshots",
@@ -133,8 +139,46 @@ pub fn run(config: &Config, options: &PruneOptions) -> anyhow::Result<()> {
         report.blobs_removed.len(),
         report.snapshots_removed.len()
     )?;
-    writeln!(out, "Reclaimed: {}", human_size(report.bytes_reclaimed))?;
+    if mounts_removed > 0 {
+        writeln!(out, "Removed {mounts_removed} cache mounts")?;
+    }
+    writeln!(
+        out,
+        "Reclaimed: {}",
+        human_size(report.bytes_reclaimed + mount_bytes)
+    )?;
     Ok(())
+}
+
+/// Deletes every cache mount directory no running step holds; returns how many went and the
+/// bytes they held.
+fn prune_cache_mounts(dir: &std::path::Path) -> anyhow::Result<(usize, u64)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    let (mut count, mut bytes) = (0, 0);
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .path();
+        // `.removing-*` are removals of another prune in progress.
+        let is_cache = path.is_dir()
+            && !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !is_cache {
+            continue;
+        }
+        if let Some(freed) = img_sandbox::CacheMountLock::remove_if_unused(&path)
+            .with_context(|| format!("cannot remove the cache mount {}", path.display()))?
+        {
+            count += 1;
+            bytes += freed;
+        }
+    }
+    Ok((count, bytes))
 }
 
 #[cfg(test)]

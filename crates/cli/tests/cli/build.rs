@@ -157,6 +157,21 @@ fn multi_stage_build_args_heredocs_and_cache_mounts() {
     b.ok(&["--target", "build", "-o", "type=local,dest=target"]);
     assert_eq!(read(&b.path("target/src/runs-seen")).trim(), "3");
     assert!(!b.path("target/app").exists());
+
+    // `prune --all` deletes the cache mount: the next run of the step starts from nothing.
+    let pruned = b.img.ok(&["prune", "--all"]);
+    assert!(pruned.contains("\nRemoved 1 cache mounts\n"), "{pruned}");
+    let mounts = b.img.state().join("cache-mounts");
+    assert_eq!(std::fs::read_dir(&mounts).unwrap().count(), 0, "{pruned}");
+    b.ok(&[
+        "--target",
+        "build",
+        "--build-arg",
+        "WHO=again",
+        "-o",
+        "type=local,dest=after-prune",
+    ]);
+    assert_eq!(read(&b.path("after-prune/src/runs-seen")).trim(), "1");
 }
 
 #[test]
