@@ -16,7 +16,8 @@ use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{BlobSink, BlobWriter};
 use crate::transport::{
-    errors_of, header, read_limited, status_error, strip_query, with_retries, Endpoint,
+    errors_of, header, read_limited, status_error, strip_query, with_blob_retries, with_retries,
+    Endpoint,
 };
 use crate::verify::{verify_bytes, Hasher};
 
@@ -346,28 +347,18 @@ fn download_blob(
     });
     let url = ep.url(&format!("{}/blobs/{digest}", reference.repository()));
     let mut partial: Option<Partial> = None;
-    with_retries(
-        || {
-            download_attempt(
-                client,
-                ep,
-                &url,
-                reference,
-                desc,
-                sink,
-                &mut partial,
-                progress,
-            )
-        },
-        |attempt, delay, e| {
-            progress(&ProgressEvent::Retrying {
-                digest: digest.clone(),
-                attempt,
-                delay,
-                reason: e.to_string(),
-            })
-        },
-    )?;
+    with_blob_retries(digest, progress, || {
+        download_attempt(
+            client,
+            ep,
+            &url,
+            reference,
+            desc,
+            sink,
+            &mut partial,
+            progress,
+        )
+    })?;
     let Partial { writer, hasher, .. } = partial.expect("a finished download has a writer");
     let actual = hasher.finish();
     if actual != digest.to_string() {

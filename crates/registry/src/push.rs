@@ -15,7 +15,7 @@ use crate::manifest::{self, ManifestError, Parsed, MANIFEST_SIZE_LIMIT};
 use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{sha256_digest, BlobSource};
-use crate::transport::{location, status_error, with_retries, Endpoint};
+use crate::transport::{location, status_error, with_blob_retries, with_retries, Endpoint};
 use crate::verify::verify_bytes;
 
 /// How a push is carried out.
@@ -190,25 +190,15 @@ impl Client {
             digest: digest.clone(),
             size: desc.size(),
         });
-        with_retries(
-            || {
-                let start = match session.take() {
-                    Some(u) => Ok(u),
-                    None => self.start_upload(ep, reference),
-                };
-                start.and_then(|start| {
-                    self.upload(ep, reference, desc, source, options, start, progress)
-                })
-            },
-            |attempt, delay, e| {
-                progress(&ProgressEvent::Retrying {
-                    digest: digest.clone(),
-                    attempt,
-                    delay,
-                    reason: e.to_string(),
-                })
-            },
-        )?;
+        with_blob_retries(digest, progress, || {
+            let start = match session.take() {
+                Some(u) => Ok(u),
+                None => self.start_upload(ep, reference),
+            };
+            start.and_then(|start| {
+                self.upload(ep, reference, desc, source, options, start, progress)
+            })
+        })?;
         progress(&ProgressEvent::Done {
             digest: digest.clone(),
             size: desc.size(),

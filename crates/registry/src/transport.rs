@@ -46,6 +46,22 @@ pub(crate) fn with_retries<T>(
     }
 }
 
+/// [`with_retries`] for one blob transfer, announcing each retry as a progress event.
+pub(crate) fn with_blob_retries<T>(
+    digest: &oci_spec::image::Digest,
+    progress: crate::progress::ProgressFn<'_>,
+    f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    with_retries(f, |attempt, delay, e| {
+        progress(&crate::progress::ProgressEvent::Retrying {
+            digest: digest.clone(),
+            attempt,
+            delay,
+            reason: e.to_string(),
+        })
+    })
+}
+
 /// One registry (or mirror) as reached over the network.
 pub(crate) struct Endpoint {
     /// The name credentials are filed under (`docker.io`, `localhost:5000`, a mirror host).
