@@ -295,15 +295,7 @@ fn htpasswd_basic_auth_and_login() {
     assert_eq!(mode & 0o777, 0o600, "config.json holds secrets");
 
     let client = Client::new(config.clone());
-    client
-        .push(
-            &target,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &target, &image, &src);
     let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
     client
         .pull(&target, &Platform::host(), &dest, &no_progress)
@@ -338,15 +330,7 @@ fn token_auth_flow_reuses_tokens() {
     login(&registry.host(), "bob", "hunter2", &config).unwrap();
     let before = tokens.requests.load(std::sync::atomic::Ordering::SeqCst);
     let client = Client::new(config);
-    client
-        .push(
-            &target,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &target, &image, &src);
     let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
     let resolved = client
         .pull(&target, &Platform::host(), &dest, &no_progress)
@@ -370,15 +354,7 @@ fn interrupted_blob_download_resumes_with_range() {
     let image = small_image(&src);
     let client = Client::new(client_config(docker.path()));
     let direct = reference(&format!("{}/cut/app:1", registry.host()));
-    client
-        .push(
-            &direct,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &direct, &image, &src);
 
     let big_layer = image.layers[1].clone();
     let proxy = FaultProxy::start(registry.port, big_layer.clone(), Fault::CutFirstHalfway);
@@ -418,15 +394,7 @@ fn corrupted_blob_is_refused_and_nothing_is_stored() {
     let image = small_image(&src);
     let client = Client::new(client_config(docker.path()));
     let direct = reference(&format!("{}/bad/app:1", registry.host()));
-    client
-        .push(
-            &direct,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &direct, &image, &src);
 
     let layer = image.layers[1].clone();
     let proxy = FaultProxy::start(registry.port, layer.clone(), Fault::Corrupt);
@@ -465,15 +433,7 @@ fn docker_hub_pulls_go_through_a_configured_mirror() {
     // Seed the mirror as a pull-through cache would hold `docker.io/library/mirrored:1`.
     let client = Client::new(client_config(docker.path()));
     let in_mirror = reference(&format!("{}/library/mirrored:1", mirror.host()));
-    client
-        .push(
-            &in_mirror,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &in_mirror, &image, &src);
 
     let config_dir = tempfile::tempdir().unwrap();
     let config_file = config_dir.path().join("config.toml");
@@ -525,15 +485,7 @@ fn refused_token_is_refreshed_once() {
         ),
     )
     .unwrap();
-    client
-        .push(
-            &target,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &target, &image, &src);
     assert_eq!(client.fetch_manifest(&target).unwrap().digest, image.digest);
     assert!(tokens.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2);
 }
@@ -546,15 +498,7 @@ fn server_errors_are_retried() {
     let image = small_image(&src);
     let client = Client::new(client_config(docker.path()));
     let direct = reference(&format!("{}/flaky/app:1", registry.host()));
-    client
-        .push(
-            &direct,
-            &image.manifest,
-            &src,
-            &PushOptions::default(),
-            &no_progress,
-        )
-        .unwrap();
+    push_default(&client, &direct, &image, &src);
 
     let layer = image.layers[0].clone();
     let proxy = FaultProxy::start(registry.port, layer.clone(), Fault::UnavailableFirst);
@@ -583,14 +527,19 @@ fn localhost_name_is_plain_http_without_configuration() {
         target.familiar(),
         format!("localhost:{}/by-name/app:1", registry.port)
     );
+    push_default(&client, &target, &image, &src);
+    assert_eq!(client.fetch_manifest(&target).unwrap().digest, image.digest);
+}
+
+/// Pushes `image` from `src` to `target` with default options and no progress.
+fn push_default(client: &Client, target: &Reference, image: &TestImage, src: &DirBlobStore) {
     client
         .push(
-            &target,
+            target,
             &image.manifest,
-            &src,
+            src,
             &PushOptions::default(),
             &no_progress,
         )
         .unwrap();
-    assert_eq!(client.fetch_manifest(&target).unwrap().digest, image.digest);
 }
