@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{overlap, Graph, Workspace};
+use img_llb::Definition;
 use img_solver::{CancelToken, ChannelSink, NoProgress, ProgressEvent, SolveError, SolveOptions};
 
 #[test]
@@ -35,20 +36,7 @@ fn identical_work_in_several_stages_runs_once() {
 #[test]
 fn independent_ops_run_at_the_same_time() {
     let ws = Workspace::new();
-    let mut g = Graph::new();
-    let base = g.image("alpine");
-    let stages: Vec<_> = (0..4)
-        .map(|i| {
-            g.run(
-                &format!("s{i}"),
-                base,
-                &format!("RUN sleep {i}"),
-                &["sleep", "500", &i.to_string()],
-            )
-        })
-        .collect();
-    let out = g.merge(stages);
-    let def = g.build(out);
+    let def = four_sleeping_stages("500");
 
     let solver = ws.solver();
     let start = Instant::now();
@@ -106,20 +94,7 @@ fn an_op_starts_only_after_its_inputs_finished() {
 #[test]
 fn jobs_one_runs_exec_ops_one_at_a_time() {
     let ws = Workspace::new();
-    let mut g = Graph::new();
-    let base = g.image("alpine");
-    let stages: Vec<_> = (0..4)
-        .map(|i| {
-            g.run(
-                &format!("s{i}"),
-                base,
-                &format!("RUN sleep {i}"),
-                &["sleep", "100", &i.to_string()],
-            )
-        })
-        .collect();
-    let out = g.merge(stages);
-    let def = g.build(out);
+    let def = four_sleeping_stages("100");
 
     let solver = ws.solver();
     solver
@@ -297,4 +272,22 @@ fn a_panicking_executor_fails_the_build_instead_of_hanging_it() {
         panic!("unexpected error {err:?}");
     };
     assert_eq!(label.op, broken.digest);
+}
+
+/// Four independent stages on one base, each sleeping `millis`, merged at the end.
+fn four_sleeping_stages(millis: &str) -> Definition {
+    let mut g = Graph::new();
+    let base = g.image("alpine");
+    let stages: Vec<_> = (0..4)
+        .map(|i| {
+            g.run(
+                &format!("s{i}"),
+                base,
+                &format!("RUN sleep {i}"),
+                &["sleep", millis, &i.to_string()],
+            )
+        })
+        .collect();
+    let out = g.merge(stages);
+    g.build(out)
 }
