@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use img_snapshot::{GcRoots, Store};
-use img_solver::{CacheDb, Worker, WorkerOptions};
+use img_solver::CacheDb;
+use img_worker::{Worker, WorkerOptions};
 
 use crate::config::Config;
 

@@ -116,10 +116,4 @@ pub enum Error {
     /// A solve failed.
     #[error(transparent)]
     Solve(#[from] SolveError),
-    /// The worker failed outside a solve (opening it, resolving a base image, gc roots).
-    #[error(transparent)]
-    Worker(#[from] crate::WorkerError),
-    /// Exporting or writing out an image failed.
-    #[error(transparent)]
-    Export(#[from] crate::ExportError),
 }

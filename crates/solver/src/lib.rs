@@ -17,28 +17,43 @@
 //! Scheduling is described on [`Solver`]'s module: each op runs on a thread of its own, never
 //! on rayon's CPU-sized pool, with `--jobs` bounding concurrent exec ops.
 //!
-//! Two parts of the crate are not generic, and the scheduler does not depend on them:
+//! The real executor, which performs ops on snapshots and runs RUN steps in a sandbox, and the
+//! exporters live in `img-worker`; this crate depends on `img-llb` alone and is tested with
+//! fake ops that count how often they ran.
 //!
-//! * [`Worker`], the real [`Executor`]: every op's result is a committed snapshot of
-//!   `img-snapshot` (or, for the build context, the client's directory itself); RUN steps run
-//!   in `img-sandbox`; base images come from the local image store or are pulled with
-//!   `img-registry`.
-//! * the exporter ([`export_image`] and the writers beside it): a solved build's snapshots
-//!   become an OCI image in the content store, then an image name, an archive, a root
-//!   filesystem or a push.
+//! Running a graph with an executor of your own:
 //!
-//! `img build` in short:
-//!
-//! ```text
-//! let worker = Worker::new(store, &snapshotter, WorkerOptions { locals, secrets, .. })?;
-//! let solver = Solver::new(worker, CacheDb::open(state.root().join("cache.db"))?);
-//! let solved = solver.solve(&lowered.definition, &SolveOptions::default(), &progress)?;
-//! let request = ImageRequest { base, layers, config };   // from the lowered build's target
-//! let image = export_image(solver.executor(), &request, &ImageExportOptions::new())?;
-//! store_image(&store, &image, &["app:latest".into()])?;
 //! ```
+//! use img_llb::{DefinitionBuilder, OpMetadata, Op, SourceOp, LocalSource};
+//! use img_solver::{CacheDb, ExecContext, Executor, Inputs, NoProgress, SolveOptions, Solver};
 //!
-//! `DESIGN.md` beside this crate explains the worker's and exporter's choices.
+//! /// An executor whose results are the op descriptions it ran.
+//! struct Describe;
+//!
+//! impl Executor for Describe {
+//!     type Output = String;
+//!     type Error = std::io::Error;
+//!
+//!     fn execute(&self, op: &Op, _inputs: &Inputs<String>, _ctx: &ExecContext<'_>)
+//!         -> Result<String, std::io::Error> {
+//!         Ok(format!("{op:?}"))
+//!     }
+//!
+//!     fn output_id(&self, output: &String) -> String { output.clone() }
+//!
+//!     fn load(&self, id: &str) -> Result<Option<String>, std::io::Error> { Ok(Some(id.into())) }
+//! }
+//!
+//! let mut graph = DefinitionBuilder::new();
+//! let context = graph.add(SourceOp::Local(LocalSource::new("context")), OpMetadata::default())?;
+//! let definition = graph.build(context)?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let solver = Solver::new(Describe, CacheDb::open(dir.path().join("cache.db"))?);
+//! let solved = solver.solve(&definition, &SolveOptions::default(), &NoProgress)?;
+//! assert!(solved.outputs[&context.digest].contains("context"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod cache;
@@ -46,11 +61,9 @@ mod cancel;
 mod checksum;
 mod error;
 mod executor;
-mod export;
 mod key;
 mod progress;
 mod scheduler;
-mod worker;
 
 pub use cache::{CacheDb, CacheError, CacheRecord};
 pub use cancel::CancelToken;
@@ -59,15 +72,6 @@ pub use checksum::{
 };
 pub use error::{Error, ExecutorError, OpLabel, SolveError};
 pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
-pub use export::{
-    export_image, push_image, store_image, write_docker_archive, write_oci_archive,
-    write_rootfs_dir, write_rootfs_tar, ExportError, ExportedImage, ExportedLayer,
-    ImageExportOptions, ImageRequest, LayerSource,
-};
 pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};
-pub use worker::{
-    BaseImage, ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource,
-    SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
-};

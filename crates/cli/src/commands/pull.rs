@@ -8,7 +8,7 @@ use anyhow::Context;
 use img_registry::{Client, Platform, Reference};
 use img_sandbox::{HostPaths, IdMapping};
 use img_snapshot::{Digest, Store};
-use img_solver::{LocalBlobs, Worker, WorkerOptions};
+use img_worker::{LocalBlobs, Worker, WorkerOptions};
 
 use crate::config::Config;
 use crate::progress::{Direction, Display};

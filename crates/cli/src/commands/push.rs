@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 use img_registry::{Client, PushOptions, Reference};
 use img_snapshot::{ContentStore, Digest};
-use img_solver::LocalBlobs;
+use img_worker::LocalBlobs;
 
 use crate::config::Config;
 use crate::progress::{Direction, Display};

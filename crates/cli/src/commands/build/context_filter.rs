@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use img_frontend_dockerfile::IgnorePatterns;
-use img_solver::{ContextFilterFactory, GlobContextFilter, PathFilter};
+use img_solver::PathFilter;
+use img_worker::{ContextFilterFactory, GlobContextFilter};
 
 /// Selects what the include patterns (a `COPY`'s sources, when the frontend narrows the
 /// context) select and `.dockerignore` does not exclude.

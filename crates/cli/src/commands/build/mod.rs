@@ -18,11 +18,11 @@ use img_frontend_dockerfile::{
 use img_llb::{Op, OpRef};
 use img_registry::{Client, Reference};
 use img_sandbox::{HostPaths, IdMapping, SandboxError, SetupError};
-use img_solver::{
+use img_solver::{CancelToken, SolveError, SolveOptions, Solved, Solver};
+use img_worker::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
-    write_rootfs_tar, CancelToken, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    LocalDirs, SolveError, SolveOptions, Solved, Solver, Worker, WorkerError, WorkerOptions,
-    WorkerRef,
+    write_rootfs_tar, ExportedImage, ImageExportOptions, ImageRequest, LayerSource, LocalDirs,
+    Worker, WorkerError, WorkerOptions, WorkerRef,
 };
 
 use crate::config::Config;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use img_snapshot::Compression;
-use img_solver::{SecretSource, SecretStore};
+use img_worker::{SecretSource, SecretStore};
 
 use super::output::{parse_output, OutputSpec};
 use crate::context::ContextSpec;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use img_snapshot::{DatabaseError, SnapshotError};
 
 use super::layer_db::LayerDbError;
-use crate::{CacheError, ChecksumError};
+use img_solver::{CacheError, ChecksumError};
 
 /// Why the worker could not perform an op.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use nix::sys::time::TimeSpec;
 use sha2::{Digest as _, Sha256};
 
 use super::{Worker, WorkerError, WorkerRef};
-use crate::ExecContext;
+use img_solver::ExecContext;
 
 /// The file name `ADD` saves a download as: the last URL path segment.
 fn file_name(url: &str) -> String {
@@ -70,7 +70,7 @@ impl Worker {
             source: Box::new(e),
         };
         ctx.log(
-            crate::LogStream::Stderr,
+            img_solver::LogStream::Stderr,
             format!("downloading {}\n", http.url).as_bytes(),
         );
         let mut response = ureq::get(&http.url).call().map_err(download_err)?;
@@ -139,7 +139,7 @@ impl Worker {
         ctx: &ExecContext<'_>,
     ) -> Result<WorkerRef, WorkerError> {
         ctx.log(
-            crate::LogStream::Stderr,
+            img_solver::LogStream::Stderr,
             format!("cloning {}\n", git.url).as_bytes(),
         );
         let active = self.prepare(None)?;

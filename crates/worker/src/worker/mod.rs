@@ -38,7 +38,7 @@ use img_sandbox::{IdMapping, Sandbox};
 use img_snapshot::{Digest, GcRoots, Lease, SnapshotError, Snapshotter, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
+use img_solver::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
 
 pub use context::{ContextFilterFactory, GlobContextFilter};
 pub(crate) use copy::Copier;

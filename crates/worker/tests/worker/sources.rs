@@ -13,7 +13,8 @@ use img_llb::{
     OpRef, SourceOp,
 };
 use img_registry::{Client, ClientConfig, Reference};
-use img_solver::{push_image, write_rootfs_dir, SolveError, WorkerError};
+use img_solver::SolveError;
+use img_worker::{push_image, write_rootfs_dir, WorkerError};
 use libtest_mimic::Trial;
 
 use crate::common::*;

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::local_blobs::LocalBlobs;
 use super::{Worker, WorkerError, WorkerRef};
-use crate::ExecContext;
+use img_solver::ExecContext;
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -336,7 +336,7 @@ impl Worker {
             );
             let sink = LocalBlobs::new(content.clone(), Some(&self.lease));
             ctx.log(
-                crate::LogStream::Stderr,
+                img_solver::LogStream::Stderr,
                 format!("pulling {reference}\n").as_bytes(),
             );
             // Blob-level progress goes to the op's log, one line per finished or retried blob.
@@ -353,7 +353,7 @@ impl Worker {
                     } => format!("retrying {digest} (attempt {attempt}): {reason}\n"),
                     _ => return,
                 };
-                ctx.log(crate::LogStream::Stderr, line.as_bytes());
+                ctx.log(img_solver::LogStream::Stderr, line.as_bytes());
             };
             let image = client
                 .pull(reference, &platform, &sink, &progress)
@@ -374,7 +374,7 @@ impl Worker {
         self.lease
             .add_blob(&base.manifest_digest)
             .map_err(WorkerError::Lease)?;
-        let log = |line: &str| ctx.log(crate::LogStream::Stderr, line.as_bytes());
+        let log = |line: &str| ctx.log(img_solver::LogStream::Stderr, line.as_bytes());
         self.unpack_image(&base.reference, &base.manifest_digest, &log)
     }
 

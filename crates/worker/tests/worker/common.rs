@@ -14,9 +14,10 @@ use img_sandbox::{HostPaths, IdMapping};
 use img_snapshot::{
     export_layer, BackendChoice, Compression, Digest, ExportOptions, StateDir, Store,
 };
-use img_solver::{
-    export_image, CacheDb, ExportedImage, ImageExportOptions, ImageRequest, LayerSource, LocalDirs,
-    NoProgress, SolveError, SolveOptions, Solved, Solver, Worker, WorkerOptions, WorkerRef,
+use img_solver::{CacheDb, NoProgress, SolveError, SolveOptions, Solved, Solver};
+use img_worker::{
+    export_image, ExportedImage, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
+    WorkerOptions, WorkerRef,
 };
 use serde_json::json;
 

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use img_snapshot::Compression;
-use img_solver::{
+use img_worker::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_tar,
     ImageExportOptions,
 };
@@ -39,9 +39,9 @@ fn built_image(
     fx: &Fixture,
 ) -> Result<
     (
-        img_solver::Solver<img_solver::Worker>,
-        img_solver::Solved<img_solver::WorkerRef>,
-        img_solver::ExportedImage,
+        img_solver::Solver<img_worker::Worker>,
+        img_solver::Solved<img_worker::WorkerRef>,
+        img_worker::ExportedImage,
     ),
     String,
 > {

@@ -7,10 +7,8 @@ use img_llb::{
     OpMetadata, OpRef, Owner, SourceOp,
 };
 use img_sandbox::SecretBytes;
-use img_solver::{
-    write_rootfs_dir, CancelToken, NoProgress, SecretSource, SecretStore, SolveError, SolveOptions,
-    WorkerError,
-};
+use img_solver::{CancelToken, NoProgress, SolveError, SolveOptions};
+use img_worker::{write_rootfs_dir, SecretSource, SecretStore, WorkerError};
 use libtest_mimic::Trial;
 
 use crate::common::*;

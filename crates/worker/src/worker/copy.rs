@@ -17,8 +17,8 @@ use nix::sys::time::TimeSpec;
 
 use super::context::{matches_self_or_parent, may_match_below};
 use super::WorkerError;
-use crate::PathFilter;
 use img_llb::Chmod;
+use img_solver::PathFilter;
 
 /// How a copy changes what it copies.
 pub(crate) struct Copier<'a> {

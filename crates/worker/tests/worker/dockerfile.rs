@@ -9,9 +9,10 @@ use img_frontend_dockerfile::{
     LoweredBuild, Platform,
 };
 use img_llb::Op;
-use img_solver::{
+use img_solver::{Solved, Solver};
+use img_worker::{
     export_image, write_rootfs_dir, ExportedImage, ImageExportOptions, ImageRequest, LayerSource,
-    Solved, Solver, Worker, WorkerRef,
+    Worker, WorkerRef,
 };
 use libtest_mimic::Trial;
 

@@ -16,7 +16,7 @@ use sha2::{Digest as _, Sha256};
 use super::copy::Copier;
 use super::paths::clean_components;
 use super::{Worker, WorkerError, WorkerRef};
-use crate::{ExecContext, Inputs, LogStream};
+use img_solver::{ExecContext, Inputs, LogStream};
 
 /// What a step's mounts hold on to until it ends.
 #[derive(Default)]

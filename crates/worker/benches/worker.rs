@@ -11,9 +11,9 @@ use img_llb::{
 };
 use img_sandbox::{HostPaths, IdMapping};
 use img_snapshot::{BackendChoice, StateDir, Store};
-use img_solver::{
-    export_image, CacheDb, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, NoProgress,
-    SolveOptions, Solver, Worker, WorkerOptions,
+use img_solver::{CacheDb, NoProgress, SolveOptions, Solver};
+use img_worker::{
+    export_image, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker, WorkerOptions,
 };
 
 const FILES: usize = 2_000;

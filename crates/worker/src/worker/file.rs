@@ -19,7 +19,7 @@ use super::copy::Copier;
 use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
 use super::{Worker, WorkerError, WorkerRef};
-use crate::{checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter};
+use img_solver::{checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter};
 
 fn has_wildcard(path: &str) -> bool {
     path.contains(['*', '?', '['])

@@ -7,7 +7,7 @@ use glob::{MatchOptions, Pattern};
 use img_llb::LocalSource;
 
 use super::{Worker, WorkerError};
-use crate::{checksum_tree, CacheKeyExtra, ChecksumOptions, PathFilter};
+use img_solver::{checksum_tree, CacheKeyExtra, ChecksumOptions, PathFilter};
 
 /// Builds the filter of a local source from its include and exclude patterns (in
 /// `.dockerignore` syntax). The solver crate does not know the frontend's matcher, so the cli
