@@ -112,12 +112,7 @@ impl ImageConfigs<'_> {
 
     fn remote(&self, reference: &Reference, platform: &Platform) -> Option<ImageConfig> {
         let client = self.client?;
-        let platform = img_registry::Platform::new(
-            &platform.os,
-            &platform.architecture,
-            platform.variant.as_deref(),
-        );
-        let image = client.resolve(reference, &platform).ok()?;
+        let image = client.resolve(reference, platform).ok()?;
         serde_json::from_slice(&image.config).ok()
     }
 }

@@ -113,11 +113,8 @@ pub fn resolve(content: &ContentStore, target: &Descriptor) -> anyhow::Result<Im
             .iter()
             .find(|m| {
                 m.platform().as_ref().is_some_and(|p| {
-                    let p = Platform::new(
-                        &p.os().to_string(),
-                        &p.architecture().to_string(),
-                        p.variant().as_deref(),
-                    );
+                    let p = Platform::new(p.os().to_string(), p.architecture().to_string())
+                        .with_variant(p.variant().as_deref());
                     host.matches(&p)
                 })
             })
@@ -137,12 +134,12 @@ pub fn resolve(content: &ContentStore, target: &Descriptor) -> anyhow::Result<Im
 pub fn blobs_of(content: &ContentStore, root: &Digest) -> Vec<Digest> {
     let mut seen = HashSet::new();
     let mut order = Vec::new();
-    let mut queue = vec![root.clone()];
+    let mut queue = vec![*root];
     while let Some(digest) = queue.pop() {
-        if !seen.insert(digest.clone()) || !content.exists(&digest) {
+        if !seen.insert(digest) || !content.exists(&digest) {
             continue;
         }
-        order.push(digest.clone());
+        order.push(digest);
         // Only manifests and indexes (small JSON) reference other blobs.
         if content.size(&digest).map_or(true, |s| s > 4 << 20) {
             continue;
@@ -158,7 +155,7 @@ pub fn blobs_of(content: &ContentStore, root: &Digest) -> Vec<Digest> {
             .filter_map(|k| doc.get(k).and_then(|v| v.as_array()))
             .flatten()
             .chain(doc.get("config"))
-            .filter_map(|d| d.get("digest")?.as_str()?.parse().ok());
+            .filter_map(|d| d.get("digest")?.as_str()?.parse::<Digest>().ok());
         queue.extend(digests);
     }
     order

@@ -1,4 +1,8 @@
-//! Content digests: the names of ops and cache keys.
+//! Content digests: the names of ops, cache keys, blobs and layers.
+//!
+//! img stores and verifies only sha256, the algorithm every OCI registry and tool uses. With
+//! the `oci` feature, [`Digest::to_oci`] and `TryFrom<&oci_spec::image::Digest>` convert at
+//! the edges where OCI descriptors are built and read.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,7 +34,7 @@ pub enum DigestError {
 
 impl Digest {
     /// The sha256 of `bytes`.
-    pub fn of_bytes(bytes: &[u8]) -> Self {
+    pub fn of(bytes: &[u8]) -> Self {
         Digest(Sha256::digest(bytes).into())
     }
 
@@ -47,6 +51,19 @@ impl Digest {
     /// The 64 hex digits, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
+    }
+
+    /// The digest a finished sha256 hasher computed.
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Digest(hasher.finalize().into())
+    }
+
+    /// The equivalent `oci_spec` digest, for building descriptors.
+    #[cfg(feature = "oci")]
+    pub fn to_oci(&self) -> oci_spec::image::Digest {
+        oci_spec::image::Sha256Digest::from_str(&self.hex())
+            .map(Into::into)
+            .unwrap_or_else(|_| unreachable!("64 lowercase hex digits are a sha256 digest"))
     }
 
     /// The first 12 hex digits, as short ids are shown by docker.
@@ -95,6 +112,15 @@ impl FromStr for Digest {
     }
 }
 
+#[cfg(feature = "oci")]
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+
+    fn try_from(value: &oci_spec::image::Digest) -> Result<Self, Self::Error> {
+        value.to_string().parse()
+    }
+}
+
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
@@ -115,14 +141,14 @@ mod tests {
     #[test]
     fn known_value_of_empty_input() {
         assert_eq!(
-            Digest::of_bytes(b"").to_string(),
+            Digest::of(b"").to_string(),
             "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }
 
     #[test]
     fn parse_round_trips_and_rejects_malformed() {
-        let d = Digest::of_bytes(b"abc");
+        let d = Digest::of(b"abc");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         for bad in [
             "",
@@ -137,7 +163,7 @@ mod tests {
 
     #[test]
     fn serde_uses_the_string_form() {
-        let d = Digest::of_bytes(b"x");
+        let d = Digest::of(b"x");
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(json, format!("\"{d}\""));
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);

@@ -41,6 +41,7 @@ mod dot;
 mod exec;
 mod file;
 mod op;
+mod platform;
 mod source;
 
 pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
@@ -52,7 +53,8 @@ pub use file::{
     SymlinkAction,
 };
 pub use op::{DiffOp, MergeOp, Op, OpRef};
-pub use source::{GitSource, HttpSource, ImageSource, LocalSource, Platform, SourceOp};
+pub use platform::{Platform, PlatformError};
+pub use source::{GitSource, HttpSource, ImageSource, LocalSource, SourceOp};
 
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -77,7 +77,7 @@ impl Op {
     pub fn digest(&self) -> Digest {
         let mut bytes = DIGEST_DOMAIN.to_vec();
         bytes.extend_from_slice(&self.canonical_bytes());
-        Digest::of_bytes(&bytes)
+        Digest::of(&bytes)
     }
 
     /// Every input reference, in a fixed order: exec root then mount sources; file base then

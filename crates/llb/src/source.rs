@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Digest;
+use crate::{Digest, Platform};
 
 /// An op with no inputs that brings content into the build.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,38 +17,6 @@ pub enum SourceOp {
     Http(HttpSource),
     /// A checkout of a git repository, as `ADD git@…` does.
     Git(GitSource),
-}
-
-/// An OS and CPU architecture, as in an OCI image index.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// CPU architecture in GOARCH spelling, e.g. `amd64`, `arm64`.
-    pub architecture: String,
-    /// Architecture variant, e.g. `v7` for `linux/arm/v7`.
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// A platform from its parts.
-    pub fn new(os: impl Into<String>, architecture: impl Into<String>) -> Self {
-        Platform {
-            os: os.into(),
-            architecture: architecture.into(),
-            variant: None,
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
-        }
-        Ok(())
-    }
 }
 
 /// An image's root filesystem. The frontend pins `reference` to a digest when it resolved one,

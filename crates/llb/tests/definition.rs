@@ -58,7 +58,7 @@ fn digest_covers_inputs_and_fields_but_not_metadata() {
     let b: Op = run(base, "make test").into();
     assert_ne!(a.digest(), b.digest());
 
-    let other_base = OpRef::new(Digest::of_bytes(b"another image"));
+    let other_base = OpRef::new(Digest::of(b"another image"));
     let c: Op = run(other_base, "make").into();
     assert_ne!(
         a.digest(),
@@ -116,7 +116,7 @@ fn same_work_in_two_stages_is_one_op_and_unused_ops_are_dropped() {
 #[test]
 fn inputs_must_exist_before_use() {
     let mut g = DefinitionBuilder::new();
-    let ghost = OpRef::new(Digest::of_bytes(b"nothing"));
+    let ghost = OpRef::new(Digest::of(b"nothing"));
     let err = g.add(run(ghost, "x"), OpMetadata::default()).unwrap_err();
     assert!(matches!(err, DefinitionError::MissingInput { input, .. } if input == ghost.digest));
     let base = g.add(alpine(), OpMetadata::default()).unwrap();
@@ -226,19 +226,16 @@ fn map_inputs_visits_in_input_order() {
     let mut seen = Vec::new();
     let replaced = build.map_inputs(|r| {
         seen.push(*r);
-        OpRef::new(Digest::of_bytes(b"key"))
+        OpRef::new(Digest::of(b"key"))
     });
     assert_eq!(seen, inputs);
-    assert_eq!(
-        replaced.inputs(),
-        vec![OpRef::new(Digest::of_bytes(b"key"))]
-    );
+    assert_eq!(replaced.inputs(), vec![OpRef::new(Digest::of(b"key"))]);
 }
 
 #[test]
 fn every_kind_of_input_is_listed_in_a_fixed_order() {
     use img_llb::{DiffOp, FileAction, MkfileAction};
-    let r = |s: &str| OpRef::new(Digest::of_bytes(s.as_bytes()));
+    let r = |s: &str| OpRef::new(Digest::of(s.as_bytes()));
     let bind = |source: OpRef| Mount {
         target: "/mnt".into(),
         kind: MountKind::Bind {

@@ -7,8 +7,8 @@ use oci_spec::image::Digest;
 use crate::config::ConfigError;
 use crate::credentials::CredentialsError;
 use crate::manifest::ManifestError;
-use crate::platform::PlatformError;
 use crate::reference::ReferenceError;
+use img_llb::PlatformError;
 
 /// Any failure of a registry operation. URLs never carry credentials or tokens.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
-use crate::platform::Platform;
+use img_llb::Platform;
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -166,11 +166,10 @@ pub(crate) fn parse(
 /// The platform an index entry declares, if any.
 pub(crate) fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
     let p = d.platform().as_ref()?;
-    Some(Platform::new(
-        &p.os().to_string(),
-        &p.architecture().to_string(),
-        p.variant().as_deref(),
-    ))
+    Some(
+        Platform::new(p.os().to_string(), p.architecture().to_string())
+            .with_variant(p.variant().as_deref()),
+    )
 }
 
 /// Picks the index entry for `wanted`: an exact variant match first, then any entry whose

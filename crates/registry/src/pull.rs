@@ -11,7 +11,6 @@ use crate::auth::repository_scope;
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::manifest::{self, ManifestError, Parsed, MANIFEST_ACCEPT, MANIFEST_SIZE_LIMIT};
-use crate::platform::Platform;
 use crate::progress::{ProgressEvent, ProgressFn, PROGRESS_STEP};
 use crate::reference::Reference;
 use crate::store::{BlobSink, BlobWriter};
@@ -20,6 +19,7 @@ use crate::transport::{
     Endpoint,
 };
 use crate::verify::{verify_bytes, Hasher};
+use img_llb::Platform;
 
 /// Image configs are JSON read into memory; refuse absurd ones.
 const CONFIG_SIZE_LIMIT: u64 = 64 << 20;

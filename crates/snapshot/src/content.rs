@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tempfile::NamedTempFile;
 
 use crate::db::{DatabaseError, Db};
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::HashingWriter;
 use crate::fsutil;
 use crate::lease::Lease;
 use crate::state::StateDir;
+use img_llb::Digest;
 
 /// A failure of the content store.
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +163,7 @@ impl ContentStore {
 
     fn not_found_or(&self, digest: &Digest, path: PathBuf, source: io::Error) -> ContentError {
         if source.kind() == io::ErrorKind::NotFound {
-            ContentError::NotFound {
-                digest: digest.clone(),
-            }
+            ContentError::NotFound { digest: *digest }
         } else {
             ContentError::Io { path, source }
         }
@@ -210,7 +209,7 @@ impl BlobWriter {
         if let Some(expected) = &self.expected {
             if *expected != digest {
                 return Err(ContentError::DigestMismatch {
-                    expected: expected.clone(),
+                    expected: *expected,
                     actual: digest,
                     size,
                 });

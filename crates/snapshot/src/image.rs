@@ -8,9 +8,9 @@ use std::sync::Arc;
 use oci_spec::image::Descriptor;
 
 use crate::db::{now_unix, DatabaseError, Db};
-use crate::digest::{Digest, DigestError};
 use crate::fsutil;
 use crate::state::StateDir;
+use img_llb::{Digest, DigestError};
 
 /// The annotation OCI layout readers (skopeo `oci:DIR:NAME`, umoci `--image DIR:NAME`) match.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";

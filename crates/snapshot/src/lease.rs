@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::{now_unix, DatabaseError, Db};
-use crate::digest::Digest;
+use img_llb::Digest;
 
 /// A lease row in the database, released when dropped. A process that dies without releasing
 /// its lease loses it when it expires.

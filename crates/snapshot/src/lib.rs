@@ -36,8 +36,8 @@ mod store;
 
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
 pub use db::DatabaseError;
-pub use digest::{Digest, DigestError};
 pub use image::{ImageError, ImageRecord, ImageStore, REF_NAME_ANNOTATION};
+pub use img_llb::{Digest, DigestError};
 pub use layer::{
     apply_layer, export_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, Compression,
     ExportError, ExportOptions, LayerDescriptor, WhiteoutStyle,

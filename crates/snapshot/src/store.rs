@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use crate::content::{ContentError, ContentStore};
 use crate::db::{now_unix, DatabaseError, Db};
-use crate::digest::Digest;
 use crate::fsutil;
 use crate::image::{self, ImageError, ImageStore};
 use crate::lease::Lease;
 use crate::snapshotter::{self, BackendChoice, SnapshotError, Snapshotter};
 use crate::state::StateDir;
+use img_llb::Digest;
 
 /// A failure opening the store or collecting garbage.
 #[derive(Debug, thiserror::Error)]
@@ -217,16 +217,20 @@ impl Store {
 
             // Mark blobs: images, leases and roots, then what their manifests reference.
             let mut queue: VecDeque<Digest> = roots.blobs.iter().cloned().collect();
-            queue.extend(image_digests.iter().filter_map(|d| d.parse().ok()));
+            queue.extend(
+                image_digests
+                    .iter()
+                    .filter_map(|d| d.parse::<Digest>().ok()),
+            );
             queue.extend(
                 leased
                     .iter()
                     .filter(|(k, _)| k == "blob")
-                    .filter_map(|(_, d)| d.parse().ok()),
+                    .filter_map(|(_, d)| d.parse::<Digest>().ok()),
             );
             let mut live: HashSet<Digest> = HashSet::new();
             while let Some(d) = queue.pop_front() {
-                if live.insert(d.clone()) {
+                if live.insert(d) {
                     queue.extend(referenced_blobs(&content, &d));
                 }
             }

@@ -217,11 +217,11 @@ fn gc_keeps_images_roots_and_leases_and_frees_the_rest() {
         .unwrap();
 
     let roots = GcRoots {
-        blobs: vec![rooted.clone()],
+        blobs: vec![rooted],
         snapshots: vec![],
     };
     let report = s.gc(&roots).unwrap();
-    assert_eq!(report.blobs_removed, vec![orphan.clone()]);
+    assert_eq!(report.blobs_removed, vec![orphan]);
     let mut removed = report.snapshots_removed.clone();
     removed.sort();
     assert_eq!(removed, ["loose-a"]);
@@ -242,7 +242,7 @@ fn gc_keeps_images_roots_and_leases_and_frees_the_rest() {
     let mut removed = report.snapshots_removed.clone();
     removed.sort();
     assert_eq!(removed, ["child", "leased"]);
-    let mut want = vec![rooted.clone(), leased.clone()];
+    let mut want = vec![rooted, leased];
     want.sort();
     assert_eq!(report.blobs_removed, want);
     assert!(snap.stat("root").is_ok());

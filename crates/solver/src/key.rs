@@ -75,7 +75,7 @@ pub(crate) fn cache_key(
         bytes.extend_from_slice(b"\nsalt:");
         bytes.extend_from_slice(salt.as_bytes());
     }
-    CacheKey(Digest::of_bytes(&bytes))
+    CacheKey(Digest::of(&bytes))
 }
 
 /// Content checksums and cache keys share the input slot; hashing the checksum under its own
@@ -83,7 +83,7 @@ pub(crate) fn cache_key(
 fn content_marker(checksum: &Digest) -> Digest {
     let mut bytes = b"img-solver/content\n".to_vec();
     bytes.extend_from_slice(checksum.as_bytes());
-    Digest::of_bytes(&bytes)
+    Digest::of(&bytes)
 }
 
 #[cfg(test)]
@@ -98,10 +98,10 @@ mod tests {
 
     #[test]
     fn key_follows_input_keys_not_input_digests() {
-        let input = Digest::of_bytes(b"input op");
+        let input = Digest::of(b"input op");
         let op = exec_on(input);
-        let k1 = HashMap::from([(input, CacheKey(Digest::of_bytes(b"k1")))]);
-        let k2 = HashMap::from([(input, CacheKey(Digest::of_bytes(b"k2")))]);
+        let k1 = HashMap::from([(input, CacheKey(Digest::of(b"k1")))]);
+        let k2 = HashMap::from([(input, CacheKey(Digest::of(b"k2")))]);
         let none = CacheKeyExtra::default();
         assert_eq!(cache_key(&op, &k1, &none), cache_key(&op, &k1, &none));
         assert_ne!(cache_key(&op, &k1, &none), cache_key(&op, &k2, &none));
@@ -109,14 +109,14 @@ mod tests {
 
     #[test]
     fn content_checksum_replaces_the_input_key() {
-        let input = Digest::of_bytes(b"context");
+        let input = Digest::of(b"context");
         let op = exec_on(input);
-        let sum = Digest::of_bytes(b"files");
+        let sum = Digest::of(b"files");
         let extra = CacheKeyExtra::new().with_content(OpRef::new(input), sum);
-        let k1 = HashMap::from([(input, CacheKey(Digest::of_bytes(b"k1")))]);
-        let k2 = HashMap::from([(input, CacheKey(Digest::of_bytes(b"k2")))]);
+        let k1 = HashMap::from([(input, CacheKey(Digest::of(b"k1")))]);
+        let k2 = HashMap::from([(input, CacheKey(Digest::of(b"k2")))]);
         assert_eq!(cache_key(&op, &k1, &extra), cache_key(&op, &k2, &extra));
-        let other = CacheKeyExtra::new().with_content(OpRef::new(input), Digest::of_bytes(b"x"));
+        let other = CacheKeyExtra::new().with_content(OpRef::new(input), Digest::of(b"x"));
         assert_ne!(cache_key(&op, &k1, &extra), cache_key(&op, &k1, &other));
         let salted = extra.clone().with_salt("resolved");
         assert_ne!(cache_key(&op, &k1, &extra), cache_key(&op, &k1, &salted));

@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn events_serialize_with_a_tag_and_round_trip() {
         let event = ProgressEvent::Log {
-            op: Digest::of_bytes(b"op"),
+            op: Digest::of(b"op"),
             stream: LogStream::Stderr,
             data: "warning\n".into(),
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(1500),

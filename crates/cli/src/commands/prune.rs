@@ -207,12 +207,12 @@ mod tests {
     fn record(name: &str, size: u64, used_secs_ago: u64, now: SystemTime) -> CacheRecord {
         let at = now - Duration::from_secs(used_secs_ago);
         CacheRecord {
-            key: img_llb::Digest::of_bytes(name.as_bytes())
+            key: img_llb::Digest::of(name.as_bytes())
                 .to_string()
                 .parse()
                 .unwrap(),
             output_id: format!("test:{name}"),
-            op: img_llb::Digest::of_bytes(name.as_bytes()),
+            op: img_llb::Digest::of(name.as_bytes()),
             description: name.to_owned(),
             size: Some(size),
             created_at: at,

@@ -176,7 +176,7 @@ fn write_oci(
     for record in records {
         let root = digest_of(&record.target)?;
         for digest in blobs_of(content, &root) {
-            if written.insert(digest.clone()) {
+            if written.insert(digest) {
                 add_blob(
                     tar,
                     content,

@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn output_without_a_final_newline_is_printed_when_the_display_ends() {
-        let op = img_llb::Digest::of_bytes(b"x");
+        let op = img_llb::Digest::of(b"x");
         let events = [Event::Solver(SolverEvent::Log {
             op,
             stream: img_solver::LogStream::Stdout,

@@ -23,7 +23,7 @@ pub fn render(mut renderer: impl Render, events: &[Event]) -> String {
 }
 
 pub fn op(name: &str) -> img_llb::Digest {
-    img_llb::Digest::of_bytes(name.as_bytes())
+    img_llb::Digest::of(name.as_bytes())
 }
 
 fn log(name: &str, stream: LogStream, data: &str, ms: u64) -> Event {

@@ -3,7 +3,7 @@
 use crate::instructions::{InstructionError, Location};
 use crate::parser::ParseError;
 use crate::shell::ShellError;
-use crate::stages::platform::PlatformError;
+use img_llb::PlatformError;
 
 /// The error the caller's base-image lookup returns.
 pub type BaseImageError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -13,7 +13,6 @@ mod dispatch;
 mod error;
 mod expand;
 mod lint;
-mod platform;
 
 use std::collections::BTreeMap;
 
@@ -26,8 +25,8 @@ pub use config::{
     ContainerConfig, Empty, HealthcheckConfig, HistoryEntry, ImageConfig, DEFAULT_PATH,
 };
 pub use error::{BaseImageError, FrontendError};
+pub use img_llb::{Platform, PlatformError};
 pub use lint::Warning;
-pub use platform::{Platform, PlatformError};
 
 /// What the build was asked for, besides the Dockerfile.
 #[derive(Debug, Clone)]

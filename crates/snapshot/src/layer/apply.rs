@@ -28,7 +28,8 @@ use super::at::{exists_at, fd_path, is_dir, join, list_dir, os, remove_all_at};
 use super::compression::{detect, Compression};
 use crate::changes::lookup;
 use crate::copy::{copy_metadata, is_overlay_xattr, TreeCopier};
-use crate::digest::{Digest, HashingReader};
+use crate::digest::HashingReader;
+use img_llb::Digest;
 
 /// A failure while applying a layer.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,8 @@ use super::tarfmt::{self, TarEntry};
 use crate::changes::{self, EntryKind, LayerEntry};
 use crate::content::{ContentError, ContentStore};
 use crate::copy::read_xattrs;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::HashingWriter;
+use img_llb::Digest;
 
 /// A failure while exporting a layer.
 #[derive(Debug, thiserror::Error)]

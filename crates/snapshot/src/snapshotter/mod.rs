@@ -29,13 +29,13 @@ use crate::changes;
 use crate::content::{ContentError, ContentStore};
 use crate::copy::TreeCopier;
 use crate::db::{now_unix, DatabaseError, Db};
-use crate::digest::Digest;
 use crate::layer::{
     self, ApplyError, ApplyOptions, ApplyReport, ExportError, ExportOptions, LayerDescriptor,
     WhiteoutStyle,
 };
 use crate::lease::Lease;
 use crate::state::StateDir;
+use img_llb::Digest;
 
 /// A failure of the snapshotter.
 #[derive(Debug, thiserror::Error)]

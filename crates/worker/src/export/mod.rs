@@ -201,10 +201,10 @@ pub fn export_image(
                     .add_blob(digest)
                     .map_err(ExportError::Lease)?;
                 layers.push(ExportedLayer {
-                    digest: digest.clone(),
+                    digest: *digest,
                     size: *size,
                     media_type: oci_layer_type(media_type),
-                    diff_id: diff_id.clone(),
+                    diff_id: *diff_id,
                 });
             }
         }
@@ -248,10 +248,10 @@ pub fn export_image(
             continue;
         }
         layers.push(ExportedLayer {
-            digest: layer.digest.clone(),
+            digest: layer.digest,
             size: layer.size,
             media_type: options.compression.media_type().to_owned(),
-            diff_id: layer.diff_id.clone(),
+            diff_id: layer.diff_id,
         });
     }
 

@@ -90,13 +90,9 @@ pub(crate) fn select_manifest(
     let doc = parse_json(reference, &content.read_blob(digest)?)?;
     let media_type = doc.get("mediaType").and_then(Value::as_str).unwrap_or("");
     if !INDEX_TYPES.contains(&media_type) && doc.get("manifests").is_none() {
-        return Ok(digest.clone());
+        return Ok(*digest);
     }
-    let want = Platform::new(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref(),
-    );
+    let want = platform;
     let entries = doc
         .get("manifests")
         .and_then(Value::as_array)
@@ -109,7 +105,7 @@ pub(crate) fn select_manifest(
                 .unwrap_or("")
         };
         let variant = Some(field("variant")).filter(|v| !v.is_empty());
-        let have = Platform::new(field("os"), field("architecture"), variant);
+        let have = Platform::new(field("os"), field("architecture")).with_variant(variant);
         if want.matches(&have) {
             let child = digest_field(reference, entry)?;
             if content.exists(&child) {
@@ -177,12 +173,12 @@ pub(crate) fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for diff_id in diff_ids {
         let next = match out.last() {
-            None => diff_id.clone(),
+            None => *diff_id,
             Some(parent) => {
                 let hash = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
                 format!("sha256:{}", hex_of(&hash))
                     .parse()
-                    .unwrap_or_else(|_| diff_id.clone())
+                    .unwrap_or(*diff_id)
             }
         };
         out.push(next);
@@ -220,7 +216,7 @@ impl Worker {
             platform: platform.clone(),
         })?;
         Ok(BaseImage {
-            manifest_digest: resolved.manifest_digest.clone(),
+            manifest_digest: resolved.manifest_digest,
             config: resolved.config.clone(),
         })
     }
@@ -292,13 +288,9 @@ impl Worker {
                 reference: reference.clone(),
             });
         };
-        let platform = Platform::new(
-            &source.platform.os,
-            &source.platform.architecture,
-            source.platform.variant.as_deref(),
-        );
+        let platform = &source.platform;
         let image = client
-            .resolve(&parsed, &platform)
+            .resolve(&parsed, platform)
             .map_err(|e| WorkerError::Pull {
                 reference: reference.clone(),
                 source: Box::new(e),
@@ -329,11 +321,7 @@ impl Worker {
                     .ok_or_else(|| WorkerError::ImageNotLocal {
                         reference: base.reference.clone(),
                     })?;
-            let platform = Platform::new(
-                &source.platform.os,
-                &source.platform.architecture,
-                source.platform.variant.as_deref(),
-            );
+            let platform = &source.platform;
             let sink = LocalBlobs::new(content.clone(), Some(&self.lease));
             ctx.log(
                 img_solver::LogStream::Stderr,
@@ -356,7 +344,7 @@ impl Worker {
                 ctx.log(img_solver::LogStream::Stderr, line.as_bytes());
             };
             let image = client
-                .pull(reference, &platform, &sink, &progress)
+                .pull(reference, platform, &sink, &progress)
                 .map_err(|e| WorkerError::Pull {
                     reference: base.reference.clone(),
                     source: Box::new(e),
@@ -437,7 +425,7 @@ impl Worker {
         };
         Ok(WorkerRef::Snapshot {
             key,
-            image: Some(manifest.clone()),
+            image: Some(*manifest),
         })
     }
 }
@@ -450,7 +438,7 @@ mod tests {
     fn chain_ids_follow_the_oci_definition() {
         let a: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
         let b: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
-        let chain = chain_ids(&[a.clone(), b.clone()]);
+        let chain = chain_ids(&[a, b]);
         assert_eq!(chain[0], a);
         let want = hex_of(&Sha256::digest(format!("{a} {b}").as_bytes()));
         assert_eq!(chain[1].hex(), want);

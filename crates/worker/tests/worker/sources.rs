@@ -255,11 +255,7 @@ fn http_source() -> TestResult {
     let fx = Fixture::new();
     let (port, server) = serve(b"downloaded bytes", 2);
     let mut graph = Graph::on_busybox();
-    http_step(
-        &mut graph,
-        port,
-        Some(OpDigest::of_bytes(b"downloaded bytes")),
-    );
+    http_step(&mut graph, port, Some(OpDigest::of(b"downloaded bytes")));
     let out = rootfs(&fx, &graph)?;
     drop(server);
     let path = out.join("downloads/data.bin");
@@ -279,7 +275,7 @@ fn http_checksum_mismatch() -> TestResult {
     let fx = Fixture::new();
     let (port, _server) = serve(b"tampered", 1);
     let mut graph = Graph::on_busybox();
-    http_step(&mut graph, port, Some(OpDigest::of_bytes(b"expected")));
+    http_step(&mut graph, port, Some(OpDigest::of(b"expected")));
     match solve(&fx.solver(), &graph.definition()) {
         Err(SolveError::OpFailed { source, .. }) => check(
             matches!(
