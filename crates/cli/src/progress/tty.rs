@@ -13,6 +13,12 @@
 //! terminal size, so tests render frames with a fixed clock. Drawing moves the cursor back to
 //! the top of the previous frame and clears to the end of the screen before writing the new
 //! one, so every line must fit the terminal's width (a wrapped line would break the count).
+//!
+//! The view is drawn by hand rather than with a progress-bar crate such as indicatif: its
+//! layout is BuildKit's (a header, one line per step, a step's last log lines beneath it,
+//! transfers below), a frame must be a pure function of the state so snapshot tests pin it,
+//! and the plain and rawjson modes render the same state. A bar library would own the
+//! redraw loop and the clock, and would draw only the transfer bars.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
