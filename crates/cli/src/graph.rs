@@ -257,7 +257,10 @@ mod tests {
         let o = options(&["--platform", "linux/arm64", "--target", "build"], &[]).unwrap();
         assert_eq!(o.platform.unwrap().architecture, "arm64");
         assert_eq!(o.target.as_deref(), Some("build"));
-        let err = options(&["--platform", "linux"], &[]).unwrap_err();
+        // buildx's short forms are platforms too.
+        let o = options(&["--platform", "arm64"], &[]).unwrap();
+        assert_eq!(o.platform.unwrap().to_string(), "linux/arm64");
+        let err = options(&["--platform", "linux/"], &[]).unwrap_err();
         assert!(format!("{err:#}").contains("invalid --platform"), "{err:#}");
     }
 }
