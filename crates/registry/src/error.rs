@@ -4,7 +4,6 @@ use std::fmt;
 
 use oci_spec::image::Digest;
 
-use crate::config::ConfigError;
 use crate::credentials::CredentialsError;
 use crate::manifest::ManifestError;
 use crate::platform::PlatformError;
@@ -20,9 +19,6 @@ pub enum Error {
     /// A platform did not parse.
     #[error(transparent)]
     Platform(#[from] PlatformError),
-    /// img's config file is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// Docker's config file or a credential helper failed.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
