@@ -76,6 +76,14 @@ pub enum Error {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A request was redirected more times than any registry needs (a redirect loop).
+    #[error("{url}: more than {limit} redirects")]
+    TooManyRedirects {
+        /// The URL of the last redirect.
+        url: String,
+        /// How many redirects are followed.
+        limit: u32,
+    },
     /// A response lacked a header the protocol requires.
     #[error("{url}: response has no {header} header")]
     MissingHeader {

@@ -237,7 +237,7 @@ impl Client {
         };
         match resp.status().as_u16() {
             201 => Ok(Mount::Mounted),
-            202 => Ok(Mount::Session(location(ep, url.as_str(), &resp)?)),
+            202 => Ok(Mount::Session(location(url.as_str(), &resp)?)),
             _ => Ok(Mount::Refused),
         }
     }
@@ -252,7 +252,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(status_error(ep, "POST", &url, &mut resp));
         }
-        location(ep, &url, &resp)
+        location(&url, &resp)
     }
 
     /// Streams the blob into an upload session: one PUT, or PATCH chunks then a closing PUT.
@@ -304,7 +304,7 @@ impl Client {
                 if !resp.status().is_success() {
                     return Err(status_error(ep, "PATCH", session.as_str(), &mut resp));
                 }
-                session = location(ep, session.as_str(), &resp)?;
+                session = location(session.as_str(), &resp)?;
             }
         }
         session
