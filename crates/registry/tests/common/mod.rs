@@ -593,6 +593,14 @@ fn proxy_one(
     patches: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut client_reader = BufReader::new(client.try_clone()?);
+    // The client tries TLS first on a loopback registry: refuse it at once, as the registry
+    // itself would, rather than wait for a request line that may never come.
+    if client_reader.fill_buf()?.first() == Some(&0x16) {
+        let mut out = client;
+        out.write_all(b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n")?;
+        let _ = out.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let mut head = Vec::new();
     let mut request_line = String::new();
     client_reader.read_line(&mut request_line)?;
