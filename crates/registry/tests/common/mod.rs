@@ -75,7 +75,9 @@ impl TestRegistry {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
                     .output()
-                    .expect("htpasswd (apache2-utils) is installed");
+                    .expect(
+                        "cannot run htpasswd: this test needs it (apt-get install apache2-utils)",
+                    );
                 assert!(out.status.success());
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, out.stdout).unwrap();
@@ -170,7 +172,7 @@ fn spawn_registry(
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("docker-registry is installed (apt-get install docker-registry)");
+        .expect("cannot run docker-registry: this test needs it (apt-get install docker-registry)");
     let read_log = || std::fs::read_to_string(log_path).unwrap_or_default();
     // Generous: a loaded 2-core machine may take a while to start the registry, and one that
     // fails exits, which is noticed at once.
