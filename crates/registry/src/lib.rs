@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod blobs;
 mod client;
 mod config;
 mod credentials;
