@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use img_registry::ClientConfig;
 use img_snapshot::{BackendChoice, StateDir, Store};
 
+use crate::config_file;
 use crate::flags::{GlobalFlags, ProgressFlag};
 use crate::progress::Mode;
 
@@ -47,10 +48,8 @@ impl Config {
             }
         };
         let mut registry = ClientConfig::default();
-        if let Some(path) = ClientConfig::default_file_path() {
-            registry
-                .merge_file(&path)
-                .with_context(|| format!("cannot use img's config file {}", path.display()))?;
+        if let Some(path) = config_file::default_path() {
+            config_file::load_into(&mut registry, &path)?;
         }
         for host in &flags.insecure_registries {
             check_registry_host(host)?;

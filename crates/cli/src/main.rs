@@ -1,14 +1,16 @@
 //! `img`: a daemonless, rootless container image builder.
 //!
 //! The binary is thin: `flags` turns the command line into a plain struct that mirrors it,
-//! `config` derives a checked configuration from the global flags, and each command lives in
-//! its own module under `commands`. Progress is drawn on standard error by `progress`, on a
-//! thread of its own. Errors from the libraries bubble up as `anyhow` errors and are printed
-//! here, with their chain of causes, before exiting non-zero.
+//! `config` derives a checked configuration from the global flags and img's config file (read
+//! by `config_file`), and each command lives in its own module under `commands`. Progress is
+//! drawn on standard error by `progress`, on a thread of its own. Errors from the libraries
+//! bubble up as `anyhow` errors and are printed here, with their chain of causes, before
+//! exiting non-zero.
 
 mod build_cache;
 mod commands;
 mod config;
+mod config_file;
 mod context;
 mod flags;
 mod graph;

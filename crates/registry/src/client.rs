@@ -7,7 +7,9 @@ use crate::transport::Transport;
 /// every operation made through it (and across threads: it is `Sync`).
 ///
 /// Operations: [`fetch_manifest`](Client::fetch_manifest), [`resolve`](Client::resolve),
-/// [`fetch_blob`](Client::fetch_blob), [`pull`](Client::pull) and [`push`](Client::push).
+/// [`fetch_blob`](Client::fetch_blob), [`pull`](Client::pull) and [`push`](Client::push);
+/// for one blob at a time [`blob_exists`](Client::blob_exists),
+/// [`mount_blob`](Client::mount_blob) and [`push_blob`](Client::push_blob).
 pub struct Client {
     pub(crate) transport: Transport,
 }

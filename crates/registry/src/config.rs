@@ -1,10 +1,11 @@
-//! Client configuration: insecure registries, mirrors, where Docker's config lives, and img's
-//! own `config.toml`.
+//! Client configuration: insecure registries, mirrors, where Docker's config lives.
+//!
+//! Plain settings handed in by the caller: where they come from (img's own config file, flags)
+//! is the caller's business. Only Docker's `config.json` is found here by default, since its
+//! place (`$DOCKER_CONFIG`, else `~/.docker`) is Docker's convention that every client follows.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use serde::Deserialize;
+use std::path::PathBuf;
 
 use crate::reference::normalize_registry;
 
@@ -18,7 +19,8 @@ pub struct ClientConfig {
     /// Registries (`host` or `host:port`) reached over plain HTTP (after trying HTTPS without
     /// certificate verification, as Docker does). Loopback registries need not be listed.
     pub insecure_registries: Vec<String>,
-    /// Pull-through mirrors per registry host (`docker.io` -> `["localhost:5001"]`). A mirror is
+    /// Pull-through mirrors per registry host, keyed as [`normalize_registry`] names it
+    /// (`docker.io` -> `["localhost:5001"]`). A mirror is
     /// `host[:port]`, optionally with `http://` or `https://`. Mirrors are tried in order for
     /// pulls, then the registry itself; pushes always go to the registry.
     pub mirrors: BTreeMap<String, Vec<String>>,
@@ -43,99 +45,7 @@ impl Default for ClientConfig {
     }
 }
 
-/// Why img's config file cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file exists but cannot be read.
-    #[error("cannot read config file {path}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("invalid config file {path}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The TOML error, with line and column.
-        #[source]
-        source: toml::de::Error,
-    },
-}
-
-/// The on-disk shape of `config.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    #[serde(default)]
-    insecure_registries: Vec<String>,
-    #[serde(default)]
-    registry: BTreeMap<String, RegistryEntry>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistryEntry {
-    #[serde(default)]
-    mirrors: Vec<String>,
-    #[serde(default)]
-    insecure: bool,
-}
-
 impl ClientConfig {
-    /// Where img's config file is: `$XDG_CONFIG_HOME/img/config.toml`, else
-    /// `~/.config/img/config.toml`.
-    pub fn default_file_path() -> Option<PathBuf> {
-        let base = std::env::var_os("XDG_CONFIG_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| home_dir().map(|h| h.join(".config")))?;
-        Some(base.join("img").join("config.toml"))
-    }
-
-    /// Adds the settings of an img config file. A missing file is not an error.
-    ///
-    /// ```toml
-    /// insecure-registries = ["registry.lan:5000"]
-    ///
-    /// [registry."docker.io"]
-    /// mirrors = ["http://localhost:5001"]
-    ///
-    /// [registry."build.lan:5000"]
-    /// insecure = true
-    /// ```
-    pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let file: FileConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        self.insecure_registries.extend(file.insecure_registries);
-        for (name, entry) in file.registry {
-            let host = normalize_registry(&name);
-            if entry.insecure {
-                self.insecure_registries.push(host.clone());
-            }
-            if !entry.mirrors.is_empty() {
-                self.mirrors.entry(host).or_default().extend(entry.mirrors);
-            }
-        }
-        Ok(())
-    }
-
     /// The directory of Docker's `config.json`.
     pub(crate) fn docker_config_dir(&self) -> Option<PathBuf> {
         self.docker_config_dir
@@ -210,27 +120,5 @@ mod tests {
         ] {
             assert_eq!(cfg.is_insecure(registry), want, "{registry}");
         }
-    }
-
-    #[test]
-    fn reads_config_file() {
-        let dir = std::env::temp_dir().join(format!("img-registry-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.toml");
-        std::fs::write(
-            &path,
-            "insecure-registries = [\"a.lan:1\"]\n[registry.\"docker.io\"]\nmirrors = [\"http://localhost:5001\"]\n[registry.\"b.lan\"]\ninsecure = true\n",
-        )
-        .unwrap();
-        let mut cfg = ClientConfig::default();
-        cfg.merge_file(&path).unwrap();
-        assert_eq!(cfg.insecure_registries, ["a.lan:1", "b.lan"]);
-        assert_eq!(cfg.mirrors["docker.io"], ["http://localhost:5001"]);
-
-        std::fs::write(&path, "[registry.\"x\"]\nmirror = []\n").unwrap();
-        let err = cfg.merge_file(&path).unwrap_err();
-        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
-        cfg.merge_file(&dir.join("missing.toml")).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

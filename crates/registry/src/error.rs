@@ -4,7 +4,6 @@ use std::fmt;
 
 use oci_spec::image::Digest;
 
-use crate::config::ConfigError;
 use crate::credentials::CredentialsError;
 use crate::manifest::ManifestError;
 use crate::reference::ReferenceError;
@@ -20,9 +19,6 @@ pub enum Error {
     /// A platform did not parse.
     #[error(transparent)]
     Platform(#[from] PlatformError),
-    /// img's config file is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// Docker's config file or a credential helper failed.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -79,6 +75,14 @@ pub enum Error {
         url: String,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// A request was redirected more times than any registry needs (a redirect loop).
+    #[error("{url}: more than {limit} redirects")]
+    TooManyRedirects {
+        /// The URL of the last redirect.
+        url: String,
+        /// How many redirects are followed.
+        limit: u32,
     },
     /// A response lacked a header the protocol requires.
     #[error("{url}: response has no {header} header")]

@@ -19,10 +19,8 @@
 //! ```no_run
 //! use img_registry::{no_progress, Client, ClientConfig, DirBlobStore, Platform, PushOptions, Reference};
 //!
-//! let mut config = ClientConfig::default();
-//! if let Some(path) = ClientConfig::default_file_path() {
-//!     config.merge_file(&path)?; // mirrors and insecure registries from img's config.toml
-//! }
+//! let mut config = ClientConfig::default(); // credentials from Docker's config.json
+//! config.insecure_registries.push("registry.lan:5000".into());
 //! let client = Client::new(config);
 //! let store = DirBlobStore::new("/tmp/blobs")?;
 //! let alpine = Reference::parse("alpine")?; // docker.io/library/alpine:latest
@@ -35,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod auth;
+mod blobs;
 mod client;
 mod config;
 mod credentials;
@@ -52,7 +51,7 @@ mod transport;
 mod verify;
 
 pub use client::Client;
-pub use config::{ClientConfig, ConfigError, DEFAULT_CONCURRENT_TRANSFERS};
+pub use config::{ClientConfig, DEFAULT_CONCURRENT_TRANSFERS};
 pub use credentials::{Credentials, CredentialsError};
 pub use error::{Error, RegistryErrorEntry, RegistryErrors, Result};
 pub use img_llb::{Platform, PlatformError};

@@ -136,6 +136,15 @@ pub(crate) fn media_type_of(bytes: &[u8], content_type: Option<&str>) -> Option<
     }
 }
 
+/// Whether `media_type` names an image manifest or an index (OCI or Docker schema 2), as
+/// opposed to a blob an index may also list.
+pub(crate) fn is_manifest_type(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        OCI_MANIFEST | DOCKER_MANIFEST | OCI_INDEX | DOCKER_MANIFEST_LIST
+    )
+}
+
 /// Parses a manifest whose media type is known, refusing schema 1.
 pub(crate) fn parse(
     reference: &str,

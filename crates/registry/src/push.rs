@@ -32,8 +32,10 @@ pub struct PushOptions {
 impl Client {
     /// Pushes an image manifest or index to `reference` (its tag, or its digest when it has
     /// no tag) after making sure every blob it references is in the repository. For an index
-    /// the child manifests are read from `source` by digest and pushed first. Blobs move in
-    /// parallel, bounded by `max_concurrent_transfers`. Returns the pushed manifest's digest.
+    /// the child manifests are read from `source` by digest and pushed first; entries that
+    /// are not manifests (BuildKit's cache index lists its blobs directly) are pushed as
+    /// blobs. Blobs move in parallel, bounded by `max_concurrent_transfers`. Returns the
+    /// pushed manifest's digest.
     pub fn push(
         &self,
         reference: &Reference,
@@ -64,6 +66,10 @@ impl Client {
             Parsed::Image(m) => blobs.extend(manifest::pushable_blobs(&m)),
             Parsed::Index(index) => {
                 for entry in index.manifests() {
+                    if !manifest::is_manifest_type(entry.media_type().as_ref()) {
+                        blobs.push(entry.clone());
+                        continue;
+                    }
                     let bytes = read_manifest_blob(source, entry.digest())?;
                     let child_type = manifest::media_type_of(&bytes, None)
                         .unwrap_or_else(|| entry.media_type().to_string());
@@ -87,7 +93,7 @@ impl Client {
         let ep = self.transport.endpoint(reference.registry())?;
         let limit = self.transport.config.max_concurrent_transfers;
         crate::parallel::for_each_bounded(&blobs, limit, |blob| {
-            self.push_blob(&ep, reference, blob, source, options, progress)
+            self.push_blob_on(&ep, reference, blob, source, options, progress)
         })?;
         for (child_digest, child_type, bytes) in &children {
             self.put_manifest(&ep, reference, child_digest.as_ref(), child_type, bytes)?;
@@ -131,8 +137,9 @@ impl Client {
         )
     }
 
-    /// Makes one blob present in the target repository.
-    fn push_blob(
+    /// Makes one blob present in the target repository: nothing if it is there, a mount
+    /// from `options.mount_from` if the registry accepts one, else an upload.
+    pub(crate) fn push_blob_on(
         &self,
         ep: &Endpoint,
         reference: &Reference,
@@ -145,24 +152,12 @@ impl Client {
         let digest = desc.digest();
         let push_scope = repository_scope(repo, true);
         // HEAD first: the registry may have it already (a previous push, a shared base).
-        let url = ep.url(&format!("{repo}/blobs/{digest}"));
-        let mut resp = self.transport.request(
-            ep,
-            std::slice::from_ref(&push_scope),
-            Method::HEAD,
-            &url,
-            &[],
-        )?;
-        match resp.status().as_u16() {
-            200 => {
-                progress(&ProgressEvent::Exists {
-                    digest: digest.clone(),
-                    size: desc.size(),
-                });
-                return Ok(());
-            }
-            404 => {}
-            _ => return Err(status_error(ep, "HEAD", &url, &mut resp)),
+        if self.head_blob(ep, repo, digest, &push_scope)? {
+            progress(&ProgressEvent::Exists {
+                digest: digest.clone(),
+                size: desc.size(),
+            });
+            return Ok(());
         }
         let mut session = None;
         for from in options
@@ -206,10 +201,30 @@ impl Client {
         Ok(())
     }
 
+    /// `HEAD /blobs/<digest>` with `scope`: whether the repository has the blob.
+    pub(crate) fn head_blob(
+        &self,
+        ep: &Endpoint,
+        repo: &str,
+        digest: &Digest,
+        scope: &str,
+    ) -> Result<bool> {
+        let url = ep.url(&format!("{repo}/blobs/{digest}"));
+        let scopes = [scope.to_string()];
+        let mut resp = self
+            .transport
+            .request(ep, &scopes, Method::HEAD, &url, &[])?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(status_error(ep, "HEAD", &url, &mut resp)),
+        }
+    }
+
     /// `POST /blobs/uploads/?mount=DIGEST&from=REPO`: 201 means mounted, 202 an upload
     /// session instead. Anything else (no pull access to the source, say) falls back to an
     /// upload, as Docker does.
-    fn try_mount(
+    pub(crate) fn try_mount(
         &self,
         ep: &Endpoint,
         reference: &Reference,
@@ -237,7 +252,7 @@ impl Client {
         };
         match resp.status().as_u16() {
             201 => Ok(Mount::Mounted),
-            202 => Ok(Mount::Session(location(ep, url.as_str(), &resp)?)),
+            202 => Ok(Mount::Session(location(url.as_str(), &resp)?)),
             _ => Ok(Mount::Refused),
         }
     }
@@ -252,7 +267,7 @@ impl Client {
         if !resp.status().is_success() {
             return Err(status_error(ep, "POST", &url, &mut resp));
         }
-        location(ep, &url, &resp)
+        location(&url, &resp)
     }
 
     /// Streams the blob into an upload session: one PUT, or PATCH chunks then a closing PUT.
@@ -304,7 +319,7 @@ impl Client {
                 if !resp.status().is_success() {
                     return Err(status_error(ep, "PATCH", session.as_str(), &mut resp));
                 }
-                session = location(ep, session.as_str(), &resp)?;
+                session = location(session.as_str(), &resp)?;
             }
         }
         session
@@ -327,7 +342,7 @@ impl Client {
     }
 }
 
-enum Mount {
+pub(crate) enum Mount {
     Mounted,
     Session(Url),
     Refused,

@@ -1,5 +1,11 @@
 //! HTTP to registries: endpoint discovery (HTTPS, or plain HTTP for insecure and loopback
 //! registries), authentication on every request, and retries with backoff.
+//!
+//! Credentials and tokens go to the registry's own origin (scheme, host and port) only. A
+//! registry may send a client elsewhere: an upload `Location` on another host, a blob download
+//! redirected to object storage with a presigned URL. Those requests carry no `Authorization`
+//! (the URL itself authorizes them), so a registry cannot hand its users' credentials to a
+//! third party. Redirects are followed here, not by the HTTP client, to apply that rule.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +27,8 @@ const MAX_ATTEMPTS: u32 = 5;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Error bodies and token responses are small; never read more than this of them.
 const SMALL_BODY_LIMIT: u64 = 1 << 20;
+/// Redirects followed for one request (as many as Go's HTTP client, which Docker uses).
+const MAX_REDIRECTS: u32 = 10;
 
 /// Delay before retry number `attempt` (1-based): 250 ms doubling, capped at 8 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
@@ -78,6 +86,15 @@ impl Endpoint {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/v2/{path}", self.base)
     }
+
+    /// Whether `url` is on this registry's own origin (scheme, host and port), the only place
+    /// its credentials may be sent.
+    pub(crate) fn owns(&self, url: &str) -> bool {
+        match (Url::parse(&self.base), Url::parse(url)) {
+            (Ok(base), Ok(url)) => base.origin() == url.origin(),
+            _ => false,
+        }
+    }
 }
 
 /// The Authorization header for one request, and the token in it (to drop it if refused).
@@ -112,6 +129,9 @@ impl Transport {
                 // A stalled body read is a broken transfer: fail it so it can be resumed.
                 .timeout_per_read(Some(Duration::from_secs(120)))
                 .max_idle_connections_per_host(8)
+                // Requests to registries follow redirects themselves (`send`); what the client
+                // still follows (the token realm, the ping) never keeps `Authorization`.
+                .redirect_auth_headers(ureq::config::RedirectAuthHeaders::Never)
                 .tls_config(
                     ureq::tls::TlsConfig::builder()
                         .disable_verification(no_verify)
@@ -239,6 +259,39 @@ impl Transport {
         } else {
             &self.agent
         }
+    }
+
+    /// Sends one request to `url` and any redirects after it (GET and HEAD only, which HTTP
+    /// lets a client repeat elsewhere), with `authorization` only where `ep` owns the URL.
+    /// Returns the last response and the URL that gave it.
+    fn send(
+        &self,
+        ep: &Endpoint,
+        method: &http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        authorization: Option<&str>,
+    ) -> Result<(Response<Body>, String)> {
+        let follows = matches!(*method, http::Method::GET | http::Method::HEAD);
+        let mut url = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let auth = authorization.filter(|_| ep.owns(&url));
+            let req = build(method.clone(), &url, headers, auth, SendBody::none())?;
+            let req = self
+                .agent(ep)
+                .configure_request(req)
+                .max_redirects(0)
+                .build();
+            let resp = self.execute(ep, req)?;
+            if !follows || !is_redirect(resp.status().as_u16()) {
+                return Ok((resp, url));
+            }
+            url = location(&url, &resp)?.to_string();
+        }
+        Err(Error::TooManyRedirects {
+            url: strip_query(&url),
+            limit: MAX_REDIRECTS,
+        })
     }
 
     /// Sends one request as is.
@@ -401,23 +454,19 @@ impl Transport {
             all_headers.push(("Content-Length", "0"));
         }
         let headers = all_headers.as_slice();
+        let shown = method_name(&method);
         with_retries(
             || {
                 let auth = self.authorization(ep, scopes)?;
-                let req = build(
-                    method.clone(),
-                    url,
-                    headers,
-                    auth.header.as_deref(),
-                    SendBody::none(),
-                )?;
-                let resp = self.execute(ep, req)?;
-                if resp.status().as_u16() != 401 {
-                    return server_error_as_err(ep, method_name(&method), url, resp);
+                let (resp, at) = self.send(ep, &method, url, headers, auth.header.as_deref())?;
+                // A 401 from another host (expired object-storage URL) is no challenge of the
+                // registry's: it is reported as it is.
+                if resp.status().as_u16() != 401 || !ep.owns(&at) {
+                    return server_error_as_err(ep, shown, &at, resp);
                 }
                 // Learn the challenge (the ping may have said nothing, or it changed), drop the
                 // refused token and try once more with fresh authorization.
-                let challenge = challenge_of(url, &resp)?;
+                let challenge = challenge_of(&at, &resp)?;
                 let mut scopes = scopes.to_vec();
                 if let Challenge::Bearer { scope: Some(s), .. } = &challenge {
                     if !scopes.contains(s) {
@@ -429,25 +478,20 @@ impl Transport {
                     self.tokens.remove(&ep.base, t);
                 }
                 let auth = self.authorization(ep, &scopes)?;
-                let req = build(
-                    method.clone(),
-                    url,
-                    headers,
-                    auth.header.as_deref(),
-                    SendBody::none(),
-                )?;
-                let mut resp = self.execute(ep, req)?;
+                let (mut resp, at) =
+                    self.send(ep, &method, url, headers, auth.header.as_deref())?;
                 if resp.status().as_u16() == 401 {
-                    return Err(status_error(ep, method_name(&method), url, &mut resp));
+                    return Err(status_error(ep, shown, &at, &mut resp));
                 }
-                server_error_as_err(ep, method_name(&method), url, resp)
+                server_error_as_err(ep, shown, &at, resp)
             },
             |_, _, _| {},
         )
     }
 
     /// A request with a body, sent once with current authorization (the caller restarts the
-    /// whole operation on failure, since a streamed body cannot be replayed).
+    /// whole operation on failure, since a streamed body cannot be replayed). Not redirected;
+    /// `url` may be on another host (an upload `Location`), which then gets no credentials.
     pub(crate) fn request_with_body(
         &self,
         ep: &Endpoint,
@@ -457,10 +501,23 @@ impl Transport {
         headers: &[(&str, &str)],
         body: SendBody<'_>,
     ) -> Result<Response<Body>> {
-        let auth = self.authorization(ep, scopes)?;
+        let own = ep.owns(url);
+        let auth = if own {
+            self.authorization(ep, scopes)?
+        } else {
+            Authorization {
+                header: None,
+                token: None,
+            }
+        };
         let req = build(method.clone(), url, headers, auth.header.as_deref(), body)?;
+        let req = self
+            .agent(ep)
+            .configure_request(req)
+            .max_redirects(0)
+            .build();
         let mut resp = self.execute(ep, req)?;
-        if resp.status().as_u16() == 401 {
+        if resp.status().as_u16() == 401 && own {
             if let Some(t) = &auth.token {
                 self.tokens.remove(&ep.base, t);
             }
@@ -593,20 +650,22 @@ pub(crate) fn header<'r>(resp: &'r Response<Body>, name: &str) -> Option<&'r str
     resp.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Resolves an upload `Location` (often relative) against the endpoint.
-pub(crate) fn location(ep: &Endpoint, url: &str, resp: &Response<Body>) -> Result<Url> {
-    let value = header(resp, "location").ok_or_else(|| Error::MissingHeader {
+/// Whether a status sends the client elsewhere with a `Location`.
+fn is_redirect(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// The `Location` of a response to `url` (an upload session, a redirect), resolved against
+/// `url` since it is often relative; it may name another host.
+pub(crate) fn location(url: &str, resp: &Response<Body>) -> Result<Url> {
+    let missing = || Error::MissingHeader {
         url: strip_query(url),
         header: "Location",
-    })?;
-    let base = Url::parse(&ep.base).map_err(|_| Error::MissingHeader {
-        url: strip_query(url),
-        header: "Location",
-    })?;
-    base.join(value).map_err(|_| Error::MissingHeader {
-        url: strip_query(url),
-        header: "Location",
-    })
+    };
+    let value = header(resp, "location").ok_or_else(missing)?;
+    Url::parse(url)
+        .and_then(|base| base.join(value))
+        .map_err(|_| missing())
 }
 
 #[cfg(test)]
@@ -636,6 +695,34 @@ mod tests {
         );
         assert!(r.is_err());
         assert_eq!(calls, 1, "4xx is never retried");
+    }
+
+    #[test]
+    fn credentials_stay_on_the_registry_origin() {
+        let ep = Endpoint {
+            registry: "reg.lan:5000".into(),
+            base: "https://reg.lan:5000".into(),
+            no_verify: false,
+            challenge: Mutex::new(None),
+        };
+        // url | the registry's own
+        for (url, own) in [
+            ("https://reg.lan:5000/v2/a/blobs/uploads/u?_state=x", true),
+            ("HTTPS://REG.LAN:5000/v2/", true),
+            ("http://reg.lan:5000/v2/", false),
+            ("https://reg.lan:5001/v2/", false),
+            ("https://reg.lan/v2/", false),
+            ("https://storage.lan/bucket/blob?X-Amz-Signature=s", false),
+            ("https://reg.lan.evil:5000/v2/", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(ep.owns(url), own, "{url}");
+        }
+        let default_port = Endpoint {
+            base: "https://reg.lan".into(),
+            ..ep
+        };
+        assert!(default_port.owns("https://reg.lan:443/v2/"));
     }
 
     #[test]

@@ -435,18 +435,11 @@ fn docker_hub_pulls_go_through_a_configured_mirror() {
     let in_mirror = reference(&format!("{}/library/mirrored:1", mirror.host()));
     push_default(&client, &in_mirror, &image, &src);
 
-    let config_dir = tempfile::tempdir().unwrap();
-    let config_file = config_dir.path().join("config.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[registry.\"docker.io\"]\nmirrors = [\"http://{}\"]\n",
-            mirror.host()
-        ),
-    )
-    .unwrap();
     let mut config = client_config(docker.path());
-    config.merge_file(&config_file).unwrap();
+    config.mirrors.insert(
+        "docker.io".into(),
+        vec![format!("http://{}", mirror.host())],
+    );
     let client = Client::new(config);
     let dest = DirBlobStore::new(tempfile::tempdir().unwrap().keep()).unwrap();
     let resolved = client

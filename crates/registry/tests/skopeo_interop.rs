@@ -12,7 +12,7 @@ fn skopeo(args: &[&str]) -> String {
         .arg("--insecure-policy")
         .args(args)
         .output()
-        .expect("skopeo is installed");
+        .expect("cannot run skopeo: this test needs it (apt-get install skopeo)");
     assert!(
         out.status.success(),
         "skopeo {args:?} failed: {}",

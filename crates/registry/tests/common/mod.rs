@@ -1,6 +1,11 @@
 //! Shared test fixtures: a real distribution registry on a loopback port, a token server, a
-//! fault-injecting TCP proxy, and small images built from real gzip tar layers.
+//! fault-injecting TCP proxy, a second host for redirects and upload sessions (`foreign`), and
+//! small images built from real gzip tar layers.
 #![allow(dead_code)]
+
+mod foreign;
+#[allow(unused_imports)] // used by some test binaries only
+pub use foreign::{ForeignHost, SeenRequest};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -44,10 +49,24 @@ pub struct TestRegistry {
     pub dir: tempfile::TempDir,
 }
 
+/// Settings beyond authentication.
+#[derive(Default)]
+pub struct RegistryOptions {
+    /// `http.host`: the URL the registry puts in the `Location`s it generates (upload sessions
+    /// included), as when it sits behind another host.
+    pub public_url: Option<String>,
+    /// The `redirect` storage middleware: blob downloads answered with a 307 to this base URL
+    /// plus the blob's storage path, as with S3 or GCS presigned URLs.
+    pub redirect_blobs_to: Option<String>,
+}
+
 impl TestRegistry {
     pub fn start(auth: RegistryAuth) -> TestRegistry {
+        Self::start_with(auth, RegistryOptions::default())
+    }
+
+    pub fn start_with(auth: RegistryAuth, options: RegistryOptions) -> TestRegistry {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).unwrap();
         let auth_yaml = match &auth {
@@ -56,7 +75,9 @@ impl TestRegistry {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
                     .output()
-                    .expect("htpasswd (apache2-utils) is installed");
+                    .expect(
+                        "cannot run htpasswd: this test needs it (apt-get install apache2-utils)",
+                    );
                 assert!(out.status.success());
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, out.stdout).unwrap();
@@ -79,41 +100,47 @@ impl TestRegistry {
                 )
             }
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: img-registry-tests\n{auth_yaml}",
-            storage.display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("docker-registry is installed (apt-get install docker-registry)");
-        let mut reg = TestRegistry { port, child, dir };
-        reg.wait_ready();
-        reg
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("registry exited with {status}: {}", self.log());
+        let public_url = options
+            .public_url
+            .map(|u| format!("  host: {u}\n"))
+            .unwrap_or_default();
+        let middleware = options
+            .redirect_blobs_to
+            .map(|u| {
+                format!("middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {u}\n")
+            })
+            .unwrap_or_default();
+        // A port found free may be taken again (by an outgoing connection or another test's
+        // server) before the registry binds it: try another one then. Each registry names
+        // itself in a response header, so an answer from whatever else took the port is not
+        // mistaken for this registry's.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port();
+            let instance = format!(
+                "{}-{}-{port}",
+                std::process::id(),
+                STARTED.fetch_add(1, Ordering::SeqCst)
+            );
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: img-registry-tests\n  headers:\n    X-Img-Test-Instance: [{instance}]\n{public_url}{auth_yaml}{middleware}",
+                storage.display()
+            );
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            match spawn_registry(
+                &config_path,
+                &dir.path().join("registry.log"),
+                port,
+                &instance,
+            ) {
+                Ok(child) => return TestRegistry { port, child, dir },
+                Err(log) if log.contains("address already in use") && attempts < 5 => {}
+                Err(log) => panic!("registry did not start: {log}"),
             }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
-                s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").unwrap();
-                let mut line = String::new();
-                if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("HTTP/") {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("registry did not answer /v2/ in time: {}", self.log());
     }
 
     pub fn host(&self) -> String {
@@ -123,6 +150,61 @@ impl TestRegistry {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
+
+    /// The filesystem storage driver's root directory.
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+}
+
+/// Starts `docker-registry` and waits until it answers `/v2/` on `port` with its `instance`
+/// header; on failure the child is gone and the error is its log.
+fn spawn_registry(
+    config: &Path,
+    log_path: &Path,
+    port: u16,
+    instance: &str,
+) -> Result<Child, String> {
+    let log = std::fs::File::create(log_path).unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("cannot run docker-registry: this test needs it (apt-get install docker-registry)");
+    let read_log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    // Generous: a loaded 2-core machine may take a while to start the registry, and one that
+    // fails exits, which is noticed at once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("exited with {status}: {}", read_log()));
+        }
+        if answers_as(port, instance) {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!("no answer on /v2/ in 120 s: {}", read_log()))
+}
+
+/// Whether `GET /v2/` on `port` is answered with `X-Img-Test-Instance: instance`.
+fn answers_as(port: u16, instance: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    if s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let want = format!("x-img-test-instance: {instance}");
+    BufReader::new(s)
+        .lines()
+        .map_while(|l| l.ok())
+        .take_while(|l| !l.is_empty())
+        .any(|l| l.to_ascii_lowercase() == want)
 }
 
 impl Drop for TestRegistry {
@@ -513,6 +595,14 @@ fn proxy_one(
     patches: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut client_reader = BufReader::new(client.try_clone()?);
+    // The client tries TLS first on a loopback registry: refuse it at once, as the registry
+    // itself would, rather than wait for a request line that may never come.
+    if client_reader.fill_buf()?.first() == Some(&0x16) {
+        let mut out = client;
+        out.write_all(b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\n\r\n")?;
+        let _ = out.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let mut head = Vec::new();
     let mut request_line = String::new();
     client_reader.read_line(&mut request_line)?;
