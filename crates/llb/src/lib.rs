@@ -41,6 +41,7 @@ mod dot;
 mod exec;
 mod file;
 mod op;
+mod pattern;
 mod source;
 
 pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
@@ -52,6 +53,7 @@ pub use file::{
     SymlinkAction,
 };
 pub use op::{DiffOp, MergeOp, Op, OpRef};
+pub use pattern::{PathPattern, PatternError};
 pub use source::{GitSource, HttpSource, ImageSource, LocalSource, Platform, SourceOp};
 
 /// Any error of this crate.
