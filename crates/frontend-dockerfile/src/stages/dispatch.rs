@@ -86,7 +86,9 @@ impl<'a> Planner<'a> {
             lint_instruction(&instruction, &location, node, &mut warnings);
             match (instruction, stages.last_mut()) {
                 (Instruction::From(from), _) => {
-                    check_stage_name(&from, &location, &stages, &mut warnings);
+                    let earlier: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    lint_from::stage_name(&from, &location, &earlier, &mut warnings);
                     stages.push(StageSource {
                         name: from.stage_name.clone(),
                         from,
@@ -234,60 +236,15 @@ impl<'a> Planner<'a> {
             .iter()
             .flat_map(|(arg, _)| arg.args.iter().map(|d| d.name.clone()))
             .collect();
-        let defaults = self.global_args(global_args, false).ok();
-        for stage in &self.stages {
-            let at = &stage.location;
-            let from = &stage.from;
-            if let Ok(expansion) = self
-                .lexer
-                .expand_word_tracking(&from.image, &self.global_env)
-            {
-                lint_from::undefined_args(
-                    &expansion,
-                    &declared,
-                    &self.global_env,
-                    at,
-                    &mut self.warnings,
-                );
-            }
-            if let Some(platform) = &from.platform {
-                if let Ok(expansion) = self.lexer.expand_word_tracking(platform, &self.global_env) {
-                    lint_from::undefined_args(
-                        &expansion,
-                        &declared,
-                        &self.global_env,
-                        at,
-                        &mut self.warnings,
-                    );
-                    lint_from::redundant_target_platform(
-                        platform,
-                        &expansion,
-                        &self.global_env,
-                        at,
-                        &mut self.warnings,
-                    );
-                    lint_from::constant_platform(
-                        from.stage_name.as_deref(),
-                        &expansion,
-                        at,
-                        &mut self.warnings,
-                    );
-                }
-            }
-        }
-        // BuildKit gives up this check at the first word that does not expand.
-        let Some(defaults) = defaults else { return };
-        for stage in &self.stages {
-            let Ok(base) = self.lexer.expand_word(&stage.from.image, &defaults) else {
-                return;
-            };
-            lint_from::invalid_default_base(
-                &stage.from.image,
-                &base,
-                &stage.location,
-                &mut self.warnings,
-            );
-        }
+        let globals = lint_from::Globals {
+            lexer: &self.lexer,
+            env: &self.global_env,
+            defaults: self.global_args(global_args, false).ok(),
+            declared,
+        };
+        let froms: Vec<(&FromInstruction, &Location)> =
+            self.stages.iter().map(|s| (&s.from, &s.location)).collect();
+        lint_from::check_from_lines(&froms, &globals, &mut self.warnings);
     }
 
     /// Plans the target and everything it needs.
@@ -859,32 +816,5 @@ impl WordExpander for InstructionExpander<'_, '_> {
         // quotes kept as text, escapes processed.
         let lexer = Lexer::new('\\').with_raw_quotes(true);
         self.run(body, &lexer)
-    }
-}
-
-/// `ReservedStageName` and `DuplicateStageName`: findings, not errors, as in BuildKit; a
-/// reference to a duplicate name means the last stage of that name defined before it.
-fn check_stage_name(
-    from: &FromInstruction,
-    location: &Location,
-    stages: &[StageSource],
-    warnings: &mut Warnings,
-) {
-    let Some(name) = &from.stage_name else {
-        return;
-    };
-    if name == "scratch" || name == "context" {
-        warnings.add(
-            "ReservedStageName",
-            location,
-            format!("Stage name should not use the same name as reserved stage {name:?}"),
-        );
-    }
-    if stages.iter().any(|s| s.name.as_ref() == Some(name)) {
-        warnings.add(
-            "DuplicateStageName",
-            location,
-            format!("Duplicate stage name {name:?}, stage names should be unique"),
-        );
     }
 }

@@ -5,15 +5,86 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::instructions::{suggest, Location};
-use crate::shell::Expansion;
+use crate::instructions::{suggest, FromInstruction, Location};
+use crate::shell::{Expansion, Lexer};
 use crate::stages::config::ImageConfig;
 use crate::stages::lint::Warnings;
 use crate::stages::platform::Platform;
 
+/// What the FROM words are expanded with.
+pub(crate) struct Globals<'a> {
+    pub(crate) lexer: &'a Lexer,
+    /// The global args with the build args.
+    pub(crate) env: &'a BTreeMap<String, String>,
+    /// The global args from their defaults alone; `None` when they cannot be evaluated.
+    pub(crate) defaults: Option<BTreeMap<String, String>>,
+    /// The names every global ARG declares, with a value or not.
+    pub(crate) declared: BTreeSet<String>,
+}
+
+/// The checks of every FROM line's words. A word that cannot be expanded is left to planning
+/// to report.
+pub(crate) fn check_from_lines(
+    froms: &[(&FromInstruction, &Location)],
+    globals: &Globals<'_>,
+    warnings: &mut Warnings,
+) {
+    let (lexer, env, declared) = (globals.lexer, globals.env, &globals.declared);
+    for &(from, at) in froms {
+        if let Ok(expansion) = lexer.expand_word_tracking(&from.image, env) {
+            undefined_args(&expansion, declared, env, at, warnings);
+        }
+        let Some(platform) = &from.platform else {
+            continue;
+        };
+        if let Ok(expansion) = lexer.expand_word_tracking(platform, env) {
+            undefined_args(&expansion, declared, env, at, warnings);
+            redundant_target_platform(platform, &expansion, env, at, warnings);
+            constant_platform(from.stage_name.as_deref(), &expansion, at, warnings);
+        }
+    }
+    // BuildKit gives up this check at the first word that does not expand.
+    let Some(defaults) = &globals.defaults else {
+        return;
+    };
+    for &(from, at) in froms {
+        let Ok(base) = lexer.expand_word(&from.image, defaults) else {
+            return;
+        };
+        invalid_default_base(&from.image, &base, at, warnings);
+    }
+}
+
+/// `ReservedStageName` and `DuplicateStageName`: findings, not errors, as in BuildKit; a
+/// reference to a duplicate name means the last stage of that name defined before it.
+pub(crate) fn stage_name(
+    from: &FromInstruction,
+    location: &Location,
+    earlier: &[&str],
+    warnings: &mut Warnings,
+) {
+    let Some(name) = &from.stage_name else {
+        return;
+    };
+    if name == "scratch" || name == "context" {
+        warnings.add(
+            "ReservedStageName",
+            location,
+            format!("Stage name should not use the same name as reserved stage {name:?}"),
+        );
+    }
+    if earlier.contains(&name.as_str()) {
+        warnings.add(
+            "DuplicateStageName",
+            location,
+            format!("Duplicate stage name {name:?}, stage names should be unique"),
+        );
+    }
+}
+
 /// `UndefinedArgInFrom`: a variable in a FROM word that no global ARG declares (declared
 /// without a value counts as declared) and that is no automatic platform arg.
-pub(crate) fn undefined_args(
+fn undefined_args(
     expansion: &Expansion,
     declared: &BTreeSet<String>,
     env: &BTreeMap<String, String>,
@@ -38,7 +109,7 @@ pub(crate) fn undefined_args(
 
 /// `RedundantTargetPlatform`: `--platform=$TARGETPLATFORM` (the one variable used, and the
 /// value it gives) asks for what FROM does anyway.
-pub(crate) fn redundant_target_platform(
+fn redundant_target_platform(
     written: &str,
     expansion: &Expansion,
     env: &BTreeMap<String, String>,
@@ -61,7 +132,7 @@ pub(crate) fn redundant_target_platform(
 
 /// `FromPlatformFlagConstDisallowed`: a constant `--platform` pins the stage to one platform,
 /// unless the stage's name says so (a stage named `build-arm64` may well be for arm64).
-pub(crate) fn constant_platform(
+fn constant_platform(
     stage_name: Option<&str>,
     expansion: &Expansion,
     at: &Location,
@@ -90,7 +161,7 @@ pub(crate) fn constant_platform(
 
 /// `InvalidDefaultArgInFrom`: with the global ARGs' defaults alone (no build args), the base
 /// image name is empty or no valid reference.
-pub(crate) fn invalid_default_base(
+fn invalid_default_base(
     written: &str,
     with_defaults: &str,
     at: &Location,
