@@ -301,6 +301,29 @@ pub struct BuildFlags {
     /// Run at most N RUN steps at once (default: no limit).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Evaluate the Dockerfile's build checks without building, print what they find and exit
+    /// non-zero if they find anything (the same as --call=check).
+    #[arg(long)]
+    pub check: bool,
+    /// What to do with the Dockerfile: build it, or check it (as --check).
+    #[arg(long, value_enum, default_value_t = CallFlag::Build)]
+    pub call: CallFlag,
+}
+
+impl BuildFlags {
+    /// True for `--check` and `--call=check`: nothing is built.
+    pub fn checks_only(&self) -> bool {
+        self.check || self.call == CallFlag::Check
+    }
+}
+
+/// `img build --call` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallFlag {
+    /// Build the image.
+    Build,
+    /// Evaluate the build checks only.
+    Check,
 }
 
 /// `img doctor --format` values.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use img_frontend_dockerfile::{
-    ignore_file_for, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions,
-    BuildPlan, IgnorePatterns, ImageConfig, LowerOptions, LoweredBuild, Platform,
+    check, ignore_file_for, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions,
+    BuildPlan, CheckReport, IgnorePatterns, ImageConfig, LowerOptions, LoweredBuild, Platform,
 };
 use img_registry::{Client, Reference};
 use img_snapshot::Store;
@@ -144,6 +144,29 @@ pub fn plan_dockerfile(
     images: &dyn BaseImageResolver,
 ) -> anyhow::Result<BuildPlan> {
     let dockerfile = parse(&context.dockerfile, &context.dockerfile_name)?;
+    Ok(plan(
+        &dockerfile,
+        &build_options(context, options)?,
+        images,
+    )?)
+}
+
+/// The build checks of `context`'s Dockerfile with `options`, evaluated without building.
+pub fn check_dockerfile(
+    context: &BuildContext,
+    options: &GraphOptions,
+    images: &dyn BaseImageResolver,
+) -> anyhow::Result<CheckReport> {
+    let dockerfile = parse(&context.dockerfile, &context.dockerfile_name)?;
+    Ok(check(
+        &dockerfile,
+        &build_options(context, options)?,
+        images,
+    )?)
+}
+
+/// The frontend's options: the flags, and the context's `.dockerignore` for its checks.
+fn build_options(context: &BuildContext, options: &GraphOptions) -> anyhow::Result<BuildOptions> {
     let mut build = BuildOptions::new().file_name(&context.dockerfile_name);
     for (key, value) in &options.build_args {
         build = build.build_arg(key, value);
@@ -157,7 +180,22 @@ pub fn plan_dockerfile(
     if let Some(platform) = &options.platform {
         build = build.target_platform(platform.clone());
     }
-    Ok(plan(&dockerfile, &build, images)?)
+    if let Some(patterns) = ignore_patterns(context)? {
+        build = build.dockerignore(patterns);
+    }
+    Ok(build)
+}
+
+/// The context's `.dockerignore` (or the Dockerfile's own ignore file), if it has one.
+fn ignore_patterns(context: &BuildContext) -> anyhow::Result<Option<IgnorePatterns>> {
+    let dockerfile = context
+        .dockerfile_path
+        .as_deref()
+        .unwrap_or(std::path::Path::new(""));
+    match ignore_file_for(&context.dir, dockerfile) {
+        Some(file) => Ok(Some(IgnorePatterns::read(&file)?)),
+        None => Ok(None),
+    }
 }
 
 /// The build graph of `plan`, with the context's `.dockerignore` patterns and base images
@@ -175,12 +213,7 @@ pub fn lower_plan(
     for (written, pinned) in resolved_images {
         lower_options = lower_options.resolved_image(written, pinned);
     }
-    let dockerfile = context
-        .dockerfile_path
-        .as_deref()
-        .unwrap_or(std::path::Path::new(""));
-    if let Some(file) = ignore_file_for(&context.dir, dockerfile) {
-        let patterns = IgnorePatterns::read(&file)?;
+    if let Some(patterns) = ignore_patterns(context)? {
         lower_options = lower_options.exclude_patterns(patterns.patterns().iter().cloned());
     }
     Ok(lower(plan, &lower_options)?)

@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     // First thing: `img` is also the init of every RUN step's sandbox.
     img_sandbox::maybe_run_init();
     let args = flags::Args::parse();
-    let build = matches!(args.command, Some(flags::Command::Build(_)));
+    // A check builds nothing, so it needs neither the host probes nor the user namespace.
+    let build = matches!(&args.command, Some(flags::Command::Build(f)) if !f.checks_only());
     // `debug backend` answers for a build, so it runs where a build runs; `pull` unpacks
     // layers, which needs the ids of the user namespace.
     let in_user_namespace = build

@@ -6,14 +6,15 @@
 //! - a line whose first character is `#` is a comment (`  # x` is the pattern `# x`);
 //! - lines are trimmed, blank lines skipped, each pattern is `filepath.Clean`ed and one leading
 //!   `/` removed, so `/a/./b/` is `a/b`; `!` (spaces after it allowed) makes an exception;
-//! - `*` is any run and `?` any one character, neither crossing `/`; `**` is any number of
-//!   directories; `[a-z]`, `[^a-z]` classes and `\` escapes as in Go's `filepath.Match`;
+//! - each pattern is an [`img_llb::PathPattern`] in its `**` syntax: `*` is any run and `?`
+//!   any one character, neither crossing `/`; `**` is any number of directories; `[a-z]`,
+//!   `[^a-z]` classes and `\` escapes as in Go's `filepath.Match`;
 //! - a path is excluded when the last pattern that matches it, or any of its parent
 //!   directories, is not an exception: excluding `docs` excludes `docs/a/b` too.
 
 use std::path::{Path, PathBuf};
 
-use regex::Regex;
+use img_llb::{PathPattern, PatternError};
 
 /// A `.dockerignore` file that could not be used.
 #[non_exhaustive]
@@ -37,6 +38,9 @@ pub enum DockerignoreError {
         line: usize,
         /// The pattern as cleaned.
         pattern: String,
+        /// What is wrong with it.
+        #[source]
+        source: PatternError,
     },
     /// A line that is only `!`: an exception for nothing.
     #[error("{}:{line}: illegal exclusion pattern: \"!\"; write the path to re-include after the !", file.display())]
@@ -45,19 +49,6 @@ pub enum DockerignoreError {
         file: PathBuf,
         /// 1-based line number.
         line: usize,
-    },
-    /// A valid pattern whose matcher would be too large to build.
-    #[error("{}:{line}: pattern {pattern:?} is too complex", file.display())]
-    PatternTooComplex {
-        /// The ignore file.
-        file: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// The pattern as cleaned.
-        pattern: String,
-        /// The matcher's complaint.
-        #[source]
-        source: regex::Error,
     },
 }
 
@@ -73,21 +64,8 @@ pub struct IgnorePatterns {
 #[derive(Debug, Clone)]
 struct Rule {
     exception: bool,
-    /// Pattern without the `!`.
-    pattern: String,
-    matcher: Matcher,
-}
-
-/// How a pattern is tested, chosen as patternmatcher does: plain strings and a leading or
-/// trailing `**` avoid a regex.
-#[derive(Debug, Clone)]
-enum Matcher {
-    Exact,
-    /// Pattern ends in `**` after literal text: the text before the `**`.
-    Prefix(String),
-    /// Pattern starts with `**` followed by literal text: the text after the `**`.
-    Suffix(String),
-    Regex(Regex),
+    /// The pattern without the `!`.
+    pattern: PathPattern,
 }
 
 impl IgnorePatterns {
@@ -110,12 +88,7 @@ impl IgnorePatterns {
                     file: file.to_owned(),
                     line,
                 },
-                RuleProblem::Syntax(pattern) => DockerignoreError::InvalidPattern {
-                    file: file.to_owned(),
-                    line,
-                    pattern,
-                },
-                RuleProblem::TooComplex(pattern, source) => DockerignoreError::PatternTooComplex {
+                RuleProblem::Syntax(pattern, source) => DockerignoreError::InvalidPattern {
                     file: file.to_owned(),
                     line,
                     pattern,
@@ -166,7 +139,7 @@ impl IgnorePatterns {
             if rule.exception != excluded {
                 continue;
             }
-            if rule.matches_or_parent_matches(&path) {
+            if rule.pattern.matches_or_parent_matches(&path) {
                 excluded = !rule.exception;
             }
         }
@@ -175,16 +148,15 @@ impl IgnorePatterns {
 
     /// For a directory that [`is_excluded`](Self::is_excluded): whether an exception could
     /// re-include something below it, so a context walker must still descend. False means the
-    /// whole directory can be skipped. Like BuildKit's walker this is exact for exceptions
-    /// without wildcards and conservatively true for those with them.
+    /// whole directory can be skipped. An exception counts when it could match a path below
+    /// `dir` (or matches `dir` or a parent, which re-includes everything below).
     pub fn may_include_below(&self, dir: &str) -> bool {
         if !self.has_exceptions {
             return false;
         }
         let dir = crate::gopath::clean(dir.trim_start_matches('/'));
-        let dir_slash = format!("{dir}/");
         self.rules.iter().filter(|rule| rule.exception).any(|rule| {
-            has_wildcards(&rule.pattern) || format!("{}/", rule.pattern).starts_with(&dir_slash)
+            rule.pattern.may_match_below(&dir) || rule.pattern.matches_or_parent_matches(&dir)
         })
     }
 }
@@ -233,8 +205,7 @@ fn clean_line(raw: &str) -> Option<String> {
 
 enum RuleProblem {
     LoneExclamation,
-    Syntax(String),
-    TooComplex(String, regex::Error),
+    Syntax(String, PatternError),
 }
 
 fn compile_rule(line: &str) -> Result<Rule, RuleProblem> {
@@ -245,257 +216,8 @@ fn compile_rule(line: &str) -> Result<Rule, RuleProblem> {
         Some(rest) => (true, rest.to_owned()),
         None => (false, cleaned),
     };
-    if !is_valid_glob(&pattern) {
-        return Err(RuleProblem::Syntax(pattern));
-    }
-    let matcher = compile_matcher(&pattern)
-        .map_err(|source| RuleProblem::TooComplex(pattern.clone(), source))?;
-    Ok(Rule {
-        exception,
-        pattern,
-        matcher,
-    })
-}
-
-impl Rule {
-    fn matches(&self, path: &str) -> bool {
-        match &self.matcher {
-            Matcher::Exact => path == self.pattern,
-            Matcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            Matcher::Suffix(suffix) => {
-                // `**/foo` also matches `foo` at the root.
-                path.ends_with(suffix.as_str())
-                    || suffix.strip_prefix('/').is_some_and(|rest| path == rest)
-            }
-            Matcher::Regex(re) => re.is_match(path),
-        }
-    }
-
-    /// The path itself or one of its parent directories matches.
-    fn matches_or_parent_matches(&self, path: &str) -> bool {
-        self.matches(path)
-            || path
-                .match_indices('/')
-                .any(|(slash, _)| self.matches(&path[..slash]))
-    }
-}
-
-/// Translates a validated pattern the way patternmatcher does, except that a `[…]` class is
-/// translated item by item (patternmatcher passes the brackets to Go's regexp verbatim, which
-/// agrees for every class `filepath.Match` accepts short of POSIX `[:name:]` forms and `*`, `?`
-/// inside brackets) and `\x` is always the literal `x`.
-fn compile_matcher(pattern: &str) -> Result<Matcher, regex::Error> {
-    #[derive(PartialEq)]
-    enum Kind {
-        Exact,
-        Prefix,
-        Suffix,
-        Regex,
-    }
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut regex = String::from("^");
-    let mut kind = Kind::Exact;
-    let mut i = 0;
-    let mut buf = [0u8; 4];
-    while i < chars.len() {
-        let first = i == 0;
-        let ch = chars[i];
-        i += 1;
-        match ch {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                // `**/` is the same as `**`.
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i == chars.len() {
-                    if kind == Kind::Exact {
-                        kind = Kind::Prefix;
-                    } else {
-                        regex.push_str(".*");
-                        kind = Kind::Regex;
-                    }
-                } else {
-                    regex.push_str("(?:.*/)?");
-                    kind = Kind::Regex;
-                }
-                if first {
-                    kind = Kind::Suffix;
-                }
-            }
-            '*' => {
-                regex.push_str("[^/]*");
-                kind = Kind::Regex;
-            }
-            '?' => {
-                regex.push_str("[^/]");
-                kind = Kind::Regex;
-            }
-            '\\' => {
-                if let Some(&escaped) = chars.get(i) {
-                    i += 1;
-                    regex.push_str(&regex::escape(escaped.encode_utf8(&mut buf)));
-                    kind = Kind::Regex;
-                } else {
-                    regex.push_str("\\\\");
-                }
-            }
-            '[' => {
-                let (class, next) = translate_class(&chars, i);
-                regex.push_str(&class);
-                i = next;
-                kind = Kind::Regex;
-            }
-            ']' => {
-                regex.push_str("\\]");
-                kind = Kind::Regex;
-            }
-            // Unescaped in patternmatcher's regex, where it anchors (and so never matches).
-            '^' => regex.push('^'),
-            other => regex.push_str(&regex::escape(other.encode_utf8(&mut buf))),
-        }
-    }
-    Ok(match kind {
-        Kind::Exact => Matcher::Exact,
-        Kind::Prefix => Matcher::Prefix(pattern[..pattern.len() - 2].to_owned()),
-        Kind::Suffix => Matcher::Suffix(pattern[2..].to_owned()),
-        Kind::Regex => {
-            regex.push('$');
-            Matcher::Regex(Regex::new(&regex)?)
-        }
-    })
-}
-
-/// Translates the class whose items start at `chars[start]` (just after `[`); the pattern has
-/// passed [`is_valid_glob`]. Returns the regex class and the index after its `]`.
-fn translate_class(chars: &[char], start: usize) -> (String, usize) {
-    let mut i = start;
-    let mut out = String::from("[");
-    if chars.get(i) == Some(&'^') {
-        out.push('^');
-        i += 1;
-    }
-    let mut items = 0;
-    let item = |i: &mut usize| -> char {
-        if chars.get(*i) == Some(&'\\') {
-            *i += 1;
-        }
-        let ch = chars.get(*i).copied().unwrap_or('\\');
-        *i += 1;
-        ch
-    };
-    while i < chars.len() {
-        if chars[i] == ']' && items > 0 {
-            i += 1;
-            break;
-        }
-        let lo = item(&mut i);
-        out.push_str(&class_char(lo));
-        if chars.get(i) == Some(&'-') {
-            i += 1;
-            let hi = item(&mut i);
-            out.push('-');
-            out.push_str(&class_char(hi));
-        }
-        items += 1;
-    }
-    out.push(']');
-    (out, i)
-}
-
-fn class_char(ch: char) -> String {
-    let mut buf = [0u8; 4];
-    let text = ch.encode_utf8(&mut buf);
-    if ch.is_ascii_alphanumeric() {
-        text.to_owned()
-    } else {
-        format!("\\x{{{:x}}}", ch as u32)
-    }
-}
-
-/// Whether Go's `filepath.Match` accepts the pattern (Docker rejects the file otherwise).
-fn is_valid_glob(pattern: &str) -> bool {
-    let mut rest = pattern.as_bytes();
-    while !rest.is_empty() {
-        while rest.first() == Some(&b'*') {
-            rest = &rest[1..];
-        }
-        // A chunk runs to the next `*` outside brackets.
-        let mut in_range = false;
-        let mut end = 0;
-        while end < rest.len() {
-            match rest[end] {
-                b'\\' if end + 1 < rest.len() => end += 1,
-                b'[' => in_range = true,
-                b']' => in_range = false,
-                b'*' if !in_range => break,
-                _ => {}
-            }
-            end += 1;
-        }
-        let (chunk, tail) = rest.split_at(end);
-        if !is_valid_chunk(chunk) {
-            return false;
-        }
-        rest = tail;
-    }
-    true
-}
-
-fn is_valid_chunk(mut chunk: &[u8]) -> bool {
-    while let Some(&first) = chunk.first() {
-        match first {
-            b'[' => {
-                chunk = &chunk[1..];
-                if chunk.first() == Some(&b'^') {
-                    chunk = &chunk[1..];
-                }
-                let mut ranges = 0;
-                loop {
-                    if chunk.first() == Some(&b']') && ranges > 0 {
-                        chunk = &chunk[1..];
-                        break;
-                    }
-                    let Some(after_lo) = class_item(chunk) else {
-                        return false;
-                    };
-                    chunk = after_lo;
-                    if chunk.first() == Some(&b'-') {
-                        let Some(after_hi) = class_item(&chunk[1..]) else {
-                            return false;
-                        };
-                        chunk = after_hi;
-                    }
-                    ranges += 1;
-                }
-            }
-            b'\\' => {
-                if chunk.len() < 2 {
-                    return false;
-                }
-                chunk = &chunk[2..];
-            }
-            _ => chunk = &chunk[1..],
-        }
-    }
-    true
-}
-
-/// One class item (`x` or `\x`); `None` where Go reports a bad pattern, including an item that
-/// ends the pattern (the class is then unclosed).
-fn class_item(chunk: &[u8]) -> Option<&[u8]> {
-    let mut chunk = match chunk.first()? {
-        b'-' | b']' => return None,
-        b'\\' => &chunk[1..],
-        _ => chunk,
-    };
-    let ch = std::str::from_utf8(chunk).ok()?.chars().next()?;
-    chunk = &chunk[ch.len_utf8()..];
-    (!chunk.is_empty()).then_some(chunk)
-}
-
-fn has_wildcards(pattern: &str) -> bool {
-    pattern.contains(['*', '?', '[', '\\'])
+    let pattern = PathPattern::new(&pattern).map_err(|e| RuleProblem::Syntax(pattern, e))?;
+    Ok(Rule { exception, pattern })
 }
 
 #[cfg(test)]
@@ -570,6 +292,8 @@ mod tests {
         assert!(patterns.may_include_below("build"));
         assert!(!patterns.is_excluded("build/keep.txt"));
         assert!(parse("a\n!*/x\n").may_include_below("a"));
+        assert!(!parse("a\n!b/*.txt\n").may_include_below("a"));
+        assert!(parse("a\n!**/*.txt\n").may_include_below("a/deep"));
         assert!(!parse("a\n").may_include_below("a"));
     }
 

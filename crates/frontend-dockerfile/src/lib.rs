@@ -35,10 +35,10 @@ pub use lower::{
 pub use parser::{parse, LexError, ParseError, ParseErrorKind};
 pub use shell::{Environment, Expansion, Lexer, ShellError};
 pub use stages::{
-    plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, ContainerConfig, Empty,
-    FrontendError, HealthcheckConfig, HistoryEntry, ImageConfig, InstructionContext,
-    PlannedInstruction, Platform, PlatformError, SourceRef, Stage, StageBase, Warning,
-    DEFAULT_PATH,
+    check, plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, CheckReport,
+    ContainerConfig, Empty, FrontendError, HealthcheckConfig, HistoryEntry, ImageConfig,
+    InstructionContext, PlannedInstruction, Platform, PlatformError, SourceRef, Stage, StageBase,
+    Warning, DEFAULT_PATH,
 };
 
 /// Any error of this crate: what turning a Dockerfile into a build graph can fail with.

@@ -8,13 +8,19 @@
 //! labels, platforms) and `images.json` (base image configs by reference); the case holds
 //! `expected.json` (the plan, compared as a subset), or `error.txt`, and optionally
 //! `warnings.txt` (one `Rule: message substring` per line that must be reported).
+//!
+//! `tests/check-cases/<case>/Dockerfile` is checked as `img build --check` checks it, with
+//! `options.json`, `images.json` and the case's `dockerignore` file as the context's
+//! `.dockerignore`; `findings.txt` lists every finding exactly (`FILE:LINE: Rule: message`, in
+//! order), then optionally `error: <substring>` for the planning error that ended the check.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use img_frontend_dockerfile::{
-    parse, parse_instruction, plan, BaseImageError, BuildOptions, ImageConfig, Platform,
+    check, parse, parse_instruction, plan, BaseImageError, BuildOptions, IgnorePatterns,
+    ImageConfig, Platform,
 };
 use serde_json::Value;
 
@@ -200,6 +206,70 @@ fn plan_cases() {
                     failures.push(format!("{name}: unexpected warnings {:?}", got.warnings));
                 }
             }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+fn images_of(dir: &Path) -> BTreeMap<String, ImageConfig> {
+    read_optional(dir, "images.json")
+        .map(|s| serde_json::from_str(&s).unwrap_or_else(|e| panic!("{dir:?}/images.json: {e}")))
+        .unwrap_or_default()
+}
+
+#[test]
+fn check_cases() {
+    let mut failures = Vec::new();
+    for dir in case_dirs("check-cases") {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let source = fs::read_to_string(dir.join("Dockerfile")).expect("Dockerfile");
+        let images = images_of(&dir);
+        let resolver =
+            |reference: &str, _: &Platform| -> Result<Option<ImageConfig>, BaseImageError> {
+                Ok(images.get(reference).cloned())
+            };
+        let mut options = options_for(&dir);
+        if let Some(text) = read_optional(&dir, "dockerignore") {
+            let patterns = IgnorePatterns::parse(&text, Path::new(".dockerignore"))
+                .unwrap_or_else(|e| panic!("{name}/dockerignore: {e}"));
+            options = options.dockerignore(patterns);
+        }
+        let want = read_optional(&dir, "findings.txt")
+            .unwrap_or_else(|| panic!("{name}: findings.txt missing"));
+        let mut got: Vec<String> = Vec::new();
+        match parse(&source, "Dockerfile")
+            .map_err(|e| e.to_string())
+            .and_then(|df| check(&df, &options, &resolver).map_err(|e| error_chain(&e)))
+        {
+            Ok(report) => {
+                got.extend(report.warnings.iter().map(|w| w.to_string()));
+                if let Some(e) = &report.error {
+                    got.push(format!("error: {}", error_chain(e)));
+                }
+                assert_eq!(report.failed(), !got.is_empty(), "{name}");
+            }
+            Err(e) => got.push(format!("error: {e}")),
+        }
+        let want: Vec<&str> = want.lines().filter(|l| !l.is_empty()).collect();
+        let matches = got.len() == want.len()
+            && got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| match w.strip_prefix("error: ") {
+                    Some(text) => g.starts_with("error: ") && g.contains(text),
+                    None => g == w,
+                });
+        if !matches {
+            failures.push(format!(
+                "{name}:\n  want:\n    {}\n  got:\n    {}",
+                want.join("\n    "),
+                got.join("\n    ")
+            ));
         }
     }
     assert!(

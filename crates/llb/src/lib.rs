@@ -41,6 +41,7 @@ mod dot;
 mod exec;
 mod file;
 mod op;
+mod pattern;
 mod platform;
 mod source;
 
@@ -53,6 +54,7 @@ pub use file::{
     SymlinkAction,
 };
 pub use op::{DiffOp, MergeOp, Op, OpRef};
+pub use pattern::{PathPattern, PatternError};
 pub use platform::{Platform, PlatformError};
 pub use source::{GitSource, HttpSource, ImageSource, LocalSource, SourceOp};
 

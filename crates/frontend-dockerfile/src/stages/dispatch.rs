@@ -13,11 +13,12 @@ use crate::stages::apply::{apply, resolve_workdir, StageState};
 use crate::stages::config::{HistoryEntry, ImageConfig, DEFAULT_PATH};
 use crate::stages::expand::{expand_instruction, Expanded, WordExpander};
 use crate::stages::lint::{
-    file_warnings, lint_in_context, lint_instruction, lint_repeated, CheckConfig, Warnings,
+    file_warnings, lint_in_context, lint_instruction, lint_repeated, CheckConfig, Warning, Warnings,
 };
+use crate::stages::lint_from;
 use crate::stages::{
-    BaseImageResolver, BuildOptions, BuildPlan, FrontendError, PlannedInstruction, Platform,
-    SourceRef, Stage, StageBase,
+    BaseImageResolver, BuildOptions, BuildPlan, CheckReport, FrontendError, PlannedInstruction,
+    Platform, SourceRef, Stage, StageBase,
 };
 
 /// Build args every RUN may use without an ARG, in any letter case; kept out of history and
@@ -85,7 +86,9 @@ impl<'a> Planner<'a> {
             lint_instruction(&instruction, &location, node, &mut warnings);
             match (instruction, stages.last_mut()) {
                 (Instruction::From(from), _) => {
-                    check_stage_name(&from, &location, &stages)?;
+                    let earlier: Vec<&str> =
+                        stages.iter().filter_map(|s| s.name.as_deref()).collect();
+                    lint_from::stage_name(&from, &location, &earlier, &mut warnings);
                     stages.push(StageSource {
                         name: from.stage_name.clone(),
                         from,
@@ -112,9 +115,10 @@ impl<'a> Planner<'a> {
             None => stages.len() - 1,
             Some(t) => {
                 let wanted = t.to_lowercase();
+                // With a duplicate name, the last stage of that name is the one meant.
                 stages
                     .iter()
-                    .position(|s| s.name.as_deref() == Some(wanted.as_str()))
+                    .rposition(|s| s.name.as_deref() == Some(wanted.as_str()))
                     .ok_or_else(|| FrontendError::TargetNotFound {
                         suggestion: suggest(
                             &wanted,
@@ -167,12 +171,19 @@ impl<'a> Planner<'a> {
             warnings,
             checks,
         };
-        planner.global_args(&global_args)?;
+        planner.global_env = planner.global_args(&global_args, true)?;
+        planner.lint_from_lines(&global_args);
         Ok(planner)
     }
 
-    /// The automatic platform args, then the global ARGs in order; `--build-arg` wins.
-    fn global_args(&mut self, args: &[(ArgInstruction, Location)]) -> Result<(), FrontendError> {
+    /// The automatic platform args, then the global ARGs in order; `--build-arg` wins, unless
+    /// `with_build_args` is false (the defaults alone, for `InvalidDefaultArgInFrom`).
+    fn global_args(
+        &self,
+        args: &[(ArgInstruction, Location)],
+        with_build_args: bool,
+    ) -> Result<BTreeMap<String, String>, FrontendError> {
+        let mut env = BTreeMap::new();
         let build = &self.options.build_platform;
         let target = &self.target_platform;
         // The target's name; for the default target, the last stage's name, else `default`.
@@ -195,25 +206,45 @@ impl<'a> Planner<'a> {
         ];
         for (k, v) in automatic {
             let value = self.options.build_args.get(k).cloned().unwrap_or(v);
-            self.global_env.insert(k.to_string(), value);
+            env.insert(k.to_string(), value);
         }
         for (arg, location) in args {
             // Each declaration sees the ones before it, in the same instruction too.
             for decl in &arg.args {
-                let value = match (self.options.build_args.get(&decl.name), &decl.default) {
+                let given = self
+                    .options
+                    .build_args
+                    .get(&decl.name)
+                    .filter(|_| with_build_args);
+                let value = match (given, &decl.default) {
                     (Some(v), _) => Some(v.clone()),
-                    (None, Some(d)) => {
-                        let env = self.global_env.clone();
-                        Some(self.expand(d, &env, location, None)?)
-                    }
-                    (None, None) => self.global_env.get(&decl.name).cloned(),
+                    (None, Some(d)) => Some(self.expand(d, &env, location)?),
+                    (None, None) => env.get(&decl.name).cloned(),
                 };
                 if let Some(v) = value {
-                    self.global_env.insert(decl.name.clone(), v);
+                    env.insert(decl.name.clone(), v);
                 }
             }
         }
-        Ok(())
+        Ok(env)
+    }
+
+    /// The checks of every stage's FROM words, reachable or not, as BuildKit makes them
+    /// before planning. A word that cannot be expanded is left to planning to report.
+    fn lint_from_lines(&mut self, global_args: &[(ArgInstruction, Location)]) {
+        let declared: BTreeSet<String> = global_args
+            .iter()
+            .flat_map(|(arg, _)| arg.args.iter().map(|d| d.name.clone()))
+            .collect();
+        let globals = lint_from::Globals {
+            lexer: &self.lexer,
+            env: &self.global_env,
+            defaults: self.global_args(global_args, false).ok(),
+            declared,
+        };
+        let froms: Vec<(&FromInstruction, &Location)> =
+            self.stages.iter().map(|s| (&s.from, &s.location)).collect();
+        lint_from::check_from_lines(&froms, &globals, &mut self.warnings);
     }
 
     /// Plans the target and everything it needs.
@@ -247,12 +278,9 @@ impl<'a> Planner<'a> {
         }
         let mut warnings = self.warnings.list;
         self.checks.filter(&mut warnings);
-        if self.checks.error && warnings.iter().any(|w| w.rule != "Syntax") {
+        if self.checks.error && warnings.iter().any(Warning::is_check) {
             return Err(FrontendError::ChecksFailed {
-                warnings: warnings
-                    .into_iter()
-                    .filter(|w| w.rule != "Syntax")
-                    .collect(),
+                warnings: warnings.into_iter().filter(Warning::is_check).collect(),
             });
         }
         Ok(BuildPlan {
@@ -260,6 +288,31 @@ impl<'a> Planner<'a> {
             global_args: self.global_env,
             warnings,
         })
+    }
+
+    /// Evaluates the checks without building: every stage when no target is given (as
+    /// BuildKit checks all of them), else the target and what it needs. A planning error ends
+    /// the checking and is reported with what was found before it.
+    pub(crate) fn check(mut self) -> CheckReport {
+        let result = if self.options.target.is_some() {
+            let location = self.stages[self.target].location.clone();
+            self.dispatch(self.target, &location)
+        } else {
+            (0..self.stages.len()).try_for_each(|i| {
+                let location = self.stages[i].location.clone();
+                self.dispatch(i, &location)
+            })
+        };
+        let mut warnings = self.warnings.list;
+        self.checks.filter(&mut warnings);
+        warnings.retain(Warning::is_check);
+        // In file order; findings about one line keep the order they were made in.
+        warnings.sort_by_key(|w| w.line);
+        CheckReport {
+            warnings,
+            error: result.err(),
+            error_on_warnings: self.checks.error,
+        }
     }
 
     /// Plans stage `index` (and, first, the stages it uses). `at` is the instruction that
@@ -321,9 +374,10 @@ impl<'a> Planner<'a> {
             None => None,
         };
         let lowered = image_word.to_lowercase();
+        // The nearest earlier stage of that name, if the name is used twice.
         let base_stage = self.stages[..index]
             .iter()
-            .position(|s| s.name.as_deref() == Some(lowered.as_str()));
+            .rposition(|s| s.name.as_deref() == Some(lowered.as_str()));
         let mut deps = BTreeSet::new();
         let (base, mut state, platform) = if let Some(j) = base_stage {
             self.dispatch(j, &location)?;
@@ -362,6 +416,13 @@ impl<'a> Planner<'a> {
                         source,
                     })?
                     .unwrap_or_default();
+                lint_from::base_image_platform(
+                    &image_word,
+                    &platform,
+                    &image,
+                    &location,
+                    &mut self.warnings,
+                );
                 (
                     StageBase::Image {
                         reference: image_word.clone(),
@@ -502,7 +563,8 @@ impl<'a> Planner<'a> {
             }
             _ => {}
         }
-        lint_in_context(&mut self.warnings, state, &expanded, at);
+        let ignore = self.options.dockerignore.as_ref();
+        lint_in_context(&mut self.warnings, state, &expanded, at, ignore);
         let mut sources = Vec::new();
         match &expanded {
             Instruction::Copy(c) => {
@@ -620,10 +682,11 @@ impl<'a> Planner<'a> {
         deps: &mut BTreeSet<usize>,
     ) -> Result<SourceRef, FrontendError> {
         let lowered = from.to_lowercase();
+        // With a duplicate name, the last stage of that name is the one meant, as in BuildKit.
         let index = match self
             .stages
             .iter()
-            .position(|s| s.name.as_deref() == Some(lowered.as_str()))
+            .rposition(|s| s.name.as_deref() == Some(lowered.as_str()))
         {
             Some(i) => i,
             // Only COPY takes a stage index; a mount's `from=0` names an image.
@@ -666,38 +729,29 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Expands a FROM word with the global args; unset names get `UndefinedArgInFrom`.
+    /// Expands a FROM word with the global args (`lint_from_lines` checked it already).
     fn expand_from(
-        &mut self,
+        &self,
         word: &str,
         env: &BTreeMap<String, String>,
         at: &Location,
     ) -> Result<String, FrontendError> {
-        self.expand(word, env, at, Some("UndefinedArgInFrom"))
+        self.expand(word, env, at)
     }
 
     fn expand(
-        &mut self,
+        &self,
         word: &str,
         env: &BTreeMap<String, String>,
         at: &Location,
-        unset_rule: Option<&'static str>,
     ) -> Result<String, FrontendError> {
-        let expansion = self
-            .lexer
-            .expand_word_tracking(word, env)
+        self.lexer
+            .expand_word(word, env)
             .map_err(|source| FrontendError::Expansion {
                 location: Box::new(at.clone()),
                 word: word.to_string(),
                 source: Box::new(source),
-            })?;
-        if let Some(rule) = unset_rule {
-            for name in &expansion.unset {
-                self.warnings
-                    .add(rule, at, format!("FROM argument '{name}' is not declared"));
-            }
-        }
-        Ok(expansion.value)
+            })
     }
 }
 
@@ -722,12 +776,8 @@ impl InstructionExpander<'_, '_> {
             let positional =
                 name.chars().all(|c| c.is_ascii_digit()) || "@*#?-$!".contains(name.as_str());
             if !self.declared.contains(name) && !positional {
-                let options = self
-                    .planner
-                    .global_env
-                    .keys()
-                    .chain(self.env.keys())
-                    .map(String::as_str);
+                // BuildKit suggests among the variables the instruction sees.
+                let options = self.env.keys().map(String::as_str);
                 let hint = suggest(name, options)
                     .map(|s| format!(" (did you mean ${s}?)"))
                     .unwrap_or_default();
@@ -767,29 +817,4 @@ impl WordExpander for InstructionExpander<'_, '_> {
         let lexer = Lexer::new('\\').with_raw_quotes(true);
         self.run(body, &lexer)
     }
-}
-
-/// Stage names must be unique and not reserved.
-fn check_stage_name(
-    from: &FromInstruction,
-    location: &Location,
-    stages: &[StageSource],
-) -> Result<(), FrontendError> {
-    let Some(name) = &from.stage_name else {
-        return Ok(());
-    };
-    if name == "scratch" || name == "context" {
-        return Err(FrontendError::ReservedStageName {
-            name: name.clone(),
-            location: Box::new(location.clone()),
-        });
-    }
-    if let Some(first) = stages.iter().find(|s| s.name.as_ref() == Some(name)) {
-        return Err(FrontendError::DuplicateStageName {
-            name: name.clone(),
-            location: Box::new(location.clone()),
-            first_line: first.location.line,
-        });
-    }
-    Ok(())
 }

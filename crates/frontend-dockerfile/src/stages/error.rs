@@ -32,24 +32,6 @@ pub enum FrontendError {
         /// The Dockerfile's name.
         file: String,
     },
-    /// Two stages with the same name.
-    #[error("{location}: duplicate stage name {name:?}, first defined at line {first_line}; rename one of them")]
-    DuplicateStageName {
-        /// The name.
-        name: String,
-        /// The second definition.
-        location: Box<Location>,
-        /// The line of the first.
-        first_line: usize,
-    },
-    /// A stage named like a reserved base.
-    #[error("{location}: {name:?} is reserved and cannot be a stage name; choose another name")]
-    ReservedStageName {
-        /// The name.
-        name: String,
-        /// The FROM line.
-        location: Box<Location>,
-    },
     /// `--target` names no stage.
     #[error("target stage {target:?} could not be found{}; the stages are: {}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default(), available.join(", "))]
     TargetNotFound {

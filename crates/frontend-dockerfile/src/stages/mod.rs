@@ -13,12 +13,15 @@ mod dispatch;
 mod error;
 mod expand;
 mod lint;
+mod lint_from;
+mod rules;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::ast::Dockerfile;
+use crate::dockerignore::IgnorePatterns;
 use crate::instructions::{Instruction, Location};
 
 pub use config::{
@@ -44,6 +47,8 @@ pub struct BuildOptions {
     pub build_platform: Platform,
     /// `--label` values, set on the target stage's image on top of its own labels.
     pub labels: BTreeMap<String, String>,
+    /// The context's `.dockerignore` patterns, for the `CopyIgnoredFile` check.
+    pub dockerignore: Option<IgnorePatterns>,
 }
 
 impl Default for BuildOptions {
@@ -55,6 +60,7 @@ impl Default for BuildOptions {
             target_platform: None,
             build_platform: Platform::host(),
             labels: BTreeMap::new(),
+            dockerignore: None,
         }
     }
 }
@@ -98,6 +104,13 @@ impl BuildOptions {
     /// Adds a `--label`.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the context's `.dockerignore` patterns, which COPY and ADD sources are checked
+    /// against.
+    pub fn dockerignore(mut self, patterns: IgnorePatterns) -> Self {
+        self.dockerignore = Some(patterns);
         self
     }
 }
@@ -250,6 +263,38 @@ pub struct InstructionContext {
     pub workdir: String,
     /// The user, if set.
     pub user: Option<String>,
+}
+
+/// What `--check` found: the findings of the build checks that the `# check=` options report,
+/// and the error that stopped planning, if one did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// The findings, by line.
+    pub warnings: Vec<Warning>,
+    /// The planning error that ended the checking early, if any.
+    pub error: Option<FrontendError>,
+    /// True when the options say `error=true`: findings fail the build.
+    pub error_on_warnings: bool,
+}
+
+impl CheckReport {
+    /// True when the check fails: any finding, or a planning error.
+    pub fn failed(&self) -> bool {
+        !self.warnings.is_empty() || self.error.is_some()
+    }
+}
+
+/// Evaluates the build checks of a parsed Dockerfile without building anything, as
+/// `docker build --check` does: every stage is planned when `options` names no target (base
+/// image configs are still asked for, since some checks need them). An error before any stage
+/// is planned (invalid instructions, unreadable check options) is returned as such.
+pub fn check(
+    dockerfile: &Dockerfile,
+    options: &BuildOptions,
+    base_images: &dyn BaseImageResolver,
+) -> Result<CheckReport, FrontendError> {
+    Ok(dispatch::Planner::new(dockerfile, options, base_images)?.check())
 }
 
 /// Plans a parsed Dockerfile: selects the stages the target needs, scopes ARGs, expands words,

@@ -2,6 +2,7 @@
 //! sandbox, results as snapshots, the persistent build cache), then exported: an image in the
 //! store, archives, the root filesystem, pushes.
 
+mod check;
 mod context_filter;
 mod options;
 mod output;
@@ -35,6 +36,9 @@ use options::BuildConfig;
 use output::{describe, oci_ref_names, write_dest, write_small_file, OutputSpec};
 
 pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<()> {
+    if flags.checks_only() {
+        return check::run(config, flags);
+    }
     let build = BuildConfig::from_flags(flags, |k| std::env::var(k).ok())?;
     let store = config.open_store()?;
     let context =
