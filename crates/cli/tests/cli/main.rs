@@ -1,6 +1,7 @@
 //! End-to-end tests of the `img` binary, one module per topic.
 
 mod build;
+mod completion;
 mod debug_llb;
 mod debug_parse;
 mod doctor;
