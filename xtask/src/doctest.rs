@@ -271,7 +271,11 @@ fn report(name: &str, line: usize, block: &Block, output: &Output) -> String {
     let mut text = format!("{name}:{line}: the block failed ({})\n", output.status);
     let tail = |bytes: &[u8]| -> String {
         let s = String::from_utf8_lossy(bytes);
-        let lines: Vec<&str> = s.lines().collect();
+        // The ERR trap's line is for finding the line, not for the reader.
+        let lines: Vec<&str> = s
+            .lines()
+            .filter(|l| !l.starts_with("doctest-failed-at-line "))
+            .collect();
         lines[lines.len().saturating_sub(40)..].join("\n    ")
     };
     let _ = writeln!(text, "  the block (from line {}):", block.line);
@@ -283,12 +287,32 @@ fn report(name: &str, line: usize, block: &Block, output: &Output) -> String {
     text
 }
 
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// The whole run: a registry for the pages to log in and push to, then every page of
-/// README.md and docs/ with runnable blocks.
-pub fn run(root: &Path, img: &Path) -> Result<()> {
+/// README.md and docs/ with runnable blocks (or only the pages named in `only`).
+pub fn run(root: &Path, img: &Path, only: &[String]) -> Result<()> {
+    let mut files = markdown_files(root)?;
+    if !only.is_empty() {
+        let wanted: Vec<PathBuf> = only
+            .iter()
+            .map(|f| {
+                Path::new(f)
+                    .canonicalize()
+                    .with_context(|| format!("no page {f}"))
+            })
+            .collect::<Result<_>>()?;
+        files.retain(|f| f.canonicalize().is_ok_and(|f| wanted.contains(&f)));
+    }
     let mut pages = Vec::new();
     let mut errors = Vec::new();
-    for file in markdown_files(root)? {
+    for file in files {
         let text =
             fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
         let name = file
@@ -331,7 +355,7 @@ pub fn run(root: &Path, img: &Path) -> Result<()> {
         let before = outcome.failed;
         run_page(name, blocks, &fixture, &mut outcome)?;
         if outcome.failed == before {
-            println!("doctest: {name}: {} blocks ok", blocks.len());
+            println!("doctest: {name}: {} ok", plural(blocks.len(), "block"));
         } else {
             println!("doctest: {name}: FAILED");
         }

@@ -30,7 +30,7 @@ fn main() -> Result<()> {
         Some("doctest") => {
             let root = workspace_root();
             let img = build_img(&root)?;
-            doctest::run(&root, &img)
+            doctest::run(&root, &img, &args[1..])
         }
         Some("conformance") => {
             let root = workspace_root();
@@ -40,7 +40,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
             std::process::exit(2);
         }
     }
@@ -80,7 +80,7 @@ fn test(extra: &[String]) -> Result<()> {
 
     man_pages(&root)?;
     let img = build_img(&root)?;
-    doctest::run(&root, &img)?;
+    doctest::run(&root, &img, &[])?;
 
     match &conformance {
         Some(dir) => conformance::run(dir, &img)?,
