@@ -3,10 +3,17 @@
 //! - `cargo xtask test`: installs the system packages the tests need (when run as root and they
 //!   are missing), runs every crate's tests, then runs the `img` binary against BuildKit's
 //!   conformance data when `../shared/conformance` exists beside the checkout.
+//!   Then renders the man pages (`man`) and runs the user guide's examples (`doctest`).
+//! - `cargo xtask man`: man pages for img and each command into target/man, checked with man.
+//! - `cargo xtask doctest`: the shell blocks of README.md and docs/ marked `<!-- test -->`,
+//!   run against the built img and a local registry (see `doctest.rs`).
 //! - `cargo xtask bench`: whole builds with img and buildah side by side (see `bench.rs`).
 
 mod bench;
 mod conformance;
+mod doctest;
+mod man;
+mod registry;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +26,12 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
+        Some("man") => man_pages(&workspace_root()),
+        Some("doctest") => {
+            let root = workspace_root();
+            let img = build_img(&root)?;
+            doctest::run(&root, &img, &args[1..])
+        }
         Some("conformance") => {
             let root = workspace_root();
             let dir =
@@ -27,7 +40,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
             std::process::exit(2);
         }
     }
@@ -65,13 +78,23 @@ fn test(extra: &[String]) -> Result<()> {
     }
     run(&mut cargo)?;
 
+    man_pages(&root)?;
+    let img = build_img(&root)?;
+    doctest::run(&root, &img, &[])?;
+
     match &conformance {
-        Some(dir) => {
-            let img = build_img(&root)?;
-            conformance::run(dir, &img)?;
-        }
+        Some(dir) => conformance::run(dir, &img)?,
         None => println!("conformance: no ../shared/conformance beside the checkout, skipped"),
     }
+    Ok(())
+}
+
+/// Writes the man pages into target/man and checks that each renders without a warning.
+fn man_pages(root: &Path) -> Result<()> {
+    let dir = target_dir(root).join("man");
+    let pages = man::generate(&dir)?;
+    man::check(&pages)?;
+    println!("man: pages in {}", dir.display());
     Ok(())
 }
 

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
+use crate::examples::{self, help};
+
 /// img: build container images without a daemon and without root.
 #[derive(Debug, Parser)]
 #[command(
     name = "img",
     about,
     disable_version_flag = true,
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    after_help = help(examples::IMG)
 )]
 pub struct Args {
     #[command(flatten)]
@@ -84,9 +87,11 @@ pub enum ProgressFlag {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show version information.
+    #[command(after_help = help(examples::VERSION))]
     Version,
 
     /// Pull an image from a registry into the local store.
+    #[command(after_help = help(examples::PULL))]
     Pull {
         /// The image: NAME[:TAG|@DIGEST].
         #[arg(value_name = "NAME[:TAG|@DIGEST]")]
@@ -97,6 +102,7 @@ pub enum Command {
     },
 
     /// Push an image from the local store to a registry.
+    #[command(after_help = help(examples::PUSH))]
     Push {
         /// The image: NAME[:TAG].
         #[arg(value_name = "NAME[:TAG]")]
@@ -104,6 +110,7 @@ pub enum Command {
     },
 
     /// Log in to a registry, storing the credentials where Docker keeps them.
+    #[command(after_help = help(examples::LOGIN))]
     Login {
         /// The registry (default: Docker Hub).
         #[arg(value_name = "SERVER")]
@@ -120,6 +127,7 @@ pub enum Command {
     },
 
     /// Remove stored credentials for a registry.
+    #[command(after_help = help(examples::LOGOUT))]
     Logout {
         /// The registry (default: Docker Hub).
         #[arg(value_name = "SERVER")]
@@ -127,7 +135,7 @@ pub enum Command {
     },
 
     /// List the stored images.
-    #[command(visible_alias = "images")]
+    #[command(visible_alias = "images", after_help = help(examples::LS))]
     Ls {
         /// Only images whose name matches: name=PATTERN or reference=PATTERN (glob; repeatable).
         #[arg(short = 'f', long = "filter", value_name = "KEY=PATTERN")]
@@ -139,7 +147,7 @@ pub enum Command {
     },
 
     /// Remove image names (the blobs go with the next garbage collection).
-    #[command(visible_alias = "rmi")]
+    #[command(visible_alias = "rmi", after_help = help(examples::RM))]
     Rm {
         /// The images.
         #[arg(value_name = "IMAGE", required = true)]
@@ -147,6 +155,7 @@ pub enum Command {
     },
 
     /// Give a stored image another name.
+    #[command(after_help = help(examples::TAG))]
     Tag {
         /// The stored image.
         #[arg(value_name = "SOURCE[:TAG]")]
@@ -157,6 +166,7 @@ pub enum Command {
     },
 
     /// Print a stored image's manifest and config as JSON.
+    #[command(after_help = help(examples::INSPECT))]
     Inspect {
         /// The image.
         #[arg(value_name = "NAME[:TAG]")]
@@ -164,6 +174,7 @@ pub enum Command {
     },
 
     /// Write images to a tar archive (standard output by default).
+    #[command(after_help = help(examples::SAVE))]
     Save {
         /// The images.
         #[arg(value_name = "IMAGE", required = true)]
@@ -177,6 +188,7 @@ pub enum Command {
     },
 
     /// Read images from a tar archive (docker save layout or OCI image layout).
+    #[command(after_help = help(examples::LOAD))]
     Load {
         /// The archive to read (standard input by default).
         #[arg(short = 'i', long, value_name = "FILE")]
@@ -184,6 +196,7 @@ pub enum Command {
     },
 
     /// Extract an image's root filesystem into a new directory.
+    #[command(after_help = help(examples::UNPACK))]
     Unpack {
         /// The image.
         #[arg(value_name = "IMAGE")]
@@ -194,11 +207,13 @@ pub enum Command {
     },
 
     /// Show disk usage: every blob and snapshot, and what could be reclaimed.
+    #[command(after_help = help(examples::DU))]
     Du,
 
     /// Check this host for rootless builds: user namespaces, subordinate ids, overlayfs,
     /// /proc, binfmt_misc, the state directory; prints the fix for each problem and exits
     /// non-zero when builds with RUN steps cannot work here.
+    #[command(after_help = help(examples::DOCTOR))]
     Doctor {
         /// text: one line per check; json: the whole report.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
@@ -206,6 +221,7 @@ pub enum Command {
     },
 
     /// Trim the build cache and delete what nothing refers to.
+    #[command(after_help = help(examples::PRUNE))]
     Prune {
         /// Drop every build cache record.
         #[arg(short = 'a', long)]
@@ -219,11 +235,31 @@ pub enum Command {
     },
 
     /// Build an image from a Dockerfile and a context.
+    #[command(after_help = help(examples::BUILD))]
     Build(Box<BuildFlags>),
 
     /// Tools for looking inside img's pipeline.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = help(examples::DEBUG))]
     Debug(DebugCommand),
+
+    /// Print a shell completion script for bash, zsh or fish.
+    #[command(after_help = help(examples::COMPLETION))]
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+/// `img completion` values: the shells whose scripts are tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// Bash (with or without the bash-completion package).
+    Bash,
+    /// Zsh (compinit).
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 /// The Dockerfile, its context and the options that shape the build graph: what `img build`
@@ -348,6 +384,7 @@ pub enum ArchiveFormat {
 pub enum DebugCommand {
     /// Print a Dockerfile's raw syntax tree as JSON, as Docker's parser builds it before
     /// instructions are checked and before any substitution.
+    #[command(after_help = help(examples::DEBUG_PARSE))]
     Parse {
         /// The Dockerfile to read; `-` reads standard input.
         #[arg(value_name = "FILE|-", default_value = "Dockerfile")]
@@ -356,9 +393,11 @@ pub enum DebugCommand {
 
     /// Print, as JSON, the snapshot backend `--backend` resolves to for a build here, and why
     /// (for an ordinary user, probed in the user namespace a build runs in).
+    #[command(after_help = help(examples::DEBUG_BACKEND))]
     Backend,
 
     /// Print the build graph a Dockerfile lowers to, as JSON or Graphviz dot.
+    #[command(after_help = help(examples::DEBUG_LLB))]
     Llb {
         /// The output format.
         #[arg(long, value_enum, default_value_t = GraphFormatFlag::Json)]

@@ -12,7 +12,6 @@ mod commands;
 mod config;
 mod config_file;
 mod context;
-mod flags;
 mod graph;
 mod host_check;
 mod image;
@@ -23,6 +22,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+// The clap definition lives in the library, where `cargo xtask man` reads it too.
+use img_cli::flags;
 
 fn main() -> ExitCode {
     // First thing: `img` is also the init of every RUN step's sandbox.

@@ -1,6 +1,7 @@
 //! One module per command; `run` checks the global flags and dispatches to it.
 
 mod build;
+mod completion;
 mod debug_llb;
 mod debug_parse;
 mod doctor;
@@ -92,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             prune::run(&config, &options)
         }
         Command::Build(flags) => build::run(&config, args.global.quiet, &flags),
+        Command::Completion { shell } => completion::run(shell),
         Command::Debug(DebugCommand::Parse { file }) => {
             debug_parse::run(&debug_parse::Config::from_flag(file))
         }

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod completion;
 mod debug_llb;
 mod debug_parse;
 mod doctor;

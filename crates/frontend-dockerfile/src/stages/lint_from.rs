@@ -9,7 +9,7 @@ use crate::instructions::{suggest, FromInstruction, Location};
 use crate::shell::{Expansion, Lexer};
 use crate::stages::config::ImageConfig;
 use crate::stages::lint::Warnings;
-use crate::stages::platform::Platform;
+use img_llb::Platform;
 
 /// What the FROM words are expanded with.
 pub(crate) struct Globals<'a> {
