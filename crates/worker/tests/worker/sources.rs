@@ -128,8 +128,9 @@ fn copy_missing_source() -> TestResult {
         "/x",
     ));
     graph.step(op, "COPY absent.txt /x");
+    // As in BuildKit, the missing source is found while the step's cache key is computed.
     match solve(&fx.solver(), &graph.definition()) {
-        Err(SolveError::OpFailed { source, .. }) => check(
+        Err(SolveError::CacheKey { source, .. }) => check(
             matches!(source.downcast_ref::<WorkerError>(), Some(WorkerError::SourceNotFound { path }) if path == "/absent.txt"),
             format!("error: {source}"),
         ),
