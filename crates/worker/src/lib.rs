@@ -68,6 +68,6 @@ pub use export::{
 };
 pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{
-    BaseImage, ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource,
-    SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
+    BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LocalBlobs, LocalDirs,
+    SecretSource, SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
 };

@@ -33,8 +33,11 @@ pub(crate) struct Copier<'a> {
     /// Files with several links already copied, by source (device, inode): later links to
     /// them become hard links of the copy, as BuildKit's copy keeps them. With the content
     /// hash of the first copy.
-    linked: RefCell<HashMap<(u64, u64), (PathBuf, [u8; 32])>>,
+    linked: RefCell<HashMap<(u64, u64), FirstLink>>,
 }
+
+/// The first copy of a file with several links, and its content hash.
+type FirstLink = (PathBuf, [u8; 32]);
 
 /// A plain file left for the copying threads: its index in the plan, source, destination.
 struct PendingFile<'e> {

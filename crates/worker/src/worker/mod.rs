@@ -48,6 +48,7 @@ pub use error::WorkerError;
 pub(crate) use image::image_parts;
 pub use image::BaseImage;
 pub use local_blobs::LocalBlobs;
+pub use remote::DownloadTimeouts;
 pub use secrets::{SecretSource, SecretStore};
 
 use layer_db::LayerDb;
@@ -142,6 +143,8 @@ pub struct WorkerOptions {
     pub id_mapping: IdMapping,
     /// The checksum cache for context files (usually the solver's own cache database).
     pub checksum_cache: Option<CacheDb>,
+    /// Network timeouts of `ADD <url>`.
+    pub download_timeouts: DownloadTimeouts,
 }
 
 impl std::fmt::Debug for WorkerOptions {
@@ -154,6 +157,7 @@ impl std::fmt::Debug for WorkerOptions {
             .field("pull_always", &self.pull_always)
             .field("sandbox", &self.sandbox)
             .field("id_mapping", &self.id_mapping)
+            .field("download_timeouts", &self.download_timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -172,6 +176,7 @@ impl WorkerOptions {
             sandbox: Sandbox::new(),
             id_mapping,
             checksum_cache: None,
+            download_timeouts: DownloadTimeouts::default(),
         }
     }
 }

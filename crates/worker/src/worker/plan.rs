@@ -55,7 +55,7 @@ pub(crate) struct PlannedSource {
     /// The path as written or matched, cleaned: its last component names the copy.
     pub name: PathBuf,
     /// The links followed to reach it: their paths and targets.
-    pub links: Vec<(PathBuf, OsString)>,
+    pub links: Links,
     /// What is read, in walk order: the source itself, then (for a directory) what it holds.
     pub entries: Vec<Entry>,
 }
@@ -168,13 +168,12 @@ pub(crate) fn plan_copy(
     Ok(planned)
 }
 
+/// Links followed on the way to a path: each link's path and target.
+pub(crate) type Links = Vec<(PathBuf, OsString)>;
+
 /// Expands wildcard source `src`: the matches' canonical paths, and the links followed to
 /// reach the directory the wildcards start from.
-fn expand(
-    tree: &TreeRoot,
-    src: &str,
-    follow: bool,
-) -> Result<(Vec<PathBuf>, Vec<(PathBuf, OsString)>), WorkerError> {
+fn expand(tree: &TreeRoot, src: &str, follow: bool) -> Result<(Vec<PathBuf>, Links), WorkerError> {
     let parts = clean_components(src);
     let first = parts
         .iter()

@@ -86,10 +86,9 @@ impl TreeRoot {
             );
         openat2(&self.fd, rel, how).map_err(|errno| match errno {
             // A link where the canonical path had none: the tree changed under the build.
-            Errno::ELOOP => io::Error::new(
-                io::ErrorKind::Other,
-                format!("{} changed while it was being read", rel.display()),
-            ),
+            Errno::ELOOP => {
+                io::Error::other(format!("{} changed while it was being read", rel.display()))
+            }
             other => other.into(),
         })
     }
@@ -165,10 +164,10 @@ impl TreeRoot {
             match self.lstat(&candidate) {
                 Ok(meta) if meta.file_type().is_symlink() && follow => {
                     if links.len() == MAX_LINKS {
-                        return Err(io::Error::new(
-                            io::ErrorKind::Other,
-                            format!("too many levels of symbolic links in {}", path.display()),
-                        ));
+                        return Err(io::Error::other(format!(
+                            "too many levels of symbolic links in {}",
+                            path.display()
+                        )));
                     }
                     let target = self.read_link(&candidate)?;
                     if Path::new(&target).is_absolute() {
