@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use img_frontend_dockerfile::{
-    ignore_file_for, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions,
-    BuildPlan, IgnorePatterns, ImageConfig, LowerOptions, LoweredBuild, Platform,
+    lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, ImageConfig,
+    LowerOptions, LoweredBuild, Platform,
 };
 use img_registry::{Client, Reference};
 use img_snapshot::Store;
@@ -180,12 +180,7 @@ pub fn lower_plan(
     for (written, pinned) in resolved_images {
         lower_options = lower_options.resolved_image(written, pinned);
     }
-    let dockerfile = context
-        .dockerfile_path
-        .as_deref()
-        .unwrap_or(std::path::Path::new(""));
-    if let Some(file) = ignore_file_for(&context.dir, dockerfile) {
-        let patterns = IgnorePatterns::read(&file)?;
+    if let Some(patterns) = context.ignore_patterns()? {
         lower_options = lower_options.exclude_patterns(patterns.patterns().iter().cloned());
     }
     Ok(lower(plan, &lower_options)?)
