@@ -169,10 +169,18 @@ impl Worker {
             local.include_patterns.clone(),
             local.exclude_patterns.clone(),
         );
-        self.local_reads
+        let previous = self
+            .local_reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Arc::new(reads));
+            .insert(key.clone(), Arc::new(reads.clone()));
+        if previous.is_some_and(|p| *p != reads) {
+            // A worker solving again after the context changed: the old copy is stale.
+            self.staged_locals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
         Ok(CacheKeyExtra::new().with_salt(format!("local:{digest}")))
     }
 
