@@ -13,59 +13,18 @@ use img_llb::{
 };
 use img_snapshot::{ApplyOptions, Compression, ExportOptions};
 
-use super::context::MATCH;
 use super::copy::Copier;
 use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
-use super::plan::{has_wildcard, pattern, plan_copy, EntryKind, PlannedSource, Selection};
+use super::plan::{
+    expand_wildcard, has_wildcard, pattern, plan_copy, EntryKind, PlannedSource, Selection,
+};
 use super::record::{
     combine, first_difference, planned_reads, source_reads, HashingReader, Read as CopyRead,
 };
 use super::root::{rel_str, TreeRoot};
 use super::{Worker, WorkerError, WorkerRef};
 use img_solver::{CacheKeyExtra, ExecContext, Inputs, PathFilter};
-
-/// Paths inside `root` matching `src` (components may hold wildcards), as (relative, host).
-fn expand_wildcard(root: &Path, src: &str) -> Result<Vec<(String, PathBuf)>, WorkerError> {
-    let mut found: Vec<(String, PathBuf)> = vec![(String::new(), root.to_path_buf())];
-    for part in clean_components(src) {
-        let mut next = Vec::new();
-        for (rel, dir) in found {
-            let join = |name: &str| {
-                if rel.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{rel}/{name}")
-                }
-            };
-            if !has_wildcard(&part) {
-                let host = resolve_in_root_checked(root, &join(&part), false)?;
-                if fs::symlink_metadata(&host).is_ok() {
-                    next.push((join(&part), host));
-                }
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            let p = pattern(&part)?;
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| p.matches_with(n, MATCH))
-                .collect();
-            names.sort();
-            for name in names {
-                next.push((join(&name), dir.join(&name)));
-            }
-        }
-        found = next;
-    }
-    Ok(found
-        .into_iter()
-        .filter(|(rel, _)| !rel.is_empty())
-        .collect())
-}
 
 /// Creates the missing directories of `path` (inside `root`), owned by `owner`, mode 0755.
 fn make_parents(root: &Path, path: &str, owner: (u32, u32)) -> Result<PathBuf, WorkerError> {
@@ -656,21 +615,28 @@ fn mkfile_action(root: &Path, mkfile: &MkfileAction) -> Result<(), WorkerError> 
         .map_err(WorkerError::file("changing the owner of", &host))
 }
 
+/// Removes what `rm` names. Paths resolve inside the tree (a wildcard's matches without
+/// following links, as BuildKit's rm does), so a link of the image never leads a removal to
+/// the host.
 fn rm_action(root: &Path, rm: &RmAction) -> Result<(), WorkerError> {
+    let tree = TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
     let targets: Vec<PathBuf> = if rm.allow_wildcard && has_wildcard(&rm.path) {
-        expand_wildcard(root, &rm.path)?
-            .into_iter()
-            .map(|(_, host)| host)
-            .collect()
+        expand_wildcard(&tree, &rm.path, false)?.0
     } else {
-        vec![resolve_in_root_checked(root, &rm.path, false)?]
+        let path = Path::new(&rm.path);
+        let resolved = tree
+            .resolve(path, false)
+            .map_err(WorkerError::file("reading", root))?;
+        vec![resolved.path]
     };
     if targets.is_empty() && !rm.allow_not_found {
         return Err(WorkerError::SourceNotFound {
             path: rm.path.clone(),
         });
     }
-    for host in targets {
+    for rel in targets {
+        // A canonical path: no link on the way; the last component itself is never followed.
+        let host = tree.host_path(&rel);
         let result = match fs::symlink_metadata(&host) {
             Ok(m) if m.is_dir() => fs::remove_dir_all(&host),
             Ok(_) => fs::remove_file(&host),

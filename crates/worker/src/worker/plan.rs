@@ -144,7 +144,7 @@ pub(crate) fn plan_copy(
     let mut planned = Vec::new();
     for src in &copy.src {
         if copy.allow_wildcard && has_wildcard(src) {
-            let (matches, base_links) = expand(tree, src, copy.follow_symlinks)?;
+            let (matches, base_links) = expand_wildcard(tree, src, copy.follow_symlinks)?;
             let mut found = 0;
             for matched in matches {
                 let meta = tree.lstat(&matched).map_err(reading(tree, &matched))?;
@@ -172,8 +172,12 @@ pub(crate) fn plan_copy(
 pub(crate) type Links = Vec<(PathBuf, OsString)>;
 
 /// Expands wildcard source `src`: the matches' canonical paths, and the links followed to
-/// reach the directory the wildcards start from.
-fn expand(tree: &TreeRoot, src: &str, follow: bool) -> Result<(Vec<PathBuf>, Links), WorkerError> {
+/// reach the directory the wildcards start from (its last component only when `follow`).
+pub(crate) fn expand_wildcard(
+    tree: &TreeRoot,
+    src: &str,
+    follow: bool,
+) -> Result<(Vec<PathBuf>, Links), WorkerError> {
     let parts = clean_components(src);
     let first = parts
         .iter()

@@ -7,7 +7,8 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use img_llb::{
-    CopyAction, ExecOp, FileOp, LocalSource, Mount, MountKind, OpMetadata, OpRef, SourceOp,
+    CopyAction, ExecOp, FileAction, FileOp, LocalSource, Mount, MountKind, OpMetadata, OpRef,
+    RmAction, SourceOp,
 };
 use img_solver::SolveError;
 use img_worker::{write_rootfs_dir, WorkerError};
@@ -36,6 +37,10 @@ pub fn tests() -> Vec<Trial> {
         t(
             "add_of_a_context_archive_with_escaping_links_stays_in_the_image",
             archive_with_escaping_links,
+        ),
+        t(
+            "removing_through_an_image_link_never_touches_the_host",
+            rm_through_a_link,
         ),
     ]
 }
@@ -428,5 +433,33 @@ fn archive_with_escaping_links() -> TestResult {
     check(
         leaked.is_empty(),
         format!("the secret was copied to {leaked:?}"),
+    )
+}
+
+fn rm_through_a_link() -> TestResult {
+    let fx = Fixture::new();
+    let host = fx.dir.path().join("host");
+    std::fs::create_dir_all(&host).map_err(fail)?;
+    std::fs::write(host.join("victim.txt"), "keep me").map_err(fail)?;
+    std::fs::write(host.join("other.txt"), "keep me too").map_err(fail)?;
+    // A stage whose /data is a link to the host directory's path, then removals through it.
+    let mut graph = Graph::on_busybox();
+    graph.run(&format!("ln -s {} /data", host.display()));
+    let rm = |path: &str, wildcard: bool| {
+        FileAction::Rm(RmAction {
+            path: path.into(),
+            allow_not_found: true,
+            allow_wildcard: wildcard,
+        })
+    };
+    let op = FileOp::new(Some(graph.top()))
+        .with_action(rm("/data/*", true))
+        .with_action(rm("/data/victim.txt", false));
+    graph.step(op, "rm /data/*");
+    solve(&fx.solver(), &graph.definition()).map_err(fail)?;
+    check(
+        read(&host.join("victim.txt")) == "keep me"
+            && read(&host.join("other.txt")) == "keep me too",
+        "a host file was removed through a link of the image",
     )
 }
