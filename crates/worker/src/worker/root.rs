@@ -210,19 +210,21 @@ pub(crate) fn rel_str(rel: &Path) -> String {
 }
 
 /// Reads the regular file `path` inside the directory `root`, resolved as if `root` were `/`:
-/// a link leaving `root` leads back inside it. `Ok(None)` when nothing is there; an error
-/// when something other than a regular file is. For what a client reads from a context it
+/// a link leaving `root` leads back inside it. `Ok(None)` when no regular file is there (a
+/// directory or a FIFO of that name is not one). For what a client reads from a context it
 /// does not trust (a `.dockerignore`, the Dockerfile in an archive or a repository).
 pub fn read_file_in_root(root: &Path, path: &Path) -> io::Result<Option<Vec<u8>>> {
     let tree = TreeRoot::open(root)?;
     let resolved = tree.resolve(path, true)?;
-    let mut file = match tree.open_file(&resolved.path) {
-        Ok(file) => file,
+    match tree.lstat(&resolved.path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Ok(None),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
             return Ok(None)
         }
         Err(e) => return Err(e),
-    };
+    }
+    let mut file = tree.open_file(&resolved.path)?;
     let mut bytes = Vec::new();
     io::Read::read_to_end(&mut file, &mut bytes)?;
     Ok(Some(bytes))
