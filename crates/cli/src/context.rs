@@ -2,6 +2,11 @@
 //! (a Dockerfile alone, or a tar archive of the context, plain or compressed, as `docker build
 //! -` reads it) or a git repository (`https://host/repo.git#ref:subdir`, cloned into a
 //! temporary directory, as BuildKit's git context).
+//!
+//! A context is hostile until proven otherwise: whatever is read from it (the Dockerfile, its
+//! `.dockerignore`, a repository's subdirectory) resolves inside it, links included, as
+//! BuildKit resolves them in its copy of the context; a link to a host file leads nowhere.
+//! Only paths the user names on the command line (`-f`, the context directory) are host paths.
 
 use std::fs;
 use std::io::{self, Read};
@@ -9,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
+use img_frontend_dockerfile::IgnorePatterns;
 
 /// Where the context comes from, as the command line named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +88,18 @@ impl ContextSpec {
     }
 }
 
+/// Where the Dockerfile was read from (and so where `<Dockerfile>.dockerignore` is looked for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerfileSource {
+    /// A host path the user named with `-f`.
+    Host(PathBuf),
+    /// A path inside the context (the default `Dockerfile`, or `-f` in an archive or a
+    /// repository), resolved inside it.
+    InContext(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
 /// A build context ready to read, and its Dockerfile.
 #[derive(Debug)]
 pub struct BuildContext {
@@ -91,9 +109,8 @@ pub struct BuildContext {
     pub dockerfile: Vec<u8>,
     /// The Dockerfile's name in messages (`Dockerfile`, or the `-f` value).
     pub dockerfile_name: String,
-    /// The Dockerfile on disk, when it is a file (where `<Dockerfile>.dockerignore` is looked
-    /// for).
-    pub dockerfile_path: Option<PathBuf>,
+    /// Where the Dockerfile was read from.
+    pub dockerfile_source: DockerfileSource,
     /// The temporary directory holding an extracted or cloned context, removed on drop.
     _temp: Option<tempfile::TempDir>,
 }
@@ -117,17 +134,13 @@ impl BuildContext {
                 }
                 if dockerfile_on_stdin {
                     let bytes = read_stdin()?;
-                    return Ok(BuildContext::new(
-                        dir.clone(),
-                        bytes,
-                        "Dockerfile",
-                        None,
-                        None,
-                    ));
+                    return Ok(BuildContext::new(dir.clone(), bytes, "Dockerfile", None));
                 }
-                // `-f` is relative to the working directory, as with `docker build`.
-                let path = file.map_or_else(|| dir.join("Dockerfile"), Path::to_path_buf);
-                BuildContext::with_file(dir.clone(), path, file, None)
+                match file {
+                    // `-f` is relative to the working directory, as with `docker build`.
+                    Some(path) => BuildContext::with_host_file(dir.clone(), path),
+                    None => BuildContext::with_context_file(dir.clone(), None, None),
+                }
             }
             ContextSpec::Stdin => {
                 if dockerfile_on_stdin {
@@ -140,18 +153,13 @@ impl BuildContext {
                     Some(kind) => {
                         extract_archive(&bytes, kind, &dir)?;
                         // In an archive, `-f` names a file inside it.
-                        let path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
-                        BuildContext::with_file(dir, path, file, Some(temp))
+                        BuildContext::with_context_file(dir, file, Some(temp))
                     }
                     None => {
                         // A Dockerfile alone: the build has an empty context.
-                        Ok(BuildContext::new(
-                            dir,
-                            bytes,
-                            "Dockerfile",
-                            None,
-                            Some(temp),
-                        ))
+                        let mut context = BuildContext::new(dir, bytes, "Dockerfile", Some(temp));
+                        context.dockerfile_source = DockerfileSource::Stdin;
+                        Ok(context)
                     }
                 }
             }
@@ -160,28 +168,23 @@ impl BuildContext {
                 let checkout = temp.path().join("repo");
                 clone(url, &checkout)?;
                 let dir = match &url.subdir {
-                    Some(sub) => checkout.join(sub),
-                    None => checkout,
+                    // The subdirectory is a path of the repository: a link in it stays inside.
+                    Some(sub) => img_worker::dir_in_root(&checkout, Path::new(sub))
+                        .with_context(|| format!("cannot read the git context {}", url.remote))?,
+                    None => Some(checkout),
                 };
-                if !dir.is_dir() {
+                let Some(dir) = dir else {
                     bail!(
                         "the git context {} has no directory {:?}",
                         url.remote,
                         url.subdir.as_deref().unwrap_or("")
                     );
-                }
+                };
                 if dockerfile_on_stdin {
                     let bytes = read_stdin()?;
-                    return Ok(BuildContext::new(
-                        dir,
-                        bytes,
-                        "Dockerfile",
-                        None,
-                        Some(temp),
-                    ));
+                    return Ok(BuildContext::new(dir, bytes, "Dockerfile", Some(temp)));
                 }
-                let path = dir.join(file.unwrap_or(Path::new("Dockerfile")));
-                BuildContext::with_file(dir, path, file, Some(temp))
+                BuildContext::with_context_file(dir, file, Some(temp))
             }
         }
     }
@@ -190,32 +193,99 @@ impl BuildContext {
         dir: PathBuf,
         dockerfile: Vec<u8>,
         name: &str,
-        path: Option<PathBuf>,
         temp: Option<tempfile::TempDir>,
     ) -> BuildContext {
         BuildContext {
             dir,
             dockerfile,
             dockerfile_name: name.to_owned(),
-            dockerfile_path: path,
+            dockerfile_source: DockerfileSource::Stdin,
             _temp: temp,
         }
     }
 
-    fn with_file(
-        dir: PathBuf,
-        path: PathBuf,
-        flag: Option<&Path>,
-        temp: Option<tempfile::TempDir>,
-    ) -> anyhow::Result<BuildContext> {
-        let bytes = fs::read(&path).with_context(|| {
+    /// The Dockerfile at host path `path`, named by the user.
+    fn with_host_file(dir: PathBuf, path: &Path) -> anyhow::Result<BuildContext> {
+        let bytes = fs::read(path).with_context(|| {
             format!(
                 "cannot read the Dockerfile {} (give its path with -f, or - for standard input)",
                 path.display()
             )
         })?;
-        let name = flag.map_or_else(|| "Dockerfile".to_owned(), |f| f.display().to_string());
-        Ok(BuildContext::new(dir, bytes, &name, Some(path), temp))
+        let mut context = BuildContext::new(dir, bytes, &path.display().to_string(), None);
+        context.dockerfile_source = DockerfileSource::Host(path.to_path_buf());
+        Ok(context)
+    }
+
+    /// The Dockerfile at `file` (default `Dockerfile`) inside the context `dir`, resolved
+    /// inside it.
+    fn with_context_file(
+        dir: PathBuf,
+        file: Option<&Path>,
+        temp: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<BuildContext> {
+        let rel = file.unwrap_or(Path::new("Dockerfile"));
+        let bytes = img_worker::read_file_in_root(&dir, rel)
+            .with_context(|| format!("cannot read the Dockerfile {}", rel.display()))?;
+        let Some(bytes) = bytes else {
+            bail!(
+                "cannot read the Dockerfile {}: it is not in the build context {} (give its path with -f, or - for standard input)",
+                rel.display(),
+                dir.display()
+            );
+        };
+        let name = file.map_or_else(|| "Dockerfile".to_owned(), |f| f.display().to_string());
+        let mut context = BuildContext::new(dir, bytes, &name, temp);
+        context.dockerfile_source = DockerfileSource::InContext(rel.to_path_buf());
+        Ok(context)
+    }
+
+    /// The context's `.dockerignore` patterns: `<Dockerfile>.dockerignore` beside the
+    /// Dockerfile wins over `.dockerignore` at the root of the context, as in BuildKit. A file
+    /// of the context is read inside it: an ignore file that is a link to a host file is no
+    /// ignore file at all.
+    pub fn ignore_patterns(&self) -> anyhow::Result<Option<IgnorePatterns>> {
+        let with_suffix = |path: &Path| {
+            path.file_name().map(|name| {
+                let mut name = name.to_os_string();
+                name.push(".dockerignore");
+                path.with_file_name(name)
+            })
+        };
+        let found: Option<(PathBuf, Vec<u8>)> = match &self.dockerfile_source {
+            DockerfileSource::Host(path) => match with_suffix(path) {
+                Some(specific) if specific.is_file() => {
+                    let bytes = fs::read(&specific)
+                        .with_context(|| format!("cannot read {}", specific.display()))?;
+                    Some((specific, bytes))
+                }
+                _ => None,
+            },
+            DockerfileSource::InContext(rel) => match with_suffix(rel) {
+                Some(specific) => self.read_in_context(&specific)?.map(|b| (specific, b)),
+                None => None,
+            },
+            DockerfileSource::Stdin => None,
+        };
+        let found = match found {
+            Some(found) => Some(found),
+            None => {
+                let root = PathBuf::from(".dockerignore");
+                self.read_in_context(&root)?.map(|b| (root, b))
+            }
+        };
+        let Some((file, bytes)) = found else {
+            return Ok(None);
+        };
+        Ok(Some(IgnorePatterns::parse(
+            &String::from_utf8_lossy(&bytes),
+            &file,
+        )?))
+    }
+
+    fn read_in_context(&self, rel: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+        img_worker::read_file_in_root(&self.dir, rel)
+            .with_context(|| format!("cannot read {} in the build context", rel.display()))
     }
 }
 
@@ -454,9 +524,161 @@ mod tests {
         let other = dir.path().join("other.Dockerfile");
         let ctx = BuildContext::prepare(&spec, Some(&other), dir.path()).unwrap();
         assert_eq!(ctx.dockerfile, b"FROM b\n");
-        assert_eq!(ctx.dockerfile_path.as_deref(), Some(other.as_path()));
+        assert_eq!(ctx.dockerfile_source, DockerfileSource::Host(other.clone()));
         let err = BuildContext::prepare(&spec, Some(Path::new("/nonexistent/Df")), dir.path())
             .unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent/Df"), "{err:#}");
+    }
+
+    /// A secret file beside (outside) `context`, and its content.
+    fn host_secret(outside: &Path) -> (PathBuf, &'static str) {
+        let secret = outside.join("secret");
+        fs::write(&secret, "[HOST-SECRET-LINE").unwrap();
+        (secret, "HOST-SECRET")
+    }
+
+    #[test]
+    fn a_dockerfile_or_dockerignore_linking_out_of_the_context_is_not_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (secret, marker) = host_secret(tmp.path());
+        let dir = tmp.path().join("ctx");
+        fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("Dockerfile")).unwrap();
+        let spec = ContextSpec::Dir(dir.clone());
+        let err = BuildContext::prepare(&spec, None, tmp.path()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("not in the build context"), "{text}");
+        assert!(!text.contains(marker), "{text}");
+
+        // An ignore file linking out is no ignore file; one linking inside is read.
+        fs::remove_file(dir.join("Dockerfile")).unwrap();
+        fs::write(dir.join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join(".dockerignore")).unwrap();
+        let ctx = BuildContext::prepare(&spec, None, tmp.path()).unwrap();
+        assert!(ctx.ignore_patterns().unwrap().is_none());
+        fs::remove_file(dir.join(".dockerignore")).unwrap();
+        fs::create_dir(dir.join("conf")).unwrap();
+        fs::write(dir.join("conf/ignore"), "*.log\n").unwrap();
+        std::os::unix::fs::symlink("conf/ignore", dir.join(".dockerignore")).unwrap();
+        let patterns = ctx.ignore_patterns().unwrap().unwrap();
+        assert_eq!(patterns.patterns(), ["*.log"]);
+    }
+
+    /// A tar entry: its path, its kind and target when it is a link, its data.
+    type TarEntry<'a> = (&'a str, Option<(tar::EntryType, &'a Path)>, &'a [u8]);
+
+    /// A tar of `entries`.
+    fn tar_of(entries: &[TarEntry<'_>]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, link, data) in entries {
+            let mut header = tar::Header::new_ustar();
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            match link {
+                Some((kind, target)) => {
+                    header.set_entry_type(*kind);
+                    header.set_link_name(target).unwrap();
+                }
+                None => header.set_entry_type(tar::EntryType::Regular),
+            }
+            header.set_path(path).unwrap();
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_context_archive_cannot_write_or_link_outside_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (secret, _) = host_secret(tmp.path());
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let cases: [(&str, Vec<u8>); 3] = [
+            (
+                "a file written through a link to a host directory",
+                tar_of(&[
+                    ("esc", Some((tar::EntryType::Symlink, &outside)), b""),
+                    ("esc/planted", None, b"x"),
+                ]),
+            ),
+            (
+                "a hard link to a host file",
+                tar_of(&[("hard", Some((tar::EntryType::Link, &secret)), b"")]),
+            ),
+            (
+                "a path climbing out",
+                tar_of(&[
+                    (
+                        "up",
+                        Some((tar::EntryType::Symlink, Path::new("../outside"))),
+                        b"",
+                    ),
+                    ("up/planted", None, b"x"),
+                ]),
+            ),
+        ];
+        for (what, bytes) in cases {
+            let dir = tmp.path().join("ctx");
+            fs::create_dir(&dir).unwrap();
+            let _ = extract_archive(&bytes, ArchiveKind::Tar, &dir);
+            assert!(!outside.join("planted").exists(), "{what}: planted outside");
+            let hard = fs::symlink_metadata(dir.join("hard"));
+            assert!(
+                hard.map_or(true, |m| m.file_type().is_symlink()),
+                "{what}: host file linked in"
+            );
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        // Links themselves are kept; reading through them stays inside.
+        let dir = tmp.path().join("ctx");
+        fs::create_dir(&dir).unwrap();
+        let bytes = tar_of(&[("Dockerfile", Some((tar::EntryType::Symlink, &secret)), b"")]);
+        extract_archive(&bytes, ArchiveKind::Tar, &dir).unwrap();
+        let err = BuildContext::with_context_file(dir, None, None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not in the build context"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn a_git_context_subdirectory_resolves_inside_the_repository() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        fs::create_dir(&host).unwrap();
+        fs::write(host.join("Dockerfile"), "FROM host-secret\n").unwrap();
+        let repo = tmp.path().join("repo");
+        fs::create_dir_all(repo.join("real/app")).unwrap();
+        fs::write(repo.join("real/app/Dockerfile"), "FROM inside\n").unwrap();
+        std::os::unix::fs::symlink(&host, repo.join("out")).unwrap();
+        std::os::unix::fs::symlink("real/app", repo.join("app")).unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["-c", "user.name=img", "-c", "user.email=img@example.com"])
+                .args(args)
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "links"]);
+        let spec = |sub: &str| {
+            ContextSpec::Git(GitUrl {
+                remote: repo.display().to_string(),
+                reference: None,
+                subdir: Some(sub.into()),
+            })
+        };
+        let scratch = tmp.path().join("scratch");
+        let ctx = BuildContext::prepare(&spec("app"), None, &scratch).unwrap();
+        assert_eq!(ctx.dockerfile, b"FROM inside\n");
+        let err = BuildContext::prepare(&spec("out"), None, &scratch).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("has no directory"), "{text}");
+        assert!(!text.contains("host-secret"), "{text}");
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use img_frontend_dockerfile::{
-    check, ignore_file_for, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions,
-    BuildPlan, CheckReport, IgnorePatterns, ImageConfig, LowerOptions, LoweredBuild, Platform,
+    check, lower, parse, plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan,
+    CheckReport, ImageConfig, LowerOptions, LoweredBuild, Platform,
 };
 use img_registry::{Client, Reference};
 use img_snapshot::Store;
@@ -180,22 +180,10 @@ fn build_options(context: &BuildContext, options: &GraphOptions) -> anyhow::Resu
     if let Some(platform) = &options.platform {
         build = build.target_platform(platform.clone());
     }
-    if let Some(patterns) = ignore_patterns(context)? {
+    if let Some(patterns) = context.ignore_patterns()? {
         build = build.dockerignore(patterns);
     }
     Ok(build)
-}
-
-/// The context's `.dockerignore` (or the Dockerfile's own ignore file), if it has one.
-fn ignore_patterns(context: &BuildContext) -> anyhow::Result<Option<IgnorePatterns>> {
-    let dockerfile = context
-        .dockerfile_path
-        .as_deref()
-        .unwrap_or(std::path::Path::new(""));
-    match ignore_file_for(&context.dir, dockerfile) {
-        Some(file) => Ok(Some(IgnorePatterns::read(&file)?)),
-        None => Ok(None),
-    }
 }
 
 /// The build graph of `plan`, with the context's `.dockerignore` patterns and base images
@@ -213,7 +201,7 @@ pub fn lower_plan(
     for (written, pinned) in resolved_images {
         lower_options = lower_options.resolved_image(written, pinned);
     }
-    if let Some(patterns) = ignore_patterns(context)? {
+    if let Some(patterns) = context.ignore_patterns()? {
         lower_options = lower_options.exclude_patterns(patterns.patterns().iter().cloned());
     }
     Ok(lower(plan, &lower_options)?)

@@ -78,17 +78,23 @@ pub struct CacheRecord {
 /// A file's identity as the checksum cache sees it: if none of this changed, the content did
 /// not either (barring a write within the timestamp granularity, see [`crate::checksum_tree`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct FileStamp {
+pub struct FileStamp {
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the epoch.
     pub ctime_ns: i64,
+    /// Inode number.
     pub inode: u64,
 }
 
 /// A checksum cache entry.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct StampedChecksum {
+pub struct StampedChecksum {
+    /// The file's identity when it was hashed.
     pub stamp: FileStamp,
+    /// The sha256 of its content.
     pub sha256: [u8; 32],
     /// When the file was examined; entries whose timestamps are this recent are not trusted.
     pub recorded_ns: i64,
@@ -253,8 +259,10 @@ impl CacheDb {
         raws.into_iter().map(|raw| raw.parse(&self.path)).collect()
     }
 
-    /// Checksum cache entries for files under the directory `root` (an absolute path).
-    pub(crate) fn checksums_under(
+    /// Checksum cache entries for files under the directory `root` (an absolute path), by
+    /// absolute path. Shared with executors that hash files themselves (the worker keys what
+    /// a copy reads with it).
+    pub fn checksums_under(
         &self,
         root: &str,
     ) -> Result<HashMap<String, StampedChecksum>, CacheError> {
@@ -307,11 +315,8 @@ impl CacheDb {
         Ok(entries)
     }
 
-    /// Stores checksum cache entries in one transaction.
-    pub(crate) fn store_checksums(
-        &self,
-        entries: &[(String, StampedChecksum)],
-    ) -> Result<(), CacheError> {
+    /// Stores checksum cache entries (by absolute path) in one transaction.
+    pub fn store_checksums(&self, entries: &[(String, StampedChecksum)]) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }

@@ -65,7 +65,7 @@ mod key;
 mod progress;
 mod scheduler;
 
-pub use cache::{CacheDb, CacheError, CacheRecord};
+pub use cache::{CacheDb, CacheError, CacheRecord, FileStamp, StampedChecksum};
 pub use cancel::CancelToken;
 pub use checksum::{
     checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll, TreeChecksum,

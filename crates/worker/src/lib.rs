@@ -66,7 +66,8 @@ pub use export::{
     write_rootfs_dir, write_rootfs_tar, ExportError, ExportedImage, ExportedLayer,
     ImageExportOptions, ImageRequest, LayerSource,
 };
+pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{
-    BaseImage, ContextFilterFactory, GlobContextFilter, LocalBlobs, LocalDirs, SecretSource,
-    SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
+    BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LocalBlobs, LocalDirs,
+    SecretSource, SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
 };

@@ -8,6 +8,7 @@ mod debug_parse;
 mod doctor;
 mod fixtures;
 mod global;
+mod hostile;
 mod images;
 mod registry;
 mod storage;

@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::ExportError;
-use crate::worker::{Copier, Worker, WorkerRef};
+use crate::worker::{copy::copy_tree, Worker, WorkerRef};
 
 /// Writes the tree of `output` as one tar: entries sorted by name, numeric owners only, file
 /// times clamped to `source_date_epoch` when given, hard links inside the tree kept as links.
@@ -115,6 +115,6 @@ pub fn write_rootfs_dir(
         what: "creating the output directory",
         source,
     })?;
-    worker.with_tree(output, |root| Copier::plain().copy_contents(root, dest, ""))??;
+    worker.with_tree(output, |root| copy_tree(root, Path::new(""), dest))??;
     Ok(())
 }

@@ -1,13 +1,19 @@
-//! Local sources: which files of the build context are selected, and the cache key of a local
-//! source (a checksum of the selection).
+//! Local sources: which files of the build context are selected, the cache key of a local
+//! source (a digest of everything selected), and the private copy of the selection a `RUN`
+//! mount shows.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use glob::{MatchOptions, Pattern};
 use img_llb::LocalSource;
 
-use super::{Worker, WorkerError};
-use img_solver::{checksum_tree, CacheKeyExtra, ChecksumOptions, PathFilter};
+use super::copy::Copier;
+use super::plan::{plan_tree, PlannedSource, Selection};
+use super::record::{combine, first_difference, planned_reads, source_reads};
+use super::root::{rel_str, TreeRoot};
+use super::{Worker, WorkerError, WorkerRef};
+use img_solver::{CacheKeyExtra, PathFilter};
 
 /// Builds the filter of a local source from its include and exclude patterns (in
 /// `.dockerignore` syntax). The solver crate does not know the frontend's matcher, so the cli
@@ -121,9 +127,28 @@ impl PathFilter for GlobContextFilter {
     }
 }
 
+/// A local source as a cache key names it: its name and patterns.
+pub(super) type LocalKey = (String, Vec<String>, Vec<String>);
+
+/// A private copy of a local source's selection, checked against what the source's cache key
+/// was computed from. A `RUN` mount shows this copy: binding the directory in place would show
+/// the step files edited after the key was computed, and files the selection leaves out.
+#[derive(Debug)]
+pub(crate) struct StagedLocal {
+    dir: tempfile::TempDir,
+}
+
+impl StagedLocal {
+    /// The copy's directory.
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 impl Worker {
-    /// A local source is keyed by a checksum of its selected files (without ownership: a
-    /// `COPY` from the context gives files to root, so the client's uid never matters).
+    /// A local source is keyed by a digest of everything it selects (without ownership: a
+    /// `COPY` from the context gives files to root, so the client's uid never matters). What
+    /// was read is kept for [`Worker::staged_local`].
     pub(super) fn local_cache_key(
         &self,
         local: &LocalSource,
@@ -134,14 +159,100 @@ impl Worker {
             });
         };
         let filter = self.local_filter(&local.include_patterns, &local.exclude_patterns)?;
-        let sum = checksum_tree(
-            dir,
-            filter.as_ref(),
-            &ChecksumOptions::with_ownership(false),
-            self.options.checksum_cache.as_ref(),
-        )?;
-        Ok(CacheKeyExtra::new().with_salt(format!("local:{}", sum.digest)))
+        let tree = TreeRoot::open(dir).map_err(WorkerError::file("opening", dir))?;
+        let source = whole_tree(&tree, filter.as_ref())?;
+        let cache = self.options.checksum_cache.as_ref();
+        let reads = planned_reads(&tree, &[source], false, cache)?;
+        let digest = combine(&reads);
+        let key = (
+            local.name.clone(),
+            local.include_patterns.clone(),
+            local.exclude_patterns.clone(),
+        );
+        let previous = self
+            .local_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), Arc::new(reads.clone()));
+        if previous.is_some_and(|p| *p != reads) {
+            // A worker solving again after the context changed: the old copy is stale.
+            self.staged_locals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+        Ok(CacheKeyExtra::new().with_salt(format!("local:{digest}")))
     }
+
+    /// The private copy of local source `source`'s selection, made once per build and checked
+    /// against the source's cache key.
+    pub(super) fn staged_local(&self, source: &WorkerRef) -> Result<Arc<StagedLocal>, WorkerError> {
+        let WorkerRef::Local {
+            name,
+            path,
+            include_patterns,
+            exclude_patterns,
+        } = source
+        else {
+            return Err(WorkerError::MissingInput {
+                what: "local source",
+            });
+        };
+        let key = (
+            name.clone(),
+            include_patterns.clone(),
+            exclude_patterns.clone(),
+        );
+        // Held while copying: two steps mounting the context share one copy.
+        let mut staged = self.staged_locals.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(copy) = staged.get(&key) {
+            return Ok(copy.clone());
+        }
+        let expected = self
+            .local_reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned()
+            .ok_or(WorkerError::MissingInput {
+                what: "record of what the local source's cache key read",
+            })?;
+        let filter = self.local_filter(include_patterns, exclude_patterns)?;
+        let tree = TreeRoot::open(path).map_err(WorkerError::file("opening", path))?;
+        let source = whole_tree(&tree, filter.as_ref())?;
+        let scratch = self.scratch();
+        let dir = tempfile::Builder::new()
+            .prefix("local-")
+            .tempdir_in(&scratch)
+            .map_err(WorkerError::file("creating a directory in", &scratch))?;
+        let contents = Copier::plain().copy(&tree, &source.entries, dir.path())?;
+        let mut reads = Vec::new();
+        source_reads(&source, &contents, false, &mut reads);
+        if let Some(changed) = first_difference(&expected, &reads) {
+            return Err(WorkerError::ContextChanged {
+                path: rel_str(&changed),
+            });
+        }
+        let copy = Arc::new(StagedLocal { dir });
+        staged.insert(key, copy.clone());
+        Ok(copy)
+    }
+}
+
+/// Everything of `tree` that `filter` selects, as one planned source.
+fn whole_tree(
+    tree: &TreeRoot,
+    filter: &(dyn PathFilter + Send),
+) -> Result<PlannedSource, WorkerError> {
+    let selection = Selection {
+        filter: Some(filter),
+        ..Selection::all()
+    };
+    Ok(PlannedSource {
+        name: Default::default(),
+        links: Vec::new(),
+        entries: plan_tree(tree, Path::new(""), &selection)?,
+    })
 }
 
 #[cfg(test)]

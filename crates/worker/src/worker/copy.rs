@@ -1,24 +1,26 @@
-//! Copying trees the way `COPY` does: metadata and timestamps kept from the source (as
-//! BuildKit does), ownership and mode replaced when `--chown`/`--chmod` ask, symlinks copied as
-//! links, hard links inside the source recreated as copies.
+//! Copying what a plan lists the way `COPY` does: metadata and timestamps kept from the source
+//! (as BuildKit does), ownership and mode replaced when `--chown`/`--chmod` ask, symlinks
+//! copied as links, hard links inside the source recreated as links of the copy. Sources are
+//! read through their tree's root (`root.rs`), never by a host path; each file's content is
+//! hashed as it is copied, so the caller can check the copy against the cache key.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use glob::Pattern;
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
+use xattr::FileExt;
 
-use super::context::{matches_self_or_parent, may_match_below};
+use super::plan::{plan_tree, Entry, EntryKind, Selection};
+use super::record::copy_hashing;
+use super::root::TreeRoot;
 use super::WorkerError;
 use img_llb::Chmod;
-use img_solver::PathFilter;
 
 /// How a copy changes what it copies.
 pub(crate) struct Copier<'a> {
@@ -28,124 +30,151 @@ pub(crate) struct Copier<'a> {
     pub mode: Option<u32>,
     /// A symbolic `--chmod`, applied to each copied entry's own mode (wins over `mode`).
     pub symbolic_mode: Option<&'a Chmod>,
-    /// The local source's selection, tested with paths relative to the source's root.
-    pub source_filter: Option<&'a dyn PathFilter>,
-    /// `--include` patterns, relative to the copied path.
-    pub include: Vec<Pattern>,
-    /// `--exclude` patterns, relative to the copied path.
-    pub exclude: Vec<Pattern>,
     /// Files with several links already copied, by source (device, inode): later links to
-    /// them become hard links of the copy, as BuildKit's copy keeps them.
-    pub linked: RefCell<HashMap<(u64, u64), PathBuf>>,
-    /// Work left for [`Copier::finish`]: the walk creates directories, links and special files
-    /// at once, and queues plain files and directory metadata here.
-    pub deferred: RefCell<Deferred>,
+    /// them become hard links of the copy, as BuildKit's copy keeps them. With the content
+    /// hash of the first copy.
+    linked: RefCell<HashMap<(u64, u64), FirstLink>>,
 }
 
-/// What a copy does after walking the source: plain files are copied by several threads at
-/// once (a tree of small files is bound by per-file system calls, not bandwidth), then each
-/// directory gets its metadata, deepest first, since adding entries changes a directory's times.
-#[derive(Default)]
-pub(crate) struct Deferred {
-    files: Vec<(PathBuf, PathBuf, fs::Metadata)>,
-    directories: Vec<(PathBuf, PathBuf, fs::Metadata)>,
+/// The first copy of a file with several links, and its content hash.
+type FirstLink = (PathBuf, [u8; 32]);
+
+/// A plain file left for the copying threads: its index in the plan, source, destination.
+struct PendingFile<'e> {
+    index: usize,
+    entry: &'e Entry,
+    dest: PathBuf,
 }
 
 impl Copier<'_> {
     /// A copy that keeps everything.
     pub(crate) fn plain() -> Copier<'static> {
+        Copier::new(None, None, None)
+    }
+
+    /// A copy giving entries `owner` and `mode` (or `symbolic_mode`) when set.
+    pub(crate) fn new(
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+        symbolic_mode: Option<&Chmod>,
+    ) -> Copier<'_> {
         Copier {
-            owner: None,
-            mode: None,
-            symbolic_mode: None,
-            source_filter: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
+            owner,
+            mode,
+            symbolic_mode,
             linked: RefCell::default(),
-            deferred: RefCell::default(),
         }
     }
 
-    fn pattern_selects(&self, rel: &str, is_dir: bool) -> bool {
-        if rel.is_empty() {
-            return true;
-        }
-        if self.exclude.iter().any(|p| matches_self_or_parent(p, rel)) {
-            return false;
-        }
-        self.include.is_empty()
-            || self
-                .include
-                .iter()
-                .any(|p| matches_self_or_parent(p, rel) || (is_dir && may_match_below(p, rel)))
-    }
-
-    fn source_selects(&self, source_rel: &str, is_dir: bool) -> bool {
-        match self.source_filter {
-            None => true,
-            Some(f) if is_dir => f.selects(source_rel, true) || f.may_select_under(source_rel),
-            Some(f) => f.selects(source_rel, false),
-        }
-    }
-
-    /// Copies `src` (whose path relative to its source's root is `source_rel`) to `dest`.
-    /// A directory is merged into an existing directory at `dest`.
+    /// Copies `entries` (a planned source: its top first, then what it holds) read from `tree`:
+    /// the top to `dest` (a directory is merged into an existing directory there), the others
+    /// below it. Returns each entry's content hash (files only), aligned with `entries`.
+    ///
+    /// Directories, links and special files are made during the walk; plain files are copied
+    /// by a few threads at once (a tree of small files is bound by per-file system calls, not
+    /// bandwidth); then each directory gets its metadata, deepest first, since adding entries
+    /// changes a directory's times.
     pub(crate) fn copy(
         &self,
-        src: &Path,
+        tree: &TreeRoot,
+        entries: &[Entry],
         dest: &Path,
-        source_rel: &str,
-    ) -> Result<(), WorkerError> {
-        self.copy_entry(src, dest, source_rel, "")?;
-        self.finish()
-    }
-
-    /// Copies what is inside directory `src` into directory `dest` (created if missing).
-    pub(crate) fn copy_contents(
-        &self,
-        src: &Path,
-        dest: &Path,
-        source_rel: &str,
-    ) -> Result<(), WorkerError> {
-        let meta = fs::metadata(src).map_err(WorkerError::file("reading", src))?;
-        self.ensure_dir(dest, &meta)?;
-        for (name, child_source_rel, child_rel) in self.children(src, source_rel, "")? {
-            self.copy_entry(
-                &src.join(&name),
-                &dest.join(&name),
-                &child_source_rel,
-                &child_rel,
-            )?;
+    ) -> Result<Vec<Option<[u8; 32]>>, WorkerError> {
+        let mut contents: Vec<Option<[u8; 32]>> = vec![None; entries.len()];
+        let mut files = Vec::new();
+        let mut directories = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let target = if entry.rel.as_os_str().is_empty() {
+                dest.to_path_buf()
+            } else {
+                dest.join(&entry.rel)
+            };
+            match &entry.kind {
+                EntryKind::Dir => {
+                    self.ensure_dir(&target, &entry.meta)?;
+                    directories.push((entry, target));
+                }
+                EntryKind::File => {
+                    remove_non_dir(&target)?;
+                    if entry.meta.nlink() > 1 {
+                        let key = (entry.meta.dev(), entry.meta.ino());
+                        if let Some((first, sha)) = self.linked.borrow().get(&key) {
+                            fs::hard_link(first, &target)
+                                .map_err(WorkerError::file("linking", &target))?;
+                            contents[index] = Some(*sha);
+                            continue;
+                        }
+                        // Later links to it need the file in place: copy it now.
+                        let sha = self.rule().copy_file(tree, entry, &target)?;
+                        self.linked.borrow_mut().insert(key, (target, sha));
+                        contents[index] = Some(sha);
+                        continue;
+                    }
+                    files.push(PendingFile {
+                        index,
+                        entry,
+                        dest: target,
+                    });
+                }
+                EntryKind::Symlink(link) => {
+                    remove_non_dir(&target)?;
+                    symlink(link, &target).map_err(WorkerError::file("creating link", &target))?;
+                    self.rule().apply(None, &target, &entry.meta)?;
+                }
+                EntryKind::Special => {
+                    remove_non_dir(&target)?;
+                    make_special(&target, &entry.meta)?;
+                    self.rule().apply(None, &target, &entry.meta)?;
+                }
+            }
         }
-        self.finish()?;
-        self.apply_metadata(src, dest, &meta)
+        for (index, sha) in self.copy_files(tree, &files)? {
+            contents[index] = Some(sha);
+        }
+        for (entry, target) in directories.iter().rev() {
+            let dir = tree
+                .open_dir(&entry.path)
+                .map_err(WorkerError::file("reading", tree.host_path(&entry.path)))?;
+            self.rule().apply(Some(&dir), target, &entry.meta)?;
+        }
+        Ok(contents)
     }
 
     /// Copies the queued plain files on a few threads of this op (never rayon's pool: this is
-    /// disk I/O), then sets the queued directories' metadata.
-    fn finish(&self) -> Result<(), WorkerError> {
-        let Deferred { files, directories } = std::mem::take(&mut *self.deferred.borrow_mut());
+    /// disk I/O); each file's index and content hash.
+    fn copy_files(
+        &self,
+        tree: &TreeRoot,
+        files: &[PendingFile<'_>],
+    ) -> Result<Vec<(usize, [u8; 32])>, WorkerError> {
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(2, 8)
             .min(files.len().max(1));
         let next = AtomicUsize::new(0);
         let failure: Mutex<Option<WorkerError>> = Mutex::new(None);
+        let done: Mutex<Vec<(usize, [u8; 32])>> = Mutex::new(Vec::with_capacity(files.len()));
         let rule = self.rule();
         std::thread::scope(|scope| {
             for _ in 0..threads {
                 scope.spawn(|| loop {
                     let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((src, dest, meta)) = files.get(index) else {
+                    let Some(file) = files.get(index) else {
                         return;
                     };
-                    if let Err(e) = rule.copy_file(src, dest, meta) {
-                        failure
+                    match rule.copy_file(tree, file.entry, &file.dest) {
+                        Ok(sha) => done
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                        next.store(files.len(), Ordering::Relaxed);
-                        return;
+                            .push((file.index, sha)),
+                        Err(e) => {
+                            failure
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                            next.store(files.len(), Ordering::Relaxed);
+                            return;
+                        }
                     }
                 });
             }
@@ -153,120 +182,7 @@ impl Copier<'_> {
         if let Some(e) = failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(e);
         }
-        for (src, dest, meta) in directories.iter().rev() {
-            self.apply_metadata(src, dest, meta)?;
-        }
-        Ok(())
-    }
-
-    /// The ownership and mode this copy gives what it copies.
-    fn rule(&self) -> MetadataRule<'_> {
-        MetadataRule {
-            owner: self.owner,
-            mode: self.mode,
-            symbolic_mode: self.symbolic_mode,
-        }
-    }
-
-    fn children(
-        &self,
-        dir: &Path,
-        source_rel: &str,
-        rel: &str,
-    ) -> Result<Vec<(std::ffi::OsString, String, String)>, WorkerError> {
-        let mut names: Vec<_> = fs::read_dir(dir)
-            .map_err(WorkerError::file("listing", dir))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<io::Result<_>>()
-            .map_err(WorkerError::file("listing", dir))?;
-        names.sort();
-        let join = |base: &str, name: &str| {
-            if base.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{base}/{name}")
-            }
-        };
-        Ok(names
-            .into_iter()
-            .map(|n| {
-                let s = n.to_string_lossy().into_owned();
-                let source_child = join(source_rel, &s);
-                let child = join(rel, &s);
-                (n, source_child, child)
-            })
-            .collect())
-    }
-
-    fn copy_entry(
-        &self,
-        src: &Path,
-        dest: &Path,
-        source_rel: &str,
-        rel: &str,
-    ) -> Result<(), WorkerError> {
-        let meta = fs::symlink_metadata(src).map_err(WorkerError::file("reading", src))?;
-        let ft = meta.file_type();
-        if !self.source_selects(source_rel, ft.is_dir()) || !self.pattern_selects(rel, ft.is_dir())
-        {
-            return Ok(());
-        }
-        if ft.is_dir() {
-            self.ensure_dir(dest, &meta)?;
-            for (name, child_source_rel, child_rel) in self.children(src, source_rel, rel)? {
-                self.copy_entry(
-                    &src.join(&name),
-                    &dest.join(&name),
-                    &child_source_rel,
-                    &child_rel,
-                )?;
-            }
-            self.deferred.borrow_mut().directories.push((
-                src.to_path_buf(),
-                dest.to_path_buf(),
-                meta,
-            ));
-            return Ok(());
-        }
-        remove_non_dir(dest)?;
-        if ft.is_file() {
-            if meta.nlink() > 1 {
-                let key = (meta.dev(), meta.ino());
-                if let Some(first) = self.linked.borrow().get(&key) {
-                    return fs::hard_link(first, dest).map_err(WorkerError::file("linking", dest));
-                }
-                self.linked.borrow_mut().insert(key, dest.to_path_buf());
-                // Later links to it need the file in place: copy it now.
-                return self.rule().copy_file(src, dest, &meta);
-            }
-            self.deferred
-                .borrow_mut()
-                .files
-                .push((src.to_path_buf(), dest.to_path_buf(), meta));
-            return Ok(());
-        } else if ft.is_symlink() {
-            let target = fs::read_link(src).map_err(WorkerError::file("reading link", src))?;
-            symlink(&target, dest).map_err(WorkerError::file("creating link", dest))?;
-        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
-            let kind = if ft.is_fifo() {
-                nix::sys::stat::SFlag::S_IFIFO
-            } else if ft.is_char_device() {
-                nix::sys::stat::SFlag::S_IFCHR
-            } else {
-                nix::sys::stat::SFlag::S_IFBLK
-            };
-            nix::sys::stat::mknod(
-                dest,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
-                meta.rdev(),
-            )
-            .map_err(|e| WorkerError::file("creating", dest)(e.into()))?;
-        } else {
-            // Sockets cannot be copied into an image.
-            return Ok(());
-        }
-        self.apply_metadata(src, dest, &meta)
+        Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn ensure_dir(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
@@ -284,14 +200,33 @@ impl Copier<'_> {
         }
     }
 
-    fn apply_metadata(
-        &self,
-        src: &Path,
-        dest: &Path,
-        meta: &fs::Metadata,
-    ) -> Result<(), WorkerError> {
-        self.rule().apply(src, dest, meta)
+    /// The ownership and mode this copy gives what it copies.
+    fn rule(&self) -> MetadataRule<'_> {
+        MetadataRule {
+            owner: self.owner,
+            mode: self.mode,
+            symbolic_mode: self.symbolic_mode,
+        }
     }
+}
+
+/// Creates the FIFO or device node `meta` describes at `dest`.
+fn make_special(dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+    let ft = meta.file_type();
+    let kind = if ft.is_fifo() {
+        nix::sys::stat::SFlag::S_IFIFO
+    } else if ft.is_char_device() {
+        nix::sys::stat::SFlag::S_IFCHR
+    } else {
+        nix::sys::stat::SFlag::S_IFBLK
+    };
+    nix::sys::stat::mknod(
+        dest,
+        kind,
+        nix::sys::stat::Mode::from_bits_truncate(meta.mode() & 0o7777),
+        meta.rdev(),
+    )
+    .map_err(|e| WorkerError::file("creating", dest)(e.into()))
 }
 
 /// The ownership and mode a copy gives each entry; shared by the threads that copy files.
@@ -303,21 +238,39 @@ struct MetadataRule<'a> {
 }
 
 impl MetadataRule<'_> {
-    /// Copies one plain file's content and metadata.
-    fn copy_file(self, src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
-        let mut from = File::open(src).map_err(WorkerError::file("opening", src))?;
+    /// Copies one plain file's content and metadata, returning the content's sha256.
+    fn copy_file(
+        self,
+        tree: &TreeRoot,
+        entry: &Entry,
+        dest: &Path,
+    ) -> Result<[u8; 32], WorkerError> {
+        let mut from = tree
+            .open_file(&entry.path)
+            .map_err(WorkerError::file("opening", tree.host_path(&entry.path)))?;
         let mut to = File::create(dest).map_err(WorkerError::file("creating", dest))?;
-        io::copy(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
-        self.apply(src, dest, meta)
+        let sha =
+            copy_hashing(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
+        drop(to);
+        self.apply(Some(&from), dest, &entry.meta)?;
+        Ok(sha)
     }
 
-    /// Owner, mode and timestamps of a copied entry (a link's own, never its target's).
-    fn apply(self, src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+    /// Owner, mode and timestamps of a copied entry (a link's own, never its target's);
+    /// `source` is the open source, whose extended attributes are copied.
+    fn apply(
+        self,
+        source: Option<&File>,
+        dest: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(), WorkerError> {
         let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
             .map_err(WorkerError::file("changing the owner of", dest))?;
         if !meta.file_type().is_symlink() {
-            copy_xattrs(src, dest)?;
+            if let Some(source) = source {
+                copy_xattrs(source, dest)?;
+            }
             let mode = match (self.symbolic_mode, self.mode) {
                 (Some(chmod), _) => chmod.apply(meta.mode(), meta.is_dir()),
                 (None, Some(mode)) => mode,
@@ -333,19 +286,26 @@ impl MetadataRule<'_> {
 /// Copies extended attributes after the owner is set (a chown clears
 /// `security.capability`). overlayfs's own bookkeeping is never copied; attributes this
 /// filesystem or this user cannot set are skipped, as BuildKit's copy does.
-fn copy_xattrs(src: &Path, dest: &Path) -> Result<(), WorkerError> {
-    let names = match xattr::list(src) {
+fn copy_xattrs(source: &File, dest: &Path) -> Result<(), WorkerError> {
+    let names = match source.list_xattr() {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
-        Err(e) => return Err(WorkerError::file("listing attributes of", src)(e)),
+        Err(e) => {
+            return Err(WorkerError::file(
+                "listing attributes of the source of",
+                dest,
+            )(e))
+        }
     };
     for name in names {
         let text = name.to_string_lossy();
         if text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.") {
             continue;
         }
-        let Some(value) =
-            xattr::get(src, &name).map_err(WorkerError::file("reading attributes of", src))?
+        let Some(value) = source.get_xattr(&name).map_err(WorkerError::file(
+            "reading attributes of the source of",
+            dest,
+        ))?
         else {
             continue;
         };
@@ -383,17 +343,32 @@ fn remove_non_dir(path: &Path) -> Result<(), WorkerError> {
     }
 }
 
-/// Copies everything inside `src` into `dest`, keeping all metadata (seeding cache mounts).
-pub(crate) fn copy_tree_contents(src: &Path, dest: &Path) -> Result<(), WorkerError> {
-    if !src.is_dir() {
-        return Ok(());
+/// Copies the tree at `start` inside `src` (a canonical path; empty for all of it) into the
+/// directory `dest`, keeping all metadata (seeding cache mounts, exporting a root
+/// filesystem). Nothing is copied when `start` is not a directory.
+pub(crate) fn copy_tree(src: &Path, start: &Path, dest: &Path) -> Result<(), WorkerError> {
+    let tree = TreeRoot::open(src).map_err(WorkerError::file("opening", src))?;
+    match tree.lstat(start) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Ok(()),
     }
-    Copier::plain().copy_contents(src, dest, "")
+    let entries = plan_tree(&tree, start, &Selection::all())?;
+    Copier::plain().copy(&tree, &entries, dest)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use glob::Pattern;
+
     use super::*;
+
+    /// Plans everything of `src` that `selection` keeps and copies it into `dest`.
+    fn copy_all(copier: &Copier<'_>, src: &Path, dest: &Path, selection: &Selection<'_>) {
+        let tree = TreeRoot::open(src).unwrap();
+        let entries = plan_tree(&tree, Path::new(""), selection).unwrap();
+        copier.copy(&tree, &entries, dest).unwrap();
+    }
 
     #[test]
     fn copies_keep_times_and_apply_owner_and_mode() {
@@ -413,14 +388,13 @@ mod tests {
             UtimensatFlags::NoFollowSymlink,
         )
         .unwrap();
-        let copier = Copier {
-            owner: Some((0, 0)),
-            mode: Some(0o640),
+        let copier = Copier::new(Some((0, 0)), Some(0o640), None);
+        let selection = Selection {
             exclude: vec![Pattern::new("*.log").unwrap()],
-            ..Copier::plain()
+            ..Selection::all()
         };
         let dest = tmp.path().join("dest");
-        copier.copy_contents(&src, &dest, "").unwrap();
+        copy_all(&copier, &src, &dest, &selection);
         let meta = fs::metadata(dest.join("sub/a.txt")).unwrap();
         assert_eq!(meta.mtime(), 1_000_000);
         assert_eq!(meta.mode() & 0o7777, 0o640);
@@ -448,12 +422,9 @@ mod tests {
         fs::set_permissions(src.join("dir/script"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(src.join("data"), fs::Permissions::from_mode(0o600)).unwrap();
         let chmod = Chmod::parse("go=rX").unwrap();
-        let copier = Copier {
-            symbolic_mode: Some(&chmod),
-            ..Copier::plain()
-        };
+        let copier = Copier::new(None, None, Some(&chmod));
         let dest = tmp.path().join("dest");
-        copier.copy_contents(&src, &dest, "").unwrap();
+        copy_all(&copier, &src, &dest, &Selection::all());
         let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().mode() & 0o7777;
         assert_eq!(mode("dir"), 0o755, "X gives directories search");
         assert_eq!(
@@ -467,7 +438,8 @@ mod tests {
     #[test]
     fn extended_attributes_survive_the_copy_and_the_chown() {
         let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("tool");
+        fs::create_dir(tmp.path().join("src")).unwrap();
+        let src = tmp.path().join("src/tool");
         fs::write(&src, "x").unwrap();
         // A file capability (cap_net_raw=ep, VFS v2) as `setcap` writes it; needs root.
         let cap: [u8; 20] = [0, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -482,12 +454,12 @@ mod tests {
                 set.push(*name);
             }
         }
-        let copier = Copier {
-            owner: Some((1000, 1000)),
-            ..Copier::plain()
-        };
+        let copier = Copier::new(Some((1000, 1000)), None, None);
+        let tree = TreeRoot::open(&tmp.path().join("src")).unwrap();
+        let entries = plan_tree(&tree, Path::new("tool"), &Selection::all()).unwrap();
         let dest = tmp.path().join("copy");
-        copier.copy(&src, &dest, "tool").unwrap();
+        let contents = copier.copy(&tree, &entries, &dest).unwrap();
+        assert!(contents[0].is_some(), "the copied content is hashed");
         for name in set {
             let copied = xattr::get(&dest, name).unwrap();
             if name.starts_with("user.overlay.") {

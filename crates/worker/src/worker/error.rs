@@ -160,6 +160,13 @@ pub enum WorkerError {
         /// The source path as written.
         path: String,
     },
+    /// A file of the build context changed between computing a step's cache key and the step
+    /// reading it; recording the result would store it under the key of other content.
+    #[error("the build context changed while the build read it ({path:?}); run the build again")]
+    ContextChanged {
+        /// The first path found changed, relative to the context.
+        path: String,
+    },
     /// A path resolved outside the tree it must stay in.
     #[error("{path:?} is outside the filesystem it belongs to")]
     OutsideRoot {

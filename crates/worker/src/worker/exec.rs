@@ -13,8 +13,8 @@ use img_sandbox::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::copy::Copier;
-use super::paths::clean_components;
+use super::copy::copy_tree;
+use super::root::TreeRoot;
 use super::{Worker, WorkerError, WorkerRef};
 use img_solver::{ExecContext, Inputs, LogStream};
 
@@ -40,9 +40,22 @@ fn to_sandbox_mounts(mounts: &[img_snapshot::Mount], target: &Path) -> Vec<Sandb
         .collect()
 }
 
-/// `selector` (a path inside a mounted source) appended to `base`, never climbing out.
-fn under(base: &Path, selector: &str) -> PathBuf {
-    base.join(clean_components(selector).iter().collect::<PathBuf>())
+/// The canonical path of `selector` inside the tree at `root`, links followed inside it as
+/// the source's own `/` would; a "not found" error naming `selector` when nothing is there.
+fn selected_path(root: &Path, selector: &str) -> Result<PathBuf, WorkerError> {
+    let tree = TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
+    let resolved = tree
+        .resolve(Path::new(selector), true)
+        .map_err(WorkerError::file("reading", root))?;
+    match tree.lstat(&resolved.path) {
+        Ok(_) => Ok(resolved.path),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+            Err(WorkerError::SourceNotFound {
+                path: selector.to_owned(),
+            })
+        }
+        Err(e) => Err(WorkerError::file("reading", tree.host_path(&resolved.path))(e)),
+    }
 }
 
 /// A cache id as a directory name: hashed, so any id is a safe single path component.
@@ -173,9 +186,9 @@ impl Worker {
                     let source = inputs.get(source).ok_or(WorkerError::MissingInput {
                         what: "bind mount source",
                     })?;
-                    let host = self.mount_source(source, staging, index, &mut res)?;
+                    let host = self.mount_source(source, selector, staging, index, &mut res)?;
                     res.mounts.push(StepMount::Bind {
-                        source: under(&host, selector),
+                        source: host,
                         target,
                         mode: if *readonly {
                             BindMode::ReadOnly
@@ -288,51 +301,41 @@ impl Worker {
         Ok(res)
     }
 
-    /// The host path at which a mount source's tree is visible inside the sandbox: a local
-    /// directory as it is, a snapshot mounted read-only under `staging` by the sandbox itself.
+    /// The host path the sandbox binds for `selector` of a mount source: resolved inside the
+    /// source's tree (a link never leads to the host's files), in a private copy of the
+    /// build context checked against its cache key, or in a snapshot (mounted read-only under
+    /// `staging` by the sandbox itself when it is an overlay).
     fn mount_source(
         &self,
         source: &WorkerRef,
+        selector: &str,
         staging: &Path,
         index: usize,
         res: &mut StepResources,
     ) -> Result<PathBuf, WorkerError> {
         match source {
-            WorkerRef::Local {
-                path,
-                include_patterns,
-                exclude_patterns,
-                ..
-            } if include_patterns.is_empty() && exclude_patterns.is_empty() => Ok(path.clone()),
-            WorkerRef::Local {
-                path,
-                include_patterns,
-                exclude_patterns,
-                ..
-            } => {
-                // What `.dockerignore` leaves out must not be visible to the step either: it
-                // gets a copy of the selection (BuildKit too mounts its transferred copy).
-                let filter = self.local_filter(include_patterns, exclude_patterns)?;
-                let copy = staging.join(format!("local-{index}"));
-                let copier = Copier {
-                    source_filter: Some(filter.as_ref()),
-                    ..Copier::plain()
-                };
-                copier.copy_contents(path, &copy, "")?;
-                Ok(copy)
+            WorkerRef::Local { .. } => {
+                let staged = self.staged_local(source)?;
+                let path = selected_path(staged.path(), selector)?;
+                Ok(staged.path().join(path))
             }
             WorkerRef::Snapshot { key, .. } => {
                 let mounts = self.snapshotter.mounts(key)?;
                 if let [only] = mounts.as_slice() {
                     if only.kind == "bind" {
-                        return Ok(PathBuf::from(&only.source));
+                        let root = PathBuf::from(&only.source);
+                        let path = selected_path(&root, selector)?;
+                        return Ok(root.join(path));
                     }
                 }
+                // The snapshot is immutable: where the selector leads in this process's mount
+                // of it is where it leads in the sandbox's.
+                let path = self.with_tree(source, |root| selected_path(root, selector))??;
                 let dir = staging.join(format!("mount-{index}"));
                 std::fs::create_dir(&dir).map_err(WorkerError::file("creating", &dir))?;
                 res.extra_root_mounts
                     .extend(to_sandbox_mounts(&mounts, &dir));
-                Ok(dir)
+                Ok(dir.join(path))
             }
         }
     }
@@ -345,12 +348,20 @@ impl Worker {
         selector: &str,
         (uid, gid, mode): (u32, u32, u32),
     ) -> Result<(), WorkerError> {
-        if let Some(seed) = seed {
-            let data = data.to_path_buf();
-            let selector = selector.to_owned();
-            self.with_tree(seed, move |root| {
-                super::copy::copy_tree_contents(&under(root, &selector), &data)
-            })??;
+        match seed {
+            Some(local @ WorkerRef::Local { .. }) => {
+                // What `.dockerignore` leaves out never reaches the step, not even this way.
+                let staged = self.staged_local(local)?;
+                let start = selected_path(staged.path(), selector)?;
+                copy_tree(staged.path(), &start, data)?;
+            }
+            Some(snapshot) => {
+                self.with_tree(snapshot, |root| -> Result<(), WorkerError> {
+                    let start = selected_path(root, selector)?;
+                    copy_tree(root, &start, data)
+                })??;
+            }
+            None => {}
         }
         // Without a user namespace of the sandbox's own (root, or img re-executed as root of
         // one), the step's ids are this process's; otherwise they map to host ids.

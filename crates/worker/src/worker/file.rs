@@ -1,78 +1,30 @@
 //! File ops (`COPY`, `ADD`, `WORKDIR`, heredoc files): actions applied in order to an active
 //! snapshot on the base, with Docker's copy rules; merge and diff ops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use glob::Pattern;
 use img_llb::{
     CopyAction, DiffOp, FileAction, FileOp, MergeOp, MkdirAction, MkfileAction, OpRef, RmAction,
     SymlinkAction,
 };
 use img_snapshot::{ApplyOptions, Compression, ExportOptions};
 
-use super::context::{matches_self_or_parent, may_match_below, MATCH};
 use super::copy::Copier;
 use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
+use super::plan::{
+    expand_wildcard, has_wildcard, pattern, plan_copy, EntryKind, PlannedSource, Selection,
+};
+use super::record::{
+    combine, first_difference, planned_reads, source_reads, HashingReader, Read as CopyRead,
+};
+use super::root::{rel_str, TreeRoot};
 use super::{Worker, WorkerError, WorkerRef};
-use img_solver::{checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter};
-
-fn has_wildcard(path: &str) -> bool {
-    path.contains(['*', '?', '['])
-}
-
-fn pattern(p: &str) -> Result<Pattern, WorkerError> {
-    Pattern::new(p).map_err(|source| WorkerError::Pattern {
-        pattern: p.to_owned(),
-        source: Box::new(source),
-    })
-}
-
-/// Paths inside `root` matching `src` (components may hold wildcards), as (relative, host).
-fn expand_wildcard(root: &Path, src: &str) -> Result<Vec<(String, PathBuf)>, WorkerError> {
-    let mut found: Vec<(String, PathBuf)> = vec![(String::new(), root.to_path_buf())];
-    for part in clean_components(src) {
-        let mut next = Vec::new();
-        for (rel, dir) in found {
-            let join = |name: &str| {
-                if rel.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{rel}/{name}")
-                }
-            };
-            if !has_wildcard(&part) {
-                let host = resolve_in_root_checked(root, &join(&part), false)?;
-                if fs::symlink_metadata(&host).is_ok() {
-                    next.push((join(&part), host));
-                }
-                continue;
-            }
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            let p = pattern(&part)?;
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| p.matches_with(n, MATCH))
-                .collect();
-            names.sort();
-            for name in names {
-                next.push((join(&name), dir.join(&name)));
-            }
-        }
-        found = next;
-    }
-    Ok(found
-        .into_iter()
-        .filter(|(rel, _)| !rel.is_empty())
-        .collect())
-}
+use img_solver::{CacheKeyExtra, ExecContext, Inputs, PathFilter};
 
 /// Creates the missing directories of `path` (inside `root`), owned by `owner`, mode 0755.
 fn make_parents(root: &Path, path: &str, owner: (u32, u32)) -> Result<PathBuf, WorkerError> {
@@ -102,39 +54,75 @@ fn make_parents(root: &Path, path: &str, owner: (u32, u32)) -> Result<PathBuf, W
     resolve_in_root_checked(root, path, true)
 }
 
-/// The tar stream of the regular file at `path` when it is an archive `ADD` unpacks: a tar,
-/// plain or compressed with gzip, bzip2, xz or zstd, decided by content as Docker does.
-fn open_archive(path: &Path) -> Option<Box<dyn Read>> {
-    let open = || fs::File::open(path).ok();
-    let mut magic = [0u8; 6];
-    let n = open()?.read(&mut magic).ok()?;
-    let magic = &magic[..n];
-    let decoded = |file: fs::File| -> Option<Box<dyn Read>> {
-        Some(if magic.starts_with(&[0x1f, 0x8b]) {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        } else if magic.starts_with(b"BZh") {
-            Box::new(bzip2::read::MultiBzDecoder::new(file))
-        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-            Box::new(xz2::read::XzDecoder::new_multi_decoder(file))
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(zstd::stream::read::Decoder::new(file).ok()?)
-        } else {
-            Box::new(file)
-        })
-    };
-    let mut header = [0u8; 512];
-    decoded(open()?)?.read_exact(&mut header).ok()?;
-    // ustar and GNU tar headers carry "ustar" at offset 257.
-    if &header[257..262] != b"ustar" {
-        return None;
+/// Reads a file at a position of one's own, so detection and unpacking share one open file.
+struct ReadAt<'f> {
+    file: &'f fs::File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
-    decoded(open()?)
+}
+
+/// How a file `ADD` unpacks is compressed, decided by content as Docker does.
+#[derive(Clone, Copy)]
+enum Packing {
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+    Plain,
+}
+
+impl Packing {
+    fn detect(magic: &[u8]) -> Packing {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Packing::Gzip
+        } else if magic.starts_with(b"BZh") {
+            Packing::Bzip2
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Packing::Xz
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Packing::Zstd
+        } else {
+            Packing::Plain
+        }
+    }
+
+    fn decode<'r>(self, raw: impl Read + 'r) -> Option<Box<dyn Read + 'r>> {
+        Some(match self {
+            Packing::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+            Packing::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(raw)),
+            Packing::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(raw)),
+            Packing::Zstd => Box::new(zstd::stream::read::Decoder::new(raw).ok()?),
+            Packing::Plain => Box::new(raw),
+        })
+    }
+}
+
+/// How the open regular file `file` is packed, when it is an archive `ADD` unpacks: a tar,
+/// plain or compressed with gzip, bzip2, xz or zstd.
+fn archive_packing(file: &fs::File) -> Option<Packing> {
+    let mut magic = [0u8; 6];
+    let n = std::os::unix::fs::FileExt::read_at(file, &mut magic, 0).ok()?;
+    let packing = Packing::detect(&magic[..n]);
+    let mut header = [0u8; 512];
+    packing
+        .decode(ReadAt { file, pos: 0 })?
+        .read_exact(&mut header)
+        .ok()?;
+    // ustar and GNU tar headers carry "ustar" at offset 257.
+    (&header[257..262] == b"ustar").then_some(packing)
 }
 
 /// What one file op works on: the destination tree and every copy source's tree.
 struct Trees<'a> {
     dest: &'a Path,
-    sources: BTreeMap<OpRef, (&'a Path, &'a WorkerRef)>,
+    sources: BTreeMap<OpRef, (TreeRoot, &'a WorkerRef)>,
 }
 
 impl Worker {
@@ -143,7 +131,7 @@ impl Worker {
         file: &FileOp,
         inputs: &Inputs<WorkerRef>,
         name: &str,
-        _ctx: &ExecContext<'_>,
+        ctx: &ExecContext<'_>,
     ) -> Result<WorkerRef, WorkerError> {
         let base = file.base.as_ref().and_then(|b| inputs.get(b));
         let active = self.prepare(base)?;
@@ -157,52 +145,95 @@ impl Worker {
                 }
             }
         }
+        // The destination and every snapshot source are mounted; a local source is read in
+        // place, through its root.
         let mut mount_sets: Vec<Vec<img_snapshot::Mount>> = vec![active.mounts().to_vec()];
         for (_, output) in &source_refs {
-            mount_sets.push(match output {
-                WorkerRef::Local { path, .. } => vec![img_snapshot::Mount {
-                    kind: "bind".into(),
-                    source: path.display().to_string(),
-                    options: vec!["rbind".into(), "ro".into()],
-                }],
-                WorkerRef::Snapshot { key, .. } => self.snapshotter.mounts(key)?,
-            });
+            if let WorkerRef::Snapshot { key, .. } = output {
+                mount_sets.push(self.snapshotter.mounts(key)?);
+            }
         }
         let sets: Vec<&[img_snapshot::Mount]> = mount_sets.iter().map(Vec::as_slice).collect();
-        super::mounted::with_all_mounted(&sets, &self.scratch(), |dirs| {
+        let reads = super::mounted::with_all_mounted(&sets, &self.scratch(), |dirs| {
+            let mut mounted = dirs[1..].iter();
+            let mut sources = BTreeMap::new();
+            for (r, output) in &source_refs {
+                let dir = match output {
+                    WorkerRef::Local { path, .. } => path.as_path(),
+                    WorkerRef::Snapshot { .. } => {
+                        mounted.next().ok_or(WorkerError::MissingInput {
+                            what: "mounted copy source",
+                        })?
+                    }
+                };
+                let tree = TreeRoot::open(dir).map_err(WorkerError::file("opening", dir))?;
+                sources.insert(*r, (tree, *output));
+            }
             let trees = Trees {
                 dest: &dirs[0],
-                sources: source_refs
-                    .iter()
-                    .zip(&dirs[1..])
-                    .map(|((r, output), dir)| (*r, (dir.as_path(), *output)))
-                    .collect(),
+                sources,
             };
+            let mut reads: HashMap<OpRef, Vec<CopyRead>> = HashMap::new();
             for action in &file.actions {
-                self.apply_action(action, &trees)?;
+                self.apply_action(action, &trees, &mut reads)?;
             }
-            Ok::<(), WorkerError>(())
+            Ok::<_, WorkerError>(reads)
         })
         .map_err(|source| WorkerError::Mount {
             snapshot: active.key().to_owned(),
             source,
         })??;
+        self.check_reads(file, inputs, ctx, reads)?;
         active.commit(name)
     }
 
-    fn apply_action(&self, action: &FileAction, trees: &Trees<'_>) -> Result<(), WorkerError> {
+    /// What the copies read from the build context must be what the cache key was computed
+    /// from: a file edited in between would otherwise be recorded under the key of content
+    /// the image does not hold.
+    fn check_reads(
+        &self,
+        file: &FileOp,
+        inputs: &Inputs<WorkerRef>,
+        ctx: &ExecContext<'_>,
+        mut reads: HashMap<OpRef, Vec<CopyRead>>,
+    ) -> Result<(), WorkerError> {
+        for source in keyed_local_sources(file, inputs) {
+            let expected = self
+                .copy_reads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(ctx.op(), source));
+            let expected = expected.ok_or(WorkerError::MissingInput {
+                what: "record of what the cache key read",
+            })?;
+            let actual = reads.remove(&source).unwrap_or_default();
+            if let Some(path) = first_difference(&expected, &actual) {
+                return Err(WorkerError::ContextChanged {
+                    path: rel_str(&path),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_action(
+        &self,
+        action: &FileAction,
+        trees: &Trees<'_>,
+        reads: &mut HashMap<OpRef, Vec<CopyRead>>,
+    ) -> Result<(), WorkerError> {
         let root = trees.dest;
         match action {
             FileAction::Copy(copy) => {
-                let (src_root, output) =
+                let (tree, output) =
                     trees
                         .sources
                         .get(&copy.source)
-                        .copied()
                         .ok_or(WorkerError::MissingInput {
                             what: "copy source",
                         })?;
-                self.copy_action(copy, root, src_root, output)
+                let reads = reads.entry(copy.source).or_default();
+                self.copy_action(copy, root, tree, output, reads)
             }
             FileAction::Mkdir(mkdir) => mkdir_action(root, mkdir),
             FileAction::Mkfile(mkfile) => mkfile_action(root, mkfile),
@@ -214,15 +245,45 @@ impl Worker {
         }
     }
 
+    /// What a copy from `output` takes: the local source's own selection, and the copy's
+    /// `--include`/`--exclude` patterns.
+    fn selection_rules(
+        &self,
+        copy: &CopyAction,
+        output: &WorkerRef,
+    ) -> Result<(Option<Box<dyn PathFilter + Send>>, Selection<'static>), WorkerError> {
+        let filter = match output {
+            WorkerRef::Local {
+                include_patterns,
+                exclude_patterns,
+                ..
+            } => Some(self.local_filter(include_patterns, exclude_patterns)?),
+            WorkerRef::Snapshot { .. } => None,
+        };
+        let patterns = |list: &[String]| -> Result<Vec<glob::Pattern>, WorkerError> {
+            list.iter()
+                .map(|p| pattern(p.trim_start_matches('/')))
+                .collect()
+        };
+        let selection = Selection {
+            filter: None,
+            include: patterns(&copy.include_patterns)?,
+            exclude: patterns(&copy.exclude_patterns)?,
+        };
+        Ok((filter, selection))
+    }
+
     /// Docker's COPY: wildcards expand in the source; a directory's contents are copied; a
     /// destination ending in `/` (or several sources, or an existing directory) receives
-    /// entries under their own names; otherwise the destination is the new name.
+    /// entries under their own names; otherwise the destination is the new name. What is read
+    /// is appended to `reads`.
     fn copy_action(
         &self,
         copy: &CopyAction,
         dest_root: &Path,
-        src_root: &Path,
+        tree: &TreeRoot,
         output: &WorkerRef,
+        reads: &mut Vec<CopyRead>,
     ) -> Result<(), WorkerError> {
         let is_local = matches!(output, WorkerRef::Local { .. });
         let owner = match &copy.owner {
@@ -231,108 +292,96 @@ impl Worker {
             None if is_local => Some((0, 0)),
             None => None,
         };
-        let local_filter = match output {
-            WorkerRef::Local {
-                include_patterns,
-                exclude_patterns,
-                ..
-            } => Some(self.local_filter(include_patterns, exclude_patterns)?),
-            WorkerRef::Snapshot { .. } => None,
+        let (filter, selection) = self.selection_rules(copy, output)?;
+        let selection = Selection {
+            filter: filter.as_deref().map(|f| f as &dyn PathFilter),
+            ..selection
         };
-        let copier = Copier {
-            owner,
-            mode: copy.mode,
-            symbolic_mode: copy.symbolic_mode.as_ref(),
-            source_filter: local_filter.as_deref().map(|f| f as &dyn PathFilter),
-            include: copy
-                .include_patterns
-                .iter()
-                .map(|p| pattern(p.trim_start_matches('/')))
-                .collect::<Result<_, _>>()?,
-            exclude: copy
-                .exclude_patterns
-                .iter()
-                .map(|p| pattern(p.trim_start_matches('/')))
-                .collect::<Result<_, _>>()?,
-            linked: Default::default(),
-            deferred: Default::default(),
-        };
-        let mut sources: Vec<(String, PathBuf)> = Vec::new();
-        for src in &copy.src {
-            if copy.allow_wildcard && has_wildcard(src) {
-                let mut found = expand_wildcard(src_root, src)?;
-                if let Some(filter) = &local_filter {
-                    found.retain(|(rel, host)| filter.selects(rel, host.is_dir()));
-                }
-                if found.is_empty() && !copy.allow_empty_wildcard {
-                    return Err(WorkerError::SourceNotFound { path: src.clone() });
-                }
-                sources.extend(found);
-            } else {
-                let host = resolve_in_root_checked(src_root, src, copy.follow_symlinks)?;
-                let rel = host
-                    .strip_prefix(src_root)
-                    .unwrap_or(&host)
-                    .to_string_lossy()
-                    .into_owned();
-                let selected = local_filter.as_ref().is_none_or(|f| {
-                    rel.is_empty()
-                        || f.selects(&rel, host.is_dir())
-                        || (host.is_dir() && f.may_select_under(&rel))
-                });
-                if fs::symlink_metadata(&host).is_err() || !selected {
-                    return Err(WorkerError::SourceNotFound { path: src.clone() });
-                }
-                sources.push((rel, host));
-            }
-        }
+        let planned = plan_copy(tree, copy, &selection)?;
+        let copier = Copier::new(owner, copy.mode, copy.symbolic_mode.as_ref());
         let dest = &copy.dest;
-        let into_dir = dest.ends_with('/') || sources.len() > 1;
+        let into_dir = dest.ends_with('/') || planned.len() > 1;
         let parent_owner = owner.unwrap_or((0, 0));
-        for (rel, host) in sources {
-            let meta = if copy.follow_symlinks {
-                fs::metadata(&host)
+        for source in &planned {
+            let contents = if source.entries.is_empty() {
+                // A socket: nothing to copy.
+                Vec::new()
             } else {
-                fs::symlink_metadata(&host)
-            }
-            .map_err(WorkerError::file("reading", &host))?;
-            if meta.is_dir() && copy.copy_dir_contents {
-                let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
-                copier.copy_contents(&host, &target, &rel)?;
-                continue;
-            }
-            let archive = (meta.is_file() && copy.unpack_archive)
-                .then(|| open_archive(&host))
-                .flatten();
-            if let Some(archive) = archive {
-                let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
-                img_snapshot::apply_layer(archive, &target, &ApplyOptions::default())?;
-                continue;
-            }
-            let dest_host = resolve_in_root_checked(dest_root, dest, true)?;
-            let name = host.file_name().map(|n| n.to_owned()).unwrap_or_default();
-            let target = if into_dir || dest_host.is_dir() {
-                self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?
-                    .join(name)
-            } else {
-                let parent = Path::new(dest.as_str())
-                    .parent()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "/".into());
-                if copy.create_dest_path {
-                    make_parents(dest_root, &parent, parent_owner)?;
-                }
-                resolve_in_root_checked(dest_root, dest, false)?
+                self.copy_source(
+                    copy,
+                    dest_root,
+                    tree,
+                    source,
+                    &copier,
+                    into_dir,
+                    parent_owner,
+                )?
             };
-            // A top-level symlink followed: the copy is of what it points to.
-            if copy.follow_symlinks && fs::symlink_metadata(&host).is_ok_and(|m| m.is_symlink()) {
-                let real = fs::canonicalize(&host).map_err(WorkerError::file("reading", &host))?;
-                copier.copy(&real, &target, &rel)?;
-            } else {
-                copier.copy(&host, &target, &rel)?;
-            }
+            source_reads(source, &contents, !is_local, reads);
         }
         Ok(())
+    }
+
+    /// Copies one planned source to where `copy` says; each entry's content hash.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_source(
+        &self,
+        copy: &CopyAction,
+        dest_root: &Path,
+        tree: &TreeRoot,
+        source: &PlannedSource,
+        copier: &Copier<'_>,
+        into_dir: bool,
+        parent_owner: (u32, u32),
+    ) -> Result<Vec<Option<[u8; 32]>>, WorkerError> {
+        let dest = &copy.dest;
+        let top = source.top();
+        if top.kind == EntryKind::Dir && copy.copy_dir_contents {
+            let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
+            return copier.copy(tree, &source.entries, &target);
+        }
+        if top.kind == EntryKind::File && copy.unpack_archive {
+            let file = tree
+                .open_file(&top.path)
+                .map_err(WorkerError::file("opening", tree.host_path(&top.path)))?;
+            if let Some(packing) = archive_packing(&file) {
+                let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
+                let mut raw = HashingReader::new(ReadAt {
+                    file: &file,
+                    pos: 0,
+                });
+                let decoded = packing.decode(&mut raw).ok_or_else(|| WorkerError::File {
+                    action: "decompressing",
+                    path: tree.host_path(&top.path),
+                    source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+                })?;
+                img_snapshot::apply_layer(decoded, &target, &ApplyOptions::default())?;
+                let sha = raw
+                    .finish()
+                    .map_err(WorkerError::file("reading", tree.host_path(&top.path)))?;
+                return Ok(vec![Some(sha)]);
+            }
+        }
+        let dest_host = resolve_in_root_checked(dest_root, dest, true)?;
+        let name = source
+            .name
+            .file_name()
+            .map(|n| n.to_owned())
+            .unwrap_or_default();
+        let target = if into_dir || dest_host.is_dir() {
+            self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?
+                .join(name)
+        } else {
+            let parent = Path::new(dest.as_str())
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "/".into());
+            if copy.create_dest_path {
+                make_parents(dest_root, &parent, parent_owner)?;
+            }
+            resolve_in_root_checked(dest_root, dest, false)?
+        };
+        copier.copy(tree, &source.entries, &target)
     }
 
     fn dest_dir(
@@ -349,63 +398,65 @@ impl Worker {
         }
     }
 
-    /// The cache key of a file op: each copy source that is not also the base is keyed by a
-    /// checksum of the paths the op copies from it, so editing an unrelated context file does
-    /// not re-run the step.
+    /// The cache key of a file op: each copy source that is not also the base is keyed by
+    /// what the op's copies read from it (the same plan the copy follows, `plan.rs`), so
+    /// editing an unrelated context file does not re-run the step. What is read from the
+    /// build context is kept until the op runs, to check the copy against it.
     pub(super) fn file_cache_key(
         &self,
         file: &FileOp,
         inputs: &Inputs<WorkerRef>,
     ) -> Result<CacheKeyExtra, WorkerError> {
-        let mut srcs: BTreeMap<OpRef, Vec<String>> = BTreeMap::new();
+        let mut copies: BTreeMap<OpRef, Vec<&CopyAction>> = BTreeMap::new();
         for action in &file.actions {
             if let FileAction::Copy(copy) = action {
-                if Some(copy.source) == file.base {
-                    continue;
+                if Some(copy.source) != file.base {
+                    copies.entry(copy.source).or_default().push(copy);
                 }
-                srcs.entry(copy.source)
-                    .or_default()
-                    .extend(copy.src.iter().cloned());
             }
         }
+        let op = (!copies.is_empty()).then(|| img_llb::Op::File(file.clone()).digest());
         let mut extra = CacheKeyExtra::new();
-        for (source, paths) in srcs {
+        for (source, actions) in copies {
             let Some(output) = inputs.get(&source) else {
                 continue;
             };
-            let digest = match output {
-                WorkerRef::Local {
-                    path,
-                    include_patterns,
-                    exclude_patterns,
-                    ..
-                } => {
-                    let context = self.local_filter(include_patterns, exclude_patterns)?;
-                    let filter = SourcePaths {
-                        patterns: source_patterns(path, &paths)?,
-                        context: Some(context.as_ref()),
+            let plan_all = |tree: &TreeRoot| -> Result<Vec<PlannedSource>, WorkerError> {
+                let mut planned = Vec::new();
+                for copy in &actions {
+                    let (filter, selection) = self.selection_rules(copy, output)?;
+                    let selection = Selection {
+                        filter: filter.as_deref().map(|f| f as &dyn PathFilter),
+                        ..selection
                     };
-                    checksum_tree(
-                        path,
-                        &filter,
-                        &ChecksumOptions::with_ownership(false),
-                        self.options.checksum_cache.as_ref(),
-                    )?
-                    .digest
+                    planned.extend(plan_copy(tree, copy, &selection)?);
+                }
+                Ok(planned)
+            };
+            let reads = match output {
+                WorkerRef::Local { path, .. } => {
+                    let tree = TreeRoot::open(path).map_err(WorkerError::file("opening", path))?;
+                    let planned = plan_all(&tree)?;
+                    let cache = self.options.checksum_cache.as_ref();
+                    let reads = planned_reads(&tree, &planned, false, cache)?;
+                    if let Some(op) = op {
+                        self.copy_reads
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert((op, source), reads.clone());
+                    }
+                    reads
                 }
                 WorkerRef::Snapshot { .. } => {
                     self.with_tree(output, |root| -> Result<_, WorkerError> {
-                        let filter = SourcePaths {
-                            patterns: source_patterns(root, &paths)?,
-                            context: None,
-                        };
-                        let options = ChecksumOptions::with_ownership(true);
-                        Ok(checksum_tree(root, &filter, &options, None)?)
+                        let tree =
+                            TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
+                        let planned = plan_all(&tree)?;
+                        planned_reads(&tree, &planned, true, None)
                     })??
-                    .digest
                 }
             };
-            extra = extra.with_content(source, digest);
+            extra = extra.with_content(source, combine(&reads));
         }
         Ok(extra)
     }
@@ -524,50 +575,6 @@ impl Worker {
     }
 }
 
-/// The patterns of the paths copies read from `root`: each source as written, and for a
-/// source that is (or passes through) a symlink, also where it leads, since the copy follows
-/// it and the target's content is what lands in the image.
-fn source_patterns(root: &Path, paths: &[String]) -> Result<Vec<Pattern>, WorkerError> {
-    let mut patterns = Vec::new();
-    for p in paths {
-        let clean = clean_components(p).join("/");
-        patterns.push(pattern(&clean)?);
-        if !has_wildcard(p) {
-            let resolved = resolve_in_root_checked(root, p, true)?;
-            let rel = resolved.strip_prefix(root).unwrap_or(&resolved);
-            let rel = rel.to_string_lossy();
-            if rel != clean {
-                patterns.push(pattern(&Pattern::escape(&rel))?);
-            }
-        }
-    }
-    Ok(patterns)
-}
-
-/// Selects the paths a copy reads: those matching a source pattern and everything below them,
-/// within the local source's own selection.
-struct SourcePaths<'a> {
-    patterns: Vec<Pattern>,
-    context: Option<&'a (dyn PathFilter + Send)>,
-}
-
-impl PathFilter for SourcePaths<'_> {
-    fn selects(&self, path: &str, is_dir: bool) -> bool {
-        let wanted = self
-            .patterns
-            .iter()
-            .any(|p| p.as_str().is_empty() || matches_self_or_parent(p, path));
-        wanted && self.context.is_none_or(|c| c.selects(path, is_dir))
-    }
-
-    fn may_select_under(&self, dir: &str) -> bool {
-        let wanted = self.patterns.iter().any(|p| {
-            p.as_str().is_empty() || matches_self_or_parent(p, dir) || may_match_below(p, dir)
-        });
-        wanted && self.context.is_none_or(|c| c.may_select_under(dir))
-    }
-}
-
 fn owner_or_root(root: &Path, owner: &Option<img_llb::Owner>) -> Result<(u32, u32), WorkerError> {
     match owner {
         Some(o) => resolve_owner(root, o),
@@ -608,21 +615,28 @@ fn mkfile_action(root: &Path, mkfile: &MkfileAction) -> Result<(), WorkerError> 
         .map_err(WorkerError::file("changing the owner of", &host))
 }
 
+/// Removes what `rm` names. Paths resolve inside the tree (a wildcard's matches without
+/// following links, as BuildKit's rm does), so a link of the image never leads a removal to
+/// the host.
 fn rm_action(root: &Path, rm: &RmAction) -> Result<(), WorkerError> {
+    let tree = TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
     let targets: Vec<PathBuf> = if rm.allow_wildcard && has_wildcard(&rm.path) {
-        expand_wildcard(root, &rm.path)?
-            .into_iter()
-            .map(|(_, host)| host)
-            .collect()
+        expand_wildcard(&tree, &rm.path, false)?.0
     } else {
-        vec![resolve_in_root_checked(root, &rm.path, false)?]
+        let path = Path::new(&rm.path);
+        let resolved = tree
+            .resolve(path, false)
+            .map_err(WorkerError::file("reading", root))?;
+        vec![resolved.path]
     };
     if targets.is_empty() && !rm.allow_not_found {
         return Err(WorkerError::SourceNotFound {
             path: rm.path.clone(),
         });
     }
-    for host in targets {
+    for rel in targets {
+        // A canonical path: no link on the way; the last component itself is never followed.
+        let host = tree.host_path(&rel);
         let result = match fs::symlink_metadata(&host) {
             Ok(m) if m.is_dir() => fs::remove_dir_all(&host),
             Ok(_) => fs::remove_file(&host),
@@ -638,4 +652,18 @@ fn symlink_action(root: &Path, link: &SymlinkAction) -> Result<(), WorkerError> 
     let host = resolve_in_root_checked(root, &link.path, false)?;
     std::os::unix::fs::symlink(&link.target, &host)
         .map_err(WorkerError::file("creating link", &host))
+}
+
+/// The local copy sources of `file` whose reads its cache key covered (all but its own base).
+fn keyed_local_sources(file: &FileOp, inputs: &Inputs<WorkerRef>) -> Vec<OpRef> {
+    let mut sources = Vec::new();
+    for action in &file.actions {
+        if let FileAction::Copy(copy) = action {
+            let local = matches!(inputs.get(&copy.source), Some(WorkerRef::Local { .. }));
+            if local && Some(copy.source) != file.base && !sources.contains(&copy.source) {
+                sources.push(copy.source);
+            }
+        }
+    }
+    sources
 }

@@ -23,7 +23,10 @@ pub(crate) mod layer_db;
 mod local_blobs;
 pub(crate) mod mounted;
 mod paths;
+mod plan;
+mod record;
 mod remote;
+pub(crate) mod root;
 mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,11 +44,11 @@ use serde::{Deserialize, Serialize};
 use img_solver::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
 
 pub use context::{ContextFilterFactory, GlobContextFilter};
-pub(crate) use copy::Copier;
 pub use error::WorkerError;
 pub(crate) use image::image_parts;
 pub use image::BaseImage;
 pub use local_blobs::LocalBlobs;
+pub use remote::DownloadTimeouts;
 pub use secrets::{SecretSource, SecretStore};
 
 use layer_db::LayerDb;
@@ -140,6 +143,8 @@ pub struct WorkerOptions {
     pub id_mapping: IdMapping,
     /// The checksum cache for context files (usually the solver's own cache database).
     pub checksum_cache: Option<CacheDb>,
+    /// Network timeouts of `ADD <url>`.
+    pub download_timeouts: DownloadTimeouts,
 }
 
 impl std::fmt::Debug for WorkerOptions {
@@ -152,6 +157,7 @@ impl std::fmt::Debug for WorkerOptions {
             .field("pull_always", &self.pull_always)
             .field("sandbox", &self.sandbox)
             .field("id_mapping", &self.id_mapping)
+            .field("download_timeouts", &self.download_timeouts)
             .finish_non_exhaustive()
     }
 }
@@ -170,6 +176,7 @@ impl WorkerOptions {
             sandbox: Sandbox::new(),
             id_mapping,
             checksum_cache: None,
+            download_timeouts: DownloadTimeouts::default(),
         }
     }
 }
@@ -185,6 +192,13 @@ pub struct Worker {
     resolved: Mutex<HashMap<String, Arc<image::ResolvedBase>>>,
     /// Extra environment of particular exec ops, kept out of their cache keys.
     exec_env: Mutex<HashMap<OpDigest, Vec<(String, String)>>>,
+    /// What a file op's copies read from a local source when its cache key was computed, by
+    /// (op, source), until the op runs and is checked against it.
+    copy_reads: Mutex<HashMap<(OpDigest, img_llb::OpRef), Vec<record::Read>>>,
+    /// What each local source's cache key read, until a `RUN` mount of it is checked against it.
+    local_reads: Mutex<HashMap<context::LocalKey, Arc<Vec<record::Read>>>>,
+    /// Private copies of local sources for `RUN` mounts, one per source per build.
+    staged_locals: Mutex<HashMap<context::LocalKey, Arc<context::StagedLocal>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -228,6 +242,9 @@ impl Worker {
             options,
             resolved: Mutex::new(HashMap::new()),
             exec_env: Mutex::new(HashMap::new()),
+            copy_reads: Mutex::new(HashMap::new()),
+            local_reads: Mutex::new(HashMap::new()),
+            staged_locals: Mutex::new(HashMap::new()),
         })
     }
 

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 use img_llb::{GitSource, HttpSource};
@@ -15,6 +16,118 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Worker, WorkerError, WorkerRef};
 use img_solver::ExecContext;
+
+/// How long an `ADD <url>` download may wait on the network before it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DownloadTimeouts {
+    /// Resolving the host name and connecting.
+    pub connect: Duration,
+    /// Waiting for the response headers, and for each next part of the body: a server that
+    /// stops sending fails the download after this long, however long the whole takes.
+    pub idle: Duration,
+}
+
+impl Default for DownloadTimeouts {
+    /// 30 s to connect, 60 s of silence.
+    fn default() -> Self {
+        DownloadTimeouts {
+            connect: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DownloadTimeouts {
+    /// Timeouts of `connect` and `idle`.
+    pub fn new(connect: Duration, idle: Duration) -> Self {
+        DownloadTimeouts { connect, idle }
+    }
+}
+
+/// What the download thread hands the op.
+enum Fetched {
+    /// The response arrived; its `Last-Modified`, in seconds since the epoch.
+    Head { modified: Option<i64> },
+    /// The next part of the body.
+    Data(Vec<u8>),
+    /// The body is complete.
+    End,
+}
+
+/// Downloads `url` on the calling thread, sending what arrives to `out`; stops early when the
+/// receiver is gone (the op was cancelled).
+fn fetch(url: &str, timeouts: DownloadTimeouts, out: &SyncSender<Result<Fetched, WorkerError>>) {
+    let failed = |e: ureq::Error| WorkerError::Download {
+        url: url.to_owned(),
+        source: Box::new(e),
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_resolve(Some(timeouts.connect))
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_recv_response(Some(timeouts.idle))
+        .timeout_per_read(Some(timeouts.idle))
+        .build()
+        .into();
+    let mut response = match agent.get(url).call() {
+        Ok(response) => response,
+        Err(e) => {
+            let _ = out.send(Err(failed(e)));
+            return;
+        }
+    };
+    let modified = response
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date);
+    if out.send(Ok(Fetched::Head { modified })).is_err() {
+        return;
+    }
+    let mut body = response.body_mut().as_reader();
+    loop {
+        let mut buf = vec![0u8; 256 << 10];
+        let message = match body.read(&mut buf) {
+            Ok(0) => Ok(Fetched::End),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Fetched::Data(buf))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(failed(ureq::Error::Io(e))),
+        };
+        let last = !matches!(message, Ok(Fetched::Data(_)));
+        if out.send(message).is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The next message of the download thread, or `Cancelled` as soon as the build is.
+fn next_fetched(
+    // Mutable, so a closure moved to another thread may borrow it (a receiver is not `Sync`).
+    from: &mut Receiver<Result<Fetched, WorkerError>>,
+    ctx: &ExecContext<'_>,
+    url: &str,
+) -> Result<Fetched, WorkerError> {
+    loop {
+        if ctx.is_cancelled() {
+            return Err(WorkerError::Cancelled);
+        }
+        match from.recv_timeout(Duration::from_millis(50)) {
+            Ok(message) => return message,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(WorkerError::Download {
+                    url: url.to_owned(),
+                    source: Box::new(ureq::Error::Io(std::io::Error::other(
+                        "the download stopped unexpectedly",
+                    ))),
+                })
+            }
+        }
+    }
+}
 
 /// The file name `ADD` saves a download as: the last URL path segment.
 fn file_name(url: &str) -> String {
@@ -59,50 +172,52 @@ fn parse_http_date(value: &str) -> Option<i64> {
 }
 
 impl Worker {
+    /// Downloads `http` into a snapshot of its own. The network is read on a thread of its
+    /// own, with connect and idle timeouts, so a cancelled build returns at once even while a
+    /// server sends nothing (the thread ends at the idle timeout at the latest).
     pub(super) fn http_source(
         &self,
         http: &HttpSource,
         name: &str,
         ctx: &ExecContext<'_>,
     ) -> Result<WorkerRef, WorkerError> {
-        let download_err = |e: ureq::Error| WorkerError::Download {
-            url: http.url.clone(),
-            source: Box::new(e),
-        };
         ctx.log(
             img_solver::LogStream::Stderr,
             format!("downloading {}\n", http.url).as_bytes(),
         );
-        let mut response = ureq::get(&http.url).call().map_err(download_err)?;
-        let modified = response
-            .headers()
-            .get("last-modified")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_http_date);
+        let (sender, mut receiver) = mpsc::sync_channel(4);
+        let url = http.url.clone();
+        let timeouts = self.options.download_timeouts;
+        std::thread::Builder::new()
+            .name("img-download".into())
+            .spawn(move || fetch(&url, timeouts, &sender))
+            .map_err(|e| WorkerError::Download {
+                url: http.url.clone(),
+                source: Box::new(ureq::Error::Io(e)),
+            })?;
+        let modified = match next_fetched(&mut receiver, ctx, &http.url)? {
+            Fetched::Head { modified } => modified,
+            _ => None,
+        };
         let filename = http
             .filename
             .clone()
             .unwrap_or_else(|| file_name(&http.url));
         let active = self.prepare(None)?;
-        let mut body = response.body_mut().as_reader();
         let digest = active.with_tree(|root| -> Result<[u8; 32], WorkerError> {
             let path = root.join(filename.trim_start_matches('/'));
             let mut file = fs::File::create(&path).map_err(WorkerError::file("creating", &path))?;
             let mut hasher = Sha256::new();
-            let mut buf = vec![0u8; 256 << 10];
             loop {
-                if ctx.is_cancelled() {
-                    return Err(WorkerError::Cancelled);
+                match next_fetched(&mut receiver, ctx, &http.url)? {
+                    Fetched::Data(data) => {
+                        hasher.update(&data);
+                        file.write_all(&data)
+                            .map_err(WorkerError::file("writing", &path))?;
+                    }
+                    Fetched::End => break,
+                    Fetched::Head { .. } => {}
                 }
-                let n = body
-                    .read(&mut buf)
-                    .map_err(WorkerError::file("downloading into", &path))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                file.write_all(&buf[..n])
-                    .map_err(WorkerError::file("writing", &path))?;
             }
             drop(file);
             fs::set_permissions(&path, fs::Permissions::from_mode(0o600))

@@ -4,7 +4,9 @@
 
 mod build;
 mod common;
+mod consistency;
 mod dockerfile;
+mod hostile;
 mod output;
 mod sources;
 
@@ -25,5 +27,7 @@ fn main() {
     tests.extend(output::tests());
     tests.extend(sources::tests());
     tests.extend(dockerfile::tests());
+    tests.extend(hostile::tests());
+    tests.extend(consistency::tests());
     libtest_mimic::run(&args, tests).exit();
 }

@@ -14,7 +14,7 @@ use img_llb::{
 };
 use img_registry::{Client, ClientConfig, Reference};
 use img_solver::SolveError;
-use img_worker::{push_image, write_rootfs_dir, WorkerError};
+use img_worker::{push_image, write_rootfs_dir, DownloadTimeouts, WorkerError};
 use libtest_mimic::Trial;
 
 use crate::common::*;
@@ -38,6 +38,14 @@ pub fn tests() -> Vec<Trial> {
         t(
             "http_source_with_a_wrong_checksum_fails",
             http_checksum_mismatch,
+        ),
+        t(
+            "http_source_fails_when_the_server_goes_silent",
+            http_idle_timeout,
+        ),
+        t(
+            "http_source_download_stops_when_the_build_is_cancelled",
+            http_cancelled,
         ),
         t(
             "git_source_checks_out_a_tag_without_the_git_dir",
@@ -128,8 +136,9 @@ fn copy_missing_source() -> TestResult {
         "/x",
     ));
     graph.step(op, "COPY absent.txt /x");
+    // As in BuildKit, the missing source is found while the step's cache key is computed.
     match solve(&fx.solver(), &graph.definition()) {
-        Err(SolveError::OpFailed { source, .. }) => check(
+        Err(SolveError::CacheKey { source, .. }) => check(
             matches!(source.downcast_ref::<WorkerError>(), Some(WorkerError::SourceNotFound { path }) if path == "/absent.txt"),
             format!("error: {source}"),
         ),
@@ -289,6 +298,99 @@ fn http_checksum_mismatch() -> TestResult {
             other.map(|s| s.output)
         )),
     }
+}
+
+/// A server that answers one GET with headers and the start of a body, then goes silent
+/// (holding the connection open) until `release` is dropped; `sent` hears when it has.
+fn stalling_server() -> (
+    u16,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n";
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(&[b'x'; 1000]);
+        let _ = stream.flush();
+        let _ = sent_tx.send(());
+        // Silent until the test is done.
+        let _ = release_rx.recv();
+    });
+    (port, sent, release)
+}
+
+fn http_idle_timeout() -> TestResult {
+    let fx = Fixture::new();
+    let (port, _sent, release) = stalling_server();
+    let mut options = fx.options();
+    options.download_timeouts =
+        DownloadTimeouts::new(Duration::from_secs(5), Duration::from_secs(1));
+    let mut graph = Graph::on_busybox();
+    http_step(&mut graph, port, None);
+    let outcome = solve(&fx.solver_with(options), &graph.definition());
+    drop(release);
+    match outcome {
+        Err(SolveError::OpFailed { source, .. }) => check(
+            matches!(
+                source.downcast_ref::<WorkerError>(),
+                Some(WorkerError::Download { .. })
+            ),
+            format!("error: {}", fail(&*source)),
+        ),
+        other => Err(format!(
+            "expected a timeout, got {:?}",
+            other.map(|s| s.output)
+        )),
+    }
+}
+
+fn http_cancelled() -> TestResult {
+    let fx = Fixture::new();
+    let (port, sent, release) = stalling_server();
+    let mut options = fx.options();
+    // Far longer than the test waits: only the cancellation can end the download.
+    options.download_timeouts =
+        DownloadTimeouts::new(Duration::from_secs(600), Duration::from_secs(600));
+    let solver = fx.solver_with(options);
+    let mut graph = Graph::on_busybox();
+    http_step(&mut graph, port, None);
+    let cancel = img_solver::CancelToken::new();
+    let solve_options = img_solver::SolveOptions::default().with_cancel(cancel.clone());
+    let sent: std::sync::mpsc::Receiver<()> = sent;
+    let (result, waited) = std::thread::scope(|scope| {
+        let canceller = scope.spawn(move || {
+            // The download is under way: the server sent its headers and part of the body.
+            let started = sent.recv_timeout(Duration::from_secs(120)).is_ok();
+            let at = Instant::now();
+            cancel.cancel();
+            (started, at)
+        });
+        let result = solver.solve(&graph.definition(), &solve_options, &img_solver::NoProgress);
+        let (started, at) = canceller.join().unwrap();
+        (result.map(|_| started), at.elapsed())
+    });
+    drop(release);
+    eprintln!("    the download stopped {waited:?} after the cancel");
+    check(
+        matches!(result, Err(SolveError::Cancelled)),
+        format!("{:?}", result.map_err(|e| fail(&e))),
+    )?;
+    check(
+        waited < Duration::from_secs(60),
+        format!("the cancel took {waited:?}"),
+    )
 }
 
 fn git(dir: &Path, args: &[&str]) -> TestResult {

@@ -1,0 +1,466 @@
+//! What a copy reads from its source tree, decided by one piece of code used twice: for the
+//! op's cache key and for the copy itself (`DESIGN.md`, "What is copied is what was keyed").
+//!
+//! Sources are resolved as BuildKit resolves them, inside the tree's root: a literal source is
+//! followed through every link (when the copy follows links); a wildcard source has the part
+//! before its first wildcard component resolved the same way, then its wildcard components
+//! matched entry by entry without following links, and each match is followed like a literal
+//! source. What a resolved source holds is walked without following any link: links below a
+//! copied directory are copied as links.
+
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use glob::Pattern;
+use img_llb::CopyAction;
+
+use super::context::{matches_self_or_parent, may_match_below, MATCH};
+use super::paths::clean_components;
+use super::root::{rel_str, TreeRoot};
+use super::WorkerError;
+use img_solver::PathFilter;
+
+/// What kind of entry a copy reads, with what it reads of it besides metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A regular file: its content.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link, copied as a link: its target.
+    Symlink(OsString),
+    /// A FIFO or device node, recreated with `mknod`.
+    Special,
+}
+
+/// One entry a copy reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// Its canonical path in the source tree.
+    pub path: PathBuf,
+    /// Its path below the copied source (empty for the source itself): the destination name.
+    pub rel: PathBuf,
+    /// Its own metadata (a link's, never its target's).
+    pub meta: Metadata,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+/// One source of a copy, resolved.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedSource {
+    /// The path as written or matched, cleaned: its last component names the copy.
+    pub name: PathBuf,
+    /// The links followed to reach it: their paths and targets.
+    pub links: Links,
+    /// What is read, in walk order: the source itself, then (for a directory) what it holds.
+    pub entries: Vec<Entry>,
+}
+
+impl PlannedSource {
+    /// The resolved source itself.
+    pub(crate) fn top(&self) -> &Entry {
+        // Built with its top entry first, always.
+        &self.entries[0]
+    }
+}
+
+/// Which entries of a source tree a copy takes.
+pub(crate) struct Selection<'a> {
+    /// A local source's selection (`.dockerignore`), on paths of the tree.
+    pub filter: Option<&'a dyn PathFilter>,
+    /// `--include` patterns, on paths below the copied source.
+    pub include: Vec<Pattern>,
+    /// `--exclude` patterns, on paths below the copied source.
+    pub exclude: Vec<Pattern>,
+}
+
+impl Selection<'_> {
+    /// Everything.
+    pub(crate) fn all() -> Selection<'static> {
+        Selection {
+            filter: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+
+    /// Whether the tree's filter keeps `path` (a directory too when something below it is).
+    fn keeps(&self, path: &str, is_dir: bool) -> bool {
+        match self.filter {
+            None => true,
+            Some(_) if path.is_empty() => true,
+            Some(f) if is_dir => f.selects(path, true) || f.may_select_under(path),
+            Some(f) => f.selects(path, false),
+        }
+    }
+
+    /// Whether `--include`/`--exclude` keep `rel` (relative to the copied source).
+    fn patterns_keep(&self, rel: &str, is_dir: bool) -> bool {
+        if rel.is_empty() {
+            return true;
+        }
+        if self.exclude.iter().any(|p| matches_self_or_parent(p, rel)) {
+            return false;
+        }
+        self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|p| matches_self_or_parent(p, rel) || (is_dir && may_match_below(p, rel)))
+    }
+}
+
+/// Whether a path component holds a wildcard.
+pub(crate) fn has_wildcard(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// A wildcard pattern, or the error naming it.
+pub(crate) fn pattern(p: &str) -> Result<Pattern, WorkerError> {
+    Pattern::new(p).map_err(|source| WorkerError::Pattern {
+        pattern: p.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+fn reading(tree: &TreeRoot, rel: &Path) -> impl FnOnce(io::Error) -> WorkerError {
+    WorkerError::file("reading", tree.host_path(rel))
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+}
+
+/// The sources of `copy` in `tree`, each with what it holds.
+pub(crate) fn plan_copy(
+    tree: &TreeRoot,
+    copy: &CopyAction,
+    selection: &Selection<'_>,
+) -> Result<Vec<PlannedSource>, WorkerError> {
+    let mut planned = Vec::new();
+    for src in &copy.src {
+        if copy.allow_wildcard && has_wildcard(src) {
+            let (matches, base_links) = expand_wildcard(tree, src, copy.follow_symlinks)?;
+            let mut found = 0;
+            for matched in matches {
+                let meta = tree.lstat(&matched).map_err(reading(tree, &matched))?;
+                if !selection.keeps(&rel_str(&matched), meta.is_dir()) {
+                    continue;
+                }
+                let shown = format!("/{}", rel_str(&matched));
+                let mut source = plan_source(tree, &matched, &shown, copy, selection)?;
+                source.links.splice(0..0, base_links.iter().cloned());
+                planned.push(source);
+                found += 1;
+            }
+            if found == 0 && !copy.allow_empty_wildcard {
+                return Err(WorkerError::SourceNotFound { path: src.clone() });
+            }
+        } else {
+            let written: PathBuf = clean_components(src).iter().collect();
+            planned.push(plan_source(tree, &written, src, copy, selection)?);
+        }
+    }
+    Ok(planned)
+}
+
+/// Links followed on the way to a path: each link's path and target.
+pub(crate) type Links = Vec<(PathBuf, OsString)>;
+
+/// Expands wildcard source `src`: the matches' canonical paths, and the links followed to
+/// reach the directory the wildcards start from (its last component only when `follow`).
+pub(crate) fn expand_wildcard(
+    tree: &TreeRoot,
+    src: &str,
+    follow: bool,
+) -> Result<(Vec<PathBuf>, Links), WorkerError> {
+    let parts = clean_components(src);
+    let first = parts
+        .iter()
+        .position(|p| has_wildcard(p))
+        .unwrap_or(parts.len());
+    let base: PathBuf = parts[..first].iter().collect();
+    // The part before the wildcards is followed as a literal source would be.
+    let resolved = tree.resolve(&base, follow).map_err(reading(tree, &base))?;
+    let mut found = vec![resolved.path];
+    for (i, part) in parts[first..].iter().enumerate() {
+        let last = first + i + 1 == parts.len();
+        let matcher = has_wildcard(part).then(|| pattern(part)).transpose()?;
+        let mut next = Vec::new();
+        for dir in found {
+            // Below the base, only real directories are entered, as BuildKit's walk does.
+            match tree.lstat(&dir) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => continue,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(reading(tree, &dir)(e)),
+            }
+            let names = match &matcher {
+                Some(p) => tree
+                    .list(&dir)
+                    .map_err(reading(tree, &dir))?
+                    .into_iter()
+                    .filter(|n| p.matches_with(&n.to_string_lossy(), MATCH))
+                    .collect(),
+                None => vec![OsString::from(part)],
+            };
+            for name in names {
+                let path = dir.join(&name);
+                match tree.lstat(&path) {
+                    Ok(meta) if last || meta.is_dir() => next.push(path),
+                    Ok(_) => {}
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(reading(tree, &path)(e)),
+                }
+            }
+        }
+        found = next;
+    }
+    Ok((found, resolved.links))
+}
+
+/// Resolves one source (`path` in the tree; `shown` names it in a "not found" error) and walks
+/// what it holds.
+fn plan_source(
+    tree: &TreeRoot,
+    path: &Path,
+    shown: &str,
+    copy: &CopyAction,
+    selection: &Selection<'_>,
+) -> Result<PlannedSource, WorkerError> {
+    let not_found = || WorkerError::SourceNotFound {
+        path: shown.to_owned(),
+    };
+    let resolved = tree
+        .resolve(path, copy.follow_symlinks)
+        .map_err(reading(tree, path))?;
+    // A link the context's selection leaves out is not there to follow, as in BuildKit's copy
+    // of the context.
+    if !resolved
+        .links
+        .iter()
+        .all(|(link, _)| selection.keeps(&rel_str(link), false))
+    {
+        return Err(not_found());
+    }
+    let meta = match tree.lstat(&resolved.path) {
+        Ok(meta) => meta,
+        Err(e) if is_missing(&e) => return Err(not_found()),
+        Err(e) => return Err(reading(tree, &resolved.path)(e)),
+    };
+    if !selection.keeps(&rel_str(&resolved.path), meta.is_dir()) {
+        return Err(not_found());
+    }
+    let mut entries = Vec::new();
+    if let Some(kind) = kind_of(tree, &resolved.path, &meta)? {
+        let is_dir = kind == EntryKind::Dir;
+        entries.push(Entry {
+            path: resolved.path.clone(),
+            rel: PathBuf::new(),
+            meta,
+            kind,
+        });
+        if is_dir {
+            walk(tree, &resolved.path, Path::new(""), selection, &mut entries)?;
+        }
+    }
+    Ok(PlannedSource {
+        name: path.to_path_buf(),
+        links: resolved.links,
+        entries,
+    })
+}
+
+/// Everything `start` (a canonical path of the tree) holds that `selection` keeps, `start`
+/// first: what a bind mount of it shows.
+pub(crate) fn plan_tree(
+    tree: &TreeRoot,
+    start: &Path,
+    selection: &Selection<'_>,
+) -> Result<Vec<Entry>, WorkerError> {
+    let meta = tree.lstat(start).map_err(reading(tree, start))?;
+    let mut entries = Vec::new();
+    if let Some(kind) = kind_of(tree, start, &meta)? {
+        let is_dir = kind == EntryKind::Dir;
+        entries.push(Entry {
+            path: start.to_path_buf(),
+            rel: PathBuf::new(),
+            meta,
+            kind,
+        });
+        if is_dir {
+            walk(tree, start, Path::new(""), selection, &mut entries)?;
+        }
+    }
+    Ok(entries)
+}
+
+/// What `meta` says the entry at `path` is; `None` for what a copy leaves out (sockets).
+fn kind_of(
+    tree: &TreeRoot,
+    path: &Path,
+    meta: &Metadata,
+) -> Result<Option<EntryKind>, WorkerError> {
+    let ft = meta.file_type();
+    Ok(Some(if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink(tree.read_link(path).map_err(reading(tree, path))?)
+    } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+        EntryKind::Special
+    } else {
+        // Sockets cannot be copied into an image.
+        return Ok(None);
+    }))
+}
+
+/// Appends what directory `dir` (at `rel` below the copied source) holds, depth first, in
+/// name order; never follows a link.
+fn walk(
+    tree: &TreeRoot,
+    dir: &Path,
+    rel: &Path,
+    selection: &Selection<'_>,
+    entries: &mut Vec<Entry>,
+) -> Result<(), WorkerError> {
+    for name in tree.list(dir).map_err(reading(tree, dir))? {
+        let path = dir.join(&name);
+        let child_rel = rel.join(&name);
+        let meta = tree.lstat(&path).map_err(reading(tree, &path))?;
+        let is_dir = meta.is_dir();
+        if !selection.keeps(&rel_str(&path), is_dir)
+            || !selection.patterns_keep(&rel_str(&child_rel), is_dir)
+        {
+            continue;
+        }
+        let Some(kind) = kind_of(tree, &path, &meta)? else {
+            continue;
+        };
+        entries.push(Entry {
+            path: path.clone(),
+            rel: child_rel.clone(),
+            meta,
+            kind,
+        });
+        if is_dir {
+            walk(tree, &path, &child_rel, selection, entries)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn names(planned: &[PlannedSource]) -> Vec<(String, Vec<String>)> {
+        planned
+            .iter()
+            .map(|s| {
+                (
+                    rel_str(&s.name),
+                    s.entries.iter().map(|e| rel_str(&e.path)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn copy(src: &[&str]) -> CopyAction {
+        CopyAction::new(
+            img_llb::OpRef::new(img_llb::Digest::of(b"x")),
+            src.iter().map(|s| s.to_string()).collect(),
+            "/dst/",
+        )
+    }
+
+    #[test]
+    fn sources_resolve_inside_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret.txt"), "host secret").unwrap();
+        let root = tmp.path().join("ctx");
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::fs::write(root.join("real/config.txt"), "cfg").unwrap();
+        std::fs::write(root.join("real/sub/deep.txt"), "deep").unwrap();
+        symlink(host.join("secret.txt"), root.join("abs.txt")).unwrap();
+        symlink("../host/secret.txt", root.join("rel.txt")).unwrap();
+        symlink("real/config.txt", root.join("conf.txt")).unwrap();
+        symlink("real", root.join("linkdir")).unwrap();
+        symlink(&host, root.join("hostdir")).unwrap();
+        let tree = TreeRoot::open(&root).unwrap();
+        let all = Selection::all();
+        // A match that is an inside link is followed; escaping ones are not found.
+        let planned = plan_copy(&tree, &copy(&["/conf*"]), &all).unwrap();
+        assert_eq!(
+            names(&planned),
+            [("conf.txt".into(), vec!["real/config.txt".into()])]
+        );
+        assert_eq!(
+            planned[0].links,
+            [(PathBuf::from("conf.txt"), OsString::from("real/config.txt"))]
+        );
+        for src in [
+            "/*.txt",
+            "/abs.txt",
+            "/rel.txt",
+            "/hostdir/*",
+            "/hostdir/secret.txt",
+        ] {
+            match plan_copy(&tree, &copy(&[src]), &all) {
+                Err(WorkerError::SourceNotFound { .. }) => {}
+                other => panic!("{src}: {:?}", other.map(|p| names(&p))),
+            }
+        }
+        let planned = plan_copy(&tree, &copy(&["/linkdir/*"]), &all).unwrap();
+        assert_eq!(
+            names(&planned),
+            [
+                ("real/config.txt".into(), vec!["real/config.txt".into()]),
+                (
+                    "real/sub".into(),
+                    vec!["real/sub".into(), "real/sub/deep.txt".into()]
+                ),
+            ]
+        );
+        // A directory's links are copied as links, never followed.
+        let planned = plan_copy(&tree, &copy(&["/"]), &all).unwrap();
+        let abs = planned[0]
+            .entries
+            .iter()
+            .find(|e| e.path == Path::new("abs.txt"))
+            .unwrap();
+        assert!(matches!(abs.kind, EntryKind::Symlink(_)));
+    }
+
+    #[test]
+    fn the_context_filter_applies_to_resolved_paths() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("private")).unwrap();
+        std::fs::write(tmp.path().join("private/key"), "k").unwrap();
+        symlink("private/key", tmp.path().join("key.txt")).unwrap();
+        let tree = TreeRoot::open(tmp.path()).unwrap();
+        let filter = |p: &str| !p.starts_with("private");
+        let selection = Selection {
+            filter: Some(&filter),
+            ..Selection::all()
+        };
+        for src in ["/key.txt", "/*.txt", "/private/key"] {
+            assert!(
+                matches!(
+                    plan_copy(&tree, &copy(&[src]), &selection),
+                    Err(WorkerError::SourceNotFound { .. })
+                ),
+                "{src}"
+            );
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The record of what a copy reads, and its digest: the part of a file op's cache key that
+//! stands for its sources' content. The same record is made from the plan when the key is
+//! computed and from what the copy actually read when it runs; the two must agree.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use img_llb::Digest;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use super::plan::{Entry, EntryKind, PlannedSource};
+use super::root::TreeRoot;
+use super::WorkerError;
+use img_solver::{CacheDb, FileStamp, StampedChecksum};
+
+/// A cached checksum of a file whose timestamps are this close to when it was hashed is not
+/// trusted: a write in the same timestamp tick leaves size and times unchanged (the checksum
+/// cache's own rule, which it shares with the solver).
+const RACY_WINDOW_NS: i64 = 1_000_000_000;
+
+/// What was read at one path of a source tree, as one digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Read {
+    /// The path in the source tree.
+    pub path: PathBuf,
+    /// Kind, permission bits, ownership (when it counts) and content, link target or device.
+    pub digest: [u8; 32],
+}
+
+fn field(hasher: &mut Sha256, bytes: &[u8]) {
+    hasher.update((bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+/// The read of a link followed on the way to a source.
+fn followed_link(path: &Path, target: &std::ffi::OsStr) -> Read {
+    let mut hasher = Sha256::new();
+    hasher.update(b"L");
+    field(&mut hasher, path.as_os_str().as_bytes());
+    field(&mut hasher, target.as_bytes());
+    Read {
+        path: path.to_path_buf(),
+        digest: hasher.finalize().into(),
+    }
+}
+
+/// The read of one entry; `content` is a file's sha256.
+fn entry_read(entry: &Entry, content: Option<&[u8; 32]>, ownership: bool) -> Read {
+    let meta = &entry.meta;
+    let mut hasher = Sha256::new();
+    let rdev;
+    let (tag, payload): (&[u8], &[u8]) = match &entry.kind {
+        EntryKind::File => (b"f", content.map_or(&[][..], |c| &c[..])),
+        EntryKind::Dir => (b"d", &[]),
+        EntryKind::Symlink(target) => (b"l", target.as_bytes()),
+        EntryKind::Special => {
+            rdev = [
+                (meta.mode() & libc::S_IFMT).to_le_bytes(),
+                (meta.rdev() as u32).to_le_bytes(),
+                ((meta.rdev() >> 32) as u32).to_le_bytes(),
+            ]
+            .concat();
+            (b"s", &rdev)
+        }
+    };
+    hasher.update(tag);
+    field(&mut hasher, entry.path.as_os_str().as_bytes());
+    // Permission, setuid/setgid and sticky bits: what a copy preserves.
+    hasher.update((meta.mode() & 0o7777).to_le_bytes());
+    if ownership {
+        hasher.update(meta.uid().to_le_bytes());
+        hasher.update(meta.gid().to_le_bytes());
+    }
+    field(&mut hasher, payload);
+    Read {
+        path: entry.path.clone(),
+        digest: hasher.finalize().into(),
+    }
+}
+
+/// The reads of one planned source: the links followed to it, then its entries, `contents`
+/// giving each entry's file content (aligned with `source.entries`).
+pub(crate) fn source_reads(
+    source: &PlannedSource,
+    contents: &[Option<[u8; 32]>],
+    ownership: bool,
+    reads: &mut Vec<Read>,
+) {
+    for (path, target) in &source.links {
+        reads.push(followed_link(path, target));
+    }
+    for (i, entry) in source.entries.iter().enumerate() {
+        let content = contents.get(i).and_then(Option::as_ref);
+        reads.push(entry_read(entry, content, ownership));
+    }
+}
+
+/// One digest over reads, in order.
+pub(crate) fn combine(reads: &[Read]) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update(b"img-worker/copy-reads/v1\n");
+    for read in reads {
+        hasher.update(read.digest);
+    }
+    Digest::from_sha256(hasher.finalize().into())
+}
+
+/// The first path where two records of the same copy differ (a path when one is longer).
+pub(crate) fn first_difference(expected: &[Read], actual: &[Read]) -> Option<PathBuf> {
+    for (e, a) in expected.iter().zip(actual) {
+        if e != a {
+            return Some(a.path.clone());
+        }
+    }
+    match expected.len().cmp(&actual.len()) {
+        std::cmp::Ordering::Less => Some(actual[expected.len()].path.clone()),
+        std::cmp::Ordering::Greater => Some(expected[actual.len()].path.clone()),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
+/// Copies `reader` to `writer`, returning the sha256 of what went through.
+pub(crate) fn copy_hashing(
+    reader: &mut impl std::io::Read,
+    writer: &mut impl std::io::Write,
+) -> std::io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 128 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        writer.write_all(&buf[..n])?;
+    }
+    Ok(hasher.finalize().into())
+}
+
+fn stamp(meta: &Metadata) -> FileStamp {
+    FileStamp {
+        size: meta.size(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+    }
+}
+
+fn unix_ns(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn trusted(known: &StampedChecksum, now: &FileStamp) -> bool {
+    let newest = known.stamp.mtime_ns.max(known.stamp.ctime_ns);
+    known.stamp == *now && newest < known.recorded_ns - RACY_WINDOW_NS
+}
+
+/// The deepest directory holding every path of `paths` (empty: the root).
+fn common_dir<'p>(paths: impl Iterator<Item = &'p Path>) -> PathBuf {
+    let mut common: Option<Vec<std::ffi::OsString>> = None;
+    for path in paths {
+        let parent: Vec<_> = path
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.iter().map(|c| c.to_os_string()))
+            .collect();
+        common = Some(match common {
+            None => parent,
+            Some(c) => c
+                .into_iter()
+                .zip(parent)
+                .take_while(|(a, b)| a == b)
+                .map(|(a, _)| a)
+                .collect(),
+        });
+    }
+    common.unwrap_or_default().into_iter().collect()
+}
+
+/// The reads of `sources` as planned in `tree`, file contents hashed now: from the checksum
+/// cache (`cache`, for a tree that stays at its path, the context) when a file's size, times
+/// and inode are unchanged since it was last hashed, read otherwise.
+pub(crate) fn planned_reads(
+    tree: &TreeRoot,
+    sources: &[PlannedSource],
+    ownership: bool,
+    cache: Option<&CacheDb>,
+) -> Result<Vec<Read>, WorkerError> {
+    let started_ns = unix_ns(SystemTime::now());
+    let files: Vec<&Entry> = sources
+        .iter()
+        .flat_map(|s| &s.entries)
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    let host = |e: &Entry| tree.host_path(&e.path).to_string_lossy().into_owned();
+    let known = match cache {
+        Some(db) if !files.is_empty() => {
+            let dir = common_dir(files.iter().map(|e| e.path.as_path()));
+            db.checksums_under(&tree.host_path(&dir).to_string_lossy())?
+        }
+        _ => HashMap::new(),
+    };
+    let hashes: Vec<(String, [u8; 32], bool)> = files
+        .par_iter()
+        .map(|entry| {
+            let path = host(entry);
+            if let Some(hit) = known.get(&path).filter(|k| trusted(k, &stamp(&entry.meta))) {
+                return Ok((path, hit.sha256, false));
+            }
+            let mut file = tree
+                .open_file(&entry.path)
+                .map_err(WorkerError::file("reading", &path))?;
+            let sha = copy_hashing(&mut file, &mut std::io::sink())
+                .map_err(WorkerError::file("reading", &path))?;
+            Ok((path, sha, true))
+        })
+        .collect::<Result<_, WorkerError>>()?;
+    if let Some(db) = cache {
+        let fresh: Vec<(String, StampedChecksum)> = files
+            .iter()
+            .zip(&hashes)
+            .filter(|(_, (_, _, fresh))| *fresh)
+            .map(|(entry, (path, sha256, _))| {
+                let checksum = StampedChecksum {
+                    stamp: stamp(&entry.meta),
+                    sha256: *sha256,
+                    recorded_ns: started_ns,
+                };
+                (path.clone(), checksum)
+            })
+            .collect();
+        db.store_checksums(&fresh)?;
+    }
+    let by_path: HashMap<&str, [u8; 32]> = hashes
+        .iter()
+        .map(|(path, sha, _)| (path.as_str(), *sha))
+        .collect();
+    let mut reads = Vec::new();
+    for source in sources {
+        let contents: Vec<Option<[u8; 32]>> = source
+            .entries
+            .iter()
+            .map(|e| match e.kind {
+                EntryKind::File => by_path.get(host(e).as_str()).copied(),
+                _ => None,
+            })
+            .collect();
+        source_reads(source, &contents, ownership, &mut reads);
+    }
+    Ok(reads)
+}
+
+/// A reader that hashes what passes through it, for a file read by someone else (an archive
+/// being unpacked).
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Reads what is left (an unpacker may stop before the end) and returns the sha256 of
+    /// everything read.
+    pub(crate) fn finish(mut self) -> std::io::Result<[u8; 32]> {
+        let mut buf = vec![0u8; 128 * 1024];
+        while std::io::Read::read(&mut self, &mut buf)? > 0 {}
+        Ok(self.hasher.finalize().into())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_directory_of_paths() {
+        let p = |s: &'static str| Path::new(s);
+        assert_eq!(
+            common_dir([p("a/b/c.txt"), p("a/b/d/e.txt")].into_iter()),
+            PathBuf::from("a/b")
+        );
+        assert_eq!(
+            common_dir([p("x.txt"), p("a/y")].into_iter()),
+            PathBuf::new()
+        );
+        assert_eq!(common_dir(std::iter::empty()), PathBuf::new());
+    }
+}
