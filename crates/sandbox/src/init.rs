@@ -167,7 +167,11 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
         Ok(ForkResult::Child) => {
             set_parent_death_signal();
             let code = match request {
-                InitRequest::Run { spec, staging } => pid1(control, &spec, &staging),
+                InitRequest::Run {
+                    spec,
+                    staging,
+                    seccomp,
+                } => pid1(control, &spec, &staging, seccomp.as_deref()),
                 InitRequest::Probe { dir, .. } => probe(control, &dir),
             };
             std::process::exit(code)
@@ -214,7 +218,12 @@ fn exit_code_of(status: WaitStatus) -> i32 {
     }
 }
 
-fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
+fn pid1(
+    control: BorrowedFd<'_>,
+    spec: &SandboxSpec,
+    staging: &Path,
+    seccomp: Option<&[crate::seccomp::Program]>,
+) -> i32 {
     // The command runs with the same ids: without this it could ptrace pid 1 (or open its
     // descriptors through /proc/1/fd) and take pid 1's unbounded capabilities.
     // SAFETY: plain prctl.
@@ -249,7 +258,7 @@ fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
             );
         }
         Ok(ForkResult::Child) => {
-            let failure = exec_command(spec);
+            let failure = exec_command(spec, seccomp);
             let _ = protocol::send(control, &ChildMessage::Failed(failure));
             // SAFETY: leave without running anything inherited from pid 1.
             unsafe { libc::_exit(127) }
@@ -360,7 +369,7 @@ fn supervise(
 }
 
 /// Prepares and executes the command; returns only on failure.
-fn exec_command(spec: &SandboxSpec) -> ChildFailure {
+fn exec_command(spec: &SandboxSpec, seccomp: Option<&[crate::seccomp::Program]>) -> ChildFailure {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     for sig in FORWARDED {
@@ -374,7 +383,7 @@ fn exec_command(spec: &SandboxSpec) -> ChildFailure {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // stdin is /dev/null, as for BuildKit's RUN.
     redirect_stdin_from_dev_null();
-    match prepare_and_exec(spec) {
+    match prepare_and_exec(spec, seccomp) {
         Ok(never) => match never {},
         Err(failure) => failure,
     }
@@ -387,7 +396,10 @@ fn redirect_stdin_from_dev_null() {
     }
 }
 
-fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, ChildFailure> {
+fn prepare_and_exec(
+    spec: &SandboxSpec,
+    seccomp: Option<&[crate::seccomp::Program]>,
+) -> Result<std::convert::Infallible, ChildFailure> {
     let process = &spec.process;
     let read_db = |path: &str| match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
@@ -451,6 +463,14 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
     if spec.security == SecurityMode::Sandbox {
         caps::bound_to_docker_default().map_err(capabilities)?;
     }
+    // The filter goes in while this process is still root of its user namespace: without
+    // no_new_privs (kept off so that setuid programs such as sudo work, as with BuildKit) the
+    // kernel requires CAP_SYS_ADMIN for it, which setresuid to another user takes away. What
+    // remains to do (set ids, capset, prctl, chdir, execve) is allowed by the profile.
+    if let Some(filters) = seccomp {
+        crate::seccomp::install(filters)
+            .map_err(|e| ChildFailure::os(SetupStep::Seccomp, "filter", &e))?;
+    }
     nix::unistd::setresgid(
         Gid::from_raw(user.gid),
         Gid::from_raw(user.gid),
@@ -465,7 +485,6 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
     .map_err(ids)?;
     if spec.security == SecurityMode::Sandbox {
         caps::clear_inheritable().map_err(capabilities)?;
-        caps::set_no_new_privs().map_err(capabilities)?;
     }
     nix::unistd::chdir(&process.cwd)
         .map_err(|e| ChildFailure::os(SetupStep::WorkingDirectory, &process.cwd, &e.into()))?;

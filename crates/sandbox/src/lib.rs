@@ -98,6 +98,7 @@ mod output;
 mod paths;
 mod protocol;
 mod sandbox;
+mod seccomp;
 mod spec;
 mod syscalls;
 mod user;
@@ -113,6 +114,7 @@ pub use output::{DiscardOutput, LineSink, OutputChunk, OutputSink, Stream};
 pub use paths::HostPaths;
 pub use protocol::SetupStep;
 pub use sandbox::{Sandbox, StepExit};
+pub use seccomp::SeccompError;
 pub use spec::{
     BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes,
     SecurityMode, StepMount, DEFAULT_HOSTNAME,

@@ -20,6 +20,8 @@ pub(crate) enum InitRequest {
     Run {
         spec: Box<SandboxSpec>,
         staging: PathBuf,
+        /// The seccomp filters to install, in order; `None` runs the step without one.
+        seccomp: Option<Vec<crate::seccomp::Program>>,
     },
     /// Probe what the kernel allows inside a user namespace, using `dir` as scratch space.
     Probe { id_mapping: IdMapping, dir: PathBuf },
@@ -85,8 +87,10 @@ pub enum SetupStep {
     ReadUserDatabase,
     /// Switching to the step's uid, gid and groups.
     SetIds,
-    /// Limiting capabilities or setting no_new_privs.
+    /// Limiting capabilities.
     Capabilities,
+    /// Installing the seccomp filter.
+    Seccomp,
     /// Executing the command.
     Exec,
 }
@@ -108,6 +112,7 @@ impl std::fmt::Display for SetupStep {
             SetupStep::ReadUserDatabase => f.write_str("reading the user database"),
             SetupStep::SetIds => f.write_str("switching user"),
             SetupStep::Capabilities => f.write_str("dropping capabilities"),
+            SetupStep::Seccomp => f.write_str("installing the seccomp filter"),
             SetupStep::Exec => f.write_str("executing"),
         }
     }

@@ -20,7 +20,7 @@ use crate::mount_plan::resolv_conf_from_host;
 use crate::output::{OutputSink, Stream};
 use crate::paths::HostPaths;
 use crate::protocol::{self, ChildFailure, ChildMessage, InitRequest, ParentMessage};
-use crate::spec::SandboxSpec;
+use crate::spec::{SandboxSpec, SecurityMode};
 
 /// How the step's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,9 +122,14 @@ impl Sandbox {
             .prefix("img-sandbox-")
             .tempdir_in(&self.staging_parent)
             .map_err(|source| SandboxError::Io { source })?;
+        let seccomp = match spec.security {
+            SecurityMode::Sandbox => crate::seccomp::default_filters()?.map(<[_]>::to_vec),
+            _ => None,
+        };
         let request = InitRequest::Run {
             spec: Box::new(spec_to_send),
             staging: staging.path().to_path_buf(),
+            seccomp,
         };
         let mut session = self.start(&request)?;
         let result = session.drive(spec, sink, cancel, &self.paths);
