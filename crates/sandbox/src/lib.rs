@@ -93,6 +93,7 @@ mod doctor;
 mod error;
 mod idmap;
 mod init;
+mod mount_api;
 mod mount_plan;
 mod output;
 mod paths;
