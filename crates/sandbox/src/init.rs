@@ -113,7 +113,7 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             ChildFailure::os(SetupStep::ReadRequest, "stdin", &e),
         );
     }
-    let request: InitRequest = match serde_json::from_slice(&input) {
+    let mut request: InitRequest = match serde_json::from_slice(&input) {
         Ok(r) => r,
         Err(e) => {
             return fail(
@@ -125,12 +125,31 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
         }
     };
     drop(input);
-    let (mapping, network) = match &request {
-        InitRequest::Run { spec, .. } => (spec.id_mapping.clone(), spec.network),
-        InitRequest::Probe { id_mapping, .. } => (id_mapping.clone(), NetworkMode::Host),
+    let (mapping, network, sources) = match &request {
+        InitRequest::Run { spec, .. } => (
+            spec.id_mapping.clone(),
+            spec.network,
+            crate::isolate::sources(spec),
+        ),
+        InitRequest::Probe { id_mapping, dir } => (
+            id_mapping.clone(),
+            NetworkMode::Host,
+            vec![(dir.clone(), false)],
+        ),
     };
     let sys = LinuxSyscalls;
-    if mapping.uses_user_namespace() {
+    let mut idmapped = Vec::new();
+    if mapping.is_isolated() {
+        match crate::isolate::enter(&mapping, &sources) {
+            Ok((trees, refused)) => {
+                idmapped = trees;
+                if let Some(refused) = refused {
+                    let _ = protocol::send(control, &ChildMessage::NotIsolated(refused));
+                }
+            }
+            Err(failure) => return fail(control, failure),
+        }
+    } else if mapping.parent_writes_maps() {
         if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
             return fail(
                 control,
@@ -141,7 +160,16 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             return SETUP_FAILED;
         }
         match protocol::recv::<ParentMessage>(control) {
-            Ok(Some(ParentMessage::MappingDone)) => {}
+            Ok(Some(ParentMessage::MappingDone { effective })) => {
+                // The parent wrote another mapping than asked for (one id): the step's checks
+                // must use that one.
+                if let Some(effective) = effective {
+                    match &mut request {
+                        InitRequest::Run { spec, .. } => spec.id_mapping = effective,
+                        InitRequest::Probe { id_mapping, .. } => *id_mapping = effective,
+                    }
+                }
+            }
             _ => return SETUP_FAILED,
         }
     }
@@ -171,8 +199,8 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
                     spec,
                     staging,
                     seccomp,
-                } => pid1(control, &spec, &staging, seccomp.as_deref()),
-                InitRequest::Probe { dir, .. } => probe(control, &dir),
+                } => pid1(control, &spec, &staging, seccomp.as_deref(), &idmapped),
+                InitRequest::Probe { dir, .. } => probe(control, &dir, &idmapped),
             };
             std::process::exit(code)
         }
@@ -223,6 +251,7 @@ fn pid1(
     spec: &SandboxSpec,
     staging: &Path,
     seccomp: Option<&[crate::seccomp::Program]>,
+    idmapped: &[crate::isolate::IdmappedTree],
 ) -> i32 {
     // The command runs with the same ids: without this it could ptrace pid 1 (or open its
     // descriptors through /proc/1/fd) and take pid 1's unbounded capabilities.
@@ -243,6 +272,7 @@ fn pid1(
         spec,
         staging,
         tty_gid_mapped: spec.id_mapping.host_gid(5).is_some(),
+        idmapped,
     };
     let stubs = match setup.run() {
         Ok(stubs) => stubs,
@@ -330,7 +360,7 @@ fn supervise(
                     let _ = signal::kill(command, Signal::SIGTERM);
                     kill_at = Some(Instant::now() + Duration::from_millis(grace_ms));
                 }
-                Ok(Some(ParentMessage::MappingDone)) => {}
+                Ok(Some(ParentMessage::MappingDone { .. })) => {}
                 // The caller is gone: nobody will read the result.
                 Ok(None) | Err(_) => {
                     control_open = false;
@@ -541,11 +571,15 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
 
 /// The doctor's probe, as pid 1 of fresh namespaces: can a fresh procfs and an overlay be
 /// mounted here?
-fn probe(control: BorrowedFd<'_>, dir: &Path) -> i32 {
+fn probe(control: BorrowedFd<'_>, dir: &Path, idmapped: &[crate::isolate::IdmappedTree]) -> i32 {
     let sys = LinuxSyscalls;
     let os = |step: SetupStep, path: &Path, e: std::io::Error| ChildFailure::os(step, path, &e);
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
     let _ = sys.mount(None, Path::new("/"), None, private, None);
+    for tree in idmapped {
+        use std::os::fd::AsFd;
+        let _ = sys.attach(tree.fd.as_fd(), &tree.source);
+    }
     let proc_dir = dir.join("proc");
     let proc = std::fs::create_dir_all(&proc_dir)
         .map_err(|e| os(SetupStep::CreateMountPoint, &proc_dir, e))

@@ -32,6 +32,8 @@ pub(crate) enum InitRequest {
 pub(crate) enum ChildMessage {
     /// The init has unshared its user namespace and waits for the maps to be written.
     UserNamespaceCreated,
+    /// Real root's step runs with the host's ids: the kernel would not idmap this path.
+    NotIsolated(crate::isolate::NotIsolated),
     /// The pid namespace's init runs, with this pid in the parent's namespace.
     InitStarted { pid: i32 },
     /// Setup failed.
@@ -51,8 +53,9 @@ pub(crate) enum ChildMessage {
 /// Messages from the parent to the sandbox.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ParentMessage {
-    /// The uid and gid maps are written.
-    MappingDone,
+    /// The uid and gid maps are written; `effective` is the mapping written instead of the
+    /// one asked for (one id, when the uidmap helpers were refused).
+    MappingDone { effective: Option<IdMapping> },
     /// Stop the step: SIGTERM, then SIGKILL of the whole pid namespace after `grace_ms`.
     Cancel { grace_ms: u64 },
 }

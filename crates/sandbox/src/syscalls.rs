@@ -49,6 +49,8 @@ pub(crate) trait Syscalls {
     /// read-only remount of a bind must repeat them because the kernel locks them in a user
     /// namespace.
     fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
+    /// Attaches the detached mount `tree` over `target`.
+    fn attach(&self, tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()>;
     /// Makes the mount at `path` and all mounts below it read-only.
     fn read_only_recursive(&self, path: &Path) -> io::Result<()>;
     fn kind(&self, path: &Path) -> Option<FileKind>;
@@ -161,6 +163,10 @@ impl Syscalls for LinuxSyscalls {
             }
         }
         Ok(flags)
+    }
+
+    fn attach(&self, tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        crate::mount_api::attach(tree, target)
     }
 
     fn read_only_recursive(&self, path: &Path) -> io::Result<()> {
@@ -369,6 +375,10 @@ pub(crate) mod recording {
         }
         fn mount_flags(&self, _path: &Path) -> io::Result<MsFlags> {
             Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        }
+        fn attach(&self, _tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+            self.record(format!("attach idmapped {}", target.display()));
+            Ok(())
         }
         fn read_only_recursive(&self, path: &Path) -> io::Result<()> {
             self.record(format!("read-only -R {}", path.display()));

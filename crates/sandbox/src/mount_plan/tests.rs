@@ -32,6 +32,7 @@ fn run(sys: &RecordingSyscalls, spec: &SandboxSpec) -> Result<MountStubs> {
         spec,
         staging: Path::new("/st"),
         tty_gid_mapped: false,
+        idmapped: &[],
     }
     .run()
 }
@@ -215,6 +216,7 @@ fn symlinks_resolve_inside_the_root() {
         spec: &spec,
         staging: Path::new("/st"),
         tty_gid_mapped: false,
+        idmapped: &[],
     };
     assert_eq!(
         setup.resolve(Path::new("/etc/resolv.conf")),
