@@ -114,25 +114,30 @@ impl Holder {
                 drop((ready_r, hold_w));
                 // SAFETY: plain prctl.
                 unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
-                let ok = nix::sched::unshare(CloneFlags::CLONE_NEWUSER).is_ok();
-                let _ = File::from(ready_w).write_all(&[u8::from(ok)]);
+                // 0, or the errno (every errno unshare returns fits a byte).
+                let errno = match nix::sched::unshare(CloneFlags::CLONE_NEWUSER) {
+                    Ok(()) => 0,
+                    Err(e) => (e as i32).clamp(1, 255) as u8,
+                };
+                let _ = File::from(ready_w).write_all(&[errno]);
                 let _ = File::from(hold_r).read(&mut [0u8]);
                 // SAFETY: leave without running anything inherited.
                 unsafe { libc::_exit(0) }
             }
             ForkResult::Parent { child } => {
                 drop((ready_w, hold_r));
-                let mut byte = [0u8];
-                let ok = File::from(ready_r).read_exact(&mut byte).is_ok() && byte[0] == 1;
+                let mut errno = [libc::EIO as u8];
+                let _ = File::from(ready_r).read_exact(&mut errno);
                 let holder = Holder {
                     pid: child,
                     release: File::from(hold_w),
                 };
-                if !ok {
+                if errno[0] != 0 {
+                    holder.release();
                     return Err(ChildFailure::os(
                         SetupStep::Unshare,
                         "user namespace",
-                        &std::io::Error::from_raw_os_error(libc::EPERM),
+                        &std::io::Error::from_raw_os_error(i32::from(errno[0])),
                     ));
                 }
                 Ok(holder)

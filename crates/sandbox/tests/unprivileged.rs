@@ -282,4 +282,25 @@ fn inner_with_refused_newuidmap() {
     // Said once per process.
     let (_, again) = run(&sh(&root, "true").build());
     assert!(!again.stderr.contains("warning"), "{}", again.stderr);
+    // The doctor names the pod settings.
+    let report = img_sandbox::doctor(&sandbox(), None);
+    let helpers = report
+        .probes
+        .iter()
+        .find(|p| p.probe == img_sandbox::Probe::IdMapHelpers)
+        .expect("helpers probe");
+    assert_eq!(
+        helpers.status,
+        img_sandbox::ProbeStatus::Problem,
+        "{report:#?}"
+    );
+    assert!(
+        helpers.detail.contains("newuidmap was refused")
+            && helpers
+                .fix
+                .as_deref()
+                .is_some_and(|f| f.contains("hostUsers: false")),
+        "{helpers:?}"
+    );
+    assert!(report.can_run_steps, "one id still runs steps: {report:#?}");
 }
