@@ -152,9 +152,8 @@ pub(super) fn overlay_cause(paths: &HostPaths, dir: &Path, error: String) -> (St
             "use Linux 5.11 or newer (snapshots fall back to copying meanwhile)".into(),
         );
     }
-    const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
     let on_overlay = nix::sys::statfs::statfs(dir)
-        .is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC);
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC);
     if on_overlay {
         return (
             format!(
