@@ -125,17 +125,9 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
         }
     };
     drop(input);
-    let (mapping, network, sources) = match &request {
-        InitRequest::Run { spec, .. } => (
-            spec.id_mapping.clone(),
-            spec.network,
-            crate::isolate::sources(spec),
-        ),
-        InitRequest::Probe { id_mapping, dir } => (
-            id_mapping.clone(),
-            NetworkMode::Host,
-            vec![(dir.clone(), false)],
-        ),
+    let (mapping, sources) = match &request {
+        InitRequest::Run { spec, .. } => (spec.id_mapping.clone(), crate::isolate::sources(spec)),
+        InitRequest::Probe { id_mapping, dir } => (id_mapping.clone(), vec![(dir.clone(), false)]),
     };
     let sys = LinuxSyscalls;
     let mut idmapped = Vec::new();
@@ -150,11 +142,18 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             Err(failure) => return fail(control, failure),
         }
     } else if mapping.parent_writes_maps() {
-        if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
-            return fail(
-                control,
-                ChildFailure::os(SetupStep::Unshare, "user namespace", &e),
-            );
+        match sys.unshare(CloneFlags::CLONE_NEWUSER) {
+            Ok(()) => {}
+            // uid 0 of a namespace that may not nest one (a container whose seccomp profile
+            // allows namespaces only with CAP_SYS_ADMIN, which it has): the step runs in this
+            // namespace, as root of it, when the other namespaces can be made below.
+            Err(_) if mapping.is_nested() => return stage1_namespaces(control, request, idmapped),
+            Err(e) => {
+                return fail(
+                    control,
+                    ChildFailure::os(SetupStep::Unshare, "user namespace", &e),
+                )
+            }
         }
         if protocol::send(control, &ChildMessage::UserNamespaceCreated).is_err() {
             return SETUP_FAILED;
@@ -173,6 +172,21 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             _ => return SETUP_FAILED,
         }
     }
+    stage1_namespaces(control, request, idmapped)
+}
+
+/// The rest of stage 1, in the step's user namespace (or the caller's): the other namespaces,
+/// and pid 1.
+fn stage1_namespaces(
+    control: BorrowedFd<'_>,
+    request: InitRequest,
+    idmapped: Vec<crate::isolate::IdmappedTree>,
+) -> i32 {
+    let sys = LinuxSyscalls;
+    let network = match &request {
+        InitRequest::Run { spec, .. } => spec.network,
+        InitRequest::Probe { .. } => NetworkMode::Host,
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWIPC

@@ -21,10 +21,29 @@ const CAP_SYS_ADMIN: libc::c_ulong = 21;
 
 #[test]
 fn root_of_a_pods_user_namespace_nests_one_per_step() {
+    run_in_pod_like_namespace("inner_pod_namespace_root", None);
+}
+
+/// A container that keeps CAP_SYS_ADMIN but whose seccomp filter refuses new user namespaces:
+/// steps run in its own namespace, as before nesting existed.
+#[test]
+fn root_of_a_namespace_that_may_not_nest_runs_steps_in_its_own() {
+    let filter = r#"{"no_userns": {"mismatch_action": "allow", "match_action": {"errno": 1},
+        "filter": [{"syscall": "unshare", "args": [{"index": 0, "type": "qword",
+                    "op": {"masked_eq": 268435456}, "val": 268435456}]}]}}"#;
+    let arch = std::env::consts::ARCH.try_into().expect("supported arch");
+    let mut map = seccompiler::compile_from_json(filter.as_bytes(), arch).expect("compile");
+    run_in_pod_like_namespace("inner_namespace_that_may_not_nest", map.remove("no_userns"));
+}
+
+/// Runs `inner` as uid 0 of a new user namespace mapped `0 200000 65536`: without
+/// CAP_SYS_ADMIN as a pod, or with it under `filter`.
+fn run_in_pod_like_namespace(inner: &str, filter: Option<seccompiler::BpfProgram>) {
     if !is_root() {
         eprintln!("skipped: only root can map a pod-like namespace (0 {POD_RANGE} 65536)");
         return;
     }
+    let drop_sys_admin = filter.is_none();
     let pipe = || {
         let (r, w) = nix::unistd::pipe().expect("pipe");
         (fs::File::from(r), fs::File::from(w))
@@ -34,7 +53,7 @@ fn root_of_a_pods_user_namespace_nests_one_per_step() {
     let mut command = Command::new(std::env::current_exe().expect("exe"));
     command.args([
         "--exact",
-        "inner_pod_namespace_root",
+        inner,
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -61,8 +80,11 @@ fn root_of_a_pods_user_namespace_nests_one_per_step() {
                 return Err(std::io::Error::last_os_error());
             }
             // As a container's default capabilities: no CAP_SYS_ADMIN after exec.
-            if libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
+            if drop_sys_admin && libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if let Some(filter) = &filter {
+                seccompiler::apply_filter(filter).map_err(std::io::Error::other)?;
             }
             Ok(())
         });
@@ -150,4 +172,20 @@ fn inner_pod_namespace_root() {
         ),
         "{result:?}"
     );
+}
+
+#[test]
+#[ignore = "run by root_of_a_namespace_that_may_not_nest_runs_steps_in_its_own"]
+fn inner_namespace_that_may_not_nest() {
+    assert_eq!(
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER),
+        Err(nix::errno::Errno::EPERM)
+    );
+    let (_tmp, root) = temp_rootfs();
+    // The step's namespace is this one: its uid_map is the pod's.
+    let out = stdout_of(&sh(&root, "id -u; cat /proc/self/uid_map").build());
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields, ["0", "0", &POD_RANGE.to_string(), "65536"]);
+    let out = stdout_of(&sh(&root, "grep Seccomp: /proc/self/status").build());
+    assert_eq!(out, "Seccomp:\t2\n");
 }

@@ -17,6 +17,8 @@
 //!   unshare`, img re-executed by [`crate::reexec_in_user_namespace`]): a nested namespace
 //!   with the same ids, its maps written directly (uid 0 there has CAP_SETUID and CAP_SETGID
 //!   over its own namespace), no helper and no capability beyond a container's default set.
+//!   Where nesting is refused (a seccomp profile that allows namespaces only with
+//!   CAP_SYS_ADMIN, which the container has), the step runs in that namespace itself.
 //! - **An ordinary user**: container id 0 maps to the user and ids 1.. to the user's
 //!   subordinate ranges, written by the setuid `newuidmap`/`newgidmap` (package uidmap): the
 //!   kernel lets an unprivileged process map only its own id. Without ranges, or when the
@@ -319,6 +321,12 @@ impl IdMapping {
     /// Whether the step's ids are real root's subordinate range, with idmapped mounts.
     pub(crate) fn is_isolated(&self) -> bool {
         self.kind == Kind::Isolated
+    }
+
+    /// Whether the step's namespace nests in the caller's with the same ids: a step can also
+    /// run in the caller's own namespace when nesting is refused.
+    pub(crate) fn is_nested(&self) -> bool {
+        self.kind == Kind::Nested
     }
 
     /// Whether the maps of the step's namespace are written by the caller (all namespaces but
