@@ -60,6 +60,9 @@ struct HostKey {
     userns_sysctls: Vec<Option<String>>,
     subuid: Option<String>,
     subgid: Option<String>,
+    /// This process's user namespace map, no_new_privs, seccomp mode and AppArmor profile:
+    /// what a container or pod spec decides.
+    confinement: Vec<Option<String>>,
     /// Owner, mode and change time of newuidmap and newgidmap (setuid bit or capabilities).
     id_map_helpers: Vec<Option<(u32, u32, i64)>>,
     binfmt_entries: Vec<String>,
@@ -101,6 +104,22 @@ impl HostKey {
             .collect(),
             subuid: read(&paths.subuid),
             subgid: read(&paths.subgid),
+            confinement: {
+                let own = paths.proc.join("self");
+                let status = read(&own.join("status")).unwrap_or_default();
+                let field = |name: &str| {
+                    status
+                        .lines()
+                        .find(|l| l.starts_with(name))
+                        .map(str::to_owned)
+                };
+                vec![
+                    read(&own.join("uid_map")),
+                    field("NoNewPrivs:"),
+                    field("Seccomp:"),
+                    read(&own.join("attr/current")),
+                ]
+            },
             id_map_helpers: vec![helper(&paths.newuidmap), helper(&paths.newgidmap)],
             binfmt_entries,
             binary: std::env::current_exe()
@@ -168,7 +187,12 @@ impl HostReport {
             .probes
             .iter()
             .filter(|p| p.status == ProbeStatus::Problem)
-            .filter(|p| !matches!(p.probe, Probe::Binfmt | Probe::OverlayInUserNamespace))
+            .filter(|p| {
+                !matches!(
+                    p.probe,
+                    Probe::Binfmt | Probe::OverlayInUserNamespace | Probe::StepIds | Probe::Seccomp
+                )
+            })
             .collect();
         problems.sort_by_key(|p| !p.required);
         problems
@@ -224,6 +248,8 @@ pub fn probe_name(probe: Probe) -> &'static str {
         Probe::ProcMount => "proc-mount",
         Probe::Binfmt => "binfmt-misc",
         Probe::StateDir => "state-directory",
+        Probe::StepIds => "step-ids",
+        Probe::Seccomp => "seccomp",
         _ => "other",
     }
 }

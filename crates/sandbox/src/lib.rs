@@ -3,8 +3,8 @@
 //! Pipeline position: called by `solver` for exec ops. It knows nothing about Dockerfiles: it
 //! takes a root filesystem (a directory, or mounts such as an overlay to perform first), extra
 //! mounts, a process description and a uid/gid mapping, runs the process in new user, mount,
-//! pid, ipc and uts namespaces (and a network namespace for `--network=none`), streams its
-//! output and reports its exit code.
+//! pid, ipc and uts namespaces (and a network namespace for `--network=none`) under Docker's
+//! default seccomp profile, streams its output and reports its exit code.
 //!
 //! # Design
 //!
@@ -15,16 +15,46 @@
 //! with a hidden environment variable; that program's `main` calls [`maybe_run_init`] first
 //! thing, which turns it into the sandbox init:
 //!
-//! 1. stage 1 reads the request from stdin, unshares the user namespace and asks the parent over
-//!    a `SOCK_SEQPACKET` socket to write the uid/gid maps (`newuidmap`/`newgidmap` for
-//!    subordinate ranges, or `/proc/<pid>/uid_map` directly for a single id), then unshares the
-//!    mount, pid, ipc, uts (and network) namespaces and forks;
-//! 2. stage 2 is pid 1 of the new pid namespace: it mounts the root filesystem, a fresh /proc,
-//!    a small /dev, a read-only /sys, the supplied /etc/hosts, /etc/resolv.conf and
-//!    /etc/hostname and the step's mounts, pivots into the root, forks the command, reaps
-//!    zombies, forwards signals, and on cancellation kills the whole namespace;
-//! 3. stage 3 resolves `USER` in the image, drops capabilities to Docker's default set, sets
-//!    `no_new_privs` and executes the command.
+//! 1. stage 1 reads the request from stdin and makes the step's user namespace: as real root
+//!    it does so itself (root's subordinate ids, idmapped mounts: see [`IdMapping`]);
+//!    otherwise it unshares one and asks the parent over a `SOCK_SEQPACKET` socket to write the
+//!    uid/gid maps (`newuidmap`/`newgidmap` for an ordinary user's subordinate ranges,
+//!    `/proc/<pid>/uid_map` directly for a single id or for uid 0 of another namespace). Then
+//!    it unshares the mount, pid, ipc, uts (and network) namespaces and forks;
+//! 2. stage 2 is pid 1 of the new pid namespace: it mounts the root filesystem, a fresh /proc
+//!    with Docker's masked and read-only paths, a small `nodev` /dev, a /sys read-only all the
+//!    way down, the supplied /etc/hosts, /etc/resolv.conf and /etc/hostname and the step's
+//!    mounts, pivots into the root, forks the command, reaps zombies, forwards signals, and on
+//!    cancellation kills the whole namespace;
+//! 3. stage 3 resolves `USER` in the image, bounds capabilities to Docker's default set,
+//!    installs the seccomp filter while still root of its namespace, switches user and
+//!    executes the command.
+//!
+//! # Containment
+//!
+//! A step is confined as a Docker or BuildKit container is, and is never the host's root:
+//!
+//! - **User namespace, always** (except with [`IdMapping::host`]). For real root the step's
+//!   ids are root's subordinate range ([`DEFAULT_ROOT_RANGE_START`] without an /etc/subuid
+//!   entry), so the kernel's checks for the host's uid 0 fail for it and its capabilities hold
+//!   only in its namespace; idmapped mounts keep files' ids on disk as before, so snapshots
+//!   and layer export need nothing else. (Re-executing img itself in such a namespace, as
+//!   for an ordinary user, was the other option: it would make everything img writes — state
+//!   directory, outputs — belong to the subordinate ids and cut it off from a root-owned state
+//!   directory under /root.) Where the kernel cannot idmap the state directory's filesystem,
+//!   the step runs with the host's ids in its own namespace, and the caller is told once.
+//! - **seccomp**: Docker's default profile, compiled once per process (see `src/seccomp`),
+//!   installed by the step's process just before it switches user. `no_new_privs` is not set,
+//!   as with BuildKit, so sudo and other setuid programs work. On architectures other than
+//!   x86_64, aarch64 and riscv64 no filter can be compiled and steps run without one; 32-bit
+//!   compat binaries (i386 on x86_64) are killed by the filter's architecture check.
+//! - **Filesystems**: /sys, cgroupfs and /proc/sys read-only including every submount
+//!   (`mount_setattr` with `AT_RECURSIVE`); Docker's masked paths; /dev without device files
+//!   of its own.
+//! - [`SecurityMode::Insecure`] (`RUN --security=insecure`, which the caller allows only with
+//!   `--allow security.insecure`) lifts seccomp, the capability bound and the /proc masks, and
+//!   for real root runs the step with the host's ids and capabilities: a privileged container,
+//!   as BuildKit runs it.
 //!
 //! Failures inside the sandbox come back to the caller as typed data over the socket
 //! ([`SetupError`]). Every privileged system call of the setup goes through one internal trait
@@ -53,8 +83,8 @@
 //! image layers, diffing a step's changes), which an ordinary user cannot do outside a user
 //! namespace. [`reexec_in_user_namespace`], called right after [`maybe_run_init`], re-executes
 //! the whole program as root of a user namespace holding the caller's mapping (the model of
-//! `buildah unshare`); sandboxes started from there need no user namespace of their own
-//! ([`IdMapping::detect`] then describes the namespace's ids).
+//! `buildah unshare`); sandboxes started from there nest a user namespace with the same ids
+//! ([`IdMapping::detect`] describes them), as they do for uid 0 of a pod's user namespace.
 //!
 //! # Running a step
 //!
@@ -93,11 +123,14 @@ mod doctor;
 mod error;
 mod idmap;
 mod init;
+mod isolate;
+mod mount_api;
 mod mount_plan;
 mod output;
 mod paths;
 mod protocol;
 mod sandbox;
+mod seccomp;
 mod spec;
 mod syscalls;
 mod user;
@@ -107,12 +140,16 @@ pub use cache_lock::{CacheLockError, CacheMountLock, CacheSharing};
 pub use cancel::CancelToken;
 pub use doctor::{doctor, DoctorReport, Probe, ProbeResult, ProbeStatus, MIN_SUBORDINATE_IDS};
 pub use error::{SandboxError, SetupError};
-pub use idmap::{IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange};
+pub use idmap::{
+    IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange, DEFAULT_ROOT_RANGE_START,
+    ROOT_RANGE_COUNT,
+};
 pub use init::maybe_run_init;
 pub use output::{DiscardOutput, LineSink, OutputChunk, OutputSink, Stream};
 pub use paths::HostPaths;
 pub use protocol::SetupStep;
 pub use sandbox::{Sandbox, StepExit};
+pub use seccomp::SeccompError;
 pub use spec::{
     BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes,
     SecurityMode, StepMount, DEFAULT_HOSTNAME,

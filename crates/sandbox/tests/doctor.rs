@@ -108,3 +108,61 @@ fn inner_masked_proc() {
     );
     assert!(!report.can_run_steps);
 }
+
+/// As in a container under its runtime's default seccomp profile: unshare is refused, and
+/// the doctor names the filter and the pod setting that lifts it instead of an errno.
+#[test]
+fn a_seccomp_filter_refusing_unshare_is_diagnosed() {
+    let filter = r#"{"no_unshare": {"mismatch_action": "allow", "match_action": {"errno": 1},
+                     "filter": [{"syscall": "unshare"}]}}"#;
+    let arch = std::env::consts::ARCH.try_into().expect("supported arch");
+    let mut map = seccompiler::compile_from_json(filter.as_bytes(), arch).expect("compile");
+    let program = map.remove("no_unshare").expect("program");
+    let mut command = Command::new(std::env::current_exe().expect("current exe"));
+    command.args([
+        "--exact",
+        "inner_seccomp_refuses_unshare",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    // SAFETY: prctl and seccomp only, on a program compiled before the fork.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command
+            .pre_exec(move || seccompiler::apply_filter(&program).map_err(std::io::Error::other));
+    }
+    let output = command.output().expect("run inner test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by a_seccomp_filter_refusing_unshare_is_diagnosed under a filter"]
+fn inner_seccomp_refuses_unshare() {
+    let report = doctor(&sandbox(), None);
+    let userns = result_of(&report, Probe::UserNamespaces);
+    assert_eq!(userns.status, ProbeStatus::Problem, "{report:#?}");
+    assert!(userns.detail.contains("seccomp filter"), "{userns:?}");
+    assert!(
+        userns
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.contains("seccompProfile.type: Unconfined")),
+        "{userns:?}"
+    );
+    // The probes that need a namespace say why they did not run, not "see another probe".
+    let proc = result_of(&report, Probe::ProcMount);
+    assert!(proc.detail.starts_with("not checked: "), "{proc:?}");
+    assert!(
+        proc.fix
+            .as_deref()
+            .is_some_and(|f| f.contains("seccompProfile")),
+        "{proc:?}"
+    );
+    assert!(!report.can_run_steps);
+}

@@ -7,13 +7,16 @@ use serde_json::Value;
 use crate::fixtures::store_busybox_for_builds;
 use crate::{assert_success, stderr, Img, NOBODY};
 
-/// Every probe's line name, in the order the report lists them.
-const PROBES: [&str; 7] = [
+/// Every probe's line name for root, in the order the report lists them (`step-ids` is
+/// real root's only).
+const PROBES: [&str; 9] = [
     "user-namespaces",
     "newuidmap/newgidmap",
     "subordinate-ids",
     "overlayfs-in-userns",
     "proc-mount",
+    "step-ids",
+    "seccomp",
     "binfmt-misc",
     "state-directory",
 ];

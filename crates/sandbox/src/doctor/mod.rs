@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::idmap::{read_sub_ids, user_name, IdMapping};
 use crate::paths::HostPaths;
-use crate::protocol::{ChildFailure, ChildMessage, InitRequest};
 use crate::sandbox::Sandbox;
+
+mod diagnose;
+mod namespaces;
+
+use diagnose::Who;
+use namespaces::Outcome;
 
 /// Fewest subordinate ids that cover the users of common images (nobody is 65534).
 pub const MIN_SUBORDINATE_IDS: u32 = 65536;
@@ -33,6 +38,10 @@ pub enum Probe {
     Binfmt,
     /// The state directory is writable and supports reflinks.
     StateDir,
+    /// Real root's RUN steps run as subordinate ids through idmapped mounts.
+    StepIds,
+    /// A seccomp filter can be compiled for this architecture.
+    Seccomp,
 }
 
 /// Whether a probe passed.
@@ -93,19 +102,31 @@ fn read_trimmed(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// Runs every probe; `state_dir`, when given, is checked for writability and reflinks. The
-/// namespace probes start `sandbox`'s init program.
+/// Runs every probe; `state_dir`, when given, is checked for writability and reflinks, and the
+/// namespace probes (overlayfs, idmapped mounts) run in it, where builds will. The namespace
+/// probes start `sandbox`'s init program.
 pub fn doctor(sandbox: &Sandbox, state_dir: Option<&Path>) -> DoctorReport {
     let paths = sandbox.host_paths();
-    let root = nix::unistd::getuid().is_root();
+    let who = Who::detect(paths);
+    let mapping = IdMapping::detect(paths).unwrap_or_else(|_| {
+        IdMapping::single_id(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    });
+    let outcome = namespaces::probe(sandbox, &mapping, state_dir);
     let mut probes = vec![
-        user_namespaces(paths, root),
-        helpers(paths, root),
-        subordinate_ids(paths, root),
+        user_namespaces(paths, who, &outcome),
+        helpers(paths, who, &outcome),
+        subordinate_ids(paths, who, &mapping),
     ];
-    let (overlay, proc) = namespace_probes(sandbox);
+    let (overlay, proc) = namespaces::overlay_and_proc(paths, who, &outcome);
     probes.push(overlay);
     probes.push(proc);
+    if who == Who::RealRoot {
+        probes.push(namespaces::step_ids(&mapping, &outcome));
+    }
+    probes.push(seccomp_probe());
     probes.push(binfmt(paths));
     if let Some(dir) = state_dir {
         probes.push(state_dir_probe(dir));
@@ -119,48 +140,32 @@ pub fn doctor(sandbox: &Sandbox, state_dir: Option<&Path>) -> DoctorReport {
     }
 }
 
-fn user_namespaces(paths: &HostPaths, root: bool) -> ProbeResult {
+fn user_namespaces(paths: &HostPaths, who: Who, outcome: &Outcome) -> ProbeResult {
     let p = Probe::UserNamespaces;
-    let sys = paths.proc.join("sys");
-    if root {
-        return ok(p, false, "running as root: no user namespace needed".into());
+    if let Outcome::NamespaceRefused { errno } = outcome {
+        let (detail, fix) = diagnose::namespace_refusal(paths, who, *errno);
+        return problem(p, true, detail, fix);
     }
-    let max =
-        read_trimmed(&sys.join("user/max_user_namespaces")).and_then(|s| s.parse::<u64>().ok());
-    if max == Some(0) {
-        return problem(
-            p,
-            true,
-            "user.max_user_namespaces is 0".into(),
-            "sudo sysctl -w user.max_user_namespaces=28633".into(),
-        );
+    if let Outcome::Failed { .. } = outcome {
+        // The probe did not get as far as a namespace: say what the sysctls say.
+        if let Some((detail, fix)) = diagnose::sysctl_refusal(paths, who == Who::User) {
+            return problem(p, true, detail, fix);
+        }
     }
-    if read_trimmed(&sys.join("kernel/unprivileged_userns_clone")).as_deref() == Some("0") {
-        return problem(
-            p,
-            true,
-            "kernel.unprivileged_userns_clone is 0 (Debian)".into(),
-            "sudo sysctl -w kernel.unprivileged_userns_clone=1".into(),
-        );
-    }
-    if read_trimmed(&sys.join("kernel/apparmor_restrict_unprivileged_userns")).as_deref()
-        == Some("1")
-    {
-        return problem(
-            p,
-            true,
-            "kernel.apparmor_restrict_unprivileged_userns is 1 (Ubuntu 23.10+)".into(),
-            "sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (or add an AppArmor profile allowing userns for img)".into(),
-        );
-    }
-    ok(
-        p,
-        true,
-        format!(
-            "allowed (max_user_namespaces {})",
-            max.map_or("unknown".into(), |m| m.to_string())
-        ),
-    )
+    let detail = match who {
+        Who::RealRoot => "allowed: RUN steps run in a user namespace of their own".to_string(),
+        Who::NamespaceRoot => "allowed: img runs as uid 0 of a user namespace (not the host's \
+                               root); each RUN step nests one with the same ids"
+            .to_string(),
+        Who::User => {
+            let max = read_trimmed(&paths.proc.join("sys/user/max_user_namespaces"));
+            format!(
+                "allowed (max_user_namespaces {})",
+                max.unwrap_or_else(|| "unknown".into())
+            )
+        }
+    };
+    ok(p, true, detail)
 }
 
 fn helper_ok(path: &Path) -> Result<String, String> {
@@ -189,24 +194,89 @@ fn helper_ok(path: &Path) -> Result<String, String> {
     ))
 }
 
-fn helpers(paths: &HostPaths, root: bool) -> ProbeResult {
+/// The other way to give a pod's steps many ids, without the setuid helpers.
+const POD_AS_NAMESPACE_ROOT: &str =
+    "Kubernetes: run img as uid 0 of the pod's own user namespace (`hostUsers: false` with \
+     `runAsUser: 0`), where no helper is needed";
+
+fn helpers(paths: &HostPaths, who: Who, outcome: &Outcome) -> ProbeResult {
     let p = Probe::IdMapHelpers;
+    if who != Who::User {
+        return ok(
+            p,
+            false,
+            "not needed: uid 0 writes the maps of the steps' namespaces itself".into(),
+        );
+    }
+    if let Outcome::Ran { notices, .. } = outcome {
+        if let Some(refused) = notices.iter().find(|n| n.contains("newuidmap was refused")) {
+            return problem(p, false, refused.clone(), POD_AS_NAMESPACE_ROOT.into());
+        }
+    }
+    if diagnose::no_new_privs(paths) {
+        return problem(
+            p,
+            false,
+            "no_new_privs is set on this process (Kubernetes `allowPrivilegeEscalation: false`): \
+             the setuid newuidmap cannot map subordinate ids, so RUN steps get one id"
+                .into(),
+            format!(
+                "Kubernetes: `securityContext.allowPrivilegeEscalation: true`; or {}",
+                POD_AS_NAMESPACE_ROOT.trim_start_matches("Kubernetes: ")
+            ),
+        );
+    }
     match (helper_ok(&paths.newuidmap), helper_ok(&paths.newgidmap)) {
         (Ok(a), Ok(b)) => ok(p, false, format!("{a}; {b}")),
-        (Err(e), _) | (_, Err(e)) if root => ok(p, false, format!("{e} (not needed as root)")),
         (Err(e), _) | (_, Err(e)) => problem(
             p,
             false,
             e,
-            "sudo apt-get install uidmap (or: sudo chmod u+s /usr/bin/newuidmap /usr/bin/newgidmap)".into(),
+            format!(
+                "sudo apt-get install uidmap (in a container image too; or: sudo chmod u+s \
+                 /usr/bin/newuidmap /usr/bin/newgidmap); {POD_AS_NAMESPACE_ROOT}"
+            ),
         ),
     }
 }
 
-fn subordinate_ids(paths: &HostPaths, root: bool) -> ProbeResult {
+fn subordinate_ids(paths: &HostPaths, who: Who, mapping: &IdMapping) -> ProbeResult {
     let p = Probe::SubordinateIds;
-    if root {
-        return ok(p, false, "running as root: every id is available".into());
+    let ids: u64 = mapping.uid_map().iter().map(|r| u64::from(r.count)).sum();
+    match who {
+        Who::RealRoot => {
+            let first = mapping.uid_map().first().map_or(0, |r| r.host_id);
+            return ok(
+                p,
+                false,
+                format!(
+                    "RUN steps run as host ids {first}..{} (root's /etc/subuid entry, or img's \
+                     default range)",
+                    u64::from(first) + ids - 1
+                ),
+            );
+        }
+        Who::NamespaceRoot if ids >= u64::from(MIN_SUBORDINATE_IDS) => {
+            return ok(
+                p,
+                false,
+                format!("this user namespace has {ids} ids for RUN steps"),
+            );
+        }
+        Who::NamespaceRoot => {
+            return problem(
+                p,
+                false,
+                format!(
+                    "this user namespace has {ids} ids: without {MIN_SUBORDINATE_IDS} some \
+                         images' users do not exist in RUN steps"
+                ),
+                "Kubernetes `hostUsers: false` gives a pod 65536 ids; with podman, --userns=auto \
+                 or a larger --uidmap"
+                    .into(),
+            );
+        }
+        Who::User => {}
     }
     let uid = nix::unistd::getuid().as_raw();
     let name = user_name(uid);
@@ -235,87 +305,34 @@ fn subordinate_ids(paths: &HostPaths, root: bool) -> ProbeResult {
     }
 }
 
-fn namespace_probes(sandbox: &Sandbox) -> (ProbeResult, ProbeResult) {
-    let mapping = IdMapping::detect(sandbox.host_paths()).unwrap_or_else(|_| {
-        IdMapping::single_id(
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        )
-    });
-    let failed = |detail: String| {
-        (
-            problem(
-                Probe::OverlayInUserNamespace,
-                false,
-                detail.clone(),
-                "see the user namespace probe".into(),
-            ),
-            problem(
-                Probe::ProcMount,
-                true,
-                detail,
-                "see the user namespace probe".into(),
+fn seccomp_probe() -> ProbeResult {
+    let p = Probe::Seccomp;
+    if crate::seccomp::available() {
+        ok(
+            p,
+            false,
+            format!(
+                "Docker's default seccomp profile on every RUN step ({})",
+                std::env::consts::ARCH
             ),
         )
-    };
-    let dir = match tempfile::Builder::new().prefix("img-doctor-").tempdir() {
-        Ok(dir) => dir,
-        Err(e) => return failed(format!("cannot create a scratch directory: {e}")),
-    };
-    let request = InitRequest::Probe {
-        id_mapping: mapping.clone(),
-        dir: dir.path().to_path_buf(),
-    };
-    let mut session = match sandbox.start(&request) {
-        Ok(s) => s,
-        Err(e) => return failed(format!("cannot start the sandbox init: {e}")),
-    };
-    let outcome = loop {
-        match session.recv_one(&mapping, sandbox.host_paths()) {
-            Ok(Some(ChildMessage::ProbeResults { overlay, proc })) => break Ok((overlay, proc)),
-            Ok(Some(ChildMessage::Failed(f))) => break Err(crate::SetupError::from(f).to_string()),
-            Ok(Some(_)) => continue,
-            Ok(None) => break Err("the sandbox init exited without reporting".to_string()),
-            Err(e) => break Err(error_chain(&e)),
-        }
-    };
-    let spoke = outcome.is_ok();
-    let _ = session.finish(spoke);
-    make_removable(dir.path());
-    let (overlay, proc) = match outcome {
-        Ok(results) => results,
-        Err(detail) => return failed(detail),
-    };
-    let describe = |f: ChildFailure| error_chain(&crate::SetupError::from(f));
-    let overlay = match overlay {
-        Ok(()) => ok(
-            Probe::OverlayInUserNamespace,
+    } else {
+        problem(
+            p,
             false,
-            "overlayfs mounts inside a user namespace".into(),
-        ),
-        Err(f) => problem(
-            Probe::OverlayInUserNamespace,
-            false,
-            describe(f),
-            "use Linux 5.11 or newer (snapshots fall back to copying meanwhile)".into(),
-        ),
-    };
-    let proc = match proc {
-        Ok(()) => ok(Probe::ProcMount, true, "a fresh /proc mounts in a new pid namespace".into()),
-        Err(f) => problem(
-            Probe::ProcMount,
-            true,
-            describe(f),
-            "Kubernetes: set `securityContext.procMount: Unmasked` (with `hostUsers: false`) on the container; docker/podman: --security-opt systempaths=unconfined".into(),
-        ),
-    };
-    (overlay, proc)
+            format!(
+                "no seccomp filter can be compiled for {}: RUN steps run without one",
+                std::env::consts::ARCH
+            ),
+            "run builds on x86_64, aarch64 or riscv64 hosts to filter steps' system calls".into(),
+        )
+    }
 }
 
 /// Gives every directory below `root` its owner's read, write and search bits, so that an
 /// unprivileged caller can delete the probe's scratch directory: overlayfs leaves its
 /// `workdir/work` with mode 000.
-fn make_removable(root: &Path) {
+pub(super) fn make_removable(root: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let Ok(entries) = fs::read_dir(root) else {
         return;
@@ -334,7 +351,7 @@ fn make_removable(root: &Path) {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -477,12 +494,23 @@ mod tests {
         for (file, value, fix) in cases {
             let (_tmp, paths) =
                 fake_proc(&[("sys/user/max_user_namespaces", "100\n"), (file, value)]);
-            let r = user_namespaces(&paths, false);
+            let refused = Outcome::NamespaceRefused { errno: libc::EPERM };
+            let r = user_namespaces(&paths, Who::User, &refused);
             assert_eq!(r.status, ProbeStatus::Problem, "{file}");
             assert!(r.fix.as_deref().is_some_and(|f| f.contains(fix)), "{r:?}");
         }
         let (_tmp, paths) = fake_proc(&[("sys/user/max_user_namespaces", "100\n")]);
-        assert_eq!(user_namespaces(&paths, false).status, ProbeStatus::Ok);
+        let ran = Outcome::Ran {
+            overlay: Ok(()),
+            proc: Ok(()),
+            not_isolated: None,
+            notices: Vec::new(),
+            dir: "/tmp".into(),
+        };
+        assert_eq!(
+            user_namespaces(&paths, Who::User, &ran).status,
+            ProbeStatus::Ok
+        );
     }
 
     #[test]
@@ -514,7 +542,7 @@ mod tests {
             subgid: tmp.path().join("subgid"),
             ..HostPaths::default()
         };
-        let r = subordinate_ids(&paths, false);
+        let r = subordinate_ids(&paths, Who::User, &IdMapping::single_id(uid, uid));
         assert_eq!(r.status, ProbeStatus::Problem, "{r:?}");
         assert!(
             r.detail
