@@ -5,6 +5,25 @@
 //! `parser` turns text into a generic syntax tree, `instructions` turns that tree into typed
 //! instructions, `shell` expands variables in words with Docker's rules, and `lower` turns the
 //! typed instructions into build-graph ops.
+//!
+//! Used alone, with no image store: a resolver closure answers `FROM`'s base-image configs
+//! (here there are none to give, so every base plans with an empty config).
+//!
+//! ```
+//! use img_frontend_dockerfile::{lower, parse, plan, BuildOptions, LowerOptions, Platform};
+//!
+//! let dockerfile = parse("FROM scratch\nCOPY app /usr/bin/app\nCMD [\"app\"]\n", "Dockerfile")?;
+//! let options = BuildOptions::new().target_platform(Platform::parse("linux/arm64")?);
+//! let no_bases = |_: &str, _: &Platform| Ok(None);
+//! let build_plan = plan(&dockerfile, &options, &no_bases)?;
+//! let lowered = lower(&build_plan, &LowerOptions::new())?;
+//!
+//! assert_eq!(lowered.image.architecture, "arm64");
+//! assert_eq!(lowered.image.config.cmd, Some(vec!["app".to_string()]));
+//! assert!(lowered.context.is_some(), "COPY reads the build context");
+//! println!("{}", lowered.definition.to_dot());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod ast;

@@ -19,6 +19,22 @@
 //!   multithreaded zstd -> sha256 (digest) -> temp file -> rename into the content store.
 //! * Layers are applied with `openat2(RESOLVE_IN_ROOT)` so a hostile tar cannot write outside
 //!   the snapshot.
+//!
+//! Used alone, as a content-addressed blob store in an OCI layout:
+//!
+//! ```
+//! use img_snapshot::{Digest, StateDir, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(&StateDir::at(dir.path()))?;
+//! let content = store.content();
+//! let blob = content.write_blob(b"{\"hello\": \"world\"}", None)?;
+//! assert_eq!(blob.digest, Digest::of(b"{\"hello\": \"world\"}"));
+//! assert_eq!(content.read_blob(&blob.digest)?, b"{\"hello\": \"world\"}");
+//! // The blob sits where OCI tools look for it.
+//! assert!(dir.path().join("content/blobs/sha256").join(blob.digest.hex()).is_file());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![deny(missing_docs)]
 
 mod changes;
