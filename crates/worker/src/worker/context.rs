@@ -5,8 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use glob::{MatchOptions, Pattern};
-use img_llb::LocalSource;
+use img_llb::{LocalSource, PathPattern, PatternError};
 
 use super::copy::Copier;
 use super::plan::{plan_tree, PlannedSource, Selection};
@@ -27,26 +26,26 @@ pub(super) fn default_filter_factory() -> ContextFilterFactory {
     })
 }
 
-/// Options for Docker's `filepath.Match`: `*` and `?` never match `/`.
-pub(crate) const MATCH: MatchOptions = MatchOptions {
-    case_sensitive: true,
-    require_literal_separator: true,
-    require_literal_leading_dot: false,
-};
-
-/// A `.dockerignore`-style filter on glob patterns: an exclude pattern matches a path or any of
-/// its parent directories, later patterns override earlier ones, and `!pattern` re-includes.
-/// Include patterns (when any) select what matches them and everything below.
+/// A `.dockerignore`-style filter: an exclude pattern matches a path or any of its parent
+/// directories, later patterns override earlier ones, and `!pattern` re-includes. Include
+/// patterns (when any) select what matches them and everything below. Patterns use `**` as
+/// Docker reads it ([`PathPattern::new`]) and are compiled once.
 #[derive(Debug, Clone)]
 pub struct GlobContextFilter {
-    include: Vec<Pattern>,
-    exclude: Vec<(Pattern, bool)>,
+    include: Vec<PathPattern>,
+    exclude: Vec<(PathPattern, bool)>,
 }
 
-fn compile(pattern: &str) -> Result<Pattern, String> {
+/// Compiles an include or exclude pattern (of a local source or of a copy) as Docker cleans
+/// it: a leading `/` or `./` and a trailing `/` say nothing, paths being relative to the root.
+pub(crate) fn filter_pattern(pattern: &str) -> Result<PathPattern, PatternError> {
     let clean = pattern.trim_start_matches('/');
     let clean = clean.strip_prefix("./").unwrap_or(clean);
-    Pattern::new(clean.trim_end_matches('/')).map_err(|e| format!("{pattern:?}: {e}"))
+    PathPattern::new(clean.trim_end_matches('/'))
+}
+
+fn compile(pattern: &str) -> Result<PathPattern, String> {
+    filter_pattern(pattern).map_err(|e| e.to_string())
 }
 
 impl GlobContextFilter {
@@ -70,7 +69,7 @@ impl GlobContextFilter {
     fn excluded(&self, path: &str) -> bool {
         let mut excluded = false;
         for (pattern, negated) in &self.exclude {
-            if matches_self_or_parent(pattern, path) {
+            if pattern.matches_or_parent_matches(path) {
                 excluded = !negated;
             }
         }
@@ -78,41 +77,13 @@ impl GlobContextFilter {
     }
 }
 
-/// Whether `pattern` matches `path` or one of its parent directories.
-pub(crate) fn matches_self_or_parent(pattern: &Pattern, path: &str) -> bool {
-    let mut prefix = path;
-    loop {
-        if pattern.matches_with(prefix, MATCH) {
-            return true;
-        }
-        match prefix.rfind('/') {
-            Some(i) => prefix = &prefix[..i],
-            None => return false,
-        }
-    }
-}
-
-/// Whether directory `dir` could hold a path `pattern` matches: each of its components matches
-/// the pattern's component at the same depth (a `**` component matches anything below).
-pub(crate) fn may_match_below(pattern: &Pattern, dir: &str) -> bool {
-    let pattern_parts: Vec<&str> = pattern.as_str().split('/').collect();
-    for (i, part) in dir.split('/').enumerate() {
-        match pattern_parts.get(i) {
-            Some(&"**") => return true,
-            Some(p) => match Pattern::new(p) {
-                Ok(p) if p.matches_with(part, MATCH) => {}
-                _ => return false,
-            },
-            None => return false,
-        }
-    }
-    true
-}
-
 impl PathFilter for GlobContextFilter {
     fn selects(&self, path: &str, _is_dir: bool) -> bool {
-        let included =
-            self.include.is_empty() || self.include.iter().any(|p| matches_self_or_parent(p, path));
+        let included = self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|p| p.matches_or_parent_matches(path));
         included && !self.excluded(path)
     }
 
@@ -121,7 +92,7 @@ impl PathFilter for GlobContextFilter {
             || self
                 .include
                 .iter()
-                .any(|p| matches_self_or_parent(p, dir) || may_match_below(p, dir));
+                .any(|p| p.matches_or_parent_matches(dir) || p.may_match_below(dir));
         // A re-inclusion below an excluded directory keeps the walk going into it.
         included && (!self.excluded(dir) || self.exclude.iter().any(|(_, negated)| *negated))
     }
@@ -280,6 +251,22 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(f.selects(path, false), want, "{path}");
         }
+    }
+
+    #[test]
+    fn patterns_read_go_classes_and_double_stars() {
+        let f = filter(&[], &["[^k]*.log", "**/tmp", "!**/tmp/keep"]);
+        let cases = [
+            ("debug.log", false),
+            ("keep.log", true),
+            ("a/b/tmp/x", false),
+            ("a/b/tmp/keep", true),
+        ];
+        for (path, want) in cases {
+            assert_eq!(f.selects(path, false), want, "{path}");
+        }
+        let err = GlobContextFilter::new(&[], &["ok".into(), "bad[".into()]).unwrap_err();
+        assert!(err.contains("bad["), "{err}");
     }
 
     #[test]

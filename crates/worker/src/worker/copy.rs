@@ -359,8 +359,6 @@ pub(crate) fn copy_tree(src: &Path, start: &Path, dest: &Path) -> Result<(), Wor
 
 #[cfg(test)]
 mod tests {
-    use glob::Pattern;
-
     use super::*;
 
     /// Plans everything of `src` that `selection` keeps and copies it into `dest`.
@@ -390,7 +388,7 @@ mod tests {
         .unwrap();
         let copier = Copier::new(Some((0, 0)), Some(0o640), None);
         let selection = Selection {
-            exclude: vec![Pattern::new("*.log").unwrap()],
+            exclude: vec![img_llb::PathPattern::new("*.log").unwrap()],
             ..Selection::all()
         };
         let dest = tmp.path().join("dest");

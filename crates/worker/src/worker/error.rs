@@ -183,14 +183,14 @@ pub enum WorkerError {
         /// `passwd` or `group`.
         file: &'static str,
     },
-    /// A wildcard pattern is malformed.
-    #[error("invalid wildcard pattern {pattern:?}")]
+    /// A file op's wildcard source, or one of its include or exclude patterns, is malformed.
+    #[error("{written:?} is not a valid path pattern")]
     Pattern {
-        /// The pattern.
-        pattern: String,
-        /// The cause.
+        /// The source or pattern as the op wrote it.
+        written: String,
+        /// What is wrong with it.
         #[source]
-        source: Box<glob::PatternError>,
+        source: img_llb::PatternError,
     },
     /// A filesystem operation of a file op failed.
     #[error("{action} {path}")]

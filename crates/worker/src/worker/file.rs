@@ -8,17 +8,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use img_llb::{
-    CopyAction, DiffOp, FileAction, FileOp, MergeOp, MkdirAction, MkfileAction, OpRef, RmAction,
-    SymlinkAction,
+    CopyAction, DiffOp, FileAction, FileOp, MergeOp, MkdirAction, MkfileAction, OpRef, PathPattern,
+    RmAction, SymlinkAction,
 };
 use img_snapshot::{ApplyOptions, Compression, ExportOptions};
 
+use super::context::filter_pattern;
 use super::copy::Copier;
 use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
-use super::plan::{
-    expand_wildcard, has_wildcard, pattern, plan_copy, EntryKind, PlannedSource, Selection,
-};
+use super::plan::{expand_wildcard, plan_copy, EntryKind, PlannedSource, Selection};
 use super::record::{
     combine, first_difference, planned_reads, source_reads, HashingReader, Read as CopyRead,
 };
@@ -260,9 +259,14 @@ impl Worker {
             } => Some(self.local_filter(include_patterns, exclude_patterns)?),
             WorkerRef::Snapshot { .. } => None,
         };
-        let patterns = |list: &[String]| -> Result<Vec<glob::Pattern>, WorkerError> {
+        let patterns = |list: &[String]| -> Result<Vec<PathPattern>, WorkerError> {
             list.iter()
-                .map(|p| pattern(p.trim_start_matches('/')))
+                .map(|p| {
+                    filter_pattern(p).map_err(|source| WorkerError::Pattern {
+                        written: p.clone(),
+                        source,
+                    })
+                })
                 .collect()
         };
         let selection = Selection {
@@ -620,7 +624,7 @@ fn mkfile_action(root: &Path, mkfile: &MkfileAction) -> Result<(), WorkerError> 
 /// the host.
 fn rm_action(root: &Path, rm: &RmAction) -> Result<(), WorkerError> {
     let tree = TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
-    let targets: Vec<PathBuf> = if rm.allow_wildcard && has_wildcard(&rm.path) {
+    let targets: Vec<PathBuf> = if rm.allow_wildcard && PathPattern::has_wildcards(&rm.path) {
         expand_wildcard(&tree, &rm.path, false)?.0
     } else {
         let path = Path::new(&rm.path);

@@ -3,9 +3,9 @@
 //!
 //! Sources are resolved as BuildKit resolves them, inside the tree's root: a literal source is
 //! followed through every link (when the copy follows links); a wildcard source has the part
-//! before its first wildcard component resolved the same way, then its wildcard components
-//! matched entry by entry without following links, and each match is followed like a literal
-//! source. What a resolved source holds is walked without following any link: links below a
+//! before its first wildcard component resolved the same way, then the rest, compiled once as
+//! one `filepath.Match` pattern, matched against the paths below it of a walk that never
+//! follows a link, and each match is followed like a literal source. What a resolved source holds is walked without following any link: links below a
 //! copied directory are copied as links.
 
 use std::ffi::OsString;
@@ -14,10 +14,8 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use glob::Pattern;
-use img_llb::CopyAction;
+use img_llb::{CopyAction, PathPattern};
 
-use super::context::{matches_self_or_parent, may_match_below, MATCH};
 use super::paths::clean_components;
 use super::root::{rel_str, TreeRoot};
 use super::WorkerError;
@@ -73,9 +71,9 @@ pub(crate) struct Selection<'a> {
     /// A local source's selection (`.dockerignore`), on paths of the tree.
     pub filter: Option<&'a dyn PathFilter>,
     /// `--include` patterns, on paths below the copied source.
-    pub include: Vec<Pattern>,
+    pub include: Vec<PathPattern>,
     /// `--exclude` patterns, on paths below the copied source.
-    pub exclude: Vec<Pattern>,
+    pub exclude: Vec<PathPattern>,
 }
 
 impl Selection<'_> {
@@ -103,28 +101,19 @@ impl Selection<'_> {
         if rel.is_empty() {
             return true;
         }
-        if self.exclude.iter().any(|p| matches_self_or_parent(p, rel)) {
+        if self
+            .exclude
+            .iter()
+            .any(|p| p.matches_or_parent_matches(rel))
+        {
             return false;
         }
         self.include.is_empty()
             || self
                 .include
                 .iter()
-                .any(|p| matches_self_or_parent(p, rel) || (is_dir && may_match_below(p, rel)))
+                .any(|p| p.matches_or_parent_matches(rel) || (is_dir && p.may_match_below(rel)))
     }
-}
-
-/// Whether a path component holds a wildcard.
-pub(crate) fn has_wildcard(path: &str) -> bool {
-    path.contains(['*', '?', '['])
-}
-
-/// A wildcard pattern, or the error naming it.
-pub(crate) fn pattern(p: &str) -> Result<Pattern, WorkerError> {
-    Pattern::new(p).map_err(|source| WorkerError::Pattern {
-        pattern: p.to_owned(),
-        source: Box::new(source),
-    })
 }
 
 fn reading(tree: &TreeRoot, rel: &Path) -> impl FnOnce(io::Error) -> WorkerError {
@@ -143,7 +132,7 @@ pub(crate) fn plan_copy(
 ) -> Result<Vec<PlannedSource>, WorkerError> {
     let mut planned = Vec::new();
     for src in &copy.src {
-        if copy.allow_wildcard && has_wildcard(src) {
+        if copy.allow_wildcard && PathPattern::has_wildcards(src) {
             let (matches, base_links) = expand_wildcard(tree, src, copy.follow_symlinks)?;
             let mut found = 0;
             for matched in matches {
@@ -171,8 +160,11 @@ pub(crate) fn plan_copy(
 /// Links followed on the way to a path: each link's path and target.
 pub(crate) type Links = Vec<(PathBuf, OsString)>;
 
-/// Expands wildcard source `src`: the matches' canonical paths, and the links followed to
-/// reach the directory the wildcards start from (its last component only when `follow`).
+/// Expands wildcard source `src` as BuildKit does: the part before its first wildcard
+/// component is resolved like a literal source, then the rest is one `filepath.Match` pattern
+/// on the paths below that directory (so a class may hold a `/`). Returns the matches'
+/// canonical paths, sorted, and the links followed to reach the directory the walk starts
+/// from (its last component only when `follow`).
 pub(crate) fn expand_wildcard(
     tree: &TreeRoot,
     src: &str,
@@ -181,45 +173,50 @@ pub(crate) fn expand_wildcard(
     let parts = clean_components(src);
     let first = parts
         .iter()
-        .position(|p| has_wildcard(p))
+        .position(|p| PathPattern::has_wildcards(p))
         .unwrap_or(parts.len());
     let base: PathBuf = parts[..first].iter().collect();
+    let rest = parts[first..].join("/");
+    // Compiled before anything is read, so a malformed pattern fails whatever the tree holds.
+    let pattern = (!rest.is_empty())
+        .then(|| PathPattern::glob(&rest))
+        .transpose()
+        .map_err(|source| WorkerError::Pattern {
+            written: src.to_owned(),
+            source,
+        })?;
     // The part before the wildcards is followed as a literal source would be.
     let resolved = tree.resolve(&base, follow).map_err(reading(tree, &base))?;
-    let mut found = vec![resolved.path];
-    for (i, part) in parts[first..].iter().enumerate() {
-        let last = first + i + 1 == parts.len();
-        let matcher = has_wildcard(part).then(|| pattern(part)).transpose()?;
-        let mut next = Vec::new();
-        for dir in found {
-            // Below the base, only real directories are entered, as BuildKit's walk does.
-            match tree.lstat(&dir) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => continue,
-                Err(e) if is_missing(&e) => continue,
-                Err(e) => return Err(reading(tree, &dir)(e)),
-            }
-            let names = match &matcher {
-                Some(p) => tree
-                    .list(&dir)
-                    .map_err(reading(tree, &dir))?
-                    .into_iter()
-                    .filter(|n| p.matches_with(&n.to_string_lossy(), MATCH))
-                    .collect(),
-                None => vec![OsString::from(part)],
+    let Some(pattern) = pattern else {
+        // Cleaning removed every wildcard (`*/..`): a literal path.
+        return Ok((vec![resolved.path], resolved.links));
+    };
+    let mut found = Vec::new();
+    // Below the base, only real directories are entered, as BuildKit's walk does; `pending`
+    // holds them with their paths relative to the base.
+    let mut pending = vec![(resolved.path, String::new())];
+    while let Some((dir, dir_rel)) = pending.pop() {
+        match tree.lstat(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => continue,
+            Err(e) if is_missing(&e) => continue,
+            Err(e) => return Err(reading(tree, &dir)(e)),
+        }
+        for name in tree.list(&dir).map_err(reading(tree, &dir))? {
+            let rel = match dir_rel.as_str() {
+                "" => name.to_string_lossy().into_owned(),
+                parent => format!("{parent}/{}", name.to_string_lossy()),
             };
-            for name in names {
-                let path = dir.join(&name);
-                match tree.lstat(&path) {
-                    Ok(meta) if last || meta.is_dir() => next.push(path),
-                    Ok(_) => {}
-                    Err(e) if is_missing(&e) => {}
-                    Err(e) => return Err(reading(tree, &path)(e)),
-                }
+            let path = dir.join(&name);
+            if pattern.matches(&rel) {
+                // A matched directory is copied whole; nothing below it is matched again.
+                found.push(path);
+            } else if pattern.may_match_below(&rel) {
+                pending.push((path, rel));
             }
         }
-        found = next;
     }
+    found.sort();
     Ok((found, resolved.links))
 }
 
@@ -462,5 +459,119 @@ mod tests {
                 "{src}"
             );
         }
+    }
+
+    /// A tree of empty files at `paths` (directories made as needed).
+    fn tree_of(paths: &[&str]) -> (tempfile::TempDir, TreeRoot) {
+        let tmp = tempfile::tempdir().unwrap();
+        for path in paths {
+            let host = tmp.path().join(path);
+            std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+            std::fs::write(host, path).unwrap();
+        }
+        let tree = TreeRoot::open(tmp.path()).unwrap();
+        (tmp, tree)
+    }
+
+    /// The names of the sources `src` expands to.
+    fn expanded(tree: &TreeRoot, src: &str) -> Vec<String> {
+        let planned = plan_copy(tree, &copy(&[src]), &Selection::all()).unwrap();
+        planned.iter().map(|s| rel_str(&s.name)).collect()
+    }
+
+    #[test]
+    fn wildcard_sources_follow_go_filepath_match() {
+        let (_tmp, tree) = tree_of(&[
+            "a.txt",
+            "b.txt",
+            "ab.txt",
+            "a*.txt",
+            "x/y.txt",
+            "x/z.md",
+            "x/deeper/y.txt",
+        ]);
+        // `*` stops at `/`; results come sorted.
+        assert_eq!(
+            expanded(&tree, "/*.txt"),
+            ["a*.txt", "a.txt", "ab.txt", "b.txt"]
+        );
+        // `[^a]` negates a class, as in Go.
+        assert_eq!(expanded(&tree, "/[^a]*.txt"), ["b.txt"]);
+        // `\*` is a literal star.
+        assert_eq!(expanded(&tree, r"/?\*.txt"), ["a*.txt"]);
+        // A class may match `/`: it does not split the pattern into components.
+        assert_eq!(expanded(&tree, "/x[/]y.txt"), ["x/y.txt"]);
+        assert_eq!(expanded(&tree, "/x/*/y.txt"), ["x/deeper/y.txt"]);
+        // `**` is no more than `*` in a COPY source.
+        assert_eq!(expanded(&tree, "/**/y.txt"), ["x/y.txt"]);
+        // A matched directory is a source of its own, walked whole and not matched into.
+        let planned = plan_copy(&tree, &copy(&["/x*"]), &Selection::all()).unwrap();
+        assert_eq!(
+            names(&planned),
+            [(
+                "x".into(),
+                vec![
+                    "x".into(),
+                    "x/deeper".into(),
+                    "x/deeper/y.txt".into(),
+                    "x/y.txt".into(),
+                    "x/z.md".into(),
+                ]
+            )]
+        );
+        match plan_copy(&tree, &copy(&["/x/[a"]), &Selection::all()) {
+            Err(WorkerError::Pattern { written, .. }) => assert_eq!(written, "/x/[a"),
+            other => panic!("{:?}", other.map(|p| names(&p))),
+        }
+    }
+
+    #[test]
+    fn include_and_exclude_patterns_read_double_stars() {
+        let (_tmp, tree) = tree_of(&[
+            "app/main.go",
+            "app/README.md",
+            "app/docs/guide.md",
+            "app/vendor/lib/lib.go",
+            "app/vendor/keep.txt",
+        ]);
+        let compile = |list: &[&str]| -> Vec<PathPattern> {
+            list.iter()
+                .map(|p| super::super::context::filter_pattern(p).unwrap())
+                .collect()
+        };
+        let copied = |selection: &Selection<'_>| -> Vec<String> {
+            let planned = plan_copy(&tree, &copy(&["/app"]), selection).unwrap();
+            planned[0].entries.iter().map(|e| rel_str(&e.rel)).collect()
+        };
+        let exclude = Selection {
+            exclude: compile(&["**/*.md", "/vendor/**/*.go"]),
+            ..Selection::all()
+        };
+        assert_eq!(
+            copied(&exclude),
+            [
+                "",
+                "docs",
+                "main.go",
+                "vendor",
+                "vendor/keep.txt",
+                "vendor/lib"
+            ]
+        );
+        let include = Selection {
+            include: compile(&["./**/*.go"]),
+            ..Selection::all()
+        };
+        assert_eq!(
+            copied(&include),
+            [
+                "",
+                "docs",
+                "main.go",
+                "vendor",
+                "vendor/lib",
+                "vendor/lib/lib.go"
+            ]
+        );
     }
 }
