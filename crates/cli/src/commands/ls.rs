@@ -14,9 +14,10 @@ use crate::progress::human_size;
 /// The fields a `--format` template may use.
 const FIELDS: [&str; 5] = ["Name", "Size", "Created", "CreatedAt", "Digest"];
 
-/// One `--filter`: images whose name matches the glob pattern.
+/// One `--filter`: images whose name matches the pattern (Go's `path.Match`, as Docker's
+/// reference filter uses: `*` does not cross `/`).
 #[derive(Debug)]
-struct NameFilter(glob::Pattern);
+struct NameFilter(img_llb::PathPattern);
 
 impl NameFilter {
     fn parse(text: &str) -> anyhow::Result<NameFilter> {
@@ -26,7 +27,7 @@ impl NameFilter {
         if key != "name" && key != "reference" {
             bail!("unknown filter {key:?}: use name=PATTERN or reference=PATTERN");
         }
-        let pattern = glob::Pattern::new(pattern)
+        let pattern = img_llb::PathPattern::glob(pattern)
             .with_context(|| format!("invalid pattern in filter {text:?}"))?;
         Ok(NameFilter(pattern))
     }
