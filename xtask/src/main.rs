@@ -3,7 +3,7 @@
 //! - `cargo xtask test`: installs the system packages the tests need (when run as root and they
 //!   are missing), runs every crate's tests, then runs the `img` binary against BuildKit's
 //!   conformance data when `../shared/conformance` exists beside the checkout.
-//! - `cargo xtask bench`: whole builds with img and buildah side by side (see `bench.rs`).
+//! - `cargo xtask bench`: whole builds with img and its peers side by side (see `bench.rs`).
 
 mod bench;
 mod conformance;
@@ -27,7 +27,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and its peers side by side [--runs N] [--only 1,3,4] [--write]");
             std::process::exit(2);
         }
     }
