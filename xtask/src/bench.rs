@@ -4,16 +4,25 @@
 //! from the same run, because the machines are noisy. Peak RSS is the largest resident set of
 //! the builder's process tree, read from `wait4`'s rusage.
 //!
+//! Peers: buildah (Debian's), serial as it builds by default and with `--jobs 4` where a
+//! scenario has stages to run side by side; BuildKit when `BUILDCTL` (the buildctl binary)
+//! and `BUILDKIT_HOST` (the daemon) are set, else its column says it was skipped; and, for the
+//! export scenario, `tar | pigz` of the same tree, the tool pipeline doing the same bulk work.
+//!
 //! Scenarios (BENCHMARKS.md has the targets):
 //! 1. four independent stages that each `RUN sleep 2`, plus a final stage copying their outputs:
 //!    cold (base image present, no build cache);
 //! 2. the same, fully cached;
-//! 3. `COPY` of a 20,000-file, 200 MB context and export, cold;
+//! 3. `COPY` of a 20,000-file, 200 MB context and export into the image store, cold;
+//!    P3: the same exported as an OCI archive, cold; P3c: the same, cached;
 //! 4. a real-world Dockerfile (a C project built with gcc and make on a Debian base image made
 //!    with debootstrap), cold, then after changing one source file.
 //!
 //! The base image is a busybox root filesystem built by img from Debian's static busybox and
 //! pushed to Debian's docker-registry on a loopback port, where every builder pulls it from.
+
+mod peers;
+mod scenarios;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,14 +31,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use peers::{img_build, BuildKit};
+use scenarios::{BigContext, Builders, ParallelStages, RealWorld};
+
 /// Where the generated tables go in BENCHMARKS.md.
 const BEGIN_MARKER: &str = "<!-- cargo xtask bench: begin -->";
 const END_MARKER: &str = "<!-- cargo xtask bench: end -->";
+
+/// The registry's port when BuildKit is compared: its daemon's configuration must name the
+/// registry to reach it over plain HTTP, so the port cannot be a random one.
+const BUILDKIT_REGISTRY_PORT: u16 = 5555;
+
+/// The peer columns, in order.
+const PEERS: [&str; 4] = ["buildah", "buildah --jobs 4", "BuildKit", "tar | pigz"];
 
 /// Options of `cargo xtask bench`.
 struct BenchOptions {
     runs: usize,
     write: bool,
+    /// Scenario groups to run (`1` runs 1 and 2, `3` runs 3, P3 and P3c, `4` both rows of 4);
+    /// empty for all.
+    only: Vec<String>,
 }
 
 impl BenchOptions {
@@ -37,6 +59,7 @@ impl BenchOptions {
         let mut options = BenchOptions {
             runs: 5,
             write: false,
+            only: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -45,38 +68,49 @@ impl BenchOptions {
                     let value = args.next().context("--runs needs a number")?;
                     options.runs = value.parse().context("--runs needs a number")?;
                 }
+                "--only" => {
+                    let value = args.next().context("--only needs scenarios, e.g. 1,3")?;
+                    for group in value.split(',') {
+                        if !["1", "3", "4"].contains(&group) {
+                            bail!("--only takes 1 (scenarios 1 and 2), 3 (3, P3, P3c) or 4, comma-separated; not {group}");
+                        }
+                        options.only.push(group.to_owned());
+                    }
+                }
                 "--write" => options.write = true,
-                other => bail!("unknown option {other}; expected --runs N or --write"),
+                other => {
+                    bail!("unknown option {other}; expected --runs N, --only 1,3,4 or --write")
+                }
             }
         }
         if options.runs == 0 {
             bail!("--runs must be at least 1");
         }
+        if options.write && !options.only.is_empty() {
+            bail!("--write records the whole table; run every scenario with it");
+        }
         Ok(options)
+    }
+
+    fn runs_group(&self, group: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|g| g == group)
     }
 }
 
 /// One timed run of a builder.
 #[derive(Clone, Copy)]
-struct Sample {
+pub(crate) struct Sample {
     wall: Duration,
     peak_rss_kib: u64,
 }
 
 /// The samples of one builder in one scenario.
-struct Series {
+pub(crate) struct Series {
     builder: &'static str,
     samples: Vec<Sample>,
 }
 
 impl Series {
-    fn new(builder: &'static str) -> Self {
-        Series {
-            builder,
-            samples: Vec::new(),
-        }
-    }
-
     fn median_wall(&self) -> Duration {
         let mut walls: Vec<Duration> = self.samples.iter().map(|s| s.wall).collect();
         walls.sort();
@@ -94,14 +128,89 @@ impl Series {
     }
 }
 
+/// One scenario's row: every builder's samples.
+pub(crate) struct Row {
+    scenario: &'static str,
+    series: Vec<Series>,
+}
+
+impl Row {
+    pub(crate) fn new(scenario: &'static str) -> Self {
+        Row {
+            scenario,
+            series: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, builder: &'static str, sample: Sample) {
+        match self.series.iter_mut().find(|s| s.builder == builder) {
+            Some(series) => series.samples.push(sample),
+            None => self.series.push(Series {
+                builder,
+                samples: vec![sample],
+            }),
+        }
+    }
+
+    fn get(&self, builder: &str) -> Option<&Series> {
+        self.series.iter().find(|s| s.builder == builder)
+    }
+
+    /// The table line: medians, img against the fastest builder peer, peak RSS.
+    fn line(&self, buildkit: bool) -> String {
+        let cell = |builder: &str| match self.get(builder) {
+            Some(series) => format_duration(series.median_wall()),
+            None if builder == "BuildKit" && !buildkit => "skipped".to_owned(),
+            None => "—".to_owned(),
+        };
+        let img = self.get("img").map(Series::median_wall);
+        let fastest_peer = self
+            .series
+            .iter()
+            .filter(|s| s.builder != "img" && s.builder != "tar | pigz")
+            .min_by_key(|s| s.median_wall());
+        let ratio = |peer: Option<&Series>| match (img, peer) {
+            (Some(img), Some(peer)) => format!(
+                "{:.2} ({})",
+                img.as_secs_f64() / peer.median_wall().as_secs_f64(),
+                peer.builder
+            ),
+            _ => "—".to_owned(),
+        };
+        let rss = |builder: &str| {
+            self.get(builder)
+                .map_or("—".to_owned(), |s| format!("{:.0} MiB", s.max_rss_mib()))
+        };
+        let mut line = format!("| {} | {} |", self.scenario, cell("img"));
+        for peer in PEERS {
+            line.push_str(&format!(" {} |", cell(peer)));
+        }
+        line.push_str(&format!(
+            " {} | {} | {} | {} |",
+            ratio(fastest_peer),
+            ratio(self.get("tar | pigz")),
+            rss("img"),
+            rss("buildah"),
+        ));
+        line
+    }
+}
+
 /// Runs the benchmarks and prints (and with `--write`, records) the table.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = BenchOptions::parse(args)?;
-    for program in ["buildah", "docker-registry", "busybox", "debootstrap"] {
+    for program in [
+        "buildah",
+        "docker-registry",
+        "busybox",
+        "debootstrap",
+        "pigz",
+    ] {
         if !crate::system::on_path(program) {
             bail!("{program} is needed for the benchmarks: run `cargo xtask test` once as root, or apt-get install it");
         }
     }
+    let buildkit = BuildKit::from_env()?;
     let img = build_img_release(root)?;
     let work = root.join("target/bench-work");
     if work.exists() {
@@ -109,66 +218,60 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     std::fs::create_dir_all(&work)?;
 
-    let registry = Registry::start(&work.join("registry"))?;
+    let port = buildkit.as_ref().map(|_| BUILDKIT_REGISTRY_PORT);
+    let registry = Registry::start(&work.join("registry"), port)?;
     let base = format!("{}/bench/busybox:latest", registry.address);
     publish_base_image(&img, &work, &base)?;
+    let with = Builders {
+        img: &img,
+        buildkit: buildkit.as_ref(),
+        runs: options.runs,
+    };
+
+    let mut rows = Vec::new();
+    if options.runs_group("1") {
+        rows.extend(ParallelStages::new(&work, &base)?.measure(&with, &registry)?);
+    }
+    if options.runs_group("3") {
+        let big = BigContext::new(&work)?;
+        rows.push(big.measure_tagged(&with)?);
+        rows.extend(big.measure_oci(&with)?);
+    }
+    if options.runs_group("4") {
+        let real_world = RealWorld::new(&img, &work, &root.join("target/bench-cache"), &registry)?;
+        rows.extend(real_world.measure(&with)?);
+    }
 
     let mut report = String::new();
+    let only = if options.only.is_empty() {
+        String::new()
+    } else {
+        format!(" --only {}", options.only.join(","))
+    };
     writeln!(
         report,
-        "Command: `cargo xtask bench --runs {}` ({}; medians of {} runs each).\n",
+        "Command: `cargo xtask bench --runs {}{only}` ({}; medians of {} runs each; BuildKit {}).\n",
         options.runs,
         machine_summary(),
-        options.runs
+        options.runs,
+        if buildkit.is_some() { "through BUILDCTL" } else { "skipped: BUILDCTL unset" },
     )?;
     writeln!(
         report,
-        "| scenario | img median | buildah median | img/buildah | img peak RSS | buildah peak RSS |"
+        "| scenario | img | buildah | buildah --jobs 4 | BuildKit | `tar \\| pigz` | img / fastest builder | img / `tar \\| pigz` | img peak RSS | buildah peak RSS |"
     )?;
-    writeln!(report, "| --- | --- | --- | --- | --- | --- |")?;
-
-    let parallel = ParallelStages::new(&work, &base)?;
-    let (cold, cached) = parallel.measure(&img, &registry, options.runs)?;
-    push_row(&mut report, "1. four `RUN sleep 2` stages, cold", &cold)?;
-    push_row(&mut report, "2. the same, fully cached", &cached)?;
-
-    let big = BigContext::new(&work)?;
-    let copy = big.measure(&img, options.runs)?;
-    push_row(
-        &mut report,
-        "3. `COPY` of 20,000 files (200 MB) and export",
-        &copy,
+    writeln!(
+        report,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )?;
-
-    let real_world = RealWorld::new(&img, &work, &root.join("target/bench-cache"), &registry)?;
-    let [cold, edit] = real_world.measure(&img, options.runs)?;
-    push_row(&mut report, "4. C project on Debian, cold", &cold)?;
-    push_row(
-        &mut report,
-        "4. the same after editing one source file",
-        &edit,
-    )?;
-
+    for row in &rows {
+        writeln!(report, "{}", row.line(buildkit.is_some()))?;
+    }
     print!("{report}");
     if options.write {
         record(root, &report)?;
         println!("recorded in BENCHMARKS.md");
     }
-    Ok(())
-}
-
-fn push_row(report: &mut String, scenario: &str, series: &[Series; 2]) -> Result<()> {
-    let [img, peer] = series;
-    let ratio = img.median_wall().as_secs_f64() / peer.median_wall().as_secs_f64();
-    writeln!(
-        report,
-        "| {scenario} | {} | {} | {ratio:.2} | {:.0} MiB | {:.0} MiB |",
-        format_duration(img.median_wall()),
-        format_duration(peer.median_wall()),
-        img.max_rss_mib(),
-        peer.max_rss_mib(),
-    )?;
-    debug_assert_eq!((img.builder, peer.builder), ("img", "buildah"));
     Ok(())
 }
 
@@ -197,339 +300,8 @@ fn record(root: &Path, report: &str) -> Result<()> {
     std::fs::write(&path, updated).context("could not write BENCHMARKS.md")
 }
 
-/// Scenarios 1 and 2: four independent sleeping stages and a final stage that copies them.
-struct ParallelStages {
-    context: PathBuf,
-}
-
-impl ParallelStages {
-    fn new(work: &Path, base: &str) -> Result<Self> {
-        let context = work.join("parallel-context");
-        std::fs::create_dir_all(&context)?;
-        let mut dockerfile = String::new();
-        for stage in ["a", "b", "c", "d"] {
-            writeln!(dockerfile, "FROM {base} AS {stage}")?;
-            writeln!(dockerfile, "RUN sleep 2 && echo {stage} > /out-{stage}\n")?;
-        }
-        writeln!(dockerfile, "FROM {base}")?;
-        for stage in ["a", "b", "c", "d"] {
-            writeln!(dockerfile, "COPY --from={stage} /out-{stage} /")?;
-        }
-        std::fs::write(context.join("Dockerfile"), dockerfile)?;
-        Ok(ParallelStages { context })
-    }
-
-    /// Cold runs (fresh state each time, base image pulled beforehand), then cached runs.
-    fn measure(
-        &self,
-        img: &Path,
-        registry: &Registry,
-        runs: usize,
-    ) -> Result<([Series; 2], [Series; 2])> {
-        let mut img_cold = Series {
-            builder: "img",
-            samples: vec![],
-        };
-        let mut img_cached = Series {
-            builder: "img",
-            samples: vec![],
-        };
-        let mut bud_cold = Series {
-            builder: "buildah",
-            samples: vec![],
-        };
-        let mut bud_cached = Series {
-            builder: "buildah",
-            samples: vec![],
-        };
-        let work = self.context.parent().expect("context has a parent");
-        for run in 0..runs {
-            let state = work.join(format!("img-state-{run}"));
-            quiet(&mut img_pull(img, &state, &registry.base_ref()))?;
-            let mut build = img_build(img, &state, "bench-parallel", &self.context);
-            img_cold.samples.push(measure(&mut build)?);
-            img_cached.samples.push(measure(&mut build)?);
-            std::fs::remove_dir_all(&state).ok();
-
-            let buildah_root = work.join(format!("buildah-{run}"));
-            quiet(&mut buildah_pull(&buildah_root, &registry.base_ref()))?;
-            let mut bud = buildah_bud(&buildah_root, "bench-parallel", &self.context);
-            bud_cold.samples.push(measure(&mut bud)?);
-            bud_cached.samples.push(measure(&mut bud)?);
-            remove_buildah_root(&buildah_root);
-        }
-        Ok(([img_cold, bud_cold], [img_cached, bud_cached]))
-    }
-}
-
-/// Scenario 3: a 20,000-file, 200 MB context copied into an image.
-struct BigContext {
-    context: PathBuf,
-}
-
-impl BigContext {
-    fn new(work: &Path) -> Result<Self> {
-        let context = work.join("big-context");
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        for dir in 0..100 {
-            let dir_path = context.join(format!("dir{dir:03}"));
-            std::fs::create_dir_all(&dir_path)?;
-            for file in 0..200 {
-                let mut data = vec![0u8; 10 * 1024];
-                for chunk in data.chunks_mut(8) {
-                    // xorshift: incompressible content, cheap to make.
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-                }
-                std::fs::write(dir_path.join(format!("file{file:03}.bin")), data)?;
-            }
-        }
-        std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY . /data\n")?;
-        Ok(BigContext { context })
-    }
-
-    fn measure(&self, img: &Path, runs: usize) -> Result<[Series; 2]> {
-        let work = self.context.parent().expect("context has a parent");
-        let mut img_series = Series {
-            builder: "img",
-            samples: vec![],
-        };
-        let mut bud_series = Series {
-            builder: "buildah",
-            samples: vec![],
-        };
-        for run in 0..runs {
-            let state = work.join(format!("img-copy-state-{run}"));
-            img_series.samples.push(measure(&mut img_build(
-                img,
-                &state,
-                "bench-copy",
-                &self.context,
-            ))?);
-            std::fs::remove_dir_all(&state).ok();
-
-            let buildah_root = work.join(format!("buildah-copy-{run}"));
-            let mut bud = buildah_bud(&buildah_root, "bench-copy", &self.context);
-            bud_series.samples.push(measure(&mut bud)?);
-            remove_buildah_root(&buildah_root);
-        }
-        Ok([img_series, bud_series])
-    }
-}
-
-/// `img --state STATE build --progress=plain -t TAG CONTEXT`.
-fn img_build(img: &Path, state: &Path, tag: &str, context: &Path) -> Command {
-    let mut command = Command::new(img);
-    command
-        .arg("--state")
-        .arg(state)
-        .args(["build", "--progress=plain", "-t", tag])
-        .arg(context);
-    command
-}
-
-/// `img --state STATE pull REFERENCE`.
-fn img_pull(img: &Path, state: &Path, reference: &str) -> Command {
-    let mut command = Command::new(img);
-    command.arg("--state").arg(state).args(["pull", reference]);
-    command
-}
-
-/// `buildah bud` as a user would run it here (runc, host network), with its layer cache.
-fn buildah_bud(root: &Path, tag: &str, context: &Path) -> Command {
-    let mut command = buildah(root);
-    command
-        .args([
-            "bud",
-            "--runtime",
-            "runc",
-            "--network",
-            "host",
-            "--layers",
-            "--tls-verify=false",
-            "-q",
-            "-t",
-            tag,
-        ])
-        .arg(context);
-    command
-}
-
-/// `buildah pull` of a base image from the loopback registry.
-fn buildah_pull(root: &Path, reference: &str) -> Command {
-    let mut command = buildah(root);
-    command.args(["pull", "-q", "--tls-verify=false", reference]);
-    command
-}
-
-/// Scenario 4: a C project built with gcc and make on a Debian base image.
-struct RealWorld {
-    context: PathBuf,
-    base: String,
-}
-
-/// The source file scenario 4 edits between its cold build and its rebuild.
-const EDITED_SOURCE: &str = "src/greet.c";
-
-impl RealWorld {
-    fn new(img: &Path, work: &Path, cache: &Path, registry: &Registry) -> Result<Self> {
-        let rootfs = cache.join("debian-rootfs");
-        if !rootfs.join("usr/bin/gcc").exists() {
-            println!(
-                "bench: making a Debian base with debootstrap (once; kept in {})",
-                cache.display()
-            );
-            std::fs::create_dir_all(cache)?;
-            let _ = std::fs::remove_dir_all(&rootfs);
-            quiet(
-                Command::new("debootstrap")
-                    .args([
-                        "--variant=minbase",
-                        "--include=gcc,libc6-dev,make",
-                        "bookworm",
-                    ])
-                    .arg(&rootfs)
-                    .arg("http://deb.debian.org/debian"),
-            )?;
-        }
-        let base_context = work.join("debian-context");
-        std::fs::create_dir_all(&base_context)?;
-        quiet(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .args(["--numeric-owner", "--exclude=./dev/*", "-cf"])
-                .arg(base_context.join("rootfs.tar"))
-                .arg("."),
-        )?;
-        std::fs::write(
-            base_context.join("Dockerfile"),
-            "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
-        )?;
-        let base = format!("{}/bench/debian:bookworm", registry.address);
-        let state = work.join("debian-state");
-        quiet(&mut img_build(img, &state, &base, &base_context))?;
-        let mut push = Command::new(img);
-        push.arg("--state").arg(&state).args(["push", &base]);
-        quiet(&mut push)?;
-        std::fs::remove_dir_all(&state).ok();
-
-        let context = work.join("c-project");
-        write_c_project(&context, &base)?;
-        Ok(RealWorld { context, base })
-    }
-
-    /// Cold builds (base image pulled beforehand) and rebuilds after one source edit.
-    fn measure(&self, img: &Path, runs: usize) -> Result<[[Series; 2]; 2]> {
-        let work = self.context.parent().expect("context has a parent");
-        let source = self.context.join(EDITED_SOURCE);
-        let original = std::fs::read_to_string(&source)?;
-        let mut series = [
-            [Series::new("img"), Series::new("buildah")],
-            [Series::new("img"), Series::new("buildah")],
-        ];
-        for run in 0..runs {
-            for (column, builder) in ["img", "buildah"].into_iter().enumerate() {
-                std::fs::write(&source, &original)?;
-                let scratch = work.join(format!("real-world-{builder}-{run}"));
-                let mut build = if builder == "img" {
-                    quiet(&mut img_pull(img, &scratch, &self.base))?;
-                    img_build(img, &scratch, "bench-real-world", &self.context)
-                } else {
-                    quiet(&mut buildah_pull(&scratch, &self.base))?;
-                    buildah_bud(&scratch, "bench-real-world", &self.context)
-                };
-                series[0][column].samples.push(measure(&mut build)?);
-                std::fs::write(
-                    &source,
-                    original.replace("hello", &format!("hello again {run}")),
-                )?;
-                series[1][column].samples.push(measure(&mut build)?);
-                if builder == "img" {
-                    std::fs::remove_dir_all(&scratch).ok();
-                } else {
-                    remove_buildah_root(&scratch);
-                }
-            }
-        }
-        std::fs::write(&source, original)?;
-        Ok(series)
-    }
-}
-
-/// A small C program with a Makefile and a Dockerfile that builds it on `base`.
-fn write_c_project(context: &Path, base: &str) -> Result<()> {
-    let src = context.join("src");
-    std::fs::create_dir_all(&src)?;
-    let mut objects = Vec::new();
-    for unit in 0..24 {
-        let mut code = String::from("#include <stdio.h>\n#include <string.h>\n");
-        for function in 0..40 {
-            writeln!(
-                code,
-                "unsigned long unit{unit}_f{function}(const char *s) {{ unsigned long h = {function}; \
-                 for (size_t i = 0; i < strlen(s); i++) h = h * 31 + (unsigned char)s[i] + {unit}; return h; }}"
-            )?;
-        }
-        std::fs::write(src.join(format!("unit{unit}.c")), code)?;
-        objects.push(format!("src/unit{unit}.o"));
-    }
-    std::fs::write(
-        src.join("greet.c"),
-        "#include <stdio.h>\nvoid greet(void) { puts(\"hello from the benchmark\"); }\n",
-    )?;
-    std::fs::write(
-        src.join("main.c"),
-        "void greet(void);\nint main(void) { greet(); return 0; }\n",
-    )?;
-    objects.extend(["src/greet.o".to_string(), "src/main.o".to_string()]);
-    std::fs::write(
-        context.join("Makefile"),
-        format!(
-            "CFLAGS ?= -O2\nPREFIX ?= /usr/local\nOBJS = {}\n\nhello: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n\n\
-             install: hello\n\tinstall -m 0755 hello $(PREFIX)/bin/hello\n",
-            objects.join(" ")
-        ),
-    )?;
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!(
-            "FROM {base}\nRUN useradd --create-home app\nWORKDIR /src\nCOPY Makefile ./\n\
-             COPY src/ src/\nRUN make -j2 && make install\nUSER app\nCMD [\"hello\"]\n"
-        ),
-    )?;
-    Ok(())
-}
-
-fn buildah(root: &Path) -> Command {
-    let mut command = Command::new("buildah");
-    command
-        .arg("--root")
-        .arg(root.join("root"))
-        .arg("--runroot")
-        .arg(root.join("runroot"));
-    command
-}
-
-fn remove_buildah_root(root: &Path) {
-    // buildah leaves overlay mounts behind only when a run crashed; unmount before deleting.
-    let _ = buildah(root)
-        .args(["rm", "--all"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = buildah(root)
-        .args(["rmi", "--all", "--force"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(root);
-}
-
 /// Runs `command` to completion with its output discarded, failing on a non-zero exit.
-fn quiet(command: &mut Command) -> Result<()> {
+pub(crate) fn quiet(command: &mut Command) -> Result<()> {
     let output = command
         .stdin(Stdio::null())
         .output()
@@ -545,7 +317,7 @@ fn quiet(command: &mut Command) -> Result<()> {
 }
 
 /// Runs `command` once, returning its wall time and the peak RSS of its process tree.
-fn measure(command: &mut Command) -> Result<Sample> {
+pub(crate) fn measure(command: &mut Command) -> Result<Sample> {
     let started = Instant::now();
     let child = command
         .stdin(Stdio::null())
@@ -617,17 +389,21 @@ fn build_img_release(root: &Path) -> Result<PathBuf> {
 }
 
 /// Debian's docker-registry on a free loopback port, stopped on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     address: String,
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
+    /// Starts the registry on `port`, or on a free port.
+    fn start(dir: &Path, port: Option<u16>) -> Result<Registry> {
         std::fs::create_dir_all(dir.join("storage"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = match port {
+            Some(port) => port,
+            None => std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        };
         let address = format!("127.0.0.1:{port}");
         let config = dir.join("config.yml");
         std::fs::write(
@@ -658,7 +434,7 @@ impl Registry {
         Ok(registry)
     }
 
-    fn base_ref(&self) -> String {
+    pub(crate) fn base_ref(&self) -> String {
         format!("{}/bench/busybox:latest", self.address)
     }
 }

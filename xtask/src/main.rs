@@ -7,7 +7,7 @@
 //! - `cargo xtask man`: man pages for img and each command into target/man, checked with man.
 //! - `cargo xtask doctest`: the shell blocks of README.md and docs/ marked `<!-- test -->`,
 //!   run against the built img and a local registry (see `doctest.rs`).
-//! - `cargo xtask bench`: whole builds with img and buildah side by side (see `bench.rs`).
+//! - `cargo xtask bench`: whole builds with img and its peers side by side (see `bench.rs`).
 
 mod bench;
 mod conformance;
@@ -40,7 +40,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and its peers side by side [--runs N] [--only 1,3,4] [--write]");
             std::process::exit(2);
         }
     }

@@ -56,7 +56,7 @@ pub use image::{ImageError, ImageRecord, ImageStore, REF_NAME_ANNOTATION};
 pub use img_llb::{Digest, DigestError};
 pub use layer::{
     apply_layer, export_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, Compression,
-    ExportError, ExportOptions, LayerDescriptor, WhiteoutStyle,
+    ExportError, ExportOptions, ExportProgress, LayerDescriptor, WhiteoutStyle,
 };
 pub use lease::Lease;
 pub use snapshotter::{

@@ -63,8 +63,8 @@ mod worker;
 
 pub use export::{
     export_image, push_image, store_image, write_docker_archive, write_oci_archive,
-    write_rootfs_dir, write_rootfs_tar, ExportError, ExportedImage, ExportedLayer,
-    ImageExportOptions, ImageRequest, LayerSource,
+    write_rootfs_dir, write_rootfs_tar, ArchiveOutput, ExportCallback, ExportError, ExportEvent,
+    ExportedImage, ExportedLayer, ImageExportOptions, ImageRequest, LayerSource,
 };
 pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{

@@ -884,3 +884,59 @@ fn a_base_image_missing_locally_is_pulled_from_its_registry() {
     );
     assert_eq!(built["manifest"]["layers"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_export_is_a_step_with_its_layers_manifest_and_tarball() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nCOPY data /data\n");
+    b.write("data", &"layer bytes ".repeat(10_000));
+    let progress = b.ok(&["-o", "type=oci,dest=oci.tar"]);
+    let line = |text: &str| {
+        progress
+            .lines()
+            .find(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} in\n{progress}"))
+            .to_owned()
+    };
+    let started = line("exporting to oci image format");
+    let id = started.split(' ').next().unwrap().to_owned();
+    for text in [
+        "exporting layers",
+        "exporting manifest sha256:",
+        "exporting config sha256:",
+        "sending tarball",
+    ] {
+        assert!(
+            line(text).starts_with(&format!("{id} ")),
+            "{text} in\n{progress}"
+        );
+    }
+    assert!(line(" done").starts_with(&id), "{progress}");
+    assert!(
+        progress
+            .lines()
+            .any(|l| l.starts_with(&format!("{id} DONE "))),
+        "{progress}"
+    );
+    // The archive on standard output, a pipe: the blobs go through sendfile.
+    let mut cmd = b.img.command();
+    let out = cmd
+        .args([
+            "--progress",
+            "rawjson",
+            "build",
+            "-o",
+            "type=oci,dest=-",
+            "ctx",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_success(&out, &["-o", "type=oci,dest=-"]);
+    assert_eq!(out.stdout, std::fs::read(b.path("oci.tar")).unwrap());
+    let events = stderr(&out);
+    assert!(
+        events.contains("exporting to oci image format") && events.contains("sending tarball"),
+        "{events}"
+    );
+}

@@ -1,16 +1,25 @@
 //! Layer export: entries -> deterministic tar -> compressor -> content store, in one pass.
 //! The diffID (sha256 of the tar) and the blob digest are both computed as the bytes stream
 //! through; the uncompressed tar is never stored.
+//!
+//! The stages overlap on threads of their own: the caller's thread reads the files and
+//! writes the tar into 128 KiB chunks, one thread hashes the chunks for the diffID, the
+//! compressor's threads compress them, and one thread hashes and writes the blob. Chunks are
+//! shared, never copied, between the diffID hasher and the compressor. An uncompressed layer
+//! is hashed once: its diffID is its digest.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, MediaType};
 
-use super::compression::{Compression, Compressor};
+use super::compression::{Compression, Compressor, Stage};
+use super::gzip::CHUNK;
 use super::tarfmt::{self, TarEntry};
 use crate::changes::{self, EntryKind, LayerEntry};
 use crate::content::{ContentError, ContentStore};
@@ -55,7 +64,36 @@ pub struct ExportOptions {
     pub source_date_epoch: Option<i64>,
     /// Compression threads; 0 means one per core.
     pub threads: usize,
+    /// Told how many bytes of the uncompressed tar have been written, as the export goes.
+    pub progress: Option<ExportProgress>,
 }
+
+/// A callback told the number of uncompressed bytes of a layer written so far (about every
+/// 128 KiB, from the exporting thread); it should return quickly.
+#[derive(Clone)]
+pub struct ExportProgress(Arc<dyn Fn(u64) + Send + Sync>);
+
+impl ExportProgress {
+    /// Wraps `report`.
+    pub fn new(report: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        ExportProgress(Arc::new(report))
+    }
+}
+
+impl fmt::Debug for ExportProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExportProgress")
+    }
+}
+
+/// Two options are equal when they report to the same callback.
+impl PartialEq for ExportProgress {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ExportProgress {}
 
 /// A layer stored in the content store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +158,19 @@ pub(crate) fn export_entries(
     let write_err = |source| ExportError::Write { source };
     let compressor =
         Compressor::new(options.compression, level, threads, blob).map_err(write_err)?;
-    let mut builder = tar::Builder::new(HashingWriter::new(compressor));
+    // An uncompressed blob is the tar itself: its digest is the diffID.
+    let hasher = match options.compression {
+        Compression::Uncompressed => None,
+        _ => Some(Stage::start("img-diffid", HashingWriter::new(io::sink())).map_err(write_err)?),
+    };
+    let sink = ChunkSink {
+        buf: Vec::with_capacity(CHUNK),
+        compressor,
+        hasher,
+        written: 0,
+        progress: options.progress.clone(),
+    };
+    let mut builder = tar::Builder::new(sink);
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for entry in entries {
         write_entry(
@@ -131,16 +181,74 @@ pub(crate) fn export_entries(
             &mut links,
         )?;
     }
-    let hashing = builder.into_inner().map_err(write_err)?;
-    let (compressor, diff_id, _) = hashing.finish();
-    let blob = compressor.finish().map_err(write_err)?;
+    let sink = builder.into_inner().map_err(write_err)?;
+    let (blob, diff_id) = sink.finish().map_err(write_err)?;
     let info = blob.commit()?;
     Ok(LayerDescriptor {
         digest: info.digest,
         size: info.size,
-        diff_id,
+        diff_id: diff_id.unwrap_or(info.digest),
         compression: options.compression,
     })
+}
+
+/// The tar's destination: cuts the stream into [`CHUNK`]-sized pieces and hands each to the
+/// diffID hasher and the compressor.
+struct ChunkSink {
+    buf: Vec<u8>,
+    compressor: Compressor,
+    hasher: Option<Stage<HashingWriter<io::Sink>>>,
+    written: u64,
+    progress: Option<ExportProgress>,
+}
+
+impl ChunkSink {
+    fn emit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.written += chunk.len() as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.push(Arc::clone(&chunk))?;
+        }
+        self.compressor.push(chunk)?;
+        if let Some(progress) = &self.progress {
+            (progress.0)(self.written);
+        }
+        Ok(())
+    }
+
+    /// Sends the last chunk; returns the blob (not yet committed) and the diffID when it
+    /// differs from the blob's digest.
+    fn finish(mut self) -> io::Result<(crate::content::BlobWriter, Option<Digest>)> {
+        self.emit()?;
+        let diff_id = match self.hasher.take() {
+            Some(hasher) => Some(hasher.finish()?.finish().1),
+            None => None,
+        };
+        Ok((self.compressor.finish()?, diff_id))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, mut data: &[u8]) -> io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == CHUNK {
+                self.emit()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Chunks are cut at fixed offsets; a flush does not cut one early.
+        Ok(())
+    }
 }
 
 fn write_entry<W: io::Write>(

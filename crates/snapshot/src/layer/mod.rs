@@ -4,9 +4,10 @@ mod apply;
 mod at;
 mod compression;
 mod export;
+mod gzip;
 mod tarfmt;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, WhiteoutStyle};
 pub use compression::Compression;
 pub(crate) use export::export_entries;
-pub use export::{export_layer, ExportError, ExportOptions, LayerDescriptor};
+pub use export::{export_layer, ExportError, ExportOptions, ExportProgress, LayerDescriptor};

@@ -9,63 +9,161 @@ use std::io::{self, Read, Seek, Write};
 use img_snapshot::{ContentStore, Digest, REF_NAME_ANNOTATION};
 use serde_json::json;
 
+use super::kernel_copy::copy_into;
 use super::{ExportError, ExportedImage, OCI_MANIFEST};
+
+/// Where an archive goes.
+pub enum ArchiveOutput<'a> {
+    /// An open file or pipe (a regular file, or standard output): blobs are copied by the
+    /// kernel (`copy_file_range`, else `sendfile`), never through this process's buffers, and
+    /// the file is written from its current offset.
+    File(&'a File),
+    /// Any writer; blobs are copied through a buffer.
+    Writer(&'a mut (dyn Write + Send)),
+}
+
+impl<'a> From<&'a File> for ArchiveOutput<'a> {
+    fn from(file: &'a File) -> Self {
+        ArchiveOutput::File(file)
+    }
+}
+
+impl<'a, W: Write + Send> From<&'a mut W> for ArchiveOutput<'a> {
+    fn from(writer: &'a mut W) -> Self {
+        ArchiveOutput::Writer(writer)
+    }
+}
 
 fn io_err(what: &'static str) -> impl Fn(io::Error) -> ExportError {
     move |source| ExportError::Io { what, source }
 }
 
-fn header(size: u64, mode: u32, kind: tar::EntryType) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_entry_type(kind);
-    h
+/// A tar written entry by entry, byte for byte as `tar::Builder` writes it (the same headers,
+/// zero padding to 512 bytes, two zero blocks at the end), with file contents moved by the
+/// kernel when the output is a file.
+struct ArchiveWriter<'a> {
+    out: ArchiveOutput<'a>,
+    /// Headers and small entries not yet written: few, large writes to the file.
+    pending: Vec<u8>,
 }
 
-fn add_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str) -> Result<(), ExportError> {
-    let mut h = header(0, 0o755, tar::EntryType::Directory);
-    tar.append_data(&mut h, path, io::empty())
-        .map_err(io_err("writing the archive"))
+impl<'a> ArchiveWriter<'a> {
+    fn new(out: ArchiveOutput<'a>) -> Self {
+        ArchiveWriter {
+            out,
+            pending: Vec::with_capacity(64 << 10),
+        }
+    }
+
+    fn header(&mut self, path: &str, size: u64, mode: u32, kind: tar::EntryType) -> io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(kind);
+        // Every name written here (`blobs/sha256/<hex>`, `<hex>/layer.tar`, fixed names) fits
+        // the ustar fields.
+        h.set_path(path)?;
+        h.set_cksum();
+        self.pending.extend_from_slice(h.as_bytes());
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) {
+        let rem = (size % 512) as usize;
+        if rem != 0 {
+            self.pending.resize(self.pending.len() + 512 - rem, 0);
+        }
+    }
+
+    fn dir(&mut self, path: &str) -> Result<(), ExportError> {
+        self.header(path, 0, 0o755, tar::EntryType::Directory)
+            .map_err(io_err("writing the archive"))
+    }
+
+    fn bytes(&mut self, path: &str, bytes: &[u8]) -> Result<(), ExportError> {
+        self.header(path, bytes.len() as u64, 0o644, tar::EntryType::Regular)
+            .map_err(io_err("writing the archive"))?;
+        self.pending.extend_from_slice(bytes);
+        self.pad(bytes.len() as u64);
+        Ok(())
+    }
+
+    /// Appends `size` bytes of `file` from its start.
+    fn file(&mut self, path: &str, file: &File, size: u64) -> Result<(), ExportError> {
+        self.header(path, size, 0o644, tar::EntryType::Regular)
+            .map_err(io_err("writing the archive"))?;
+        self.flush_pending()?;
+        match &mut self.out {
+            ArchiveOutput::File(out) => {
+                copy_into(file, out, size).map_err(io_err("copying a blob into the archive"))?;
+            }
+            ArchiveOutput::Writer(out) => {
+                let copied = io::copy(&mut io::Read::take(file, size), out)
+                    .map_err(io_err("copying a blob into the archive"))?;
+                if copied != size {
+                    return Err(ExportError::Io {
+                        what: "copying a blob into the archive",
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the blob has {copied} bytes, {size} expected"),
+                        ),
+                    });
+                }
+            }
+        }
+        self.pad(size);
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<(), ExportError> {
+        let result = match &mut self.out {
+            ArchiveOutput::File(out) => out.write_all(&self.pending),
+            ArchiveOutput::Writer(out) => out.write_all(&self.pending),
+        };
+        self.pending.clear();
+        result.map_err(io_err("writing the archive"))
+    }
+
+    /// The end-of-archive marker: two zero blocks.
+    fn finish(mut self) -> Result<(), ExportError> {
+        self.pending.resize(self.pending.len() + 1024, 0);
+        self.flush_pending()?;
+        match &mut self.out {
+            ArchiveOutput::File(out) => out.flush(),
+            ArchiveOutput::Writer(out) => out.flush(),
+        }
+        .map_err(io_err("finishing the archive"))
+    }
 }
 
-fn add_bytes<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &str,
-    bytes: &[u8],
-) -> Result<(), ExportError> {
-    let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);
-    tar.append_data(&mut h, path, bytes)
-        .map_err(io_err("writing the archive"))
-}
-
-fn add_blob<W: Write>(
-    tar: &mut tar::Builder<W>,
+fn add_blob(
+    tar: &mut ArchiveWriter<'_>,
     content: &ContentStore,
     path: &str,
     digest: &Digest,
 ) -> Result<(), ExportError> {
-    let size = content.size(digest)?;
     let file = content.open(digest)?;
-    let mut h = header(size, 0o644, tar::EntryType::Regular);
-    tar.append_data(&mut h, path, file)
-        .map_err(io_err("writing the archive"))
+    let size = file
+        .metadata()
+        .map_err(io_err("reading a blob's size"))?
+        .len();
+    tar.file(path, &file, size)
 }
 
 /// Writes `image` as an OCI image layout tar: `oci-layout`, `index.json` (one entry per name,
 /// annotated with `org.opencontainers.image.ref.name`; one unnamed entry without names) and
 /// every blob.
-pub fn write_oci_archive(
+pub fn write_oci_archive<'a>(
     content: &ContentStore,
     image: &ExportedImage,
     names: &[String],
-    out: impl Write,
+    out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
-    let mut tar = tar::Builder::new(out);
-    add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let mut tar = ArchiveWriter::new(out.into());
+    tar.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let entry = |name: Option<&String>| {
         let mut d = json!({
             "mediaType": OCI_MANIFEST,
@@ -88,9 +186,9 @@ pub fn write_oci_archive(
         "manifests": manifests,
     });
     let index = serde_json::to_vec(&index).map_err(ExportError::Json)?;
-    add_bytes(&mut tar, "index.json", &index)?;
-    add_dir(&mut tar, "blobs/")?;
-    add_dir(&mut tar, "blobs/sha256/")?;
+    tar.bytes("index.json", &index)?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
     let mut blobs: Vec<&Digest> = vec![&image.manifest_digest, &image.config_digest];
     blobs.extend(image.layers.iter().map(|l| &l.digest));
     blobs.sort();
@@ -103,24 +201,22 @@ pub fn write_oci_archive(
             digest,
         )?;
     }
-    tar.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(io_err("finishing the archive"))
+    tar.finish()
 }
 
 /// Writes `image` in `docker save` format: `<config>.json`, `<diff id>/layer.tar` per layer
 /// (uncompressed, as `docker load` and `podman load` expect), `manifest.json` and
 /// `repositories`. `names` are `repository:tag` strings.
-pub fn write_docker_archive(
+pub fn write_docker_archive<'a>(
     content: &ContentStore,
     image: &ExportedImage,
     names: &[String],
     scratch: &std::path::Path,
-    out: impl Write,
+    out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
-    let mut tar = tar::Builder::new(out);
+    let mut tar = ArchiveWriter::new(out.into());
     let config_name = format!("{}.json", image.config_digest.hex());
-    add_bytes(&mut tar, &config_name, &image.config)?;
+    tar.bytes(&config_name, &image.config)?;
     let mut layer_paths = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for layer in &image.layers {
@@ -130,13 +226,11 @@ pub fn write_docker_archive(
         if !seen.insert(dir.clone()) {
             continue;
         }
-        add_dir(&mut tar, &format!("{dir}/"))?;
+        tar.dir(&format!("{dir}/"))?;
         let mut tmp = tempfile::tempfile_in(scratch).map_err(io_err("creating a scratch file"))?;
         let size = decompress_into(content, &layer.digest, &mut tmp)?;
         tmp.rewind().map_err(io_err("reading a scratch file"))?;
-        let mut h = header(size, 0o644, tar::EntryType::Regular);
-        tar.append_data(&mut h, &path, tmp)
-            .map_err(io_err("writing the archive"))?;
+        tar.file(&path, &tmp, size)?;
     }
     let manifest = json!([{
         "Config": config_name,
@@ -144,7 +238,7 @@ pub fn write_docker_archive(
         "Layers": layer_paths,
     }]);
     let manifest = serde_json::to_vec(&manifest).map_err(ExportError::Json)?;
-    add_bytes(&mut tar, "manifest.json", &manifest)?;
+    tar.bytes("manifest.json", &manifest)?;
     let mut repositories = serde_json::Map::new();
     let top = image
         .layers
@@ -162,10 +256,8 @@ pub fn write_docker_archive(
         entry[tag] = json!(top);
     }
     let repositories = serde_json::to_vec(&repositories).map_err(ExportError::Json)?;
-    add_bytes(&mut tar, "repositories", &repositories)?;
-    tar.into_inner()
-        .and_then(|mut w| w.flush())
-        .map_err(io_err("finishing the archive"))
+    tar.bytes("repositories", &repositories)?;
+    tar.finish()
 }
 
 /// Writes the uncompressed tar of layer blob `digest` to `out`; returns its size.

@@ -11,17 +11,22 @@
 
 mod archive;
 mod error;
+mod kernel_copy;
 mod rootfs;
 
+use std::fmt;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use img_registry::{no_progress, Client, PushOptions, Reference};
-use img_snapshot::{Compression, ContentStore, Digest, ExportOptions, LayerDescriptor, Store};
+use img_snapshot::{
+    Compression, ContentStore, Digest, ExportOptions, ExportProgress, LayerDescriptor, Store,
+};
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{json, Value};
 
-pub use archive::{write_docker_archive, write_oci_archive};
+pub use archive::{write_docker_archive, write_oci_archive, ArchiveOutput};
 pub use error::ExportError;
 pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
 
@@ -50,7 +55,71 @@ pub struct ImageExportOptions {
     pub source_date_epoch: Option<i64>,
     /// The config's `created` when no epoch is given; `None` is now.
     pub created: Option<SystemTime>,
+    /// Told what the export is doing, for a progress display.
+    pub progress: Option<ExportCallback>,
 }
+
+/// What the image export is doing, for a progress display ("exporting layers").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportEvent {
+    /// Layer `index` (counted from 0 among the build's own layers, `count` in all) is being
+    /// written.
+    LayerStarted {
+        /// Which layer.
+        index: usize,
+        /// How many layers the build adds.
+        count: usize,
+    },
+    /// Bytes of the layer's uncompressed tar written so far.
+    LayerBytes {
+        /// Which layer.
+        index: usize,
+        /// Bytes done.
+        done: u64,
+    },
+    /// The layer is in the content store.
+    LayerDone {
+        /// Which layer.
+        index: usize,
+        /// Its blob.
+        digest: Digest,
+        /// The blob's size.
+        size: u64,
+        /// Taken from an earlier export of the same snapshot rather than written now.
+        reused: bool,
+    },
+}
+
+/// A callback for [`ExportEvent`]s, called from the exporting thread.
+#[derive(Clone)]
+pub struct ExportCallback(Arc<dyn Fn(&ExportEvent) + Send + Sync>);
+
+impl ExportCallback {
+    /// Wraps `callback`.
+    pub fn new(callback: impl Fn(&ExportEvent) + Send + Sync + 'static) -> Self {
+        ExportCallback(Arc::new(callback))
+    }
+
+    fn emit(&self, event: ExportEvent) {
+        (self.0)(&event);
+    }
+}
+
+impl fmt::Debug for ExportCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExportCallback")
+    }
+}
+
+/// Two options are equal when they report to the same callback.
+impl PartialEq for ExportCallback {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ExportCallback {}
 
 impl ImageExportOptions {
     /// gzip, no epoch, created now.
@@ -67,6 +136,12 @@ impl ImageExportOptions {
     /// Sets `SOURCE_DATE_EPOCH`.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;
+        self
+    }
+
+    /// Reports progress to `callback`.
+    pub fn with_progress(mut self, callback: ExportCallback) -> Self {
+        self.progress = Some(callback);
         self
     }
 }
@@ -217,28 +292,46 @@ pub fn export_image(
     let mut empty_history = Vec::new();
     let mut step_times: Vec<(usize, i64)> = Vec::new();
     let mut exported = 0;
-    for step in &request.layers {
+    let count = request.layers.len();
+    for (index, step) in request.layers.iter().enumerate() {
         let key = step
             .output
             .snapshot_key()
             .ok_or(ExportError::NotASnapshot)?;
         let made = worker.snapshotter().stat(key)?.created;
         step_times.extend(step.history_index.map(|i| (i, made)));
-        let layer = match cached_layer(worker, &content, key, &variant)? {
-            Some(layer) => layer,
+        let (layer, reused) = match cached_layer(worker, &content, key, &variant)? {
+            Some(layer) => (layer, true),
             None => {
+                let progress = options.progress.clone();
+                if let Some(p) = &progress {
+                    p.emit(ExportEvent::LayerStarted { index, count });
+                }
                 let export = ExportOptions {
                     compression: options.compression,
                     level: options.level,
                     source_date_epoch: options.source_date_epoch,
                     threads: 0,
+                    progress: progress.map(|p| {
+                        ExportProgress::new(move |done| {
+                            p.emit(ExportEvent::LayerBytes { index, done })
+                        })
+                    }),
                 };
                 let layer = worker.snapshotter().diff(key, &content, &export)?;
                 worker.layer_db().put(key, &variant, &layer)?;
                 exported += 1;
-                layer
+                (layer, false)
             }
         };
+        if let Some(p) = &options.progress {
+            p.emit(ExportEvent::LayerDone {
+                index,
+                digest: layer.digest,
+                size: layer.size,
+                reused,
+            });
+        }
         worker
             .lease()
             .add_blob(&layer.digest)

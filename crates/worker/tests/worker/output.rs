@@ -6,7 +6,7 @@ use std::process::Command;
 use img_snapshot::Compression;
 use img_worker::{
     export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_tar,
-    ImageExportOptions,
+    ArchiveOutput, ImageExportOptions,
 };
 use libtest_mimic::Trial;
 
@@ -29,6 +29,14 @@ pub fn tests() -> Vec<Trial> {
         t(
             "oci_archive_inspects_with_skopeo",
             oci_archive_inspects_with_skopeo,
+        ),
+        t(
+            "archives_copied_by_the_kernel_match_the_buffered_ones",
+            archives_copied_by_the_kernel_match_the_buffered_ones,
+        ),
+        t(
+            "oci_archive_copied_by_the_kernel_unpacks_with_umoci",
+            oci_archive_copied_by_the_kernel_unpacks_with_umoci,
         ),
         t("rootfs_tar_is_deterministic", rootfs_tar_is_deterministic),
         t("zstd_and_uncompressed_layers", zstd_and_uncompressed_layers),
@@ -110,7 +118,7 @@ fn docker_archive_loads_with_podman() -> TestResult {
         &image,
         std::slice::from_ref(&tag),
         &scratch,
-        file,
+        &file,
     )
     .map_err(fail)?;
     // A storage of the test's own: nothing is left in the machine's image store, and it works
@@ -163,7 +171,7 @@ fn oci_archive_inspects_with_skopeo() -> TestResult {
     let (_, _, image) = built_image(&fx)?;
     let path = fx.dir.path().join("image-oci.tar");
     let file = std::fs::File::create(&path).map_err(fail)?;
-    write_oci_archive(&fx.store().content(), &image, &["app:1".into()], file).map_err(fail)?;
+    write_oci_archive(&fx.store().content(), &image, &["app:1".into()], &file).map_err(fail)?;
     let out = Command::new("skopeo")
         .arg("inspect")
         .arg(format!("oci-archive:{}", path.display()))
@@ -181,6 +189,121 @@ fn oci_archive_inspects_with_skopeo() -> TestResult {
     check(
         doc["Layers"].as_array().map(Vec::len) == Some(2),
         format!("{}", doc["Layers"]),
+    )
+}
+
+/// The archive rebuilt entry by entry with the tar crate's builder: the format the archive
+/// writers must keep byte for byte.
+fn rebuilt_with_tar_builder(archive: &[u8]) -> Result<Vec<u8>, String> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut entries = tar::Archive::new(archive);
+    for entry in entries.entries().map_err(fail)? {
+        let mut entry = entry.map_err(fail)?;
+        let mut header = entry.header().clone();
+        let path = entry.path().map_err(fail)?.into_owned();
+        builder
+            .append_data(&mut header, path, &mut entry)
+            .map_err(fail)?;
+    }
+    builder.into_inner().map_err(fail)
+}
+
+fn archives_copied_by_the_kernel_match_the_buffered_ones() -> TestResult {
+    let fx = Fixture::new();
+    let (solver, _, image) = built_image(&fx)?;
+    let content = fx.store().content();
+    let scratch = solver.executor().store().state().tmp();
+    let names = ["app:1".to_owned()];
+    type Write<'a> = dyn Fn(ArchiveOutput<'_>) -> Result<(), img_worker::ExportError> + 'a;
+    let oci = |out: ArchiveOutput<'_>| write_oci_archive(&content, &image, &names, out);
+    let docker =
+        |out: ArchiveOutput<'_>| write_docker_archive(&content, &image, &names, &scratch, out);
+    let writers: [(&str, &Write<'_>); 2] = [("oci", &oci), ("docker", &docker)];
+    for (kind, write) in writers {
+        let mut buffered = Vec::new();
+        write(ArchiveOutput::Writer(&mut buffered)).map_err(fail)?;
+        let path = fx.dir.path().join(format!("{kind}.tar"));
+        // Written after a few bytes already in the file: the copy goes at the file's offset.
+        let mut file = std::fs::File::create(&path).map_err(fail)?;
+        std::io::Write::write_all(&mut file, b"xyz").map_err(fail)?;
+        write(ArchiveOutput::File(&file)).map_err(fail)?;
+        let in_file = std::fs::read(&path).map_err(fail)?;
+        check(in_file[..3] == *b"xyz", "the file's first bytes are kept")?;
+        check(
+            in_file[3..] == buffered[..],
+            format!("{kind}: the file copy differs from the buffered archive"),
+        )?;
+        check(
+            rebuilt_with_tar_builder(&buffered)? == buffered,
+            format!("{kind}: the archive differs from what tar::Builder writes"),
+        )?;
+        // A pipe, as standard output may be: sendfile, or the plain copy.
+        let (reader, writer) = nix::unistd::pipe().map_err(fail)?;
+        let drain = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut std::fs::File::from(reader), &mut got).map(|_| got)
+        });
+        let pipe = std::fs::File::from(writer);
+        write(ArchiveOutput::File(&pipe)).map_err(fail)?;
+        drop(pipe);
+        let piped = drain
+            .join()
+            .map_err(|_| "the reader panicked".to_owned())?
+            .map_err(fail)?;
+        check(
+            piped == buffered,
+            format!("{kind}: the piped archive differs from the buffered one"),
+        )?;
+    }
+    Ok(())
+}
+
+fn oci_archive_copied_by_the_kernel_unpacks_with_umoci() -> TestResult {
+    check(
+        have_tool("umoci"),
+        "umoci is not installed (apt-get install umoci)",
+    )?;
+    check(
+        have_tool("skopeo"),
+        "skopeo is not installed (apt-get install skopeo)",
+    )?;
+    let fx = Fixture::new();
+    let (_, _, image) = built_image(&fx)?;
+    let path = fx.dir.path().join("image-oci.tar");
+    let file = std::fs::File::create(&path).map_err(fail)?;
+    write_oci_archive(&fx.store().content(), &image, &["v1".into()], &file).map_err(fail)?;
+    drop(file);
+    let layout = fx.dir.path().join("layout");
+    std::fs::create_dir(&layout).map_err(fail)?;
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&path)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .map_err(fail)?;
+    check(untar.success(), "tar -xf of the OCI archive")?;
+    let bundle = fx.dir.path().join("bundle");
+    let unpack = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle)
+        .output()
+        .map_err(fail)?;
+    check(
+        unpack.status.success(),
+        format!("umoci unpack: {}", String::from_utf8_lossy(&unpack.stderr)),
+    )?;
+    let payload = std::fs::read_to_string(bundle.join("rootfs/payload")).map_err(fail)?;
+    check(payload == "payload\n", format!("payload is {payload:?}"))?;
+    let inspect = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci-archive:{}", path.display()))
+        .output()
+        .map_err(fail)?;
+    check(
+        inspect.status.success(),
+        String::from_utf8_lossy(&inspect.stderr).into_owned(),
     )
 }
 
@@ -254,7 +377,7 @@ fn zstd_and_uncompressed_layers() -> TestResult {
         )?;
         let path = fx.dir.path().join("image.tar");
         let file = std::fs::File::create(&path).map_err(fail)?;
-        write_oci_archive(&fx.store().content(), &image, &[], file).map_err(fail)?;
+        write_oci_archive(&fx.store().content(), &image, &[], &file).map_err(fail)?;
         let out = Command::new("skopeo")
             .arg("inspect")
             .arg(format!("oci-archive:{}", path.display()))

@@ -4,6 +4,7 @@
 
 mod check;
 mod context_filter;
+mod export_step;
 mod options;
 mod output;
 mod policy;
@@ -33,7 +34,7 @@ use crate::graph::{lower_plan, plan_dockerfile};
 use crate::host_check::HostReport;
 use crate::progress::Display;
 use options::BuildConfig;
-use output::{describe, oci_ref_names, write_dest, write_small_file, OutputSpec};
+use output::{describe, oci_ref_names, write_dest, write_dest_file, write_small_file, OutputSpec};
 
 pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<()> {
     if flags.checks_only() {
@@ -96,9 +97,49 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
 
     let display = Display::start(config.progress);
     let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
-    display.finish();
-    let solved = solved.map_err(|err| explain_failure(err, host.as_ref()))?;
+    let solved = match solved {
+        Ok(solved) => solved,
+        Err(err) => {
+            display.finish();
+            return Err(explain_failure(err, host.as_ref()));
+        }
+    };
 
+    // The export is a step of the same display, as BuildKit's "exporting to image" is; pushes
+    // come after it with their own transfer display.
+    let step = export_step::ExportStep::start(display.solver_sink(), &export_name(&build.outputs));
+    let exported = export_and_write(&build, &solver, &solved, &lowered, &op, &step);
+    match &exported {
+        Ok(_) => step.finish(),
+        Err(err) => step.fail(err),
+    }
+    display.finish();
+    let image = exported?;
+    push_outputs(config, &build, &solver, image.as_ref())?;
+    report(&build, image.as_ref(), quiet)
+}
+
+/// The step's name, as BuildKit names its exporters.
+fn export_name(outputs: &[OutputSpec]) -> String {
+    match outputs {
+        [OutputSpec::Oci { .. }] => "exporting to oci image format",
+        [OutputSpec::Docker { .. }] => "exporting to docker image format",
+        [OutputSpec::Tar { .. }] => "exporting to client tarball",
+        [OutputSpec::Local { .. }] => "exporting to client directory",
+        _ => "exporting to image",
+    }
+    .to_owned()
+}
+
+/// Exports the image when an output needs it and writes every output but the pushes.
+fn export_and_write(
+    build: &BuildConfig,
+    solver: &Solver<Worker>,
+    solved: &Solved<WorkerRef>,
+    lowered: &img_frontend_dockerfile::LoweredBuild,
+    op: &dyn Fn(&OpRef) -> OpRef,
+    step: &std::sync::Arc<export_step::ExportStep>,
+) -> anyhow::Result<Option<ExportedImage>> {
     let image = if build.needs_image() {
         let target = lowered.target();
         let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
@@ -130,17 +171,22 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         };
         let options = ImageExportOptions::new()
             .with_compression(build.compression)
-            .with_source_date_epoch(build.source_date_epoch);
-        Some(
-            export_image(solver.executor(), &request, &options)
-                .context("cannot export the image")?,
-        )
+            .with_source_date_epoch(build.source_date_epoch)
+            .with_progress(step.callback());
+        let image = export_image(solver.executor(), &request, &options)
+            .context("cannot export the image")?;
+        step.layers_done();
+        step.line(&format!(
+            "exporting manifest {} done",
+            image.manifest_digest
+        ));
+        step.line(&format!("exporting config {} done", image.config_digest));
+        Some(image)
     } else {
         None
     };
-
-    write_outputs(config, &build, &solver, &solved, image.as_ref())?;
-    report(&build, image.as_ref(), quiet)
+    write_outputs(build, solver, solved, image.as_ref(), step)?;
+    Ok(image)
 }
 
 /// Base image configs from the worker, remembering the manifest each reference resolved to.
@@ -242,64 +288,93 @@ fn is_host_failure(err: &SandboxError) -> bool {
     )
 }
 
+/// Writes the local outputs: image names, archives, the root filesystem.
 fn write_outputs(
-    config: &Config,
     build: &BuildConfig,
     solver: &Solver<Worker>,
     solved: &Solved<WorkerRef>,
     image: Option<&ExportedImage>,
+    step: &export_step::ExportStep,
 ) -> anyhow::Result<()> {
     let worker = solver.executor();
     let store = worker.store();
     let content = store.content();
-    // Pushed from the content store, where the worker's lease keeps the blobs, as `img push`
-    // pushes (with its transfer progress).
-    let push = |names: &[String], image: &ExportedImage| -> anyhow::Result<()> {
-        let client = Client::new(config.registry.clone());
-        for name in names {
-            let reference = Reference::parse(name)?;
-            super::push::push_manifest(config, &client, &content, &reference, &image.manifest)?;
-        }
-        Ok(())
-    };
     // `run` exports the image whenever an output needs it.
     let exported = || image.context("the image was not exported");
     for output in &build.outputs {
+        let started = std::time::Instant::now();
         match output {
-            OutputSpec::Image { names, push: also } => {
+            OutputSpec::Image { names, .. } => {
                 let image = exported()?;
                 store_image(store, image, names).context("cannot name the image")?;
-                if *also {
-                    push(names, image)?;
+                for name in names {
+                    step.line(&format!("naming to {name} done"));
                 }
             }
-            OutputSpec::Registry { names } => push(names, exported()?)?,
+            OutputSpec::Registry { .. } => {}
             OutputSpec::Docker { dest, names } => {
                 let image = exported()?;
-                write_dest(dest, |out| {
+                step.line("sending tarball");
+                write_dest_file(dest, |out| {
                     let scratch = store.state().tmp();
                     write_docker_archive(&content, image, names, &scratch, out)?;
                     Ok(())
                 })
-                .with_context(|| format!("cannot write the docker archive to {}", describe(dest)))?
+                .with_context(|| {
+                    format!("cannot write the docker archive to {}", describe(dest))
+                })?;
+                step.done("sending tarball", started);
             }
             OutputSpec::Oci { dest, names } => {
                 let image = exported()?;
-                write_dest(dest, |out| {
+                step.line("sending tarball");
+                write_dest_file(dest, |out| {
                     write_oci_archive(&content, image, &oci_ref_names(names), out)?;
                     Ok(())
                 })
-                .with_context(|| format!("cannot write the OCI archive to {}", describe(dest)))?
+                .with_context(|| format!("cannot write the OCI archive to {}", describe(dest)))?;
+                step.done("sending tarball", started);
             }
-            OutputSpec::Tar { dest } => write_dest(dest, |out| {
-                write_rootfs_tar(worker, &solved.output, build.source_date_epoch, out)?;
-                Ok(())
-            })
-            .with_context(|| format!("cannot write the root filesystem to {}", describe(dest)))?,
-            OutputSpec::Local { dest } => write_rootfs_dir(worker, &solved.output, dest)
+            OutputSpec::Tar { dest } => {
+                write_dest(dest, |out| {
+                    write_rootfs_tar(worker, &solved.output, build.source_date_epoch, out)?;
+                    Ok(())
+                })
                 .with_context(|| {
+                    format!("cannot write the root filesystem to {}", describe(dest))
+                })?;
+                step.done("sending tarball", started);
+            }
+            OutputSpec::Local { dest } => {
+                write_rootfs_dir(worker, &solved.output, dest).with_context(|| {
                     format!("cannot copy the root filesystem to {}", dest.display())
-                })?,
+                })?;
+                step.done("copying files", started);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pushes the image to the registries the outputs name, as `img push` pushes (with its
+/// transfer progress), from the content store where the worker's lease keeps the blobs.
+fn push_outputs(
+    config: &Config,
+    build: &BuildConfig,
+    solver: &Solver<Worker>,
+    image: Option<&ExportedImage>,
+) -> anyhow::Result<()> {
+    let content = solver.executor().store().content();
+    for output in &build.outputs {
+        let names = match output {
+            OutputSpec::Image { names, push: true } | OutputSpec::Registry { names } => names,
+            _ => continue,
+        };
+        let image = image.context("the image was not exported")?;
+        let client = Client::new(config.registry.clone());
+        for name in names {
+            let reference = Reference::parse(name)?;
+            super::push::push_manifest(config, &client, &content, &reference, &image.manifest)?;
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -212,6 +213,42 @@ pub fn write_dest(
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("cannot write {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs `write` on the destination as a file, so archives can copy blobs in the kernel:
+/// standard output (a pipe or a file, never a terminal) or, as [`write_dest`] does, a
+/// temporary file beside `path` renamed over it once complete.
+pub fn write_dest_file(
+    dest: &Dest,
+    write: impl FnOnce(&File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
+                bail!("refusing to write an archive to a terminal; give dest=FILE or redirect");
+            }
+            // Nothing else is written to standard output before the archive, so writing
+            // through a duplicate of its descriptor keeps the order.
+            let fd = stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .context("cannot use standard output")?;
+            write(&File::from(fd))
+        }
+        Dest::File(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            let tmp = tempfile::NamedTempFile::new_in(&dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+            write(tmp.as_file())?;
             tmp.persist(path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(())

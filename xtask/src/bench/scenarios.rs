@@ -1,0 +1,334 @@
+//! The scenarios of `cargo xtask bench`, each measured with img and with every peer in the
+//! same run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Result;
+
+use super::peers::{
+    buildah_bud, buildah_bud_oci, buildah_pull, img_build, img_build_oci, img_pull,
+    remove_buildah_root, BuildKit,
+};
+use super::{measure, quiet, Registry, Row};
+
+/// What every scenario is measured with.
+pub struct Builders<'a> {
+    pub img: &'a Path,
+    pub buildkit: Option<&'a BuildKit>,
+    pub runs: usize,
+}
+
+/// A cold BuildKit build: the daemon's cache emptied first (untimed).
+fn buildkit_cold(buildkit: &BuildKit, build: &mut Command) -> Result<super::Sample> {
+    buildkit.prune()?;
+    measure(build)
+}
+
+/// Scenarios 1 and 2: four independent sleeping stages and a final stage that copies them.
+pub struct ParallelStages {
+    context: PathBuf,
+}
+
+impl ParallelStages {
+    pub fn new(work: &Path, base: &str) -> Result<Self> {
+        let context = work.join("parallel-context");
+        std::fs::create_dir_all(&context)?;
+        let mut dockerfile = String::new();
+        for stage in ["a", "b", "c", "d"] {
+            writeln!(dockerfile, "FROM {base} AS {stage}")?;
+            writeln!(dockerfile, "RUN sleep 2 && echo {stage} > /out-{stage}\n")?;
+        }
+        writeln!(dockerfile, "FROM {base}")?;
+        for stage in ["a", "b", "c", "d"] {
+            writeln!(dockerfile, "COPY --from={stage} /out-{stage} /")?;
+        }
+        std::fs::write(context.join("Dockerfile"), dockerfile)?;
+        Ok(ParallelStages { context })
+    }
+
+    /// Cold runs (fresh state each time, base image pulled beforehand), then cached runs.
+    pub fn measure(&self, with: &Builders<'_>, registry: &Registry) -> Result<[Row; 2]> {
+        let mut cold = Row::new("1. four `RUN sleep 2` stages, cold");
+        let mut cached = Row::new("2. the same, fully cached");
+        let work = self.context.parent().expect("context has a parent");
+        for run in 0..with.runs {
+            let state = work.join(format!("img-state-{run}"));
+            quiet(&mut img_pull(with.img, &state, &registry.base_ref()))?;
+            let mut build = img_build(with.img, &state, "bench-parallel", &self.context);
+            cold.push("img", measure(&mut build)?);
+            cached.push("img", measure(&mut build)?);
+            std::fs::remove_dir_all(&state).ok();
+
+            for (builder, jobs) in [("buildah", None), ("buildah --jobs 4", Some(4))] {
+                let root = work.join(format!("buildah-{run}"));
+                quiet(&mut buildah_pull(&root, &registry.base_ref()))?;
+                let mut bud = buildah_bud(&root, jobs, "bench-parallel", &self.context);
+                cold.push(builder, measure(&mut bud)?);
+                cached.push(builder, measure(&mut bud)?);
+                remove_buildah_root(&root);
+            }
+
+            if let Some(buildkit) = with.buildkit {
+                let mut build = buildkit.build(&self.context, "type=image,name=bench-parallel");
+                cold.push("BuildKit", buildkit_cold(buildkit, &mut build)?);
+                cached.push("BuildKit", measure(&mut build)?);
+            }
+        }
+        Ok([cold, cached])
+    }
+}
+
+/// Scenario 3: a 20,000-file, 200 MB context of random data copied into an image, named in
+/// the store and, as P3, exported as an OCI archive, cold and cached.
+pub struct BigContext {
+    context: PathBuf,
+}
+
+impl BigContext {
+    pub fn new(work: &Path) -> Result<Self> {
+        let context = work.join("big-context");
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for dir in 0..100 {
+            let dir_path = context.join(format!("dir{dir:03}"));
+            std::fs::create_dir_all(&dir_path)?;
+            for file in 0..200 {
+                let mut data = vec![0u8; 10 * 1024];
+                for chunk in data.chunks_mut(8) {
+                    // xorshift: incompressible content, cheap to make.
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+                }
+                std::fs::write(dir_path.join(format!("file{file:03}.bin")), data)?;
+            }
+        }
+        std::fs::write(context.join("Dockerfile"), "FROM scratch\nCOPY . /data\n")?;
+        Ok(BigContext { context })
+    }
+
+    /// `-t` into the store, cold.
+    pub fn measure_tagged(&self, with: &Builders<'_>) -> Result<Row> {
+        let work = self.context.parent().expect("context has a parent");
+        let mut row = Row::new("3. `COPY` of 20,000 files (200 MB) and export");
+        for run in 0..with.runs {
+            let state = work.join(format!("img-copy-state-{run}"));
+            row.push(
+                "img",
+                measure(&mut img_build(
+                    with.img,
+                    &state,
+                    "bench-copy",
+                    &self.context,
+                ))?,
+            );
+            std::fs::remove_dir_all(&state).ok();
+
+            let root = work.join(format!("buildah-copy-{run}"));
+            row.push(
+                "buildah",
+                measure(&mut buildah_bud(&root, None, "bench-copy", &self.context))?,
+            );
+            remove_buildah_root(&root);
+
+            if let Some(buildkit) = with.buildkit {
+                let mut build = buildkit.build(&self.context, "type=image,name=bench-copy");
+                row.push("BuildKit", buildkit_cold(buildkit, &mut build)?);
+            }
+        }
+        Ok(row)
+    }
+
+    /// P3 and P3c: `-o type=oci,dest=…`, cold then cached, beside `tar | pigz` of the same
+    /// tree into a file (the tool pipeline doing the tar, the compression and the write).
+    pub fn measure_oci(&self, with: &Builders<'_>) -> Result<[Row; 2]> {
+        let work = self.context.parent().expect("context has a parent");
+        let mut cold = Row::new("P3. the same as an OCI archive (`-o type=oci`), cold");
+        let mut cached = Row::new("P3c. the same, cached");
+        let dest = work.join("p3.tar");
+        for run in 0..with.runs {
+            let state = work.join(format!("img-oci-state-{run}"));
+            let mut build = img_build_oci(with.img, &state, &dest, &self.context);
+            cold.push("img", measure(&mut build)?);
+            cached.push("img", measure(&mut build)?);
+            std::fs::remove_dir_all(&state).ok();
+
+            let root = work.join(format!("buildah-oci-{run}"));
+            let mut bud = buildah_bud_oci(&root, "bench-oci", &self.context, &dest);
+            cold.push("buildah", measure(&mut bud)?);
+            std::fs::remove_file(&dest).ok();
+            cached.push("buildah", measure(&mut bud)?);
+            remove_buildah_root(&root);
+
+            if let Some(buildkit) = with.buildkit {
+                let output = format!("type=oci,dest={}", dest.display());
+                let mut build = buildkit.build(&self.context, &output);
+                cold.push("BuildKit", buildkit_cold(buildkit, &mut build)?);
+                cached.push("BuildKit", measure(&mut build)?);
+            }
+
+            let mut pipeline = Command::new("sh");
+            pipeline.current_dir(&self.context).arg("-c").arg(format!(
+                "tar --sort=name --numeric-owner -cf - . | pigz > '{}'",
+                dest.display()
+            ));
+            cold.push("tar | pigz", measure(&mut pipeline)?);
+        }
+        std::fs::remove_file(&dest).ok();
+        Ok([cold, cached])
+    }
+}
+
+/// Scenario 4: a C project built with gcc and make on a Debian base image.
+pub struct RealWorld {
+    context: PathBuf,
+    base: String,
+}
+
+/// The source file scenario 4 edits between its cold build and its rebuild.
+const EDITED_SOURCE: &str = "src/greet.c";
+
+impl RealWorld {
+    pub fn new(img: &Path, work: &Path, cache: &Path, registry: &Registry) -> Result<Self> {
+        let rootfs = cache.join("debian-rootfs");
+        if !rootfs.join("usr/bin/gcc").exists() {
+            println!(
+                "bench: making a Debian base with debootstrap (once; kept in {})",
+                cache.display()
+            );
+            std::fs::create_dir_all(cache)?;
+            let _ = std::fs::remove_dir_all(&rootfs);
+            quiet(
+                Command::new("debootstrap")
+                    .args([
+                        "--variant=minbase",
+                        "--include=gcc,libc6-dev,make",
+                        "bookworm",
+                    ])
+                    .arg(&rootfs)
+                    .arg("http://deb.debian.org/debian"),
+            )?;
+        }
+        let base_context = work.join("debian-context");
+        std::fs::create_dir_all(&base_context)?;
+        quiet(
+            Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .args(["--numeric-owner", "--exclude=./dev/*", "-cf"])
+                .arg(base_context.join("rootfs.tar"))
+                .arg("."),
+        )?;
+        std::fs::write(
+            base_context.join("Dockerfile"),
+            "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
+        )?;
+        let base = format!("{}/bench/debian:bookworm", registry.address);
+        let state = work.join("debian-state");
+        quiet(&mut img_build(img, &state, &base, &base_context))?;
+        let mut push = Command::new(img);
+        push.arg("--state").arg(&state).args(["push", &base]);
+        quiet(&mut push)?;
+        std::fs::remove_dir_all(&state).ok();
+
+        let context = work.join("c-project");
+        write_c_project(&context, &base)?;
+        Ok(RealWorld { context, base })
+    }
+
+    /// Cold builds (base image pulled beforehand; BuildKit's cold builds pull it) and
+    /// rebuilds after one source edit.
+    pub fn measure(&self, with: &Builders<'_>) -> Result<[Row; 2]> {
+        let work = self.context.parent().expect("context has a parent");
+        let source = self.context.join(EDITED_SOURCE);
+        let original = std::fs::read_to_string(&source)?;
+        let mut cold = Row::new("4. C project on Debian, cold");
+        let mut edit = Row::new("4. the same after editing one source file");
+        let builders: &[&'static str] = if with.buildkit.is_some() {
+            &["img", "buildah", "BuildKit"]
+        } else {
+            &["img", "buildah"]
+        };
+        for run in 0..with.runs {
+            for &builder in builders {
+                std::fs::write(&source, &original)?;
+                let scratch = work.join(format!("real-world-{builder}-{run}"));
+                let mut build = match (builder, with.buildkit) {
+                    ("img", _) => {
+                        quiet(&mut img_pull(with.img, &scratch, &self.base))?;
+                        img_build(with.img, &scratch, "bench-real-world", &self.context)
+                    }
+                    ("BuildKit", Some(buildkit)) => {
+                        buildkit.prune()?;
+                        buildkit.build(&self.context, "type=image,name=bench-real-world")
+                    }
+                    _ => {
+                        quiet(&mut buildah_pull(&scratch, &self.base))?;
+                        buildah_bud(&scratch, None, "bench-real-world", &self.context)
+                    }
+                };
+                cold.push(builder, measure(&mut build)?);
+                std::fs::write(
+                    &source,
+                    original.replace("hello", &format!("hello again {run}")),
+                )?;
+                edit.push(builder, measure(&mut build)?);
+                match builder {
+                    "img" => {
+                        std::fs::remove_dir_all(&scratch).ok();
+                    }
+                    "buildah" => remove_buildah_root(&scratch),
+                    _ => {}
+                }
+            }
+        }
+        std::fs::write(&source, original)?;
+        Ok([cold, edit])
+    }
+}
+
+/// A small C program with a Makefile and a Dockerfile that builds it on `base`.
+fn write_c_project(context: &Path, base: &str) -> Result<()> {
+    let src = context.join("src");
+    std::fs::create_dir_all(&src)?;
+    let mut objects = Vec::new();
+    for unit in 0..24 {
+        let mut code = String::from("#include <stdio.h>\n#include <string.h>\n");
+        for function in 0..40 {
+            writeln!(
+                code,
+                "unsigned long unit{unit}_f{function}(const char *s) {{ unsigned long h = {function}; \
+                 for (size_t i = 0; i < strlen(s); i++) h = h * 31 + (unsigned char)s[i] + {unit}; return h; }}"
+            )?;
+        }
+        std::fs::write(src.join(format!("unit{unit}.c")), code)?;
+        objects.push(format!("src/unit{unit}.o"));
+    }
+    std::fs::write(
+        src.join("greet.c"),
+        "#include <stdio.h>\nvoid greet(void) { puts(\"hello from the benchmark\"); }\n",
+    )?;
+    std::fs::write(
+        src.join("main.c"),
+        "void greet(void);\nint main(void) { greet(); return 0; }\n",
+    )?;
+    objects.extend(["src/greet.o".to_string(), "src/main.o".to_string()]);
+    std::fs::write(
+        context.join("Makefile"),
+        format!(
+            "CFLAGS ?= -O2\nPREFIX ?= /usr/local\nOBJS = {}\n\nhello: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n\n\
+             install: hello\n\tinstall -m 0755 hello $(PREFIX)/bin/hello\n",
+            objects.join(" ")
+        ),
+    )?;
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN useradd --create-home app\nWORKDIR /src\nCOPY Makefile ./\n\
+             COPY src/ src/\nRUN make -j2 && make install\nUSER app\nCMD [\"hello\"]\n"
+        ),
+    )?;
+    Ok(())
+}
