@@ -14,10 +14,9 @@ use crate::progress::human_size;
 /// The fields a `--format` template may use.
 const FIELDS: [&str; 5] = ["Name", "Size", "Created", "CreatedAt", "Digest"];
 
-/// One `--filter`: images whose name matches the pattern (Go's `path.Match`, as Docker's
-/// reference filter uses: `*` does not cross `/`).
+/// One `--filter`: images whose name matches the glob pattern.
 #[derive(Debug)]
-struct NameFilter(img_llb::PathPattern);
+struct NameFilter(glob::Pattern);
 
 impl NameFilter {
     fn parse(text: &str) -> anyhow::Result<NameFilter> {
@@ -27,7 +26,7 @@ impl NameFilter {
         if key != "name" && key != "reference" {
             bail!("unknown filter {key:?}: use name=PATTERN or reference=PATTERN");
         }
-        let pattern = img_llb::PathPattern::glob(pattern)
+        let pattern = glob::Pattern::new(pattern)
             .with_context(|| format!("invalid pattern in filter {text:?}"))?;
         Ok(NameFilter(pattern))
     }
