@@ -27,7 +27,7 @@ fn overlay_available(store: &Store) -> Option<Snapshotter> {
     match store.snapshotter(BackendChoice::Overlayfs) {
         Ok(s) => Some(s),
         Err(e) => {
-            println!("skipping overlayfs half: {e}");
+            common::cannot_run(&format!("overlayfs unavailable: {e}"));
             None
         }
     }
