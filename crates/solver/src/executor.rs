@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use img_llb::{Digest, Op, OpMetadata, OpRef};
 
 use crate::progress::{LogStream, ProgressEvent, ProgressSink};
-use crate::{CacheKey, CancelToken};
+use crate::{CacheKey, CancelToken, TreeChecksum, TreeListing};
 
 /// Performs ops for the solver. The solver knows nothing about filesystems or processes: it
 /// asks for extra cache-key material, runs ops whose inputs are ready, and stores the
@@ -98,13 +98,16 @@ impl<O> Inputs<O> {
 }
 
 /// What an executor adds to an op's cache key besides the op itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct CacheKeyExtra {
     /// Inputs whose cache key is replaced by a checksum of the content the op reads from them.
     /// `COPY a.txt` from the context then depends on `a.txt` alone, not on the whole context:
     /// editing another file leaves its cache key unchanged.
     pub content: BTreeMap<OpRef, Digest>,
+    /// The per-path listings behind some of those checksums: not part of the key, they let a
+    /// miss name the files that changed.
+    pub listings: BTreeMap<OpRef, TreeListing>,
     /// Any other data the result depends on (e.g. the digest an image tag resolved to).
     pub salt: Option<String>,
 }
@@ -118,6 +121,16 @@ impl CacheKeyExtra {
     /// Keys `input` by the checksum of what the op reads from it instead of by its cache key.
     pub fn with_content(mut self, input: OpRef, checksum: Digest) -> Self {
         self.content.insert(input, checksum);
+        self
+    }
+
+    /// Keys `input` by the checksum of the tree the op reads from it, keeping the tree's
+    /// listing so that a miss can name the paths that changed.
+    pub fn with_tree(mut self, input: OpRef, tree: &TreeChecksum) -> Self {
+        self.content.insert(input, tree.digest);
+        if !tree.listing.is_empty() {
+            self.listings.insert(input, tree.listing.clone());
+        }
         self
     }
 

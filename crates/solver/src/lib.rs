@@ -61,6 +61,8 @@ mod cancel;
 mod checksum;
 mod error;
 mod executor;
+mod explain;
+mod history;
 mod key;
 mod progress;
 mod scheduler;
@@ -68,10 +70,12 @@ mod scheduler;
 pub use cache::{CacheDb, CacheError, CacheRecord};
 pub use cancel::CancelToken;
 pub use checksum::{
-    checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll, TreeChecksum,
+    checksum_immutable_tree, checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll,
+    TreeChecksum, TreeListing,
 };
 pub use error::{Error, ExecutorError, OpLabel, SolveError};
 pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
+pub use explain::{CacheChange, ChangeKind, PathChange};
 pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};
