@@ -19,7 +19,10 @@ use super::copy::Copier;
 use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
 use super::{Worker, WorkerError, WorkerRef};
-use img_solver::{checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter};
+use img_solver::{
+    checksum_immutable_tree, checksum_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs,
+    PathFilter, TreeChecksum,
+};
 
 fn has_wildcard(path: &str) -> bool {
     path.contains(['*', '?', '['])
@@ -373,7 +376,7 @@ impl Worker {
             let Some(output) = inputs.get(&source) else {
                 continue;
             };
-            let digest = match output {
+            let sum = match output {
                 WorkerRef::Local {
                     path,
                     include_patterns,
@@ -391,23 +394,45 @@ impl Worker {
                         &ChecksumOptions::with_ownership(false),
                         self.options.checksum_cache.as_ref(),
                     )?
-                    .digest
                 }
-                WorkerRef::Snapshot { .. } => {
-                    self.with_tree(output, |root| -> Result<_, WorkerError> {
-                        let filter = SourcePaths {
-                            patterns: source_patterns(root, &paths)?,
-                            context: None,
-                        };
-                        let options = ChecksumOptions::with_ownership(true);
-                        Ok(checksum_tree(root, &filter, &options, None)?)
-                    })??
-                    .digest
-                }
+                WorkerRef::Snapshot { key, .. } => self.snapshot_checksum(output, key, &paths)?,
             };
-            extra = extra.with_content(source, digest);
+            extra = extra.with_tree(source, &sum);
         }
         Ok(extra)
+    }
+
+    /// The checksum of `paths` in a committed snapshot. A committed snapshot never changes, so
+    /// the checksum is recorded once per (snapshot, paths) and later builds neither mount nor
+    /// read it.
+    fn snapshot_checksum(
+        &self,
+        output: &WorkerRef,
+        key: &str,
+        paths: &[String],
+    ) -> Result<TreeChecksum, WorkerError> {
+        let options = ChecksumOptions::with_ownership(true);
+        let compute = || -> Result<TreeChecksum, WorkerError> {
+            self.with_tree(output, |root| -> Result<_, WorkerError> {
+                let filter = SourcePaths {
+                    patterns: source_patterns(root, paths)?,
+                    context: None,
+                };
+                Ok(checksum_tree(root, &filter, &options, None)?)
+            })?
+        };
+        let Some(cache) = self.options.checksum_cache.as_ref() else {
+            return compute();
+        };
+        // The row id is never reused, so it and the key name this content for good.
+        let tree = format!("snapshot:{}:{key}", self.snapshotter.stat(key)?.id);
+        // Everything that decides the selection: the copy's source paths and how they match.
+        let mut selection = b"img-worker/copy-sources/v1".to_vec();
+        for path in paths {
+            selection.push(0);
+            selection.extend_from_slice(path.as_bytes());
+        }
+        checksum_immutable_tree(cache, &tree, &selection, &options, compute)
     }
 
     /// `COPY --link` and friends: every input after the first is stacked, snapshot by

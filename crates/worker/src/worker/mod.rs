@@ -523,17 +523,15 @@ impl Executor for Worker {
         let output = parse_output_id(id)
             .ok_or_else(|| WorkerError::MalformedOutputId { id: id.to_owned() })?;
         match output {
-            WorkerRef::Snapshot { ref key, ref image } => match self.snapshotter.stat(key) {
-                Ok(_) => {
-                    self.lease.add_snapshot(key).map_err(WorkerError::Lease)?;
-                    if let Some(manifest) = image {
-                        self.lease.add_blob(manifest).map_err(WorkerError::Lease)?;
-                    }
-                    Ok(Some(output))
-                }
-                Err(SnapshotError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            },
+            // Checked and leased in one step, so a concurrent prune cannot remove it between
+            // the two; a snapshot of the other backend is a miss, made again with this one.
+            WorkerRef::Snapshot { ref key, ref image } => {
+                let blobs: Vec<Digest> = image.iter().cloned().collect();
+                Ok(self
+                    .snapshotter
+                    .lease_existing(key, &blobs)?
+                    .map(|_| output))
+            }
             // The directory is this build's, wherever an earlier build found it: the cache key
             // (the checksum of its files) already says the content is the same.
             WorkerRef::Local {
