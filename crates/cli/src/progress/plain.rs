@@ -16,6 +16,8 @@ use super::{Event, Render};
 /// Renders events as plain lines.
 #[derive(Debug, Default)]
 pub struct PlainRenderer {
+    /// `--debug`: a cache miss lists every change, not only the summary.
+    debug: bool,
     steps: HashMap<img_llb::Digest, Step>,
     next_number: usize,
     /// Who wrote the previous line, to separate blocks with a blank line as BuildKit does.
@@ -38,6 +40,14 @@ struct Step {
 }
 
 impl PlainRenderer {
+    /// A renderer that, with `debug`, lists every change behind a cache miss.
+    pub fn with_debug(debug: bool) -> Self {
+        PlainRenderer {
+            debug,
+            ..PlainRenderer::default()
+        }
+    }
+
     fn step(&mut self, op: img_llb::Digest) -> &mut Step {
         let next = &mut self.next_number;
         self.steps.entry(op).or_insert_with(|| {
@@ -102,6 +112,18 @@ impl PlainRenderer {
                 self.line(Block::Step(n), &format!("#{n} {name}"), out)?;
                 self.line(Block::Step(n), &format!("#{n} CACHED"), out)
             }
+            SolverEvent::CacheMiss {
+                summary, changes, ..
+            } => {
+                let n = self.step(op).number;
+                self.line(Block::Step(n), &format!("#{n} cache miss: {summary}"), out)?;
+                if self.debug {
+                    for line in changes.iter().flat_map(change_lines) {
+                        self.line(Block::Step(n), &format!("#{n}   {line}"), out)?;
+                    }
+                }
+                Ok(())
+            }
             SolverEvent::Log { data, at, .. } => {
                 let step = self.step(op);
                 step.partial.push_str(data);
@@ -129,6 +151,27 @@ impl PlainRenderer {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Every change behind a miss, for `--debug`: changed files one per line.
+fn change_lines(change: &img_solver::CacheChange) -> Vec<String> {
+    match change {
+        img_solver::CacheChange::Files {
+            input,
+            paths,
+            total,
+        } if !paths.is_empty() => {
+            let mut lines: Vec<String> = paths
+                .iter()
+                .map(|p| format!("{input}: {} {}", p.path, p.change))
+                .collect();
+            if *total > paths.len() {
+                lines.push(format!("{input}: and {} more files", total - paths.len()));
+            }
+            lines
+        }
+        other => vec![other.to_string()],
     }
 }
 

@@ -80,9 +80,15 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
 
     let cancel = CancelToken::new();
     crate::interrupt::cancel_on_signals(cancel.clone())?;
+    // Misses are explained against earlier builds of this same Dockerfile only.
+    let dockerfile = context
+        .dockerfile_path
+        .clone()
+        .unwrap_or_else(|| context.dir.join(&context.dockerfile_name));
     let mut solve_options = SolveOptions::default()
         .with_no_cache(build.no_cache)
-        .with_cancel(cancel);
+        .with_cancel(cancel)
+        .with_history_scope(dockerfile.display().to_string());
     if let Some(jobs) = build.jobs {
         solve_options = solve_options.with_jobs(jobs);
     }
@@ -90,7 +96,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         solve_options = solve_options.with_no_cache_stage(stage.to_ascii_lowercase());
     }
 
-    let display = Display::start(config.progress);
+    let display = Display::start_debug(config.progress, config.debug);
     let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
     display.finish();
     let solved = solved.map_err(|err| explain_failure(err, host.as_ref()))?;
