@@ -74,7 +74,8 @@ pub enum CacheChange {
         /// Why that step changed, when known (e.g. `src/b.c changed`).
         cause: Option<String>,
     },
-    /// Other data the step depends on changed (e.g. a source's checksum).
+    /// Other data the step depends on changed (e.g. the checksum of the build context a
+    /// local source stands for).
     Source,
     /// The cache key differs, but none of the recorded inputs does.
     Other,
@@ -160,7 +161,7 @@ impl std::fmt::Display for CacheChange {
                     None => Ok(()),
                 }
             }
-            CacheChange::Source => f.write_str("its source changed"),
+            CacheChange::Source => f.write_str("the content it reads changed"),
             CacheChange::Other => f.write_str("its cache key changed"),
         }
     }

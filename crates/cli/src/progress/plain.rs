@@ -154,7 +154,7 @@ impl PlainRenderer {
     }
 }
 
-/// Every change behind a miss, for `--debug`: changed files one per line.
+/// Every change behind a miss, for `--debug`: changed files one per line under their input.
 fn change_lines(change: &img_solver::CacheChange) -> Vec<String> {
     match change {
         img_solver::CacheChange::Files {
@@ -162,12 +162,10 @@ fn change_lines(change: &img_solver::CacheChange) -> Vec<String> {
             paths,
             total,
         } if !paths.is_empty() => {
-            let mut lines: Vec<String> = paths
-                .iter()
-                .map(|p| format!("{input}: {} {}", p.path, p.change))
-                .collect();
+            let mut lines = vec![format!("files from {input}: {total} changed")];
+            lines.extend(paths.iter().map(|p| format!("  {} {}", p.path, p.change)));
             if *total > paths.len() {
-                lines.push(format!("{input}: and {} more files", total - paths.len()));
+                lines.push(format!("  and {} more", total - paths.len()));
             }
             lines
         }
@@ -223,6 +221,61 @@ mod tests {
     #[test]
     fn pull_and_push_events() {
         insta::assert_snapshot!(render(&testdata::transfer_events()));
+    }
+
+    fn miss_events() -> Vec<Event> {
+        use img_solver::{CacheChange, ChangeKind, PathChange};
+        let op = img_llb::Digest::of_bytes(b"copy");
+        let path = |p: &str, change| PathChange {
+            path: p.into(),
+            change,
+        };
+        vec![
+            Event::Solver(SolverEvent::Started {
+                op,
+                name: "[build 2/3] COPY src /src".into(),
+                location: None,
+                at: testdata::t(0),
+            }),
+            Event::Solver(SolverEvent::CacheMiss {
+                op,
+                summary: "src/b.c changed (and 1 more file); build arg or ENV V changed".into(),
+                changes: vec![
+                    CacheChange::Files {
+                        input: "context".into(),
+                        paths: vec![
+                            path("src/b.c", ChangeKind::Modified),
+                            path("src/new.c", ChangeKind::Added),
+                        ],
+                        total: 2,
+                    },
+                    CacheChange::Env {
+                        name: "V".into(),
+                        change: ChangeKind::Modified,
+                    },
+                ],
+                at: testdata::t(10),
+            }),
+        ]
+    }
+
+    #[test]
+    fn a_cache_miss_is_one_line_and_every_change_with_debug() {
+        assert_eq!(
+            render(&miss_events()),
+            "#1 [build 2/3] COPY src /src\n\
+             #1 cache miss: src/b.c changed (and 1 more file); build arg or ENV V changed\n"
+        );
+        let debug = testdata::render(PlainRenderer::with_debug(true), &miss_events());
+        assert_eq!(
+            debug,
+            "#1 [build 2/3] COPY src /src\n\
+             #1 cache miss: src/b.c changed (and 1 more file); build arg or ENV V changed\n\
+             #1   files from context: 2 changed\n\
+             #1     src/b.c changed\n\
+             #1     src/new.c added\n\
+             #1   build arg or ENV V changed\n"
+        );
     }
 
     #[test]

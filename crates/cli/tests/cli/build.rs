@@ -386,7 +386,32 @@ fn cached_rebuild_is_all_cached_and_a_changed_file_reruns_only_its_dependents() 
         !cached("COPY b.txt") && !cached("RUN cat /b.txt"),
         "{changed}"
     );
+    // The miss says why, on one line per step.
+    assert!(changed.contains("cache miss: b.txt changed\n"), "{changed}");
+    assert!(
+        changed.contains("COPY b.txt /b.txt (b.txt changed)\n"),
+        "{changed}"
+    );
     assert_ne!(b.digest(&["-t", "cached"]), first);
+}
+
+#[test]
+fn a_file_capability_set_on_a_copied_file_is_a_change() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nCOPY tool /tool\n");
+    b.write("tool", "#!/bin/sh\n");
+    b.ok(&["-t", "caps"]);
+    let status = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(b.ctx().join("tool"))
+        .status()
+        .expect("setcap is installed (libcap2-bin)");
+    assert!(status.success(), "setcap failed");
+    let progress = b.ok(&["-t", "caps"]);
+    assert!(
+        progress.contains("cache miss: tool changed\n"),
+        "{progress}"
+    );
 }
 
 #[test]
