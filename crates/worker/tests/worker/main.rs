@@ -2,6 +2,7 @@
 //! in the sandbox (this binary is its own sandbox init, as the `img` binary is), images checked
 //! with podman and skopeo. Runs as root.
 
+mod backends;
 mod build;
 mod common;
 mod dockerfile;
@@ -21,6 +22,7 @@ fn main() {
     }
     let args = Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
+    tests.extend(backends::tests());
     tests.extend(build::tests());
     tests.extend(output::tests());
     tests.extend(sources::tests());
