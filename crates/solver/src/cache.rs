@@ -1,6 +1,8 @@
-//! The persistent cache: cache key → stored output, plus the file checksum cache.
+//! The persistent cache: cache key → stored output, plus the file checksum cache (per file:
+//! stamp → content and attribute digests), the checksums of selections from committed
+//! snapshots (`tree_checksums`) and the step history that explains misses (`history`).
 //!
-//! Both tables live in one SQLite database in the state directory. SQLite in WAL mode lets
+//! All tables live in one SQLite database in the state directory. SQLite in WAL mode lets
 //! several img processes share it: readers never block, writers queue behind `busy_timeout`
 //! instead of failing with "database is locked". The checksum cache sits in the same file rather
 //! than a sidecar so that it gets the same crash safety and multi-process locking for free, and
