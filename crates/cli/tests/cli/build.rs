@@ -398,7 +398,11 @@ fn cached_rebuild_is_all_cached_and_a_changed_file_reruns_only_its_dependents() 
 #[test]
 fn a_file_capability_set_on_a_copied_file_is_a_change() {
     let b = Build::new();
-    b.write("Dockerfile", "FROM busybox\nCOPY tool /tool\n");
+    // The capability reaches the stage's snapshot; the COPY --from reading it must see it.
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS caps\nCOPY tool /tool\nFROM busybox\nCOPY --from=caps /tool /bin/tool\n",
+    );
     b.write("tool", "#!/bin/sh\n");
     b.ok(&["-t", "caps"]);
     let status = Command::new("setcap")
@@ -408,10 +412,15 @@ fn a_file_capability_set_on_a_copied_file_is_a_change() {
         .expect("setcap is installed (libcap2-bin)");
     assert!(status.success(), "setcap failed");
     let progress = b.ok(&["-t", "caps"]);
-    assert!(
-        progress.contains("cache miss: tool changed\n"),
-        "{progress}"
-    );
+    let misses: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("cache miss: tool changed"))
+        .collect();
+    assert_eq!(misses.len(), 2, "COPY and COPY --from miss:\n{progress}");
+    let out = b.path("out");
+    b.ok(&["-o", &format!("type=local,dest={}", out.display())]);
+    let caps = tool("getcap", &[out.join("bin/tool").to_str().unwrap()]);
+    assert!(caps.contains("cap_net_raw"), "{caps}");
 }
 
 #[test]
