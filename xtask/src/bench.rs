@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::registry::Registry;
+
 /// Where the generated tables go in BENCHMARKS.md.
 const BEGIN_MARKER: &str = "<!-- cargo xtask bench: begin -->";
 const END_MARKER: &str = "<!-- cargo xtask bench: end -->";
@@ -376,45 +378,9 @@ const EDITED_SOURCE: &str = "src/greet.c";
 impl RealWorld {
     fn new(img: &Path, work: &Path, cache: &Path, registry: &Registry) -> Result<Self> {
         let rootfs = cache.join("debian-rootfs");
-        if !rootfs.join("usr/bin/gcc").exists() {
-            println!(
-                "bench: making a Debian base with debootstrap (once; kept in {})",
-                cache.display()
-            );
-            std::fs::create_dir_all(cache)?;
-            let _ = std::fs::remove_dir_all(&rootfs);
-            quiet(
-                Command::new("debootstrap")
-                    .args([
-                        "--variant=minbase",
-                        "--include=gcc,libc6-dev,make",
-                        "bookworm",
-                    ])
-                    .arg(&rootfs)
-                    .arg("http://deb.debian.org/debian"),
-            )?;
-        }
-        let base_context = work.join("debian-context");
-        std::fs::create_dir_all(&base_context)?;
-        quiet(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .args(["--numeric-owner", "--exclude=./dev/*", "-cf"])
-                .arg(base_context.join("rootfs.tar"))
-                .arg("."),
-        )?;
-        std::fs::write(
-            base_context.join("Dockerfile"),
-            "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
-        )?;
+        crate::debian::bookworm_rootfs(&rootfs, &["gcc", "libc6-dev", "make"])?;
         let base = format!("{}/bench/debian:bookworm", registry.address);
-        let state = work.join("debian-state");
-        quiet(&mut img_build(img, &state, &base, &base_context))?;
-        let mut push = Command::new(img);
-        push.arg("--state").arg(&state).args(["push", &base]);
-        quiet(&mut push)?;
-        std::fs::remove_dir_all(&state).ok();
+        crate::debian::publish_image(img, &rootfs, &work.join("debian-base"), &base)?;
 
         let context = work.join("c-project");
         write_c_project(&context, &base)?;
@@ -616,56 +582,8 @@ fn build_img_release(root: &Path) -> Result<PathBuf> {
     Ok(crate::target_dir(root).join("release/img"))
 }
 
-/// Debian's docker-registry on a free loopback port, stopped on drop.
-struct Registry {
-    child: Child,
-    address: String,
-}
-
 impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
-        std::fs::create_dir_all(dir.join("storage"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                dir.join("storage").display()
-            ),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("could not start docker-registry")?;
-        let registry = Registry { child, address };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&registry.address).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "docker-registry did not start listening on {}",
-                    registry.address
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(registry)
-    }
-
     fn base_ref(&self) -> String {
         format!("{}/bench/busybox:latest", self.address)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
