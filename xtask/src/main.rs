@@ -2,11 +2,17 @@
 //!
 //! - `cargo xtask test`: installs the system packages the tests need (when run as root and they
 //!   are missing), runs every crate's tests, then runs the `img` binary against BuildKit's
-//!   conformance data when `../shared/conformance` exists beside the checkout.
+//!   conformance data when `../shared/conformance` exists beside the checkout, then the pod
+//!   test (see `pod.rs`).
+//! - `cargo xtask pod`: the pod test alone: img's own image, built by img, building images in
+//!   pod-like containers.
 //! - `cargo xtask bench`: whole builds with img and buildah side by side (see `bench.rs`).
 
 mod bench;
 mod conformance;
+mod debian;
+mod pod;
+mod registry;
 mod system;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +25,11 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
+        Some("pod") => {
+            let root = workspace_root();
+            let img = build_img(&root)?;
+            pod::run(&root, &img)
+        }
         Some("conformance") => {
             let root = workspace_root();
             let dir =
@@ -27,7 +38,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  conformance  run img against ../shared/conformance\n  pod          build img's image with img and build images in pod-like containers\n  bench        whole builds with img and buildah side by side [--runs N] [--write]");
             std::process::exit(2);
         }
     }
@@ -65,14 +76,12 @@ fn test(extra: &[String]) -> Result<()> {
     }
     run(&mut cargo)?;
 
+    let img = build_img(&root)?;
     match &conformance {
-        Some(dir) => {
-            let img = build_img(&root)?;
-            conformance::run(dir, &img)?;
-        }
+        Some(dir) => conformance::run(dir, &img)?,
         None => println!("conformance: no ../shared/conformance beside the checkout, skipped"),
     }
-    Ok(())
+    pod::run(&root, &img)
 }
 
 /// Builds the `img` binary and returns its path.

@@ -1,0 +1,440 @@
+//! The pod test (`cargo xtask pod`, and the last part of `cargo xtask test`): img's own image,
+//! built by img from the root Dockerfile, builds an image with a RUN step inside containers
+//! set up the way the pods of `deploy/kubernetes` are. podman with runc stands in for the
+//! kubelet and its runtime:
+//!
+//! - a pod with its own user namespace (`hostUsers: false`), running as root of it;
+//! - a pod in the host's user namespace running as uid 1000, seccomp and AppArmor unconfined,
+//!   /proc unmasked;
+//! - the Kubernetes Job's pod: its own user namespace, uid 1000, and the subordinate ids of the
+//!   manifests' ConfigMap;
+//! - a pod with the runtime's default /proc masks, where `img doctor` must fail and name
+//!   `procMount: Unmasked`, and where a build without RUN steps still works (the variant for
+//!   clusters that cannot unmask /proc).
+//!
+//! In every pod the RUN step must run as root of a user namespace of its own (its namespace
+//! differs from the pod's) with more than one id mapped (it chowns a file to two other ids).
+//!
+//! There is no Docker Hub here: the `debian:bookworm-slim` stand-in is made with debootstrap
+//! (kept in `target/pod-test` between runs) and served by Debian's docker-registry on loopback.
+//! img's state directory for building its own image is kept there too, so a rerun reuses the
+//! layers and the cargo caches of the Dockerfile's cache mounts.
+
+mod manifests;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::registry::Registry;
+
+/// `podman run` options every pod gets: runc (crun fails on this machine's hybrid cgroups), the
+/// host's network (slirp4netns needs /dev/net/tun) and limits a nested runc may set.
+const POD_BASE: &[&str] = &[
+    "--rm",
+    "--runtime",
+    "runc",
+    "--network",
+    "host",
+    "--ulimit",
+    "nofile=20000:20000",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// The pod's own user namespace, as the kubelet gives a `hostUsers: false` pod: 65536 ids.
+const OWN_USER_NAMESPACE: &[&str] = &["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536"];
+
+/// seccomp and AppArmor profiles that allow user namespaces and mounts.
+const UNCONFINED: &[&str] = &[
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+];
+
+/// `procMount: Unmasked`.
+const UNMASKED_PROC: &[&str] = &["--security-opt", "unmask=/proc/*"];
+
+/// How long one pod may take (a build of a two-step Dockerfile); a hung pod fails the test.
+const POD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long building img's image may take: a cold build compiles the workspace in a RUN step.
+const IMAGE_TIMEOUT: Duration = Duration::from_secs(45 * 60);
+
+/// Runs the pod test with the host's `img` binary; prints one line per case and a summary.
+pub fn run(root: &Path, img: &Path) -> Result<()> {
+    for program in [
+        "podman",
+        "runc",
+        "docker-registry",
+        "debootstrap",
+        "timeout",
+    ] {
+        if !crate::system::on_path(program) {
+            bail!("{program} is needed for the pod test: run `cargo xtask test` once as root, or apt-get install it");
+        }
+    }
+    let started = Instant::now();
+    let manifests = manifests::check_deploy(root).map(|pods| {
+        println!("pod: {pods} pod templates under deploy/ are non-root and unprivileged")
+    });
+    let test = PodTest::prepare(root, img)?;
+    let mut outcomes = vec![("deploy/ manifests".to_owned(), manifests)];
+    outcomes.extend(test.run_pods());
+    let mut failed = 0;
+    for (case, outcome) in &outcomes {
+        match outcome {
+            Ok(()) => println!("pod: ok   {case}"),
+            Err(err) => {
+                failed += 1;
+                println!("pod: FAIL {case}: {err:#}");
+            }
+        }
+    }
+    println!(
+        "pod: took {} in all (logs in {})",
+        seconds(started.elapsed()),
+        test.logs.display()
+    );
+    println!("pod: {} passed, {failed} failed", outcomes.len() - failed);
+    if failed > 0 {
+        bail!("{failed} pod case(s) failed");
+    }
+    Ok(())
+}
+
+/// What the pods need: img's image loaded into podman, a registry with the Debian base, and the
+/// build contexts.
+struct PodTest {
+    /// Keeps the base image reachable while the pods pull it.
+    _registry: Registry,
+    /// Removes img's image from podman's store when the test ends.
+    image: LoadedImage,
+    work: PathBuf,
+    logs: PathBuf,
+    subordinate_ids: manifests::SubordinateIds,
+}
+
+impl PodTest {
+    fn prepare(root: &Path, img: &Path) -> Result<PodTest> {
+        let subordinate_ids = manifests::SubordinateIds::from_deploy(root)?;
+        let cache = crate::target_dir(root).join("pod-test");
+        let work = cache.join("work");
+        if work.exists() {
+            std::fs::remove_dir_all(&work).context("could not clear target/pod-test/work")?;
+        }
+        let logs = work.join("logs");
+        std::fs::create_dir_all(&logs)?;
+
+        let phase = Instant::now();
+        let rootfs = cache.join("debian-bookworm");
+        crate::debian::bookworm_rootfs(&rootfs, &[])?;
+        let registry = Registry::start(&work.join("registry"))?;
+        let base = format!("{}/library/debian:bookworm-slim", registry.address);
+        crate::debian::publish_image(img, &rootfs, &work.join("base"), &base)?;
+        println!(
+            "pod: Debian base pushed to {base} in {}",
+            seconds(phase.elapsed())
+        );
+
+        let phase = Instant::now();
+        let tag = format!("localhost/img-pod-test:{}", std::process::id());
+        let state = cache.join("state");
+        build_img_image(root, img, &state, &base, &tag, &logs.join("img-image.log"))?;
+        println!(
+            "pod: img's image built by img in {} (state kept in {})",
+            seconds(phase.elapsed()),
+            state.display()
+        );
+
+        let phase = Instant::now();
+        let archive = work.join("img-image.tar");
+        let mut save = Command::new(img);
+        save.arg("--state")
+            .arg(&state)
+            .args(["save", "--format", "docker", "-o"])
+            .arg(&archive)
+            .arg(&tag);
+        run_logged(&mut save, &logs.join("save.log"), POD_TIMEOUT)?;
+        let mut load = Command::new("podman");
+        load.args(["load", "-i"]).arg(&archive);
+        run_logged(&mut load, &logs.join("podman-load.log"), POD_TIMEOUT)?;
+        let image = LoadedImage(tag);
+        std::fs::remove_file(&archive).ok();
+        println!(
+            "pod: saved and loaded into podman in {}",
+            seconds(phase.elapsed())
+        );
+
+        write_contexts(&work, &base, &subordinate_ids)?;
+        Ok(PodTest {
+            _registry: registry,
+            image,
+            work,
+            logs,
+            subordinate_ids,
+        })
+    }
+
+    /// Every case, each with its outcome; a failing case does not stop the others.
+    fn run_pods(&self) -> Vec<(String, Result<()>)> {
+        let run_context = self.work.join("run-context");
+        let ids = self.work.join("subordinate-ids");
+        let subid_mounts = [
+            "-v".to_owned(),
+            format!("{}:/etc/subuid:ro", ids.join("subuid").display()),
+            "-v".to_owned(),
+            format!("{}:/etc/subgid:ro", ids.join("subgid").display()),
+        ];
+        let mut outcomes = Vec::new();
+
+        let options = [OWN_USER_NAMESPACE, UNMASKED_PROC, &["--user", "0"]].concat();
+        outcomes.push((
+            "own user namespace, root: RUN as root of a nested user namespace".to_owned(),
+            self.build_in_pod("userns-root", &options, &run_context, None),
+        ));
+
+        let options = [UNCONFINED, UNMASKED_PROC, &["--user", "1000:1000"]].concat();
+        let expected = "0 1000 1,1 100000 65536";
+        outcomes.push((
+            "host user namespace, uid 1000: RUN with the image's subordinate ids".to_owned(),
+            self.build_in_pod("host-uid1000", &options, &run_context, Some(expected)),
+        ));
+
+        let mut options = [
+            OWN_USER_NAMESPACE,
+            UNCONFINED,
+            UNMASKED_PROC,
+            &["--user", "1000:1000"],
+        ]
+        .concat();
+        options.extend(subid_mounts.iter().map(String::as_str));
+        let expected = self.subordinate_ids.expected_uid_map(1000);
+        outcomes.push((
+            "the Job's pod (own user namespace, uid 1000, ConfigMap ids): RUN with 65535 ids"
+                .to_owned(),
+            self.build_in_pod("job-uid1000", &options, &run_context, Some(&expected)),
+        ));
+
+        let masked = [UNCONFINED, &["--user", "1000:1000"]].concat();
+        outcomes.push((
+            "default /proc masks: img doctor fails and names procMount: Unmasked".to_owned(),
+            self.doctor_names_proc_mount(&masked),
+        ));
+        outcomes.push((
+            "default /proc masks: a build without RUN steps works".to_owned(),
+            self.build_without_run(&masked),
+        ));
+        outcomes
+    }
+
+    /// Builds the RUN context in a pod and checks what the step saw: root of a user namespace
+    /// that is not the pod's, with the uid map `expected` when given (as `a b c,d e f`).
+    fn build_in_pod(
+        &self,
+        name: &str,
+        options: &[&str],
+        context: &Path,
+        expected: Option<&str>,
+    ) -> Result<()> {
+        let script = "echo \"pod-userns $(readlink /proc/self/ns/user)\"; \
+                      exec img build --progress=plain -t pod-test /context";
+        let output = self.pod(name, options, context, script)?;
+        let pod_ns = marker(&output, "pod-userns ").context("the pod printed no namespace")?;
+        let step_ns = marker(&output, "step-userns ").context("the RUN step printed nothing")?;
+        let step_uid = marker(&output, "step-uid ").context("the RUN step printed no uid")?;
+        let uid_map = marker(&output, "step-uid_map ").context("no uid_map")?;
+        if step_ns == pod_ns {
+            bail!("the RUN step ran in the pod's own user namespace ({pod_ns})");
+        }
+        if step_uid != "0" {
+            bail!("the RUN step ran as uid {step_uid}, not as root of its namespace");
+        }
+        if let Some(expected) = expected {
+            if uid_map != expected {
+                bail!("the RUN step's uid_map is {uid_map:?}, expected {expected:?}");
+            }
+        }
+        if marker(&output, "step-chown ").as_deref() != Some("ok") {
+            bail!("the RUN step could not chown to ids 1 and 65534 (uid_map {uid_map:?})");
+        }
+        Ok(())
+    }
+
+    fn doctor_names_proc_mount(&self, options: &[&str]) -> Result<()> {
+        let script = "img doctor; echo \"doctor-exit $?\"";
+        let output = self.pod(
+            "masked-doctor",
+            options,
+            &self.work.join("copy-context"),
+            script,
+        )?;
+        let exit = marker(&output, "doctor-exit ").context("img doctor did not run")?;
+        if exit == "0" {
+            bail!("img doctor passed with /proc masked:\n{output}");
+        }
+        if !output.contains("procMount: Unmasked") {
+            bail!("img doctor failed without naming procMount: Unmasked:\n{output}");
+        }
+        Ok(())
+    }
+
+    fn build_without_run(&self, options: &[&str]) -> Result<()> {
+        let script = "img build --progress=plain -t copy-only /context && echo \"copy-build ok\"";
+        let output = self.pod(
+            "masked-copy",
+            options,
+            &self.work.join("copy-context"),
+            script,
+        )?;
+        if marker(&output, "copy-build ").as_deref() != Some("ok") {
+            bail!("the build without RUN steps failed:\n{output}");
+        }
+        Ok(())
+    }
+
+    /// Runs `script` with /bin/sh in a pod of img's image with `options`, `context` mounted at
+    /// /context; returns its output (also kept in the logs), failing when the pod fails.
+    fn pod(&self, name: &str, options: &[&str], context: &Path, script: &str) -> Result<String> {
+        let mut podman = Command::new("podman");
+        podman
+            .arg("run")
+            .args(POD_BASE)
+            .args(options)
+            .arg("-v")
+            .arg(format!("{}:/context:ro", context.display()))
+            .args(["--entrypoint", "/bin/sh"])
+            .arg(&self.image.0)
+            .args(["-c", script]);
+        let log = self.logs.join(format!("{name}.log"));
+        let started = Instant::now();
+        let result = run_logged(&mut podman, &log, POD_TIMEOUT);
+        println!("pod: {name} ran in {}", seconds(started.elapsed()));
+        result?;
+        Ok(std::fs::read_to_string(&log)?)
+    }
+}
+
+/// A podman image removed from podman's store on drop.
+struct LoadedImage(String);
+
+impl Drop for LoadedImage {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rmi", "--force", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `img build` of the workspace's Dockerfile on the Debian base. The host's CA bundle goes in
+/// as the `cacerts` secret: cargo in the RUN step reaches crates.io through whatever proxy the
+/// host uses, and the bundle stays out of the image.
+fn build_img_image(
+    root: &Path,
+    img: &Path,
+    state: &Path,
+    base: &str,
+    tag: &str,
+    log: &Path,
+) -> Result<()> {
+    let mut build = Command::new(img);
+    build
+        .arg("--state")
+        .arg(state)
+        .args(["build", "--progress=plain", "-t", tag])
+        .arg("--build-arg")
+        .arg(format!("BASE_IMAGE={base}"));
+    let bundle = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if bundle.is_file() {
+        build
+            .arg("--secret")
+            .arg(format!("id=cacerts,src={}", bundle.display()));
+    }
+    build.arg(root);
+    run_logged(&mut build, log, IMAGE_TIMEOUT)
+}
+
+/// The build contexts: one whose RUN step reports the namespace it runs in, one without RUN.
+fn write_contexts(work: &Path, base: &str, ids: &manifests::SubordinateIds) -> Result<()> {
+    let run = work.join("run-context");
+    std::fs::create_dir_all(&run)?;
+    let mut dockerfile = format!("FROM {base}\n");
+    // One line per fact. The prefixes are spelled through `$m` so that only the step's output,
+    // not the echo of its command line, contains them.
+    writeln!(
+        dockerfile,
+        "RUN m=step; echo \"$m-userns $(readlink /proc/self/ns/user)\" \\\n\
+         \x20&& echo \"$m-uid $(id -u)\" \\\n\
+         \x20&& echo \"$m-uid_map $(awk '{{print $1, $2, $3}}' /proc/self/uid_map | paste -sd, -)\" \\\n\
+         \x20&& touch /owned && chown 1:1 /owned && chown 65534:65534 /owned \\\n\
+         \x20&& echo \"$m-chown ok\""
+    )?;
+    std::fs::write(run.join("Dockerfile"), dockerfile)?;
+
+    let copy = work.join("copy-context");
+    std::fs::create_dir_all(&copy)?;
+    std::fs::write(copy.join("greeting"), "hello from a pod\n")?;
+    std::fs::write(
+        copy.join("Dockerfile"),
+        format!("FROM {base}\nCOPY greeting /etc/greeting\nLABEL built-in=pod\n"),
+    )?;
+
+    let subordinate = work.join("subordinate-ids");
+    std::fs::create_dir_all(&subordinate)?;
+    std::fs::write(subordinate.join("subuid"), &ids.subuid)?;
+    std::fs::write(subordinate.join("subgid"), &ids.subgid)?;
+    Ok(())
+}
+
+/// The rest of the first output line that contains `prefix`, after it (progress lines carry a
+/// step number and a time before the step's own output).
+fn marker(output: &str, prefix: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let at = line.find(prefix)?;
+        Some(line[at + prefix.len()..].trim().to_owned())
+    })
+}
+
+/// Runs `command` under `timeout` with standard output and error in `log`; fails with the end
+/// of the log when the command fails or runs out of time.
+fn run_logged(command: &mut Command, log: &Path, limit: Duration) -> Result<()> {
+    let file = std::fs::File::create(log)?;
+    let mut timed = Command::new("timeout");
+    timed
+        .args(["--kill-after=30", &format!("{}", limit.as_secs())])
+        .arg(command.get_program())
+        .args(command.get_args())
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        )
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    let status = timed
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        let why = if status.code() == Some(124) {
+            format!("ran out of time after {}", seconds(limit))
+        } else {
+            format!("failed: {status}")
+        };
+        bail!("{command:?} {why} (log: {})\n{tail}", log.display());
+    }
+    Ok(())
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}
