@@ -87,9 +87,3 @@ pub(crate) fn clear_inheritable() -> io::Result<()> {
         check(libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) as libc::c_int)
     }
 }
-
-/// Sets `no_new_privs`: setuid binaries and file capabilities no longer raise privileges.
-pub(crate) fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: plain prctl.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
-}

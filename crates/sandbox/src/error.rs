@@ -145,6 +145,9 @@ pub enum SandboxError {
     /// A cache mount lock failed.
     #[error(transparent)]
     CacheLock(#[from] CacheLockError),
+    /// The seccomp profile could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The step was cancelled through its [`crate::CancelToken`].
     #[error("step cancelled")]
     Cancelled,

@@ -113,7 +113,7 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             ChildFailure::os(SetupStep::ReadRequest, "stdin", &e),
         );
     }
-    let request: InitRequest = match serde_json::from_slice(&input) {
+    let mut request: InitRequest = match serde_json::from_slice(&input) {
         Ok(r) => r,
         Err(e) => {
             return fail(
@@ -125,12 +125,31 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
         }
     };
     drop(input);
-    let (mapping, network) = match &request {
-        InitRequest::Run { spec, .. } => (spec.id_mapping.clone(), spec.network),
-        InitRequest::Probe { id_mapping, .. } => (id_mapping.clone(), NetworkMode::Host),
+    let (mapping, network, sources) = match &request {
+        InitRequest::Run { spec, .. } => (
+            spec.id_mapping.clone(),
+            spec.network,
+            crate::isolate::sources(spec),
+        ),
+        InitRequest::Probe { id_mapping, dir } => (
+            id_mapping.clone(),
+            NetworkMode::Host,
+            vec![(dir.clone(), false)],
+        ),
     };
     let sys = LinuxSyscalls;
-    if mapping.uses_user_namespace() {
+    let mut idmapped = Vec::new();
+    if mapping.is_isolated() {
+        match crate::isolate::enter(&mapping, &sources) {
+            Ok((trees, refused)) => {
+                idmapped = trees;
+                if let Some(refused) = refused {
+                    let _ = protocol::send(control, &ChildMessage::NotIsolated(refused));
+                }
+            }
+            Err(failure) => return fail(control, failure),
+        }
+    } else if mapping.parent_writes_maps() {
         if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
             return fail(
                 control,
@@ -141,7 +160,16 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
             return SETUP_FAILED;
         }
         match protocol::recv::<ParentMessage>(control) {
-            Ok(Some(ParentMessage::MappingDone)) => {}
+            Ok(Some(ParentMessage::MappingDone { effective })) => {
+                // The parent wrote another mapping than asked for (one id): the step's checks
+                // must use that one.
+                if let Some(effective) = effective {
+                    match &mut request {
+                        InitRequest::Run { spec, .. } => spec.id_mapping = effective,
+                        InitRequest::Probe { id_mapping, .. } => *id_mapping = effective,
+                    }
+                }
+            }
             _ => return SETUP_FAILED,
         }
     }
@@ -167,8 +195,12 @@ fn stage1(control: BorrowedFd<'_>) -> i32 {
         Ok(ForkResult::Child) => {
             set_parent_death_signal();
             let code = match request {
-                InitRequest::Run { spec, staging } => pid1(control, &spec, &staging),
-                InitRequest::Probe { dir, .. } => probe(control, &dir),
+                InitRequest::Run {
+                    spec,
+                    staging,
+                    seccomp,
+                } => pid1(control, &spec, &staging, seccomp.as_deref(), &idmapped),
+                InitRequest::Probe { dir, .. } => probe(control, &dir, &idmapped),
             };
             std::process::exit(code)
         }
@@ -214,7 +246,13 @@ fn exit_code_of(status: WaitStatus) -> i32 {
     }
 }
 
-fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
+fn pid1(
+    control: BorrowedFd<'_>,
+    spec: &SandboxSpec,
+    staging: &Path,
+    seccomp: Option<&[crate::seccomp::Program]>,
+    idmapped: &[crate::isolate::IdmappedTree],
+) -> i32 {
     // The command runs with the same ids: without this it could ptrace pid 1 (or open its
     // descriptors through /proc/1/fd) and take pid 1's unbounded capabilities.
     // SAFETY: plain prctl.
@@ -234,6 +272,7 @@ fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
         spec,
         staging,
         tty_gid_mapped: spec.id_mapping.host_gid(5).is_some(),
+        idmapped,
     };
     let stubs = match setup.run() {
         Ok(stubs) => stubs,
@@ -249,7 +288,7 @@ fn pid1(control: BorrowedFd<'_>, spec: &SandboxSpec, staging: &Path) -> i32 {
             );
         }
         Ok(ForkResult::Child) => {
-            let failure = exec_command(spec);
+            let failure = exec_command(spec, seccomp);
             let _ = protocol::send(control, &ChildMessage::Failed(failure));
             // SAFETY: leave without running anything inherited from pid 1.
             unsafe { libc::_exit(127) }
@@ -321,7 +360,7 @@ fn supervise(
                     let _ = signal::kill(command, Signal::SIGTERM);
                     kill_at = Some(Instant::now() + Duration::from_millis(grace_ms));
                 }
-                Ok(Some(ParentMessage::MappingDone)) => {}
+                Ok(Some(ParentMessage::MappingDone { .. })) => {}
                 // The caller is gone: nobody will read the result.
                 Ok(None) | Err(_) => {
                     control_open = false;
@@ -360,7 +399,7 @@ fn supervise(
 }
 
 /// Prepares and executes the command; returns only on failure.
-fn exec_command(spec: &SandboxSpec) -> ChildFailure {
+fn exec_command(spec: &SandboxSpec, seccomp: Option<&[crate::seccomp::Program]>) -> ChildFailure {
     let mut unblock = SigSet::empty();
     unblock.add(Signal::SIGCHLD);
     for sig in FORWARDED {
@@ -374,7 +413,7 @@ fn exec_command(spec: &SandboxSpec) -> ChildFailure {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // stdin is /dev/null, as for BuildKit's RUN.
     redirect_stdin_from_dev_null();
-    match prepare_and_exec(spec) {
+    match prepare_and_exec(spec, seccomp) {
         Ok(never) => match never {},
         Err(failure) => failure,
     }
@@ -387,7 +426,10 @@ fn redirect_stdin_from_dev_null() {
     }
 }
 
-fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, ChildFailure> {
+fn prepare_and_exec(
+    spec: &SandboxSpec,
+    seccomp: Option<&[crate::seccomp::Program]>,
+) -> Result<std::convert::Infallible, ChildFailure> {
     let process = &spec.process;
     let read_db = |path: &str| match std::fs::read_to_string(path) {
         Ok(text) => Ok(text),
@@ -451,6 +493,14 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
     if spec.security == SecurityMode::Sandbox {
         caps::bound_to_docker_default().map_err(capabilities)?;
     }
+    // The filter goes in while this process is still root of its user namespace: without
+    // no_new_privs (kept off so that setuid programs such as sudo work, as with BuildKit) the
+    // kernel requires CAP_SYS_ADMIN for it, which setresuid to another user takes away. What
+    // remains to do (set ids, capset, prctl, chdir, execve) is allowed by the profile.
+    if let Some(filters) = seccomp {
+        crate::seccomp::install(filters)
+            .map_err(|e| ChildFailure::os(SetupStep::Seccomp, "filter", &e))?;
+    }
     nix::unistd::setresgid(
         Gid::from_raw(user.gid),
         Gid::from_raw(user.gid),
@@ -465,7 +515,6 @@ fn prepare_and_exec(spec: &SandboxSpec) -> Result<std::convert::Infallible, Chil
     .map_err(ids)?;
     if spec.security == SecurityMode::Sandbox {
         caps::clear_inheritable().map_err(capabilities)?;
-        caps::set_no_new_privs().map_err(capabilities)?;
     }
     nix::unistd::chdir(&process.cwd)
         .map_err(|e| ChildFailure::os(SetupStep::WorkingDirectory, &process.cwd, &e.into()))?;
@@ -522,11 +571,15 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
 
 /// The doctor's probe, as pid 1 of fresh namespaces: can a fresh procfs and an overlay be
 /// mounted here?
-fn probe(control: BorrowedFd<'_>, dir: &Path) -> i32 {
+fn probe(control: BorrowedFd<'_>, dir: &Path, idmapped: &[crate::isolate::IdmappedTree]) -> i32 {
     let sys = LinuxSyscalls;
     let os = |step: SetupStep, path: &Path, e: std::io::Error| ChildFailure::os(step, path, &e);
     let private = nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE;
     let _ = sys.mount(None, Path::new("/"), None, private, None);
+    for tree in idmapped {
+        use std::os::fd::AsFd;
+        let _ = sys.attach(tree.fd.as_fd(), &tree.source);
+    }
     let proc_dir = dir.join("proc");
     let proc = std::fs::create_dir_all(&proc_dir)
         .map_err(|e| os(SetupStep::CreateMountPoint, &proc_dir, e))

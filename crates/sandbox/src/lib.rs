@@ -93,11 +93,14 @@ mod doctor;
 mod error;
 mod idmap;
 mod init;
+mod isolate;
+mod mount_api;
 mod mount_plan;
 mod output;
 mod paths;
 mod protocol;
 mod sandbox;
+mod seccomp;
 mod spec;
 mod syscalls;
 mod user;
@@ -107,12 +110,16 @@ pub use cache_lock::{CacheLockError, CacheMountLock, CacheSharing};
 pub use cancel::CancelToken;
 pub use doctor::{doctor, DoctorReport, Probe, ProbeResult, ProbeStatus, MIN_SUBORDINATE_IDS};
 pub use error::{SandboxError, SetupError};
-pub use idmap::{IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange};
+pub use idmap::{
+    IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange, DEFAULT_ROOT_RANGE_START,
+    ROOT_RANGE_COUNT,
+};
 pub use init::maybe_run_init;
 pub use output::{DiscardOutput, LineSink, OutputChunk, OutputSink, Stream};
 pub use paths::HostPaths;
 pub use protocol::SetupStep;
 pub use sandbox::{Sandbox, StepExit};
+pub use seccomp::SeccompError;
 pub use spec::{
     BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes,
     SecurityMode, StepMount, DEFAULT_HOSTNAME,

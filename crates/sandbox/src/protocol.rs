@@ -20,6 +20,8 @@ pub(crate) enum InitRequest {
     Run {
         spec: Box<SandboxSpec>,
         staging: PathBuf,
+        /// The seccomp filters to install, in order; `None` runs the step without one.
+        seccomp: Option<Vec<crate::seccomp::Program>>,
     },
     /// Probe what the kernel allows inside a user namespace, using `dir` as scratch space.
     Probe { id_mapping: IdMapping, dir: PathBuf },
@@ -30,6 +32,8 @@ pub(crate) enum InitRequest {
 pub(crate) enum ChildMessage {
     /// The init has unshared its user namespace and waits for the maps to be written.
     UserNamespaceCreated,
+    /// Real root's step runs with the host's ids: the kernel would not idmap this path.
+    NotIsolated(crate::isolate::NotIsolated),
     /// The pid namespace's init runs, with this pid in the parent's namespace.
     InitStarted { pid: i32 },
     /// Setup failed.
@@ -49,8 +53,9 @@ pub(crate) enum ChildMessage {
 /// Messages from the parent to the sandbox.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ParentMessage {
-    /// The uid and gid maps are written.
-    MappingDone,
+    /// The uid and gid maps are written; `effective` is the mapping written instead of the
+    /// one asked for (one id, when the uidmap helpers were refused).
+    MappingDone { effective: Option<IdMapping> },
     /// Stop the step: SIGTERM, then SIGKILL of the whole pid namespace after `grace_ms`.
     Cancel { grace_ms: u64 },
 }
@@ -85,8 +90,10 @@ pub enum SetupStep {
     ReadUserDatabase,
     /// Switching to the step's uid, gid and groups.
     SetIds,
-    /// Limiting capabilities or setting no_new_privs.
+    /// Limiting capabilities.
     Capabilities,
+    /// Installing the seccomp filter.
+    Seccomp,
     /// Executing the command.
     Exec,
 }
@@ -108,6 +115,7 @@ impl std::fmt::Display for SetupStep {
             SetupStep::ReadUserDatabase => f.write_str("reading the user database"),
             SetupStep::SetIds => f.write_str("switching user"),
             SetupStep::Capabilities => f.write_str("dropping capabilities"),
+            SetupStep::Seccomp => f.write_str("installing the seccomp filter"),
             SetupStep::Exec => f.write_str("executing"),
         }
     }

@@ -20,7 +20,7 @@ use crate::mount_plan::resolv_conf_from_host;
 use crate::output::{OutputSink, Stream};
 use crate::paths::HostPaths;
 use crate::protocol::{self, ChildFailure, ChildMessage, InitRequest, ParentMessage};
-use crate::spec::SandboxSpec;
+use crate::spec::{SandboxSpec, SecurityMode};
 
 /// How the step's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +113,11 @@ impl Sandbox {
     ) -> Result<StepExit, SandboxError> {
         validate(spec)?;
         let mut spec_to_send = spec.clone();
+        // RUN --security=insecure is a privileged container, as with BuildKit: for real root,
+        // the host's ids and capabilities.
+        if spec.security == SecurityMode::Insecure && spec.id_mapping.is_isolated() {
+            spec_to_send.id_mapping = crate::IdMapping::host();
+        }
         if spec_to_send.resolv_conf.is_none() {
             let host = std::fs::read_to_string(&self.paths.resolv_conf).unwrap_or_default();
             spec_to_send.resolv_conf =
@@ -122,9 +127,14 @@ impl Sandbox {
             .prefix("img-sandbox-")
             .tempdir_in(&self.staging_parent)
             .map_err(|source| SandboxError::Io { source })?;
+        let seccomp = match spec.security {
+            SecurityMode::Sandbox => crate::seccomp::default_filters()?.map(<[_]>::to_vec),
+            _ => None,
+        };
         let request = InitRequest::Run {
             spec: Box::new(spec_to_send),
             staging: staging.path().to_path_buf(),
+            seccomp,
         };
         let mut session = self.start(&request)?;
         let result = session.drive(spec, sink, cancel, &self.paths);
@@ -173,6 +183,7 @@ impl Sandbox {
             stdout: Some(stdout),
             stderr: Some(stderr),
             init_pid: None,
+            notices: Vec::new(),
         })
     }
 }
@@ -216,7 +227,12 @@ pub(crate) struct Session {
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     init_pid: Option<i32>,
+    /// Warnings for the caller, said once per process (see [`Session::say_notices`]).
+    notices: Vec<String>,
 }
+
+/// Notices already said by this process: a build says each once, not once per step.
+static NOTICES_SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 impl Session {
     /// Receives one message, writing the maps when the init asks for them; `None` at end of
@@ -231,6 +247,14 @@ impl Session {
         match &message {
             Some(ChildMessage::UserNamespaceCreated) => self.write_maps(mapping, paths)?,
             Some(ChildMessage::InitStarted { pid }) => self.init_pid = Some(*pid),
+            Some(ChildMessage::NotIsolated(n)) => self.notices.push(format!(
+                "RUN steps run with the host's ids in a user namespace of their own, not with \
+                 root's subordinate ids: the kernel cannot make an idmapped mount of {} ({}); \
+                 put the state directory on a filesystem that supports idmapped mounts (ext4, \
+                 xfs, btrfs; tmpfs from Linux 6.3)",
+                n.path.display(),
+                std::io::Error::from_raw_os_error(n.errno)
+            )),
             _ => {}
         }
         Ok(message)
@@ -241,12 +265,42 @@ impl Session {
         mapping: &crate::IdMapping,
         paths: &HostPaths,
     ) -> Result<(), SandboxError> {
-        if let Err(e) = mapping.apply(self.child.id() as i32, paths) {
-            self.kill_all();
-            return Err(e.into());
+        let effective = match mapping.apply(self.child.id() as i32, paths) {
+            Ok(effective) => effective,
+            Err(e) => {
+                self.kill_all();
+                return Err(e.into());
+            }
+        };
+        let effective = effective.map(|(mapping, limitation)| {
+            self.notices.push(limitation.to_string());
+            mapping
+        });
+        protocol::send(
+            self.control.as_fd(),
+            &ParentMessage::MappingDone { effective },
+        )
+        .map_err(|source| SandboxError::Io { source })
+    }
+
+    /// Writes the notices this process has not said yet to `sink`, as standard error of the
+    /// step, where a build's log shows them.
+    fn say_notices(&mut self, sink: &mut dyn OutputSink) {
+        let mut said = NOTICES_SAID.lock().unwrap_or_else(|e| e.into_inner());
+        for notice in self.notices.drain(..) {
+            if !said.contains(&notice) {
+                sink.output(
+                    Stream::Stderr,
+                    format!("img: warning: {notice}\n").as_bytes(),
+                );
+                said.push(notice);
+            }
         }
-        protocol::send(self.control.as_fd(), &ParentMessage::MappingDone)
-            .map_err(|source| SandboxError::Io { source })
+    }
+
+    /// The notices collected so far (the doctor reads them instead of printing them).
+    pub(crate) fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
     }
 
     fn kill_all(&mut self) {
@@ -333,7 +387,9 @@ impl Session {
                 read_stream(&mut self.stderr, Stream::Stderr, &mut buf, sink)?;
             }
             if control_ready {
-                match self.recv_one(&spec.id_mapping, paths) {
+                let received = self.recv_one(&spec.id_mapping, paths);
+                self.say_notices(sink);
+                match received {
                     Ok(Some(message)) => {
                         spoke = true;
                         match message {

@@ -49,7 +49,13 @@ pub(crate) trait Syscalls {
     /// read-only remount of a bind must repeat them because the kernel locks them in a user
     /// namespace.
     fn mount_flags(&self, path: &Path) -> io::Result<MsFlags>;
+    /// Attaches the detached mount `tree` over `target`.
+    fn attach(&self, tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()>;
+    /// Makes the mount at `path` and all mounts below it read-only.
+    fn read_only_recursive(&self, path: &Path) -> io::Result<()>;
     fn kind(&self, path: &Path) -> Option<FileKind>;
+    /// The `cpu<N>` directories in `dir` (sysfs's devices/system/cpu).
+    fn cpu_dirs(&self, dir: &Path) -> Vec<PathBuf>;
     fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
     fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()>;
     fn create_file(&self, path: &Path, mode: u32) -> io::Result<()>;
@@ -59,6 +65,11 @@ pub(crate) trait Syscalls {
     fn remove(&self, path: &Path, kind: FileKind) -> io::Result<()>;
     fn times(&self, path: &Path) -> io::Result<Times>;
     fn set_times(&self, path: &Path, times: Times) -> io::Result<()>;
+}
+
+fn is_cpu_name(name: &str) -> bool {
+    name.strip_prefix("cpu")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The real system calls.
@@ -152,6 +163,25 @@ impl Syscalls for LinuxSyscalls {
             }
         }
         Ok(flags)
+    }
+
+    fn attach(&self, tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+        crate::mount_api::attach(tree, target)
+    }
+
+    fn read_only_recursive(&self, path: &Path) -> io::Result<()> {
+        crate::mount_api::set_read_only_recursive(path, |p| self.mount_flags(p))
+    }
+
+    fn cpu_dirs(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| is_cpu_name(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect()
     }
 
     fn kind(&self, path: &Path) -> Option<FileKind> {
@@ -345,6 +375,23 @@ pub(crate) mod recording {
         }
         fn mount_flags(&self, _path: &Path) -> io::Result<MsFlags> {
             Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+        }
+        fn attach(&self, _tree: std::os::fd::BorrowedFd<'_>, target: &Path) -> io::Result<()> {
+            self.record(format!("attach idmapped {}", target.display()));
+            Ok(())
+        }
+        fn read_only_recursive(&self, path: &Path) -> io::Result<()> {
+            self.record(format!("read-only -R {}", path.display()));
+            Ok(())
+        }
+        fn cpu_dirs(&self, dir: &Path) -> Vec<PathBuf> {
+            self.tree
+                .borrow()
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .filter(|p| is_cpu_name(&p.file_name().unwrap_or_default().to_string_lossy()))
+                .cloned()
+                .collect()
         }
         fn kind(&self, path: &Path) -> Option<FileKind> {
             self.tree.borrow().get(path).map(|e| e.0)

@@ -39,6 +39,10 @@ const RELAYED: [Signal; 5] = [
 /// environment and standard streams) inside new user and mount namespaces, waits for that copy
 /// and exits with its exit code, so this returns only in the copy. Returns at once for root.
 ///
+/// When the kernel refuses the setuid `newuidmap` its privileges (a container with
+/// `no_new_privs`), the copy gets the caller's own id only, and one line on standard error says
+/// what that costs.
+///
 /// Call it at the start of `main`, after [`crate::maybe_run_init`] and before starting threads.
 /// Afterwards [`IdMapping::detect`] describes the namespace's ids and [`crate::Sandbox`] runs
 /// steps without a further user namespace.
@@ -77,7 +81,7 @@ fn enter(control: OwnedFd) -> Result<(), SandboxError> {
     let io = |source| SandboxError::Io { source };
     protocol::send(control.as_fd(), &ChildMessage::UserNamespaceCreated).map_err(io)?;
     match protocol::recv::<ParentMessage>(&control).map_err(io)? {
-        Some(ParentMessage::MappingDone) => Ok(()),
+        Some(ParentMessage::MappingDone { .. }) => Ok(()),
         _ => Err(SandboxError::Io {
             source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
         }),
@@ -126,12 +130,19 @@ fn run_copy_in_namespace(mapping: &IdMapping, paths: &HostPaths) -> Result<i32, 
     let pid = Pid::from_raw(child.id() as i32);
     // A copy that fails before asking says why on its stderr, and its status tells.
     if let Ok(Some(ChildMessage::UserNamespaceCreated)) = protocol::recv::<ChildMessage>(&ours) {
-        if let Err(e) = mapping.apply(pid.as_raw(), paths) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e.into());
+        match mapping.apply(pid.as_raw(), paths) {
+            Ok(None) => {}
+            // The copy finds its one id itself (IdMapping::detect); this is the one place that
+            // knows why.
+            Ok(Some((_, limitation))) => eprintln!("warning: {limitation}"),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
         }
-        protocol::send(ours.as_fd(), &ParentMessage::MappingDone).map_err(io)?;
+        let done = ParentMessage::MappingDone { effective: None };
+        protocol::send(ours.as_fd(), &done).map_err(io)?;
     }
     drop(ours);
     loop {

@@ -56,15 +56,30 @@ fn in_the_namespace() {
     // Only the copy gets here.
     assert_eq!(nix::unistd::getuid().as_raw(), 0);
     let mapping = IdMapping::detect(&HostPaths::default()).expect("mapping inside");
-    assert!(!mapping.uses_user_namespace());
-    assert_eq!(
-        mapping.uid_map(),
-        expected.uid_map(),
-        "outside uid {outside_uid}"
-    );
+    // Steps get a nested namespace with the ids this one has, numbered as here.
+    assert!(mapping.uses_user_namespace());
+    let own = fs::read_to_string("/proc/self/uid_map").expect("own uid_map");
+    let own: Vec<Vec<u32>> = own
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .map(|n| n.parse().expect("number"))
+                .collect()
+        })
+        .collect();
+    let expected_own: Vec<Vec<u32>> = expected
+        .uid_map()
+        .iter()
+        .map(|r| vec![r.container_id, r.host_id, r.count])
+        .collect();
+    assert_eq!(own, expected_own, "outside uid {outside_uid}");
+    for r in mapping.uid_map() {
+        assert_eq!(r.container_id, r.host_id);
+    }
     let with_ranges = mapping.host_uid(1000).is_some();
     if with_ranges && outside_uid != 0 {
-        assert_eq!(mapping.host_uid(1000), Some(RANGE_START + 999));
+        assert_eq!(expected.host_uid(1000), Some(RANGE_START + 999));
+        assert_eq!(mapping.host_uid(1000), Some(1000));
     }
 
     let (_tmp, root) = temp_rootfs();

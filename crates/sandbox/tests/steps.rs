@@ -317,18 +317,25 @@ fn user_workdir_and_environment_follow_docker() {
 }
 
 #[test]
-fn capabilities_are_bounded_unless_insecure() {
+fn capabilities_and_seccomp_are_dockers_unless_insecure() {
     let (_tmp, root) = temp_rootfs();
-    let script = "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status";
+    let script = "grep -E '^(CapBnd|NoNewPrivs|Seccomp):' /proc/self/status";
     let docker: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
         .iter()
         .map(|b| 1u64 << b)
         .sum();
+    // No no_new_privs, as with BuildKit: setuid programs keep working.
     let out = stdout_of(&sh(&root, script).build());
-    assert_eq!(out, format!("CapBnd:\t{docker:016x}\nNoNewPrivs:\t1\n"));
+    assert_eq!(
+        out,
+        format!("CapBnd:\t{docker:016x}\nNoNewPrivs:\t0\nSeccomp:\t2\n")
+    );
     let out = stdout_of(&sh(&root, script).security(SecurityMode::Insecure).build());
-    assert!(out.ends_with("NoNewPrivs:\t0\n"), "{out}");
-    assert_ne!(out, format!("CapBnd:\t{docker:016x}\nNoNewPrivs:\t0\n"));
+    assert!(out.ends_with("NoNewPrivs:\t0\nSeccomp:\t0\n"), "{out}");
+    assert!(
+        !out.starts_with(&format!("CapBnd:\t{docker:016x}")),
+        "{out}"
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::Command;
 
+use common::containment::{assert_contained, assert_setuid_works};
 use common::test_user::*;
 use common::*;
 use img_sandbox::{
@@ -86,6 +87,17 @@ fn unprivileged_user_as_root_of_its_own_user_namespace() {
     run_outer("inner_as_namespace_root", false, OWN_USER_NAMESPACE);
 }
 
+/// As in a pod with `allowPrivilegeEscalation: false`: no_new_privs keeps the setuid
+/// newuidmap from working.
+#[test]
+fn unprivileged_user_whose_newuidmap_is_refused() {
+    run_outer(
+        "inner_with_refused_newuidmap",
+        true,
+        &["setpriv", "--no-new-privs", "--"],
+    );
+}
+
 fn common_rootless_checks(root: &std::path::Path) {
     assert_eq!(stdout_of(&sh(root, "id -u; id -g").build()), "0\n0\n");
     let out = stdout_of(
@@ -119,6 +131,8 @@ fn common_rootless_checks(root: &std::path::Path) {
     assert_eq!(stdout_of(&spec), "pw");
     assert!(!root.join("run").exists(), "secret mount point left behind");
     assert!(!root.join("etc/hosts").exists(), "hosts stub left behind");
+    let uid_map = assert_contained(root);
+    assert_ne!(uid_map, [0, 0, u64::from(u32::MAX)]);
 }
 
 #[test]
@@ -130,6 +144,7 @@ fn inner_with_subordinate_ranges() {
     let expected_host_uid = mapping.host_uid(1000).expect("uid 1000 mapped");
     let (tmp, root) = temp_rootfs();
     common_rootless_checks(&root);
+    assert_setuid_works(&root);
     // chown inside lands on the subordinate id outside.
     assert_eq!(
         stdout_of(&sh(&root, "touch /f; chown 1000:1000 /f; stat -c %u /f").build()),
@@ -228,13 +243,43 @@ fn inner_without_subordinate_ranges() {
 #[test]
 #[ignore = "run by unprivileged_user_as_root_of_its_own_user_namespace"]
 fn inner_as_namespace_root() {
-    // uid 0 of a user namespace: no further user namespace, the ids are the namespace's own.
+    // uid 0 of a user namespace: a nested one with the same ids, maps written directly.
     let mapping = mapping();
-    assert!(!mapping.uses_user_namespace());
+    assert!(mapping.uses_user_namespace());
+    assert_eq!(
+        mapping.uid_map(),
+        [img_sandbox::IdRange {
+            container_id: 0,
+            host_id: 0,
+            count: 1
+        }]
+    );
+    assert!(mapping.limitation().is_some());
     let (_tmp, root) = temp_rootfs();
     common_rootless_checks(&root);
     // Only one id exists in this namespace (unshare --map-root-user).
     let (result, out) = run(&sh(&root, "touch /f; chown 1000 /f").build());
     assert_ne!(result.expect("ran").code, Some(0));
     assert!(out.stderr.contains("Invalid argument"), "{}", out.stderr);
+}
+
+#[test]
+#[ignore = "run by unprivileged_user_whose_newuidmap_is_refused with no_new_privs"]
+fn inner_with_refused_newuidmap() {
+    // The ranges are there, the helpers too, but the kernel refuses them their privileges.
+    let mapping = mapping();
+    assert!(mapping.host_uid(1000).is_some(), "{mapping:?}");
+    let (_tmp, root) = temp_rootfs();
+    let (result, out) = run(&sh(&root, "id -u; touch /f; chown 1000 /f || echo refused").build());
+    assert!(result.expect("ran").success(), "{}", out.stderr);
+    assert_eq!(out.stdout, "0\nrefused\n");
+    assert!(
+        out.stderr.contains("img: warning: newuidmap was refused")
+            && out.stderr.contains("Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+    // Said once per process.
+    let (_, again) = run(&sh(&root, "true").build());
+    assert!(!again.stderr.contains("warning"), "{}", again.stderr);
 }

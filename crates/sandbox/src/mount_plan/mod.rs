@@ -90,6 +90,8 @@ pub(crate) struct RootSetup<'a> {
     pub staging: &'a Path,
     /// Whether gid 5 (tty) exists in the namespace, for devpts's `gid=5`.
     pub tty_gid_mapped: bool,
+    /// Idmapped clones of host paths (real root's steps), attached over their paths first.
+    pub idmapped: &'a [crate::isolate::IdmappedTree],
 }
 
 type Result<T> = std::result::Result<T, ChildFailure>;
@@ -155,6 +157,14 @@ impl RootSetup<'_> {
             MsFlags::MS_REC | MsFlags::MS_PRIVATE,
             "",
         )?;
+        for tree in self.idmapped {
+            use std::os::fd::AsFd;
+            self.sys
+                .attach(tree.fd.as_fd(), &tree.source)
+                .map_err(|e| {
+                    ChildFailure::os(SetupStep::Mount("idmapped".into()), &tree.source, &e)
+                })?;
+        }
         if let Rootfs::Mounted { mounts, .. } = &self.spec.rootfs {
             for m in mounts {
                 let (flags, data) = parse_options(&m.options);

@@ -1,5 +1,6 @@
-//! The filesystems every step gets: a fresh /proc confined as Docker confines it, a small /dev,
-//! a read-only /sys, and the /etc files the sandbox supplies.
+//! The filesystems every step gets: a fresh /proc confined as Docker confines it, a small /dev
+//! without device files of its own (`nodev`), a /sys read-only all the way down with Docker's
+//! masks, and the /etc files the sandbox supplies.
 
 use std::path::Path;
 
@@ -12,19 +13,24 @@ use crate::syscalls::FileKind;
 
 /// Device nodes bound from the host's /dev, as runc's default rootless devices.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-/// Parts of /proc made read-only, as Docker does (moby `oci/defaults.go`).
+/// Parts of /proc made read-only (with everything mounted below them), as Docker does.
 const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
-/// Parts of /proc hidden, as Docker does.
-const PROC_MASKED: [&str; 8] = [
+/// Parts of /proc hidden, as Docker does: a file under /dev/null, a directory under an empty
+/// read-only tmpfs.
+const PROC_MASKED: [&str; 10] = [
     "asound",
     "acpi",
+    "interrupts",
     "kcore",
     "keys",
     "latency_stats",
     "timer_list",
     "timer_stats",
     "sched_debug",
+    "scsi",
 ];
+/// Parts of /sys hidden, as Docker does (besides each CPU's `thermal_throttle`).
+const SYS_MASKED: [&str; 2] = ["firmware", "devices/virtual/powercap"];
 
 impl RootSetup<'_> {
     pub(super) fn mount_proc(&self, stubs: &mut MountStubs) -> Result<()> {
@@ -45,35 +51,49 @@ impl RootSetup<'_> {
         Ok(())
     }
 
-    /// Docker's default masked and read-only paths of /proc: without them a step run by real
-    /// root could change the host's sysctls, which only check file permissions.
+    /// Docker's default masked and read-only paths of /proc: without them a step could change
+    /// sysctls that check file permissions only (as the host's root did before steps got a
+    /// user namespace of their own), or read the kernel's memory and keys.
     fn confine_proc(&self, proc: &Path) -> Result<()> {
         for name in PROC_READ_ONLY {
             let path = proc.join(name);
             if self.sys.kind(&path).is_some() {
-                self.bind(&path, &path, true, true)?;
+                self.bind(&path, &path, true, false)?;
+                self.read_only_recursive(&path)?;
             }
         }
         for name in PROC_MASKED {
-            let path = proc.join(name);
-            match self.sys.kind(&path) {
-                Some(FileKind::Dir) => {
-                    let flags = MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NODEV
-                        | MsFlags::MS_NOEXEC;
-                    self.mount(Some(Path::new("tmpfs")), &path, "tmpfs", flags, "size=0")?;
-                }
-                Some(_) => self.bind(Path::new("/dev/null"), &path, false, false)?,
-                None => {}
-            }
+            self.mask(&proc.join(name))?;
         }
         Ok(())
     }
 
+    /// Hides `path`: a file under /dev/null, a directory under an empty read-only tmpfs.
+    fn mask(&self, path: &Path) -> Result<()> {
+        match self.sys.kind(path) {
+            Some(FileKind::Dir) => {
+                let flags = MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC;
+                self.mount(Some(Path::new("tmpfs")), path, "tmpfs", flags, "size=0")
+            }
+            Some(_) => self.bind(Path::new("/dev/null"), path, false, false),
+            None => Ok(()),
+        }
+    }
+
+    fn read_only_recursive(&self, path: &Path) -> Result<()> {
+        self.sys
+            .read_only_recursive(path)
+            .map_err(|e| ChildFailure::os(SetupStep::Mount("read-only".into()), path, &e))
+    }
+
     pub(super) fn mount_dev(&self, stubs: &mut MountStubs) -> Result<()> {
         let dev = self.ensure_dir(Path::new("/dev"), stubs)?;
-        let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
+        // nodev: a device node made in /dev does not open. The standard nodes are binds of the
+        // host's, mounts of their own that keep working.
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME;
         self.mount(
             Some(Path::new("tmpfs")),
             &dev,
@@ -152,11 +172,23 @@ impl RootSetup<'_> {
                 )
                 .is_ok()
         {
-            return Ok(());
+            return self.confine_sys(&target);
         }
         // Recursive: in a user namespace the kernel refuses a bind that would uncover what the
-        // host's submounts (cgroup, ...) hide.
-        self.bind(Path::new("/sys"), &target, true, true)
+        // host's submounts (cgroup, ...) hide. Read-only all the way down: a writable cgroupfs
+        // (a v1 hierarchy's release_agent) is a known way out of a container.
+        self.bind(Path::new("/sys"), &target, true, false)?;
+        self.confine_sys(&target)
+    }
+
+    fn confine_sys(&self, sys: &Path) -> Result<()> {
+        for name in SYS_MASKED {
+            self.mask(&sys.join(name))?;
+        }
+        for cpu in self.sys.cpu_dirs(&sys.join("devices/system/cpu")) {
+            self.mask(&cpu.join("thermal_throttle"))?;
+        }
+        self.read_only_recursive(sys)
     }
 
     pub(super) fn supply_etc_files(&self, stubs: &mut MountStubs) -> Result<()> {

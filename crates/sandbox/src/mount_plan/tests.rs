@@ -32,6 +32,7 @@ fn run(sys: &RecordingSyscalls, spec: &SandboxSpec) -> Result<MountStubs> {
         spec,
         staging: Path::new("/st"),
         tty_gid_mapped: false,
+        idmapped: &[],
     }
     .run()
 }
@@ -47,17 +48,22 @@ fn plans_rootfs_special_filesystems_and_pivot_in_order() {
         "mount /r /r - [MS_BIND | MS_REC] ",
         "mount tmpfs /st tmpfs [MS_NOSUID | MS_NODEV] mode=755",
         "mount proc /r/proc proc [MS_NOSUID | MS_NODEV | MS_NOEXEC] ",
-        "mount tmpfs /r/dev tmpfs [MS_NOSUID | MS_STRICTATIME] mode=755,size=65536k",
+        "mount tmpfs /r/dev tmpfs [MS_NOSUID | MS_NODEV | MS_STRICTATIME] mode=755,size=65536k",
         "create /r/dev/null 666",
         "mount /dev/null /r/dev/null - [MS_BIND] ",
     ];
     assert_eq!(&calls[..expected_prefix.len()], expected_prefix);
     assert!(calls.contains(&"mount devpts /r/dev/pts devpts [MS_NOSUID | MS_NOEXEC] newinstance,ptmxmode=0666,mode=0620".to_string()));
     assert!(calls.contains(&"symlink /r/dev/ptmx -> pts/ptmx".to_string()));
-    // Host network: sysfs is the host's, bound read-only with its locked flags repeated.
-    assert!(calls.contains(
-        &"mount - /r/sys - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ".to_string()
-    ));
+    // Host network: sysfs is the host's, bound with its submounts, then read-only all the way
+    // down.
+    let sys_bind = "mount /sys /r/sys - [MS_BIND | MS_REC] ".to_string();
+    let sys_ro = "read-only -R /r/sys".to_string();
+    let position = |line: &String| calls.iter().position(|c| c == line);
+    assert!(
+        position(&sys_bind) < position(&sys_ro) && position(&sys_bind).is_some(),
+        "{calls:#?}"
+    );
     assert!(!calls.contains(&"loopback_up".to_string()));
     assert_eq!(calls[calls.len() - 2], "sethostname box");
     assert_eq!(calls.last().map(String::as_str), Some("pivot_root /r"));
@@ -210,6 +216,7 @@ fn symlinks_resolve_inside_the_root() {
         spec: &spec,
         staging: Path::new("/st"),
         tty_gid_mapped: false,
+        idmapped: &[],
     };
     assert_eq!(
         setup.resolve(Path::new("/etc/resolv.conf")),
@@ -242,6 +249,11 @@ fn proc_gets_docker_masks_unless_insecure() {
         "/r/etc",
         "/r/proc/sys",
         "/r/proc/acpi",
+        "/r/sys/firmware",
+        "/r/sys/devices/system/cpu",
+        "/r/sys/devices/system/cpu/cpu0",
+        "/r/sys/devices/system/cpu/cpu0/thermal_throttle",
+        "/r/sys/devices/system/cpu/cpufreq",
     ];
     let sys = RecordingSyscalls::with_dirs(&dirs);
     sys.add("/r/proc/kcore", FileKind::File, None);
@@ -249,9 +261,12 @@ fn proc_gets_docker_masks_unless_insecure() {
     let calls = sys.calls();
     for want in [
         "mount /r/proc/sys /r/proc/sys - [MS_BIND | MS_REC] ",
-        "mount - /r/proc/sys - [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_REMOUNT | MS_BIND] ",
+        "read-only -R /r/proc/sys",
         "mount tmpfs /r/proc/acpi tmpfs [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC] size=0",
         "mount /dev/null /r/proc/kcore - [MS_BIND] ",
+        "mount tmpfs /r/sys/firmware tmpfs [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC] size=0",
+        "mount tmpfs /r/sys/devices/system/cpu/cpu0/thermal_throttle tmpfs [MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC] size=0",
+        "read-only -R /r/sys",
     ] {
         assert!(
             calls.contains(&want.to_string()),
@@ -259,7 +274,9 @@ fn proc_gets_docker_masks_unless_insecure() {
         );
     }
     assert!(
-        !calls.iter().any(|c| c.contains("/r/proc/fs")),
+        !calls
+            .iter()
+            .any(|c| c.contains("/r/proc/fs") || c.contains("cpufreq")),
         "absent paths are skipped"
     );
 

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: a busybox root filesystem and a step runner.
 #![allow(dead_code)]
 
+pub mod containment;
 pub mod test_user;
 
 use std::fs;
