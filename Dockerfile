@@ -21,6 +21,7 @@ RUN --mount=type=secret,id=cacerts \
     if [ -f /run/secrets/cacerts ]; then set -- -o Acquire::https::CAInfo=/run/secrets/cacerts; fi; \
     apt-get "$@" update; \
     apt-get "$@" install -y --no-install-recommends ca-certificates cargo-web rustc-web; \
+    apt-get clean; \
     rm -rf /var/lib/apt/lists/*
 ENV CARGO_HOME=/usr/local/cargo
 WORKDIR /src
@@ -30,7 +31,8 @@ COPY crates crates
 COPY xtask xtask
 ARG CARGO_PROFILE=release
 # The registry and target caches outlive the layer: after a source change cargo recompiles only
-# the crates that changed, and downloads nothing it already has.
+# the crates that changed, and downloads nothing it already has. The image's binary is stripped
+# of its debug information, most of its size; symbols stay for backtraces.
 RUN --mount=type=cache,id=img-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=img-cargo-target,target=/src/target \
     --mount=type=secret,id=cacerts \
@@ -38,7 +40,8 @@ RUN --mount=type=cache,id=img-cargo-registry,target=/usr/local/cargo/registry \
     if [ -f /run/secrets/cacerts ]; then export CARGO_HTTP_CAINFO=/run/secrets/cacerts; fi; \
     cargo build --locked --profile "$CARGO_PROFILE" --package img-cli --bin img; \
     out="$CARGO_PROFILE"; if [ "$out" = dev ]; then out=debug; fi; \
-    install -m 0755 "target/$out/img" /usr/local/bin/img
+    strip --strip-debug -o /usr/local/bin/img "target/$out/img"; \
+    chmod 0755 /usr/local/bin/img
 
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -58,6 +61,7 @@ RUN --mount=type=secret,id=cacerts \
     setcap cap_setuid=ep /usr/bin/newuidmap; \
     setcap cap_setgid=ep /usr/bin/newgidmap; \
     apt-get purge -y --auto-remove libcap2-bin; \
+    apt-get clean; \
     rm -rf /var/lib/apt/lists/*
 # The unprivileged user and its subordinate ids. 100000-165535 suits a container in the host's
 # user namespace; a pod with its own user namespace (hostUsers: false) maps only ids 0-65535 and

@@ -380,7 +380,15 @@ impl RealWorld {
         let rootfs = cache.join("debian-rootfs");
         crate::debian::bookworm_rootfs(&rootfs, &["gcc", "libc6-dev", "make"])?;
         let base = format!("{}/bench/debian:bookworm", registry.address);
-        crate::debian::publish_image(img, &rootfs, &work.join("debian-base"), &base)?;
+        let scratch = work.join("debian-base");
+        crate::debian::publish_image(
+            img,
+            &rootfs,
+            &scratch.join("context"),
+            &scratch.join("state"),
+            &base,
+        )?;
+        std::fs::remove_dir_all(&scratch).ok();
 
         let context = work.join("c-project");
         write_c_project(&context, &base)?;

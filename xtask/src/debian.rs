@@ -100,24 +100,28 @@ pub fn write_rootfs_tar(rootfs: &Path, tar: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds `rootfs` into a one-layer image with img (`FROM scratch`, `ADD rootfs.tar /`) and
-/// pushes it as `reference`; `work` holds the context and a scratch state directory, removed
-/// after. The build time is fixed (`SOURCE_DATE_EPOCH`), so the same tree always gives the same
-/// image digest.
-pub fn publish_image(img: &Path, rootfs: &Path, work: &Path, reference: &str) -> Result<()> {
-    let context = work.join("context");
-    std::fs::create_dir_all(&context)?;
+/// Builds `rootfs` into a one-layer image with img (`FROM scratch`, `ADD rootfs.tar /`) in the
+/// state directory `state` and pushes it as `reference`; `context` receives the tar and the
+/// Dockerfile. The build time is fixed (`SOURCE_DATE_EPOCH`), so the same tree always gives the
+/// same image digest, and a state directory kept between runs makes a rerun cheap.
+pub fn publish_image(
+    img: &Path,
+    rootfs: &Path,
+    context: &Path,
+    state: &Path,
+    reference: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(context)?;
     write_rootfs_tar(rootfs, &context.join("rootfs.tar"))?;
     std::fs::write(
         context.join("Dockerfile"),
         "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
     )?;
-    let state = work.join("state");
     let img_at = |args: &[&str]| {
         let mut command = Command::new(img);
         command
             .arg("--state")
-            .arg(&state)
+            .arg(state)
             .args(["--progress", "quiet"])
             .args(args)
             .env("SOURCE_DATE_EPOCH", "1700000000");
@@ -125,9 +129,7 @@ pub fn publish_image(img: &Path, rootfs: &Path, work: &Path, reference: &str) ->
     };
     let context_arg = context.to_string_lossy().into_owned();
     run_quietly(&mut img_at(&["build", "-t", reference, &context_arg]))?;
-    run_quietly(&mut img_at(&["push", reference]))?;
-    std::fs::remove_dir_all(work).ok();
-    Ok(())
+    run_quietly(&mut img_at(&["push", reference]))
 }
 
 /// Runs `command` with its output captured, failing with the end of its output.
