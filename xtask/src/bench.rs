@@ -173,7 +173,8 @@ impl Row {
             (Some(img), Some(peer)) => format!(
                 "{:.2} ({})",
                 img.as_secs_f64() / peer.median_wall().as_secs_f64(),
-                peer.builder
+                // A table cell: its pipe must not end the cell.
+                peer.builder.replace('|', "\\|")
             ),
             _ => "—".to_owned(),
         };
