@@ -189,20 +189,7 @@ fn kernel_older_than(release: &str, (major, minor): (u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fake_proc(files: &[(&str, &str)]) -> (tempfile::TempDir, HostPaths) {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        for (path, text) in files {
-            let p = tmp.path().join(path);
-            fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            fs::write(p, text).expect("write");
-        }
-        let paths = HostPaths {
-            proc: tmp.path().to_path_buf(),
-            ..HostPaths::default()
-        };
-        (tmp, paths)
-    }
+    use crate::doctor::tests::fake_proc;
 
     #[test]
     fn a_refused_user_namespace_names_what_refused_it() {

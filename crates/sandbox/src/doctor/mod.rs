@@ -455,10 +455,11 @@ fn state_dir_probe(dir: &Path) -> ProbeResult {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn fake_proc(files: &[(&str, &str)]) -> (tempfile::TempDir, HostPaths) {
+    /// A `/proc` made of `files` (path under /proc, content), for probes that read it.
+    pub(crate) fn fake_proc(files: &[(&str, &str)]) -> (tempfile::TempDir, HostPaths) {
         let tmp = tempfile::tempdir().expect("tempdir");
         for (path, text) in files {
             let p = tmp.path().join(path);
