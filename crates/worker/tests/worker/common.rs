@@ -30,6 +30,11 @@ pub const FIXTURE_EPOCH: i64 = 1_700_000_000;
 
 pub type TestResult = Result<(), String>;
 
+/// A libtest-mimic trial running the test function `f` under `name`.
+pub fn t(name: &'static str, f: fn() -> TestResult) -> libtest_mimic::Trial {
+    libtest_mimic::Trial::test(name, move || f().map_err(Into::into))
+}
+
 /// Turns any error into the test failure message, with its causes.
 pub fn fail<E: std::error::Error>(err: E) -> String {
     let mut text = err.to_string();

@@ -19,10 +19,6 @@ use libtest_mimic::Trial;
 
 use crate::common::*;
 
-fn t(name: &'static str, f: fn() -> TestResult) -> Trial {
-    Trial::test(name, move || f().map_err(Into::into))
-}
-
 pub fn tests() -> Vec<Trial> {
     vec![
         t("copy_follows_dockers_destination_rules", copy_rules),
