@@ -56,8 +56,8 @@ pub use shell::{Environment, Expansion, Lexer, ShellError};
 pub use stages::{
     check, plan, BaseImageError, BaseImageResolver, BuildOptions, BuildPlan, CheckReport,
     ContainerConfig, Empty, FrontendError, HealthcheckConfig, HistoryEntry, ImageConfig,
-    InstructionContext, PlannedInstruction, Platform, PlatformError, SourceRef, Stage, StageBase,
-    Warning, DEFAULT_PATH,
+    InstructionContext, NamedContext, PlannedInstruction, Platform, PlatformError, SourceRef,
+    Stage, StageBase, Warning, DEFAULT_PATH,
 };
 
 /// Any error of this crate: what turning a Dockerfile into a build graph can fail with.

@@ -81,6 +81,9 @@ pub enum DefinitionError {
         /// How many outputs the input has.
         count: u32,
     },
+    /// A definition was finished without naming any output.
+    #[error("a definition needs at least one output")]
+    NoOutput,
     /// The output op is not in the definition.
     #[error("the definition's output {output} is not one of its ops")]
     MissingOutput {
@@ -108,13 +111,18 @@ pub enum DefinitionError {
     Json(#[source] serde_json::Error),
 }
 
-/// A validated build graph: every op's inputs are present, every op is reachable from the
+/// A validated build graph: every op's inputs are present, every op is reachable from an
 /// output, and every op is stored under its own digest (so the graph has no cycles).
+///
+/// A graph usually has one output. A multi-platform build has one per platform in one graph,
+/// so work the platforms share (the same op, the same digest) is one op and runs once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Definition {
     ops: BTreeMap<Digest, Op>,
     metadata: BTreeMap<Digest, OpMetadata>,
     output: OpRef,
+    /// Outputs beyond the first, in order, without repeats.
+    more_outputs: Vec<OpRef>,
 }
 
 const FORMAT_VERSION: u32 = 1;
@@ -123,6 +131,9 @@ const FORMAT_VERSION: u32 = 1;
 struct DefinitionDocument {
     version: u32,
     output: OpRef,
+    /// Absent for a graph with one output, so such graphs read as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    more_outputs: Vec<OpRef>,
     ops: Vec<OpEntry>,
 }
 
@@ -134,9 +145,17 @@ struct OpEntry {
 }
 
 impl Definition {
-    /// The op whose output is the build result.
+    /// The op whose output is the build result (the first, when there are several).
     pub fn output(&self) -> OpRef {
         self.output
+    }
+
+    /// Every output, the first being [`Definition::output`]: one per platform of a
+    /// multi-platform build.
+    pub fn outputs(&self) -> Vec<OpRef> {
+        let mut outputs = vec![self.output];
+        outputs.extend(self.more_outputs.iter().copied());
+        outputs
     }
 
     /// The op with `digest`.
@@ -155,13 +174,19 @@ impl Definition {
     }
 
     /// Every op digest with inputs before the ops that read them, in a stable order (depth
-    /// first from the output, following each op's inputs in order); for listings such as
-    /// `img debug llb`, where dependency order reads better than digest order.
+    /// first from each output in turn, following each op's inputs in order); for listings
+    /// such as `img debug llb`, where dependency order reads better than digest order.
     pub fn dependency_order(&self) -> Vec<Digest> {
         let mut order = Vec::with_capacity(self.ops.len());
         let mut visited = BTreeSet::new();
-        // Explicit stack instead of recursion: a long Dockerfile makes a deep chain.
-        let mut stack = vec![(self.output.digest, false)];
+        // Explicit stack instead of recursion: a long Dockerfile makes a deep chain. The
+        // first output is visited first (it is on top).
+        let mut stack: Vec<(Digest, bool)> = self
+            .outputs()
+            .iter()
+            .rev()
+            .map(|o| (o.digest, false))
+            .collect();
         while let Some((digest, inputs_done)) = stack.pop() {
             if inputs_done {
                 order.push(digest);
@@ -197,6 +222,7 @@ impl Definition {
         let doc = DefinitionDocument {
             version: FORMAT_VERSION,
             output: self.output,
+            more_outputs: self.more_outputs.clone(),
             ops: self
                 .ops
                 .iter()
@@ -236,7 +262,9 @@ impl Definition {
         for (digest, op) in &builder.ops {
             check_inputs(*digest, op, &builder.ops)?;
         }
-        builder.build(doc.output)
+        let mut outputs = vec![doc.output];
+        outputs.extend(doc.more_outputs);
+        builder.build_outputs(&outputs)
     }
 }
 
@@ -307,22 +335,40 @@ impl DefinitionBuilder {
 
     /// Finishes the graph with `output` as its result, dropping ops the output does not need
     /// (unused stages are not built, as in BuildKit).
-    pub fn build(mut self, output: OpRef) -> Result<Definition, DefinitionError> {
-        let Some(output_op) = self.ops.get(&output.digest) else {
-            return Err(DefinitionError::MissingOutput {
-                output: output.digest,
-            });
+    pub fn build(self, output: OpRef) -> Result<Definition, DefinitionError> {
+        self.build_outputs(&[output])
+    }
+
+    /// Finishes the graph with several results (one per platform of a multi-platform build),
+    /// the first being [`Definition::output`]; repeats are dropped, and ops no output needs
+    /// are dropped as [`DefinitionBuilder::build`] drops them.
+    pub fn build_outputs(mut self, outputs: &[OpRef]) -> Result<Definition, DefinitionError> {
+        let Some(&first) = outputs.first() else {
+            return Err(DefinitionError::NoOutput);
         };
-        if output.output >= output_op.output_count() {
-            return Err(DefinitionError::NoSuchOutput {
-                op: output.digest,
-                input: output.digest,
-                output: output.output,
-                count: output_op.output_count(),
-            });
+        for output in outputs {
+            let Some(output_op) = self.ops.get(&output.digest) else {
+                return Err(DefinitionError::MissingOutput {
+                    output: output.digest,
+                });
+            };
+            if output.output >= output_op.output_count() {
+                return Err(DefinitionError::NoSuchOutput {
+                    op: output.digest,
+                    input: output.digest,
+                    output: output.output,
+                    count: output_op.output_count(),
+                });
+            }
+        }
+        let mut more_outputs: Vec<OpRef> = Vec::new();
+        for output in &outputs[1..] {
+            if *output != first && !more_outputs.contains(output) {
+                more_outputs.push(*output);
+            }
         }
         let mut reachable = BTreeSet::new();
-        let mut stack = vec![output.digest];
+        let mut stack: Vec<Digest> = outputs.iter().map(|o| o.digest).collect();
         while let Some(digest) = stack.pop() {
             if !reachable.insert(digest) {
                 continue;
@@ -336,7 +382,8 @@ impl DefinitionBuilder {
         Ok(Definition {
             ops: self.ops,
             metadata: self.metadata,
-            output,
+            output: first,
+            more_outputs,
         })
     }
 }

@@ -23,6 +23,36 @@ pub struct ExecOp {
     pub security: SecurityMode,
     /// Extra mounts on top of the root, in mount order.
     pub mounts: Vec<Mount>,
+    /// `/etc/hosts` entries added after the defaults (`--add-host`), in order. Left out of the
+    /// canonical form when empty, so graphs without them keep their digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Resource limits of the process (`--ulimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Size of the `/dev/shm` tmpfs in bytes (`--shm-size`); `None` for the default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+}
+
+/// One `--add-host` entry: `ip` resolves `host` in the step's `/etc/hosts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// The host name.
+    pub host: String,
+    /// The address, IPv4 or IPv6.
+    pub ip: String,
+}
+
+/// One `--ulimit` resource limit (`nofile=1024:2048`); `u64::MAX` stands for unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// The resource as Docker names it: `nofile`, `nproc`, `core`, `stack`, ...
+    pub name: String,
+    /// The soft limit.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
 }
 
 impl ExecOp {
@@ -37,6 +67,9 @@ impl ExecOp {
             network: NetworkMode::Sandbox,
             security: SecurityMode::Sandbox,
             mounts: Vec::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: None,
         }
     }
 

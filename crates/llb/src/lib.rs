@@ -48,7 +48,9 @@ mod source;
 pub use chmod::{Chmod, SymbolicClause, SymbolicOp, SymbolicPerms};
 pub use definition::{Definition, DefinitionBuilder, DefinitionError, OpMetadata, SourceLocation};
 pub use digest::{Digest, DigestError};
-pub use exec::{CacheSharing, ExecOp, Mount, MountKind, NetworkMode, SecurityMode};
+pub use exec::{
+    CacheSharing, ExecOp, HostEntry, Mount, MountKind, NetworkMode, SecurityMode, Ulimit,
+};
 pub use file::{
     CopyAction, FileAction, FileOp, IdOrName, MkdirAction, MkfileAction, Owner, RmAction,
     SymlinkAction,

@@ -112,6 +112,21 @@ impl Platform {
         }
     }
 
+    /// Parses a comma-separated list (`--platform linux/amd64,arm64`): each entry as
+    /// [`Platform::parse`] takes it, duplicates (after normalization) dropped, order kept.
+    pub fn parse_list(value: &str) -> Result<Vec<Self>, PlatformError> {
+        let mut platforms: Vec<Platform> = Vec::new();
+        for entry in value.split(',') {
+            let platform = Platform::parse(entry).map_err(|_| PlatformError {
+                value: entry.to_string(),
+            })?;
+            if !platforms.contains(&platform) {
+                platforms.push(platform);
+            }
+        }
+        Ok(platforms)
+    }
+
     /// Whether an image index entry for `other` can serve a request for `self`.
     pub fn matches(&self, other: &Platform) -> bool {
         self.os == other.os
@@ -215,6 +230,30 @@ mod tests {
         for bad in ["", "linux/", "/amd64", "a/b/c/d", "linux/arm/", "nonsense"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn lists_are_normalized_deduplicated_and_keep_their_order() {
+        let shown = |s: &str| {
+            Platform::parse_list(s)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            shown("linux/arm64,linux/amd64"),
+            ["linux/arm64", "linux/amd64"]
+        );
+        assert_eq!(
+            shown("arm64, linux/aarch64,linux/arm64/v8,amd64"),
+            ["linux/arm64", "linux/amd64"]
+        );
+        assert_eq!(shown("linux/arm/v7"), ["linux/arm/v7"]);
+        let err = Platform::parse_list("linux/amd64,,arm64").unwrap_err();
+        assert_eq!(err.value, "");
+        let err = Platform::parse_list("linux/amd64,bogus").unwrap_err();
+        assert_eq!(err.value, "bogus");
     }
 
     #[test]

@@ -339,3 +339,63 @@ fn dependency_order_puts_inputs_first() {
         ]
     );
 }
+
+#[test]
+fn one_graph_for_several_platforms_shares_identical_ops() {
+    let image = |arch: &str| {
+        SourceOp::Image(ImageSource {
+            reference: "docker.io/library/busybox:latest".into(),
+            platform: Platform::new("linux", arch),
+        })
+    };
+    let mut g = DefinitionBuilder::new();
+    g.add(
+        SourceOp::Local(LocalSource::new("unused")),
+        OpMetadata::default(),
+    )
+    .unwrap();
+    let mut outputs = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let base = g.add(image(arch), OpMetadata::default()).unwrap();
+        // The same step on the build platform's image for both targets: one op.
+        let native = g.add(image("amd64"), OpMetadata::default()).unwrap();
+        let tool = g
+            .add(run(native, "make tool"), OpMetadata::default())
+            .unwrap();
+        outputs.push(
+            g.add(
+                run(base, "cp /tool/out /").with_mount(Mount {
+                    target: "/tool".into(),
+                    kind: MountKind::Bind {
+                        source: tool,
+                        selector: "/".into(),
+                        readonly: true,
+                    },
+                }),
+                OpMetadata::default(),
+            )
+            .unwrap(),
+        );
+    }
+    // Repeats are dropped, the order is kept.
+    outputs.push(outputs[0]);
+    let def = g.build_outputs(&outputs).unwrap();
+    assert_eq!(def.outputs(), outputs[..2]);
+    assert_eq!(def.output(), outputs[0]);
+    // busybox amd64, busybox arm64, one `make tool`, two final steps; the unused context is
+    // dropped.
+    assert_eq!(def.len(), 5);
+    let order = def.dependency_order();
+    assert_eq!(order.len(), 5);
+    for output in &outputs[..2] {
+        assert!(order.contains(&output.digest));
+    }
+    let back = Definition::from_json(&def.to_json()).unwrap();
+    assert_eq!(back, def);
+    assert!(matches!(
+        DefinitionBuilder::new().build_outputs(&[]),
+        Err(DefinitionError::NoOutput)
+    ));
+    // A one-output graph serializes as before: no extra key.
+    assert!(!sample().to_json().contains("more_outputs"));
+}

@@ -75,7 +75,7 @@ impl<'a> Lowerer<'a> {
         let (mut current, base, mut layers) = match &stage.base {
             StageBase::Scratch => (None, LoweredBase::Scratch, Vec::new()),
             StageBase::Image { reference } => {
-                let pinned = self.pinned(reference);
+                let pinned = self.pinned(reference, &stage.platform);
                 let description = steps.next(&format!("FROM {pinned}"), false);
                 let metadata = steps.metadata(description, &stage.location);
                 let image = ImageSource {
@@ -176,11 +176,12 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    /// The pinned form of an image reference, or the reference as written.
-    pub(super) fn pinned(&self, reference: &str) -> String {
+    /// The pinned form of an image reference for `platform`, or the reference as written.
+    pub(super) fn pinned(&self, reference: &str, platform: &Platform) -> String {
         self.options
-            .resolved_images
-            .get(reference)
+            .resolved_platform_images
+            .get(&(reference.to_owned(), platform.clone()))
+            .or_else(|| self.options.resolved_images.get(reference))
             .cloned()
             .unwrap_or_else(|| reference.to_string())
     }
@@ -196,7 +197,7 @@ impl<'a> Lowerer<'a> {
             SourceOp::Local(LocalSource::new(reference))
         } else {
             SourceOp::Image(ImageSource {
-                reference: self.pinned(reference),
+                reference: self.pinned(reference, platform),
                 platform: llb_platform(platform),
             })
         };
@@ -215,7 +216,7 @@ impl<'a> Lowerer<'a> {
                 None => self.empty_fs(),
             },
             SourceRef::Image { reference } => {
-                let pinned = self.pinned(reference);
+                let pinned = self.pinned(reference, &self.options.target_platform);
                 let metadata = OpMetadata {
                     location: Some(crate::lower::describe::source_location(location)),
                     ..OpMetadata::described(format!("FROM {pinned}"))

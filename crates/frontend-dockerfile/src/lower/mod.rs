@@ -43,6 +43,10 @@ pub struct LowerOptions {
     /// `name@sha256:…` the caller resolved, so that an image source changes its digest when the
     /// image changes; a reference missing here is used as written.
     pub resolved_images: BTreeMap<String, String>,
+    /// As `resolved_images`, for one platform: the same reference resolves to another
+    /// manifest per platform (`FROM --platform=$BUILDPLATFORM busybox` and `FROM busybox` in
+    /// one Dockerfile). Looked up first.
+    pub resolved_platform_images: BTreeMap<(String, Platform), String>,
     /// The platform of images named by `COPY --from` and `RUN --mount from=`.
     pub target_platform: Platform,
     /// Names given with `--build-context name=<dir>`: a `COPY --from` or `RUN --mount from=`
@@ -56,6 +60,7 @@ impl Default for LowerOptions {
             context_name: "context".to_string(),
             exclude_patterns: Vec::new(),
             resolved_images: BTreeMap::new(),
+            resolved_platform_images: BTreeMap::new(),
             target_platform: Platform::host(),
             local_contexts: BTreeSet::new(),
         }
@@ -84,6 +89,18 @@ impl LowerOptions {
     /// Pins the image written as `written` to `pinned` (`name@sha256:…`).
     pub fn resolved_image(mut self, written: impl Into<String>, pinned: impl Into<String>) -> Self {
         self.resolved_images.insert(written.into(), pinned.into());
+        self
+    }
+
+    /// Pins the image written as `written`, used for `platform`, to `pinned`.
+    pub fn resolved_platform_image(
+        mut self,
+        written: impl Into<String>,
+        platform: Platform,
+        pinned: impl Into<String>,
+    ) -> Self {
+        self.resolved_platform_images
+            .insert((written.into(), platform), pinned.into());
         self
     }
 

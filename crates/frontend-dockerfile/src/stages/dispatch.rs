@@ -373,11 +373,28 @@ impl<'a> Planner<'a> {
             }
             None => None,
         };
+        // A named context of that name comes first, before stages and images.
+        let named = self.options.named_contexts.get(&image_word).cloned();
+        let named_base = named.is_some();
+        let image_word = match named {
+            Some(super::NamedContext::Image { reference }) => reference,
+            Some(super::NamedContext::Local) => {
+                return Err(FrontendError::FromLocalContext {
+                    location: Box::new(location),
+                    name: image_word,
+                })
+            }
+            None => image_word,
+        };
         let lowered = image_word.to_lowercase();
         // The nearest earlier stage of that name, if the name is used twice.
-        let base_stage = self.stages[..index]
-            .iter()
-            .rposition(|s| s.name.as_deref() == Some(lowered.as_str()));
+        let base_stage = if named_base {
+            None
+        } else {
+            self.stages[..index]
+                .iter()
+                .rposition(|s| s.name.as_deref() == Some(lowered.as_str()))
+        };
         let mut deps = BTreeSet::new();
         let (base, mut state, platform) = if let Some(j) = base_stage {
             self.dispatch(j, &location)?;
@@ -681,6 +698,20 @@ impl<'a> Planner<'a> {
         at: &Location,
         deps: &mut BTreeSet<usize>,
     ) -> Result<SourceRef, FrontendError> {
+        match self.options.named_contexts.get(from) {
+            Some(super::NamedContext::Image { reference }) => {
+                return Ok(SourceRef::Image {
+                    reference: reference.clone(),
+                })
+            }
+            // The lowering reads a local context of that name.
+            Some(super::NamedContext::Local) => {
+                return Ok(SourceRef::Image {
+                    reference: from.to_string(),
+                })
+            }
+            _ => {}
+        }
         let lowered = from.to_lowercase();
         // With a duplicate name, the last stage of that name is the one meant, as in BuildKit.
         let index = match self

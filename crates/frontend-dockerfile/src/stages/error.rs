@@ -26,6 +26,14 @@ pub enum FrontendError {
         /// Its keyword.
         keyword: &'static str,
     },
+    /// `FROM NAME` where NAME is a local directory given with `--build-context`.
+    #[error("{location}: FROM {name}: the build context {name:?} is a local directory, which img cannot start a stage from; use COPY --from={name} (or give docker-image://REF)")]
+    FromLocalContext {
+        /// The FROM line.
+        location: Box<Location>,
+        /// The context's name.
+        name: String,
+    },
     /// No FROM at all.
     #[error("{file}: dockerfile contains no stages to build; add a FROM instruction, such as FROM scratch")]
     NoStages {

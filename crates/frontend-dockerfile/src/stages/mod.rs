@@ -49,6 +49,23 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// The context's `.dockerignore` patterns, for the `CopyIgnoredFile` check.
     pub dockerignore: Option<IgnorePatterns>,
+    /// `--build-context NAME=…`: a `FROM NAME` or `--from=NAME` uses these instead of the
+    /// stage or image of that name, as BuildKit resolves named contexts first.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NamedContext {
+    /// An image (`docker-image://REF`): used as if `REF` were written.
+    Image {
+        /// The reference.
+        reference: String,
+    },
+    /// A local directory the lowering knows by the context's name
+    /// ([`crate::LowerOptions::local_context`]), for `COPY --from` and `RUN --mount from=`.
+    Local,
 }
 
 impl Default for BuildOptions {
@@ -61,6 +78,7 @@ impl Default for BuildOptions {
             build_platform: Platform::host(),
             labels: BTreeMap::new(),
             dockerignore: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -98,6 +116,12 @@ impl BuildOptions {
     /// Sets the build platform.
     pub fn build_platform(mut self, platform: Platform) -> Self {
         self.build_platform = platform;
+        self
+    }
+
+    /// Adds a named build context (`--build-context NAME=…`).
+    pub fn named_context(mut self, name: impl Into<String>, context: NamedContext) -> Self {
+        self.named_contexts.insert(name.into(), context);
         self
     }
 
