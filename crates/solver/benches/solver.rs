@@ -38,6 +38,7 @@ impl Executor for BenchExecutor {
         &self,
         op: &Op,
         _inputs: &Inputs<String>,
+        _cancel: &img_solver::CancelToken,
     ) -> Result<CacheKeyExtra, BenchError> {
         if let Op::Source(SourceOp::Local(_)) = op {
             let sum = checksum_tree(

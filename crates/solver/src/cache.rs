@@ -1,6 +1,8 @@
-//! The persistent cache: cache key → stored output, plus the file checksum cache.
+//! The persistent cache: cache key → stored output, plus the file checksum cache (per file:
+//! stamp → content and attribute digests), the checksums of selections from committed
+//! snapshots (`tree_checksums`) and the step history that explains misses (`history`).
 //!
-//! Both tables live in one SQLite database in the state directory. SQLite in WAL mode lets
+//! All tables live in one SQLite database in the state directory. SQLite in WAL mode lets
 //! several img processes share it: readers never block, writers queue behind `busy_timeout`
 //! instead of failing with "database is locked". The checksum cache sits in the same file rather
 //! than a sidecar so that it gets the same crash safety and multi-process locking for free, and
@@ -9,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use img_llb::Digest;
@@ -96,6 +98,8 @@ pub struct StampedChecksum {
     pub stamp: FileStamp,
     /// The sha256 of its content.
     pub sha256: [u8; 32],
+    /// Digest of the extended attributes; `None` when there are none.
+    pub xattrs: Option<[u8; 32]>,
     /// When the file was examined; entries whose timestamps are this recent are not trusted.
     pub recorded_ns: i64,
 }
@@ -106,7 +110,16 @@ pub struct StampedChecksum {
 pub struct CacheDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The checksum cache entries last loaded for a tree root. A build checksums its context
+    /// once whole and once per `COPY` from it; loading every entry again for each would cost
+    /// more than the walks. Dropped when this process stores new entries, so the next load
+    /// sees them; entries another process stores meanwhile are only missed shortcuts (every
+    /// entry is checked against the file's stamp before use).
+    loaded: Mutex<Option<(Vec<u8>, Arc<KnownChecksums>)>>,
 }
+
+/// Checksum cache entries by absolute path bytes.
+pub type KnownChecksums = HashMap<Vec<u8>, StampedChecksum>;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS cache_records (
@@ -118,13 +131,38 @@ CREATE TABLE IF NOT EXISTS cache_records (
     created_ns   INTEGER NOT NULL,
     last_used_ns INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS file_checksums (
-    path        TEXT PRIMARY KEY,
+-- Paths as raw bytes (names need not be UTF-8); xattrs NULL when the file has none.
+CREATE TABLE IF NOT EXISTS file_digests (
+    path        BLOB PRIMARY KEY,
     size        INTEGER NOT NULL,
     mtime_ns    INTEGER NOT NULL,
     ctime_ns    INTEGER NOT NULL,
     inode       INTEGER NOT NULL,
     sha256      BLOB NOT NULL,
+    xattrs      BLOB,
+    recorded_ns INTEGER NOT NULL
+);
+-- Replaced by file_digests, which also keeps extended attributes.
+DROP TABLE IF EXISTS file_checksums;
+CREATE TABLE IF NOT EXISTS tree_checksums (
+    tree        TEXT NOT NULL,
+    selection   TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    entries     INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (tree, selection)
+);
+-- What an executor learnt about a remote source at its last build (an HTTP download's
+-- validators and where its content is kept), to ask the remote again cheaply next time.
+CREATE TABLE IF NOT EXISTS source_metadata (
+    source      TEXT PRIMARY KEY,
+    value       TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS step_history (
+    step        TEXT PRIMARY KEY,
+    inputs      TEXT NOT NULL,
+    listings    BLOB NOT NULL,
     recorded_ns INTEGER NOT NULL
 );
 ";
@@ -155,6 +193,7 @@ impl CacheDb {
         Ok(CacheDb {
             path,
             conn: Mutex::new(conn),
+            loaded: Mutex::new(None),
         })
     }
 
@@ -163,12 +202,15 @@ impl CacheDb {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent: it rolls back.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn query_err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> CacheError + '_ {
+    pub(crate) fn query_err(
+        &self,
+        operation: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> CacheError + '_ {
         move |source| CacheError::Query {
             path: self.path.clone(),
             operation,
@@ -260,54 +302,75 @@ impl CacheDb {
     }
 
     /// Checksum cache entries for files under the directory `root` (an absolute path), by
-    /// absolute path. Shared with executors that hash files themselves (the worker keys what
-    /// a copy reads with it).
-    pub fn checksums_under(
-        &self,
-        root: &str,
-    ) -> Result<HashMap<String, StampedChecksum>, CacheError> {
-        let prefix = format!("{}/", root.trim_end_matches('/'));
-        // Every path starting with "<root>/" sorts in ["<root>/", "<root>0"): '0' follows '/'.
-        let upper = format!("{}0", root.trim_end_matches('/'));
+    /// path bytes. Shared with executors that hash files themselves (the worker keys what a
+    /// copy reads with it).
+    pub fn checksums_under(&self, root: &[u8]) -> Result<Arc<KnownChecksums>, CacheError> {
+        if let Some((loaded_root, known)) = &*self.loaded_checksums() {
+            if loaded_root == root {
+                return Ok(Arc::clone(known));
+            }
+        }
+        let known = Arc::new(self.load_checksums_under(root)?);
+        *self.loaded_checksums() = Some((root.to_vec(), Arc::clone(&known)));
+        Ok(known)
+    }
+
+    fn loaded_checksums(&self) -> MutexGuard<'_, Option<(Vec<u8>, Arc<KnownChecksums>)>> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn load_checksums_under(&self, root: &[u8]) -> Result<KnownChecksums, CacheError> {
+        let trimmed = root.strip_suffix(b"/").unwrap_or(root);
+        let mut prefix = trimmed.to_vec();
+        prefix.push(b'/');
+        // Every path starting with "<root>/" sorts in ["<root>/", "<root>0"): '0' follows '/'
+        // (blobs compare bytewise).
+        let mut upper = trimmed.to_vec();
+        upper.push(b'0');
         let conn = self.conn();
+        let err = self.query_err("read the checksum cache");
         let mut stmt = conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns
-                 FROM file_checksums WHERE path >= ?1 AND path < ?2",
+                "SELECT path, size, mtime_ns, ctime_ns, inode, sha256, xattrs, recorded_ns
+                 FROM file_digests WHERE path >= ?1 AND path < ?2",
             )
-            .map_err(self.query_err("read the checksum cache"))?;
+            .map_err(&err)?;
         let rows = stmt
             .query_map(params![prefix, upper], |row| {
                 Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
+                    row.get::<_, Vec<u8>>(0)?,
+                    FileStamp {
+                        size: row.get::<_, i64>(1)? as u64,
+                        mtime_ns: row.get(2)?,
+                        ctime_ns: row.get(3)?,
+                        inode: row.get::<_, i64>(4)? as u64,
+                    },
                     row.get::<_, Vec<u8>>(5)?,
-                    row.get::<_, i64>(6)?,
+                    row.get::<_, Option<Vec<u8>>>(6)?,
+                    row.get::<_, i64>(7)?,
                 ))
             })
-            .map_err(self.query_err("read the checksum cache"))?;
+            .map_err(&err)?;
         let mut entries = HashMap::new();
         for row in rows {
-            let (path, size, mtime_ns, ctime_ns, inode, sha, recorded_ns) =
-                row.map_err(self.query_err("read the checksum cache"))?;
+            let (path, stamp, sha, xattrs, recorded_ns) = row.map_err(&err)?;
             // A malformed entry is only a missed shortcut: the file is hashed again.
             let Ok(sha256) = <[u8; 32]>::try_from(sha.as_slice()) else {
                 continue;
             };
-            let stamp = FileStamp {
-                size: size as u64,
-                mtime_ns,
-                ctime_ns,
-                inode: inode as u64,
+            let xattrs = match xattrs {
+                None => None,
+                Some(x) => match <[u8; 32]>::try_from(x.as_slice()) {
+                    Ok(x) => Some(x),
+                    Err(_) => continue,
+                },
             };
             entries.insert(
                 path,
                 StampedChecksum {
                     stamp,
                     sha256,
+                    xattrs,
                     recorded_ns,
                 },
             );
@@ -315,11 +378,12 @@ impl CacheDb {
         Ok(entries)
     }
 
-    /// Stores checksum cache entries (by absolute path) in one transaction.
-    pub fn store_checksums(&self, entries: &[(String, StampedChecksum)]) -> Result<(), CacheError> {
+    /// Stores checksum cache entries (by absolute path bytes) in one transaction.
+    pub fn store_checksums(&self, entries: &[(&[u8], StampedChecksum)]) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
+        *self.loaded_checksums() = None;
         let err = self.query_err("update the checksum cache");
         let mut conn = self.conn();
         let tx = conn
@@ -328,9 +392,9 @@ impl CacheDb {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO file_checksums
-                     (path, size, mtime_ns, ctime_ns, inode, sha256, recorded_ns)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR REPLACE INTO file_digests
+                     (path, size, mtime_ns, ctime_ns, inode, sha256, xattrs, recorded_ns)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(&err)?;
             for (path, entry) in entries {
@@ -341,12 +405,92 @@ impl CacheDb {
                     entry.stamp.ctime_ns,
                     entry.stamp.inode as i64,
                     &entry.sha256[..],
+                    entry.xattrs.as_ref().map(|x| &x[..]),
                     entry.recorded_ns
                 ])
                 .map_err(&err)?;
             }
         }
         tx.commit().map_err(&err)
+    }
+
+    /// The recorded checksum (digest, entry count) of `selection` from the immutable `tree`.
+    pub(crate) fn tree_checksum(
+        &self,
+        tree: &str,
+        selection: &Digest,
+    ) -> Result<Option<(Digest, usize)>, CacheError> {
+        let row = self
+            .conn()
+            .prepare_cached(
+                "SELECT digest, entries FROM tree_checksums WHERE tree = ?1 AND selection = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![tree, selection.to_string()], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+            })
+            .map_err(self.query_err("read a tree checksum"))?;
+        let Some((digest, entries)) = row else {
+            return Ok(None);
+        };
+        let digest = digest.parse().map_err(|_| CacheError::Corrupt {
+            path: self.path.clone(),
+            column: "tree_checksums.digest",
+            value: digest.clone(),
+        })?;
+        Ok(Some((digest, entries.max(0) as usize)))
+    }
+
+    /// What an executor stored about a remote source under `source` (a name of its own
+    /// choosing), if anything.
+    pub fn source_metadata(&self, source: &str) -> Result<Option<String>, CacheError> {
+        self.conn()
+            .prepare_cached("SELECT value FROM source_metadata WHERE source = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![source], |row| row.get::<_, String>(0))
+                    .optional()
+            })
+            .map_err(self.query_err("read source metadata"))
+    }
+
+    /// Stores `value` about a remote source under `source`, replacing what was there.
+    pub fn store_source_metadata(&self, source: &str, value: &str) -> Result<(), CacheError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO source_metadata (source, value, recorded_ns)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![source, value, unix_ns(SystemTime::now())]))
+            .map_err(self.query_err("record source metadata"))?;
+        Ok(())
+    }
+
+    /// Records the checksum of `selection` from the immutable `tree`.
+    pub(crate) fn store_tree_checksum(
+        &self,
+        tree: &str,
+        selection: &Digest,
+        digest: &Digest,
+        entries: usize,
+    ) -> Result<(), CacheError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO tree_checksums (tree, selection, digest, entries, recorded_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    tree,
+                    selection.to_string(),
+                    digest.to_string(),
+                    entries as i64,
+                    unix_ns(SystemTime::now())
+                ])
+            })
+            .map_err(self.query_err("record a tree checksum"))?;
+        Ok(())
     }
 }
 

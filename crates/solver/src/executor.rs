@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use img_llb::{Digest, Op, OpMetadata, OpRef};
 
 use crate::progress::{LogStream, ProgressEvent, ProgressSink};
-use crate::{CacheKey, CancelToken};
+use crate::{CacheKey, CancelToken, TreeChecksum, TreeListing};
 
 /// Performs ops for the solver. The solver knows nothing about filesystems or processes: it
 /// asks for extra cache-key material, runs ops whose inputs are ready, and stores the
@@ -24,13 +24,16 @@ pub trait Executor: Send + Sync {
 
     /// Data from outside the definition that the op's result depends on: checksums of the files
     /// an op reads (the build context, a `COPY --from` selection), a resolved image digest.
-    /// Called once the op's inputs are available, before the cache lookup.
+    /// Called once the op's inputs are available, before the cache lookup. Work that may wait
+    /// (asking a remote whether a URL changed) should return, with any error, once `cancel`
+    /// is cancelled.
     fn cache_key_extra(
         &self,
         op: &Op,
         inputs: &Inputs<Self::Output>,
+        cancel: &CancelToken,
     ) -> Result<CacheKeyExtra, Self::Error> {
-        let _ = (op, inputs);
+        let _ = (op, inputs, cancel);
         Ok(CacheKeyExtra::default())
     }
 
@@ -55,6 +58,14 @@ pub trait Executor: Send + Sync {
     /// Reopens an output recorded by an earlier build. `Ok(None)` means it no longer exists
     /// (pruned); the solver then drops the record and executes the op again.
     fn load(&self, id: &str) -> Result<Option<Self::Output>, Self::Error>;
+
+    /// A result for `key` from a cache shared between machines (`--cache-from`), asked on a
+    /// local cache miss before the op runs. `Ok(None)`: not there (the default: no such
+    /// cache). A hit is recorded in the local cache like an executed result.
+    fn load_remote(&self, key: &CacheKey) -> Result<Option<Self::Output>, Self::Error> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// The outputs an op reads, in the order of [`Op::inputs`].
@@ -98,13 +109,16 @@ impl<O> Inputs<O> {
 }
 
 /// What an executor adds to an op's cache key besides the op itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct CacheKeyExtra {
     /// Inputs whose cache key is replaced by a checksum of the content the op reads from them.
     /// `COPY a.txt` from the context then depends on `a.txt` alone, not on the whole context:
     /// editing another file leaves its cache key unchanged.
     pub content: BTreeMap<OpRef, Digest>,
+    /// The per-path listings behind some of those checksums: not part of the key, they let a
+    /// miss name the files that changed.
+    pub listings: BTreeMap<OpRef, TreeListing>,
     /// Any other data the result depends on (e.g. the digest an image tag resolved to).
     pub salt: Option<String>,
 }
@@ -118,6 +132,16 @@ impl CacheKeyExtra {
     /// Keys `input` by the checksum of what the op reads from it instead of by its cache key.
     pub fn with_content(mut self, input: OpRef, checksum: Digest) -> Self {
         self.content.insert(input, checksum);
+        self
+    }
+
+    /// Keys `input` by the checksum of the tree the op reads from it, keeping the tree's
+    /// listing so that a miss can name the paths that changed.
+    pub fn with_tree(mut self, input: OpRef, tree: &TreeChecksum) -> Self {
+        self.content.insert(input, tree.digest);
+        if !tree.listing.is_empty() {
+            self.listings.insert(input, tree.listing.clone());
+        }
         self
     }
 

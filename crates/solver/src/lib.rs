@@ -12,7 +12,15 @@
 //! input's cache key, or, where the executor supplies one, by a checksum of just the content
 //! the op reads from that input ([`checksum_tree`]). Editing one file of the build context
 //! thus changes the keys of the steps that copy it and of everything after them, and nothing
-//! else. Metadata (descriptions, Dockerfile lines) never enters a key.
+//! else. Metadata (descriptions, Dockerfile lines) never enters a key. A tree that never
+//! changes (a committed snapshot) is checksummed once per selection
+//! ([`checksum_immutable_tree`]).
+//!
+//! A key is one digest: it says that something changed, not what. So on every miss the solver
+//! also records what the key was made of under the op's Dockerfile location, and when that
+//! location misses again it compares the two and reports what changed
+//! ([`ProgressEvent::CacheMiss`], [`CacheChange`]): the files, a build arg, the base image
+//! digest, the instruction, the step it builds on. A cache hit does none of this.
 //!
 //! Scheduling is described on [`Solver`]'s module: each op runs on a thread of its own, never
 //! on rayon's CPU-sized pool, with `--jobs` bounding concurrent exec ops.
@@ -61,6 +69,8 @@ mod cancel;
 mod checksum;
 mod error;
 mod executor;
+mod explain;
+mod history;
 mod key;
 mod progress;
 mod scheduler;
@@ -68,10 +78,12 @@ mod scheduler;
 pub use cache::{CacheDb, CacheError, CacheRecord, FileStamp, StampedChecksum};
 pub use cancel::CancelToken;
 pub use checksum::{
-    checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll, TreeChecksum,
+    checksum_immutable_tree, checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll,
+    TreeChecksum, TreeListing,
 };
 pub use error::{Error, ExecutorError, OpLabel, SolveError};
 pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
+pub use explain::{CacheChange, ChangeKind, PathChange};
 pub use key::CacheKey;
 pub use progress::{ChannelSink, LogStream, NoProgress, ProgressEvent, ProgressSink};
 pub use scheduler::{SolveOptions, Solved, Solver};

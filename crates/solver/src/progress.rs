@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use img_llb::{Digest, SourceLocation};
 use serde::{Deserialize, Serialize};
 
+use crate::CacheChange;
+
 /// Which output stream of a process a log chunk came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +42,18 @@ pub enum ProgressEvent {
         name: String,
         /// Its Dockerfile location.
         location: Option<SourceLocation>,
+        /// When.
+        at: SystemTime,
+    },
+    /// The op missed the cache although the same Dockerfile location was built before: what
+    /// changed since. Sent after [`ProgressEvent::Started`].
+    CacheMiss {
+        /// The op's digest.
+        op: Digest,
+        /// One line naming what changed, e.g. `src/b.c changed (and 2 more files)`.
+        summary: String,
+        /// Every change found, most telling first.
+        changes: Vec<CacheChange>,
         /// When.
         at: SystemTime,
     },
@@ -87,6 +101,7 @@ impl ProgressEvent {
         match self {
             ProgressEvent::Started { op, .. }
             | ProgressEvent::Cached { op, .. }
+            | ProgressEvent::CacheMiss { op, .. }
             | ProgressEvent::Log { op, .. }
             | ProgressEvent::Finished { op, .. }
             | ProgressEvent::Failed { op, .. }

@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::Scope;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,9 +25,12 @@ use petgraph::Direction;
 
 use crate::error::{ExecutorError, OpLabel};
 use crate::executor::{ExecContext, Inputs};
+use crate::explain::{self, InputFacts, StepInputs};
 use crate::key::cache_key;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::{CacheDb, CacheKey, CancelToken, Executor, SolveError};
+use crate::{CacheDb, CacheKey, CacheKeyExtra, CancelToken, Executor, SolveError};
+
+mod remote;
 
 /// How often the dispatcher checks the caller's cancel token while ops run.
 const CANCEL_POLL: Duration = Duration::from_millis(25);
@@ -46,6 +49,10 @@ pub struct SolveOptions {
     pub cancel: CancelToken,
     /// How many lines of a failed op's output the error keeps.
     pub log_tail_lines: usize,
+    /// Separates the step histories of unrelated builds sharing one cache: a miss is
+    /// explained by comparing the step with the last one recorded at the same Dockerfile
+    /// location within this scope (the cli uses the Dockerfile's absolute path).
+    pub history_scope: String,
 }
 
 impl Default for SolveOptions {
@@ -56,6 +63,7 @@ impl Default for SolveOptions {
             no_cache_filter: BTreeSet::new(),
             cancel: CancelToken::new(),
             log_tail_lines: 20,
+            history_scope: String::new(),
         }
     }
 }
@@ -76,6 +84,13 @@ impl SolveOptions {
     /// Adds a stage to `--no-cache-filter`.
     pub fn with_no_cache_stage(mut self, stage: impl Into<String>) -> Self {
         self.no_cache_filter.insert(stage.into());
+        self
+    }
+
+    /// Sets the scope of the step history that explains misses (see
+    /// [`SolveOptions::history_scope`]).
+    pub fn with_history_scope(mut self, scope: impl Into<String>) -> Self {
+        self.history_scope = scope.into();
         self
     }
 
@@ -100,6 +115,8 @@ pub struct Solved<O> {
     /// The output of every op of the definition, the output op's included: an exporter reads
     /// the results of intermediate steps (each layer of an image) from here.
     pub outputs: HashMap<Digest, O>,
+    /// The cache key of every op of the definition, for exporting the cache elsewhere.
+    pub keys: HashMap<Digest, CacheKey>,
 }
 
 /// Runs definitions with an [`Executor`] and a persistent [`CacheDb`].
@@ -116,6 +133,8 @@ struct OpDone<O> {
     /// result they were recorded on top of may differ from the fresh one.
     forced: bool,
     from_cache: bool,
+    /// Why the op missed the cache, when known: steps built on it name it.
+    cause: Option<Arc<str>>,
 }
 
 enum Outcome<O> {
@@ -131,6 +150,8 @@ struct Ready<'d, O> {
     metadata: &'d OpMetadata,
     inputs: Inputs<O>,
     input_keys: HashMap<Digest, CacheKey>,
+    /// Per input reference (in [`Op::inputs`] order): its description and why it missed.
+    input_labels: Vec<(&'d str, Option<Arc<str>>)>,
     inherited_force: bool,
 }
 
@@ -262,6 +283,7 @@ impl<E: Executor> Solver<E> {
             cache_key,
             executed,
             cached,
+            keys: done.iter().map(|(d, r)| (*d, r.key)).collect(),
             outputs: done.into_iter().map(|(d, r)| (d, r.output)).collect(),
         })
     }
@@ -284,11 +306,16 @@ impl<E: Executor> Solver<E> {
             .expect("graph nodes are ops of the definition");
         let mut entries = Vec::new();
         let mut input_keys = HashMap::new();
+        let mut input_labels = Vec::new();
         let mut inherited_force = false;
         for input in op.inputs() {
             let result = &done[&input.digest];
             entries.push((input, result.output.clone()));
             input_keys.insert(input.digest, result.key);
+            let label = definition
+                .metadata(&input.digest)
+                .map_or("", |m| m.description.as_str());
+            input_labels.push((label, result.cause.clone()));
             inherited_force |= result.forced;
         }
         Ready {
@@ -297,6 +324,7 @@ impl<E: Executor> Solver<E> {
             metadata: definition.metadata(&digest).unwrap_or(&NO_METADATA),
             inputs: Inputs::new(entries),
             input_keys,
+            input_labels,
             inherited_force,
         }
     }
@@ -305,7 +333,10 @@ impl<E: Executor> Solver<E> {
     fn run(&self, job: &Ready<'_, E::Output>, shared: &Shared<'_>) -> Outcome<E::Output> {
         let options = shared.options;
         let op_label = || label(job.digest, job.metadata);
-        let extra = match self.executor.cache_key_extra(job.op, &job.inputs) {
+        let extra = match self
+            .executor
+            .cache_key_extra(job.op, &job.inputs, &shared.cancel)
+        {
             Ok(extra) => extra,
             // Failing because the solve is being cancelled is not a failure of its own.
             Err(_) if shared.cancel.is_cancelled() => return Outcome::Cancelled,
@@ -340,12 +371,23 @@ impl<E: Executor> Solver<E> {
                         key,
                         forced,
                         from_cache: true,
+                        cause: None,
                     })
                 }
                 Ok(None) => {}
                 Err(outcome) => return outcome,
             }
         }
+        // A miss: compare with the last miss at this location, then forget the listings
+        // (they can be large) before the op runs.
+        let changes = match self.explain_miss(job, &key, extra, forced, options) {
+            Ok(changes) => changes,
+            Err(err) => return cache_err(err),
+        };
+        let cause: Option<Arc<str>> = changes
+            .as_deref()
+            .and_then(explain::root_cause)
+            .map(Arc::from);
 
         let _slot = if matches!(job.op, Op::Exec(_)) {
             match shared.exec_slots.acquire(&shared.cancel) {
@@ -365,6 +407,14 @@ impl<E: Executor> Solver<E> {
             location: job.metadata.location.clone(),
             at: SystemTime::now(),
         });
+        if let Some(changes) = changes {
+            shared.progress.emit(ProgressEvent::CacheMiss {
+                op: job.digest,
+                summary: explain::summary(&changes),
+                changes,
+                at: SystemTime::now(),
+            });
+        }
         let ctx = ExecContext::new(
             job.digest,
             key,
@@ -416,7 +466,77 @@ impl<E: Executor> Solver<E> {
             key,
             forced,
             from_cache: false,
+            cause,
         })
+    }
+
+    /// Records what the key of a missed op was made of, under its Dockerfile location, and
+    /// returns what changed since the last record there (none without a record, or when the
+    /// cache was ignored on purpose).
+    fn explain_miss(
+        &self,
+        job: &Ready<'_, E::Output>,
+        key: &CacheKey,
+        extra: CacheKeyExtra,
+        forced: bool,
+        options: &SolveOptions,
+    ) -> Result<Option<Vec<crate::CacheChange>>, crate::CacheError> {
+        let Some(step) = step_id(&options.history_scope, job.op, job.metadata) else {
+            return Ok(None);
+        };
+        let facts: Vec<InputFacts<'_>> = job
+            .op
+            .inputs()
+            .into_iter()
+            .zip(&job.input_labels)
+            .map(|(input, (label, cause))| InputFacts {
+                input,
+                label,
+                key: job.input_keys[&input.digest],
+                cause: cause.clone(),
+            })
+            .collect();
+        let instruction = job
+            .metadata
+            .location
+            .as_ref()
+            .map_or(job.metadata.description.as_str(), |l| l.text.as_str());
+        let account = StepInputs::of(job.op, instruction, *key, &facts, &extra);
+        let listings: Vec<_> = facts
+            .iter()
+            .map(|f| extra.listings.get(&f.input).and_then(|l| l.path_digests()))
+            .collect();
+        drop(extra);
+        let old = self.cache.step_history(&step)?;
+        let changes = match (&old, forced) {
+            (Some((was, was_listings)), false) => {
+                let causes: Vec<_> = facts.iter().map(|f| f.cause.clone()).collect();
+                Some(explain::compare(
+                    was,
+                    was_listings,
+                    &account,
+                    &listings,
+                    &causes,
+                ))
+            }
+            _ => None,
+        };
+        // A content checksum that came from a record has no listing; the old one still
+        // describes the same content when the checksum is unchanged.
+        let mut stored = listings;
+        if let Some((was, mut was_listings)) = old {
+            for (i, listing) in stored.iter_mut().enumerate() {
+                let same = match (was.inputs.get(i), account.inputs.get(i)) {
+                    (Some(a), Some(b)) => a.content.is_some() && a.content == b.content,
+                    _ => false,
+                };
+                if listing.is_none() && same {
+                    *listing = was_listings.get_mut(i).and_then(Option::take);
+                }
+            }
+        }
+        self.cache.record_step(&step, &account, &stored)?;
+        Ok(changes)
     }
 
     /// The cached output for `key`, or `None` when there is none or it was pruned.
@@ -433,7 +553,7 @@ impl<E: Executor> Solver<E> {
             })
         };
         let Some(record) = self.cache.lookup(key).map_err(cache_err)? else {
-            return Ok(None);
+            return self.load_remote(job, key, shared);
         };
         match self.executor.load(&record.output_id) {
             Ok(Some(output)) => {
@@ -457,6 +577,17 @@ impl<E: Executor> Solver<E> {
             })),
         }
     }
+}
+
+/// Where the step history keeps an op: the scope, the Dockerfile location (or, without one,
+/// the description) and the kind of op. `None` for an op with neither.
+fn step_id(scope: &str, op: &Op, metadata: &OpMetadata) -> Option<String> {
+    let place = match &metadata.location {
+        Some(location) => format!("{}:{}", location.file, location.start_line),
+        None if !metadata.description.is_empty() => format!("#{}", metadata.description),
+        None => return None,
+    };
+    Some(format!("{scope}\n{place}\n{}", op.kind_name()))
 }
 
 /// One node per op and one edge per (input op, op) pair, however often the input is used.

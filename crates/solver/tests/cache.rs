@@ -251,6 +251,7 @@ fn separate_processes_share_the_database() {
                 .args([
                     "--exact",
                     "child_process_solve",
+                    "--ignored",
                     "--nocapture",
                     "--test-threads=1",
                 ])
@@ -278,8 +279,9 @@ fn separate_processes_share_the_database() {
     assert!(solved.executed.is_empty());
 }
 
-/// The child side of `separate_processes_share_the_database`; does nothing when run directly.
+/// The child side of `separate_processes_share_the_database`.
 #[test]
+#[ignore = "run as a child process by separate_processes_share_the_database"]
 fn child_process_solve() {
     let Some(state) = std::env::var_os("IMG_SOLVER_TEST_CHILD_STATE") else {
         return;

@@ -54,6 +54,8 @@ pub struct FakeExecutor {
     runs: Mutex<Vec<Run>>,
     names: Mutex<HashMap<Digest, String>>,
     counter: AtomicU64,
+    /// The manifest digest each image reference resolves to (salted into its key).
+    image_digests: Mutex<HashMap<String, String>>,
 }
 
 impl FakeExecutor {
@@ -66,7 +68,16 @@ impl FakeExecutor {
             runs: Mutex::new(Vec::new()),
             names: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            image_digests: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes `reference` resolve to `digest` from now on, as a moved tag would.
+    pub fn set_image_digest(&self, reference: &str, digest: &str) {
+        self.image_digests
+            .lock()
+            .unwrap()
+            .insert(reference.to_owned(), digest.to_owned());
     }
 
     pub fn runs(&self) -> Vec<Run> {
@@ -111,6 +122,7 @@ impl Executor for FakeExecutor {
         &self,
         op: &Op,
         inputs: &Inputs<FakeOutput>,
+        _cancel: &img_solver::CancelToken,
     ) -> Result<CacheKeyExtra, FakeError> {
         let options = ChecksumOptions::default();
         let mut extra = CacheKeyExtra::new();
@@ -124,6 +136,11 @@ impl Executor for FakeExecutor {
                 )?;
                 extra = extra.with_salt(sum.digest.to_string());
             }
+            Op::Source(SourceOp::Image(image)) => {
+                if let Some(digest) = self.image_digests.lock().unwrap().get(&image.reference) {
+                    extra = extra.with_salt(format!("manifest:{digest}"));
+                }
+            }
             Op::File(file) => {
                 for action in &file.actions {
                     if let FileAction::Copy(copy) = action {
@@ -131,7 +148,7 @@ impl Executor for FakeExecutor {
                             let filter = selection(&copy.src);
                             let sum =
                                 checksum_tree(dir, &filter, &options, self.checksums.as_ref())?;
-                            extra = extra.with_content(copy.source, sum.digest);
+                            extra = extra.with_tree(copy.source, &sum);
                         }
                     }
                 }
@@ -271,6 +288,24 @@ impl Graph {
         self.builder
             .add(ExecOp::new(Some(root), args), meta)
             .unwrap()
+    }
+
+    /// As [`Graph::run`], with environment variables (how build args reach a `RUN`).
+    pub fn run_env(
+        &mut self,
+        stage: &str,
+        root: OpRef,
+        name: &str,
+        script: &[&str],
+        env: &[(&str, &str)],
+    ) -> OpRef {
+        let meta = self.meta(name, stage);
+        let args = script.iter().map(|s| s.to_string()).collect();
+        let mut exec = ExecOp::new(Some(root), args);
+        for (key, value) in env {
+            exec = exec.with_env(key, value);
+        }
+        self.builder.add(exec, meta).unwrap()
     }
 
     pub fn copy(&mut self, stage: &str, base: OpRef, from: OpRef, path: &str) -> OpRef {

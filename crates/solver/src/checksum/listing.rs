@@ -1,0 +1,94 @@
+//! Per-path digests of a checksummed tree: what the solver compares, when a step misses the
+//! cache, to name the files that changed since the step was last built.
+//!
+//! Computing them costs a small hash per entry, so a listing keeps the examined entries and
+//! hashes them only when asked: a build whose steps all hit the cache never pays for it.
+
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use super::entry::Entry;
+use super::ChecksumOptions;
+
+/// A path (raw bytes, relative to the tree's root) and the first 8 bytes of the sha256 of its
+/// record: enough to tell a change apart, small enough to keep per path.
+pub(crate) type PathDigest = (Vec<u8>, [u8; 8]);
+
+/// Every selected path of a tree with its digest, sorted by path bytes.
+pub(crate) type PathDigests = Vec<PathDigest>;
+
+/// The selected paths of a tree with a digest of each, computed on demand. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct TreeListing(Option<Arc<Listed>>);
+
+enum Listed {
+    /// Entries examined by [`super::checksum_tree`], hashed when asked.
+    Examined {
+        entries: Vec<Entry>,
+        options: ChecksumOptions,
+    },
+    /// Digests an executor computed itself, already sorted.
+    Digests(PathDigests),
+}
+
+impl TreeListing {
+    pub(super) fn of_entries(entries: Vec<Entry>, options: ChecksumOptions) -> TreeListing {
+        TreeListing(Some(Arc::new(Listed::Examined { entries, options })))
+    }
+
+    /// A listing of paths an executor checksummed itself (raw path bytes relative to the
+    /// tree's root, with the digest of what was read there), so that a miss can name them.
+    pub fn from_digests(paths: impl IntoIterator<Item = (Vec<u8>, [u8; 32])>) -> TreeListing {
+        let mut out: PathDigests = paths
+            .into_iter()
+            .map(|(path, digest)| {
+                let mut short = [0u8; 8];
+                short.copy_from_slice(&digest[..8]);
+                (path, short)
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        TreeListing(Some(Arc::new(Listed::Digests(out))))
+    }
+
+    /// Whether there is nothing to list: the checksum came from a record, not from the files.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Each path with its digest, sorted by path; `None` for an empty listing.
+    pub(crate) fn path_digests(&self) -> Option<PathDigests> {
+        let (entries, options) = match self.0.as_deref()? {
+            Listed::Examined { entries, options } => (entries, options),
+            Listed::Digests(digests) => return Some(digests.clone()),
+        };
+        let mut record = Vec::with_capacity(128);
+        let mut out: PathDigests = entries
+            .iter()
+            .map(|entry| {
+                record.clear();
+                entry.record(entries, options, &mut record);
+                let digest = Sha256::digest(&record);
+                let mut short = [0u8; 8];
+                short.copy_from_slice(&digest[..8]);
+                (entry.rel.clone(), short)
+            })
+            .collect();
+        out.sort();
+        Some(out)
+    }
+}
+
+impl std::fmt::Debug for TreeListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_deref() {
+            Some(Listed::Examined { entries, .. }) => {
+                write!(f, "TreeListing({} entries)", entries.len())
+            }
+            Some(Listed::Digests(digests)) => write!(f, "TreeListing({} paths)", digests.len()),
+            None => f.write_str("TreeListing(empty)"),
+        }
+    }
+}
