@@ -27,7 +27,7 @@ fn overlay_available(store: &Store) -> Option<Snapshotter> {
     match store.snapshotter(BackendChoice::Overlayfs) {
         Ok(s) => Some(s),
         Err(e) => {
-            println!("skipping overlayfs half: {e}");
+            common::cannot_run(&format!("overlayfs unavailable: {e}"));
             None
         }
     }
@@ -376,4 +376,35 @@ fn overlay_apply_links_to_a_file_from_a_lower_layer() {
     )
     .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn a_snapshot_of_the_other_backend_is_neither_reused_nor_a_parent() {
+    let t = store();
+    let Some(overlay) = overlay_available(&t.store) else {
+        return;
+    };
+    let native = t.store.snapshotter(BackendChoice::Native).unwrap();
+    // An overlayfs snapshot's directory holds only its diff: a native child would copy that
+    // diff as if it were the whole tree.
+    let active = overlay.prepare("o", None).unwrap();
+    drop(active);
+    overlay.commit("o", "o-done").unwrap();
+    assert!(overlay.lease_existing("o-done", &[]).unwrap().is_some());
+    assert!(
+        native.lease_existing("o-done", &[]).unwrap().is_none(),
+        "a cache hit on another backend's snapshot must be a miss"
+    );
+    assert!(matches!(
+        native.prepare("n-on-o", Some("o-done")),
+        Err(SnapshotError::WrongBackend { .. })
+    ));
+
+    native.prepare("n", None).unwrap();
+    native.commit("n", "n-done").unwrap();
+    assert!(overlay.lease_existing("n-done", &[]).unwrap().is_none());
+    assert!(matches!(
+        overlay.prepare("o-on-n", Some("n-done")),
+        Err(SnapshotError::WrongBackend { .. })
+    ));
 }

@@ -137,7 +137,7 @@ fn a_chain_deeper_than_one_mount_can_name_mounts_and_matches_native() {
     let overlay = match overlay_store.store.snapshotter(BackendChoice::Overlayfs) {
         Ok(s) => s,
         Err(e) => {
-            println!("skipping: {e}");
+            common::cannot_run(&format!("overlayfs unavailable: {e}"));
             return;
         }
     };
@@ -265,7 +265,7 @@ fn a_chain_deeper_than_one_mount_can_name_mounts_and_matches_native() {
 fn flattening_repeats_up_a_very_deep_chain() {
     let t = store();
     let Ok(overlay) = t.store.snapshotter(BackendChoice::Overlayfs) else {
-        println!("skipping: no overlayfs");
+        common::cannot_run("overlayfs unavailable");
         return;
     };
     // 200 empty-ish steps: past the option-length limit whatever the state path.
@@ -300,7 +300,7 @@ fn flattening_repeats_up_a_very_deep_chain() {
 fn flattening_time_over_a_large_base() {
     let t = store();
     let Ok(overlay) = t.store.snapshotter(BackendChoice::Overlayfs) else {
-        println!("skipping: no overlayfs");
+        common::cannot_run("overlayfs unavailable");
         return;
     };
     let tree = t.dir.path().join("tree");
@@ -340,7 +340,7 @@ fn flattening_time_over_a_large_base() {
 fn concurrent_children_of_an_unflattened_deep_parent_share_one_flattening() {
     let t = store();
     let Ok(overlay) = t.store.snapshotter(BackendChoice::Overlayfs) else {
-        println!("skipping: no overlayfs");
+        common::cannot_run("overlayfs unavailable");
         return;
     };
     build_chain(&overlay);

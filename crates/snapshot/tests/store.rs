@@ -166,7 +166,7 @@ fn skopeo_and_umoci_read_the_store() {
         assert_eq!(info["Digest"], digests[0].to_string());
         assert_eq!(info["Layers"][0], digests[2].to_string());
     } else {
-        println!("skopeo not installed: skipping skopeo inspect");
+        common::cannot_run("skopeo is not installed, so the store is not checked with it");
     }
     if which("umoci").is_some() {
         let bundle = t.dir.path().join("bundle");
@@ -185,7 +185,7 @@ fn skopeo_and_umoci_read_the_store() {
             b"from the store\n"
         );
     } else {
-        println!("umoci not installed: skipping umoci unpack");
+        common::cannot_run("umoci is not installed, so the store is not checked with it");
     }
 }
 

@@ -427,7 +427,7 @@ mod tests {
         let mut i = 0usize;
         while v.len() < n {
             v.extend_from_slice(words[(i * 7 + i / 3) % words.len()].as_bytes());
-            v.push(if i % 11 == 0 { b'\n' } else { b' ' });
+            v.push(if i.is_multiple_of(11) { b'\n' } else { b' ' });
             i += 1;
         }
         v.truncate(n);

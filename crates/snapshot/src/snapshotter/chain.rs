@@ -120,7 +120,7 @@ impl Snapshotter {
         flatten::flatten(&layers, &tree).map_err(flatten_err)?;
         // One flush of the filesystem instead of an fsync per entry: once the rename below
         // is durable, so is everything it publishes.
-        sync_filesystem(staged).map_err(flatten_err)?;
+        crate::fsutil::sync_filesystem(staged).map_err(flatten_err)?;
         let dest = self.dir(row.id).join(FLAT_DIR);
         self.db.write_with(|tx| -> Result<bool, SnapshotError> {
             let kind: Option<String> = tx
@@ -183,17 +183,5 @@ fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(e);
         }
-    }
-}
-
-/// Flushes the filesystem holding `path` (syncfs(2)).
-fn sync_filesystem(path: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(path)?;
-    // SAFETY: syncfs on an fd we own.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }

@@ -15,6 +15,7 @@ mod chain;
 mod flatten;
 mod mount;
 mod overlay;
+mod reuse;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -193,6 +194,10 @@ pub enum SnapshotKind {
 pub struct SnapshotInfo {
     /// The caller's key.
     pub key: String,
+    /// The snapshot's number in this state directory, never reused (a key may be, after the
+    /// snapshot was removed): with the key it names this snapshot's content for good, e.g. in
+    /// a cache of checksums of committed trees.
+    pub id: i64,
     /// The parent's key.
     pub parent: Option<String>,
     /// Active or committed.
@@ -287,6 +292,8 @@ impl Snapshotter {
                 if row.kind != SnapshotKind::Committed {
                     return Err(SnapshotError::NotCommitted { key: p.to_owned() });
                 }
+                // A native copy of an overlayfs parent would copy only that parent's diff.
+                self.check_backend(&row)?;
                 Some(row)
             }
             None => None,
@@ -389,6 +396,12 @@ impl Snapshotter {
         }
         let dir = self.fs_dir(row.id);
         let size = disk_usage(&dir).map_err(|source| SnapshotError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        // What the step wrote sits in the page cache; recorded as committed before it reaches
+        // the disk, a power cut would leave a cache hit pointing at truncated files.
+        crate::fsutil::sync_filesystem(&dir).map_err(|source| SnapshotError::Io {
             path: dir.clone(),
             source,
         })?;
@@ -584,6 +597,7 @@ impl Snapshotter {
         };
         Ok(SnapshotInfo {
             key: row.key.clone(),
+            id: row.id,
             parent,
             kind: row.kind,
             backend: row.backend,

@@ -141,8 +141,10 @@ pub(crate) fn probe(scratch: &Path) -> io::Result<()> {
     match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
         (true, 0) => Ok(()),
         (true, 2) => Err(io::Error::other("cannot create a user namespace")),
+        // The child cannot tell why; the usual causes, which `img doctor` tells apart.
         (true, 3) => Err(io::Error::other(
-            "overlay mount with userxattr refused in a user namespace (needs Linux 5.11+)",
+            "overlay mount with userxattr refused in a user namespace (a kernel before 5.11, \
+             or the state directory on overlayfs, such as a container's root filesystem)",
         )),
         (true, 4) => Err(io::Error::other("overlay cannot create whiteouts here")),
         _ => Err(io::Error::other(format!(

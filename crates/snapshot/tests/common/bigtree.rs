@@ -56,7 +56,7 @@ pub fn build_big_tree(root: &Path, total: u64, files: u64) {
             while (buf.len() as u64) < size {
                 let w = WORDS[(rng.next() % WORDS.len() as u64) as usize];
                 write!(buf, "{w} {} ", rng.next() % 1000).unwrap();
-                if rng.next() % 8 == 0 {
+                if rng.next().is_multiple_of(8) {
                     buf.push(b'\n');
                 }
             }

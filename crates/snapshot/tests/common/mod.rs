@@ -203,3 +203,16 @@ pub fn set_all_mtimes(root: &Path, secs: i64) {
     }
     set_mtime(root, secs);
 }
+
+/// Set to `1` (by `cargo xtask test`, which installs every tool the tests use) to make a test
+/// whose tool or kernel feature is missing fail instead of skipping.
+pub const REQUIRE_TOOLS: &str = "IMG_TEST_REQUIRE_TOOLS";
+
+/// A test cannot run here because `reason`: a failure when [`REQUIRE_TOOLS`] is `1`, else a
+/// skip that says so (and how to make it a failure).
+pub fn cannot_run(reason: &str) {
+    if std::env::var_os(REQUIRE_TOOLS).is_some_and(|v| v == "1") {
+        panic!("{reason}, and {REQUIRE_TOOLS}=1 requires every tool and kernel feature");
+    }
+    println!("skipping: {reason} (with {REQUIRE_TOOLS}=1 this fails)");
+}
