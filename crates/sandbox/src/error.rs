@@ -25,6 +25,20 @@ pub enum SetupError {
         #[source]
         source: io::Error,
     },
+    /// sethostname(2) was refused in the step's own uts namespace, where the kernel allows it:
+    /// a seccomp profile (podman's default one without CAP_SYS_ADMIN) or a security module.
+    /// Every step sets its hostname, as BuildKit's do.
+    #[error(
+        "setting the step's hostname was refused, by a seccomp profile or a security module \
+         (the kernel allows it in the step's own uts namespace): in Kubernetes set \
+         `securityContext.seccompProfile.type: Unconfined` (or a Localhost profile that allows \
+         sethostname); with docker or podman run with `--security-opt seccomp=unconfined`"
+    )]
+    HostnameRefused {
+        /// The error of sethostname(2).
+        #[source]
+        source: io::Error,
+    },
     /// A system call failed.
     #[error("{step} ({path}) failed")]
     Os {
@@ -78,6 +92,13 @@ pub enum SetupError {
 impl From<ChildFailure> for SetupError {
     fn from(f: ChildFailure) -> Self {
         match f {
+            ChildFailure::Os {
+                step: SetupStep::Hostname,
+                errno: errno @ (libc::EPERM | libc::EACCES),
+                ..
+            } => SetupError::HostnameRefused {
+                source: io::Error::from_raw_os_error(errno),
+            },
             ChildFailure::Os { step, path, errno } => SetupError::Os {
                 step,
                 path,
@@ -151,4 +172,29 @@ pub enum SandboxError {
     /// The step was cancelled through its [`crate::CancelToken`].
     #[error("step cancelled")]
     Cancelled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_hostname_names_the_seccomp_setting() {
+        let refused = SetupError::from(ChildFailure::Os {
+            step: SetupStep::Hostname,
+            path: "imgsandbox".into(),
+            errno: libc::EPERM,
+        });
+        assert!(matches!(refused, SetupError::HostnameRefused { .. }));
+        let message = refused.to_string();
+        assert!(message.contains("seccompProfile.type: Unconfined"));
+        assert!(!message.contains("  "), "{message}");
+        // Another failure of the same step stays a plain system call error.
+        let other = SetupError::from(ChildFailure::Os {
+            step: SetupStep::Hostname,
+            path: "imgsandbox".into(),
+            errno: libc::EINVAL,
+        });
+        assert!(matches!(other, SetupError::Os { .. }));
+    }
 }

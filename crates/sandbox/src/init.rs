@@ -433,6 +433,35 @@ fn exec_command(spec: &SandboxSpec, seccomp: Option<&[crate::seccomp::Program]>)
     }
 }
 
+/// `--ulimit`: each limit set while the step is still root of its namespace. Raising a hard
+/// limit above the builder's own needs CAP_SYS_RESOURCE over the host, which a user namespace
+/// does not give, so such a limit fails the step, naming the resource.
+fn set_resource_limits(limits: &[crate::ResourceLimit]) -> Result<(), ChildFailure> {
+    for limit in limits {
+        let failure = |errno: i32| {
+            ChildFailure::os(
+                SetupStep::ResourceLimit,
+                format!("ulimit {}={}:{}", limit.name, limit.soft, limit.hard),
+                &std::io::Error::from_raw_os_error(errno),
+            )
+        };
+        let resource = crate::ResourceLimit::resource(&limit.name).ok_or(failure(libc::EINVAL))?;
+        let value = libc::rlimit {
+            rlim_cur: limit.soft,
+            rlim_max: limit.hard,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(resource, &value) } != 0 {
+            return Err(failure(
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EPERM),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn redirect_stdin_from_dev_null() {
     if let Ok(null) = File::open("/dev/null") {
         // SAFETY: dup2 onto stdin.
@@ -463,6 +492,7 @@ fn prepare_and_exec(
             gid: user.gid,
         });
     }
+    set_resource_limits(&spec.rlimits)?;
     // Docker creates a missing working directory, as root, before switching user.
     std::fs::create_dir_all(&process.cwd)
         .map_err(|e| ChildFailure::os(SetupStep::WorkingDirectory, &process.cwd, &e))?;
@@ -584,7 +614,7 @@ fn find_program(program: &str, path: &str) -> Option<PathBuf> {
 }
 
 /// The doctor's probe, as pid 1 of fresh namespaces: can a fresh procfs and an overlay be
-/// mounted here?
+/// mounted here, and the hostname set?
 fn probe(control: BorrowedFd<'_>, dir: &Path, idmapped: &[crate::isolate::IdmappedTree]) -> i32 {
     let sys = LinuxSyscalls;
     let os = |step: SetupStep, path: &Path, e: std::io::Error| ChildFailure::os(step, path, &e);
@@ -632,7 +662,24 @@ fn probe(control: BorrowedFd<'_>, dir: &Path, idmapped: &[crate::isolate::Idmapp
         )
         .map_err(|e| os(SetupStep::Mount("overlay".into()), &merged, e))
     })();
-    let _ = protocol::send(control, &ChildMessage::ProbeResults { overlay, proc });
+    // Every step sets its hostname, as runc does for BuildKit's steps; a seccomp profile may
+    // refuse that even where namespaces and mounts are allowed (podman's default one does
+    // without CAP_SYS_ADMIN).
+    let hostname = sys.sethostname(crate::spec::DEFAULT_HOSTNAME).map_err(|e| {
+        os(
+            SetupStep::Hostname,
+            Path::new(crate::spec::DEFAULT_HOSTNAME),
+            e,
+        )
+    });
+    let _ = protocol::send(
+        control,
+        &ChildMessage::ProbeResults {
+            overlay,
+            proc,
+            hostname,
+        },
+    );
     0
 }
 

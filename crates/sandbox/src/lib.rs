@@ -138,7 +138,10 @@ mod userns;
 
 pub use cache_lock::{CacheLockError, CacheMountLock, CacheSharing};
 pub use cancel::CancelToken;
-pub use doctor::{doctor, DoctorReport, Probe, ProbeResult, ProbeStatus, MIN_SUBORDINATE_IDS};
+pub use doctor::{
+    binfmt_dir, doctor, platform_probe, platform_support, BinfmtError, DoctorReport,
+    PlatformSupport, Probe, ProbeResult, ProbeStatus, BINFMT_FIX, MIN_SUBORDINATE_IDS,
+};
 pub use error::{SandboxError, SetupError};
 pub use idmap::{
     IdMapError, IdMapping, IdRange, MappingLimitation, SubIdRange, DEFAULT_ROOT_RANGE_START,
@@ -151,8 +154,8 @@ pub use protocol::SetupStep;
 pub use sandbox::{Sandbox, StepExit};
 pub use seccomp::SeccompError;
 pub use spec::{
-    BindMode, Mount, NetworkMode, Process, Rootfs, SandboxSpec, SandboxSpecBuilder, SecretBytes,
-    SecurityMode, StepMount, DEFAULT_HOSTNAME,
+    BindMode, Mount, NetworkMode, Process, ResourceLimit, Rootfs, SandboxSpec, SandboxSpecBuilder,
+    SecretBytes, SecurityMode, StepMount, DEFAULT_HOSTNAME,
 };
 pub use user::UserError;
 pub use userns::reexec_in_user_namespace;

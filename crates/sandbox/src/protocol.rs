@@ -47,6 +47,8 @@ pub(crate) enum ChildMessage {
     ProbeResults {
         overlay: Result<(), ChildFailure>,
         proc: Result<(), ChildFailure>,
+        /// sethostname(2) in the step's UTS namespace, which every step makes.
+        hostname: Result<(), ChildFailure>,
     },
 }
 
@@ -90,6 +92,8 @@ pub enum SetupStep {
     ReadUserDatabase,
     /// Switching to the step's uid, gid and groups.
     SetIds,
+    /// Setting a resource limit (`--ulimit`).
+    ResourceLimit,
     /// Limiting capabilities.
     Capabilities,
     /// Installing the seccomp filter.
@@ -114,6 +118,7 @@ impl std::fmt::Display for SetupStep {
             SetupStep::WorkingDirectory => f.write_str("creating the working directory"),
             SetupStep::ReadUserDatabase => f.write_str("reading the user database"),
             SetupStep::SetIds => f.write_str("switching user"),
+            SetupStep::ResourceLimit => f.write_str("setting a resource limit"),
             SetupStep::Capabilities => f.write_str("dropping capabilities"),
             SetupStep::Seccomp => f.write_str("installing the seccomp filter"),
             SetupStep::Exec => f.write_str("executing"),

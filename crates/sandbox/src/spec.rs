@@ -235,6 +235,61 @@ impl Process {
     }
 }
 
+/// A resource limit set on the step's process before it starts (`setrlimit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceLimit {
+    /// The resource as Docker names it (`nofile`, `nproc`, `core`, ...): see
+    /// [`ResourceLimit::NAMES`].
+    pub name: String,
+    /// The soft limit; `u64::MAX` is unlimited.
+    pub soft: u64,
+    /// The hard limit; `u64::MAX` is unlimited.
+    pub hard: u64,
+}
+
+impl ResourceLimit {
+    /// The resources a limit may name, as `docker run --ulimit` names them.
+    pub const NAMES: [&'static str; 15] = [
+        "core",
+        "cpu",
+        "data",
+        "fsize",
+        "locks",
+        "memlock",
+        "msgqueue",
+        "nice",
+        "nofile",
+        "nproc",
+        "rss",
+        "rtprio",
+        "rttime",
+        "sigpending",
+        "stack",
+    ];
+
+    /// The kernel's resource number for `name`.
+    pub(crate) fn resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+        Some(match name {
+            "core" => libc::RLIMIT_CORE,
+            "cpu" => libc::RLIMIT_CPU,
+            "data" => libc::RLIMIT_DATA,
+            "fsize" => libc::RLIMIT_FSIZE,
+            "locks" => libc::RLIMIT_LOCKS,
+            "memlock" => libc::RLIMIT_MEMLOCK,
+            "msgqueue" => libc::RLIMIT_MSGQUEUE,
+            "nice" => libc::RLIMIT_NICE,
+            "nofile" => libc::RLIMIT_NOFILE,
+            "nproc" => libc::RLIMIT_NPROC,
+            "rss" => libc::RLIMIT_RSS,
+            "rtprio" => libc::RLIMIT_RTPRIO,
+            "rttime" => libc::RLIMIT_RTTIME,
+            "sigpending" => libc::RLIMIT_SIGPENDING,
+            "stack" => libc::RLIMIT_STACK,
+            _ => return None,
+        })
+    }
+}
+
 /// Everything the sandbox needs to run one step; built with [`SandboxSpec::builder`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxSpec {
@@ -247,6 +302,9 @@ pub struct SandboxSpec {
     pub(crate) id_mapping: IdMapping,
     pub(crate) resolv_conf: Option<Vec<u8>>,
     pub(crate) hosts: Option<Vec<u8>>,
+    pub(crate) extra_hosts: Vec<(String, String)>,
+    pub(crate) shm_size: Option<u64>,
+    pub(crate) rlimits: Vec<ResourceLimit>,
     #[serde(skip)]
     pub(crate) cancel_grace: Duration,
 }
@@ -265,6 +323,9 @@ impl SandboxSpec {
                 id_mapping,
                 resolv_conf: None,
                 hosts: None,
+                extra_hosts: Vec::new(),
+                shm_size: None,
+                rlimits: Vec::new(),
                 cancel_grace: Duration::from_secs(1),
             },
         }
@@ -347,6 +408,24 @@ impl SandboxSpecBuilder {
     /// Contents of the step's `/etc/hosts` (default: localhost entries and the hostname).
     pub fn hosts(mut self, contents: impl Into<Vec<u8>>) -> Self {
         self.spec.hosts = Some(contents.into());
+        self
+    }
+
+    /// Adds `ip host` to the step's `/etc/hosts`, after the default entries (`--add-host`).
+    pub fn extra_host(mut self, host: impl Into<String>, ip: impl Into<String>) -> Self {
+        self.spec.extra_hosts.push((host.into(), ip.into()));
+        self
+    }
+
+    /// The size of the step's `/dev/shm` tmpfs in bytes (default 64 MiB, as Docker's).
+    pub fn shm_size(mut self, bytes: u64) -> Self {
+        self.spec.shm_size = Some(bytes);
+        self
+    }
+
+    /// A resource limit of the step's process (`--ulimit`).
+    pub fn rlimit(mut self, limit: ResourceLimit) -> Self {
+        self.spec.rlimits.push(limit);
         self
     }
 

@@ -109,19 +109,20 @@ fn inner_masked_proc() {
     assert!(!report.can_run_steps);
 }
 
-/// As in a container under its runtime's default seccomp profile: unshare is refused, and
-/// the doctor names the filter and the pod setting that lifts it instead of an errno.
-#[test]
-fn a_seccomp_filter_refusing_unshare_is_diagnosed() {
-    let filter = r#"{"no_unshare": {"mismatch_action": "allow", "match_action": {"errno": 1},
-                     "filter": [{"syscall": "unshare"}]}}"#;
+/// Runs the ignored test `inner` of this binary under a seccomp filter that refuses `syscall`
+/// with EPERM, and asserts that it passed.
+fn run_under_filter_refusing(syscall: &str, inner: &str) {
+    let filter = format!(
+        r#"{{"refuse": {{"mismatch_action": "allow", "match_action": {{"errno": 1}},
+                     "filter": [{{"syscall": "{syscall}"}}]}}}}"#
+    );
     let arch = std::env::consts::ARCH.try_into().expect("supported arch");
     let mut map = seccompiler::compile_from_json(filter.as_bytes(), arch).expect("compile");
-    let program = map.remove("no_unshare").expect("program");
+    let program = map.remove("refuse").expect("program");
     let mut command = Command::new(std::env::current_exe().expect("current exe"));
     command.args([
         "--exact",
-        "inner_seccomp_refuses_unshare",
+        inner,
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -139,6 +140,38 @@ fn a_seccomp_filter_refusing_unshare_is_diagnosed() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// As in a container under docker's or containerd's default seccomp profile: unshare is
+/// refused, and the doctor names the filter and the pod setting that lifts it instead of an
+/// errno.
+#[test]
+fn a_seccomp_filter_refusing_unshare_is_diagnosed() {
+    run_under_filter_refusing("unshare", "inner_seccomp_refuses_unshare");
+}
+
+/// As in a container under podman's (and CRI-O's) default seccomp profile: namespaces and
+/// mounts are allowed, sethostname is not, and every step sets its hostname.
+#[test]
+fn a_seccomp_filter_refusing_sethostname_is_diagnosed() {
+    run_under_filter_refusing("sethostname", "inner_seccomp_refuses_sethostname");
+}
+
+#[test]
+#[ignore = "run by a_seccomp_filter_refusing_sethostname_is_diagnosed under a filter"]
+fn inner_seccomp_refuses_sethostname() {
+    let report = doctor(&sandbox(), None);
+    let userns = result_of(&report, Probe::UserNamespaces);
+    assert_eq!(userns.status, ProbeStatus::Problem, "{report:#?}");
+    assert!(userns.detail.contains("sethostname"), "{userns:?}");
+    assert!(
+        userns
+            .fix
+            .as_deref()
+            .is_some_and(|f| f.contains("seccompProfile.type: Unconfined")),
+        "{userns:?}"
+    );
+    assert!(!report.can_run_steps);
 }
 
 #[test]

@@ -142,6 +142,28 @@ pub(super) fn namespace_refusal(paths: &HostPaths, who: Who, errno: i32) -> (Str
     )
 }
 
+/// Why sethostname(2) failed with `errno` in the step's own UTS namespace, where the kernel
+/// allows it: a seccomp filter (podman's default profile allows it only with CAP_SYS_ADMIN,
+/// while it allows unshare and mount), else a security module.
+pub(super) fn hostname_refusal(paths: &HostPaths, errno: i32) -> (String, String) {
+    let error = std::io::Error::from_raw_os_error(errno);
+    let by = if status_field(paths, "Seccomp").as_deref() == Some("2") {
+        "this process's seccomp filter"
+    } else {
+        "a security module"
+    };
+    (
+        format!(
+            "user namespaces work, but {by} refuses sethostname(2), which every RUN step makes \
+             in its own uts namespace ({error})"
+        ),
+        "Kubernetes: `securityContext.seccompProfile.type: Unconfined` (or a Localhost profile \
+         that allows sethostname); docker/podman: --security-opt seccomp=unconfined (podman's \
+         default profile allows sethostname only with CAP_SYS_ADMIN)"
+            .into(),
+    )
+}
+
 /// Why an overlay mount inside a user namespace failed in `dir`, and the fix: an old kernel,
 /// a directory on overlayfs (which cannot hold an upper layer), or the error itself.
 pub(super) fn overlay_cause(paths: &HostPaths, dir: &Path, error: String) -> (String, String) {

@@ -9,10 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::idmap::{read_sub_ids, user_name, IdMapping};
 use crate::paths::HostPaths;
+use crate::protocol::ChildFailure;
 use crate::sandbox::Sandbox;
 
+mod binfmt;
 mod diagnose;
 mod namespaces;
+
+pub use binfmt::{binfmt_dir, platform_support, BinfmtError, PlatformSupport, BINFMT_FIX};
 
 use diagnose::Who;
 use namespaces::Outcome;
@@ -144,6 +148,14 @@ fn user_namespaces(paths: &HostPaths, who: Who, outcome: &Outcome) -> ProbeResul
     let p = Probe::UserNamespaces;
     if let Outcome::NamespaceRefused { errno } = outcome {
         let (detail, fix) = diagnose::namespace_refusal(paths, who, *errno);
+        return problem(p, true, detail, fix);
+    }
+    if let Outcome::Ran {
+        hostname: Err(ChildFailure::Os { errno, .. }),
+        ..
+    } = outcome
+    {
+        let (detail, fix) = diagnose::hostname_refusal(paths, *errno);
         return problem(p, true, detail, fix);
     }
     if let Outcome::Failed { .. } = outcome {
@@ -362,6 +374,35 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether RUN steps for `platform` (`linux/arm64`) can run here, with binfmt_misc at `dir`
+/// ([`binfmt_dir`] for the host's): `img doctor --platform`. Required, since the caller asked
+/// about this platform.
+pub fn platform_probe(dir: &Path, platform: &str) -> ProbeResult {
+    let p = Probe::Binfmt;
+    match platform_support(dir, platform) {
+        Ok(PlatformSupport::Native) => ok(p, true, format!("{platform}: runs natively")),
+        Ok(PlatformSupport::Emulated {
+            handler,
+            interpreter,
+        }) => ok(
+            p,
+            true,
+            format!("{platform}: emulated by the binfmt_misc handler {handler} ({interpreter})"),
+        ),
+        Err(
+            e @ (BinfmtError::NotLinux { .. }
+            | BinfmtError::UnknownArchitecture { .. }
+            | BinfmtError::InvalidPlatform { .. }),
+        ) => problem(
+            p,
+            true,
+            e.to_string(),
+            "build for a linux platform this machine runs or emulates (such as linux/amd64, linux/arm64)".to_owned(),
+        ),
+        Err(e) => problem(p, true, e.to_string(), BINFMT_FIX.to_owned()),
+    }
+}
+
 fn binfmt(paths: &HostPaths) -> ProbeResult {
     let p = Probe::Binfmt;
     let dir = paths.proc.join("sys/fs/binfmt_misc");
@@ -501,16 +542,37 @@ pub(crate) mod tests {
             assert!(r.fix.as_deref().is_some_and(|f| f.contains(fix)), "{r:?}");
         }
         let (_tmp, paths) = fake_proc(&[("sys/user/max_user_namespaces", "100\n")]);
-        let ran = Outcome::Ran {
+        let ran = |hostname| Outcome::Ran {
             overlay: Ok(()),
             proc: Ok(()),
+            hostname,
             not_isolated: None,
             notices: Vec::new(),
             dir: "/tmp".into(),
         };
         assert_eq!(
-            user_namespaces(&paths, Who::User, &ran).status,
+            user_namespaces(&paths, Who::User, &ran(Ok(()))).status,
             ProbeStatus::Ok
+        );
+        // podman's default seccomp profile: namespaces and mounts allowed, sethostname not.
+        let (_tmp, paths) = fake_proc(&[
+            ("sys/user/max_user_namespaces", "100\n"),
+            ("self/status", "Seccomp:\t2\n"),
+        ]);
+        let refused = Err(ChildFailure::Os {
+            step: crate::protocol::SetupStep::Hostname,
+            path: "imgsandbox".into(),
+            errno: libc::EPERM,
+        });
+        let r = user_namespaces(&paths, Who::NamespaceRoot, &ran(refused));
+        assert_eq!(r.status, ProbeStatus::Problem);
+        assert!(r.detail.contains("sethostname"), "{r:?}");
+        assert!(!r.detail.contains("  ") && !r.fix.as_deref().unwrap_or("").contains("  "));
+        assert!(
+            r.fix
+                .as_deref()
+                .is_some_and(|f| f.contains("seccompProfile.type: Unconfined")),
+            "{r:?}"
         );
     }
 

@@ -18,6 +18,8 @@ pub(super) enum Outcome {
     Ran {
         overlay: Result<(), ChildFailure>,
         proc: Result<(), ChildFailure>,
+        /// sethostname(2) in the probe's UTS namespace.
+        hostname: Result<(), ChildFailure>,
         not_isolated: Option<NotIsolated>,
         /// What the sandbox would have told a build (a refused newuidmap).
         notices: Vec<String>,
@@ -70,10 +72,15 @@ pub(super) fn probe(sandbox: &Sandbox, mapping: &IdMapping, state_dir: Option<&P
     let mut not_isolated = None;
     let outcome = loop {
         match session.recv_one(mapping, sandbox.host_paths()) {
-            Ok(Some(ChildMessage::ProbeResults { overlay, proc })) => {
+            Ok(Some(ChildMessage::ProbeResults {
+                overlay,
+                proc,
+                hostname,
+            })) => {
                 break Outcome::Ran {
                     overlay,
                     proc,
+                    hostname,
                     not_isolated: not_isolated.take(),
                     notices: session.take_notices(),
                     dir: dir.path().to_path_buf(),

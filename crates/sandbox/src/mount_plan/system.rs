@@ -136,7 +136,10 @@ impl RootSetup<'_> {
             &shm,
             "tmpfs",
             shm_flags,
-            "mode=1777,size=65536k",
+            &format!(
+                "mode=1777,size={}k",
+                self.spec.shm_size.map_or(65536, |b| b.div_ceil(1024))
+            ),
         )?;
         for (link, target) in [
             ("fd", "/proc/self/fd"),
@@ -193,11 +196,15 @@ impl RootSetup<'_> {
 
     pub(super) fn supply_etc_files(&self, stubs: &mut MountStubs) -> Result<()> {
         let hostname = format!("{}\n", self.spec.hostname);
-        let hosts = self
+        let mut hosts = self
             .spec
             .hosts
             .clone()
             .unwrap_or_else(|| default_hosts(&self.spec.hostname).into_bytes());
+        // `--add-host` entries follow the defaults, as BuildKit writes them.
+        for (host, ip) in &self.spec.extra_hosts {
+            hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+        }
         let resolv = self.spec.resolv_conf.clone().unwrap_or_default();
         for (name, data) in [
             ("hostname", hostname.into_bytes()),
