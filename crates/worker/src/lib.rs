@@ -62,10 +62,13 @@ mod export;
 mod worker;
 
 pub use export::{
-    export_image, push_image, store_image, write_docker_archive, write_oci_archive,
-    write_rootfs_dir, write_rootfs_tar, ArchiveOutput, ExportCallback, ExportError, ExportEvent,
-    ExportedImage, ExportedLayer, ImageExportOptions, ImageRequest, LayerSource,
+    export_image, export_index, push_image, store_image, store_index, write_docker_archive,
+    write_oci_archive, write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir,
+    write_rootfs_tar, ArchiveOutput, ExportCallback, ExportError, ExportEvent, ExportedImage,
+    ExportedIndex, ExportedLayer, ImageExportOptions, ImageRequest, IndexAnnotations, LayerSource,
+    OCI_INDEX, OCI_MANIFEST,
 };
+pub use worker::remote_cache::{cache_mount_ids, BuiltCache, CacheExportOptions, CacheMode};
 pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{
     BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LocalBlobs, LocalDirs,

@@ -3,12 +3,14 @@
 //! `podman load`). Both are written deterministically: sorted entries, fixed owners, modes and
 //! times, so the same image gives the same archive bytes.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 
 use img_snapshot::{ContentStore, Digest, REF_NAME_ANNOTATION};
 use serde_json::json;
 
+use super::index::{ExportedIndex, OCI_INDEX};
 use super::kernel_copy::copy_into;
 use super::{ExportError, ExportedImage, OCI_MANIFEST};
 
@@ -162,16 +164,73 @@ pub fn write_oci_archive<'a>(
     names: &[String],
     out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
-    let mut tar = ArchiveWriter::new(out.into());
+    let top = Top {
+        media_type: OCI_MANIFEST,
+        digest: &image.manifest_digest,
+        size: image.manifest.len(),
+        annotations: &image.descriptor_annotations,
+    };
+    write_layout(content, &top, image_blobs(image), names, out.into())
+}
+
+/// Writes a multi-platform `index` as an OCI image layout tar: `index.json` names the index
+/// (as [`write_oci_archive`] names an image), and the blobs hold the index, every platform's
+/// manifest, config and layers.
+pub fn write_oci_index_archive<'a>(
+    content: &ContentStore,
+    index: &ExportedIndex,
+    names: &[String],
+    out: impl Into<ArchiveOutput<'a>>,
+) -> Result<(), ExportError> {
+    let top = Top {
+        media_type: OCI_INDEX,
+        digest: &index.digest,
+        size: index.bytes.len(),
+        annotations: &index.descriptor_annotations,
+    };
+    let mut blobs = vec![&index.digest];
+    for (_, image) in &index.images {
+        blobs.extend(image_blobs(image));
+    }
+    write_layout(content, &top, blobs, names, out.into())
+}
+
+/// What an archive's `index.json` points at.
+struct Top<'a> {
+    media_type: &'a str,
+    digest: &'a Digest,
+    size: usize,
+    /// `--annotation manifest-descriptor:…` of a single image, `index-descriptor:…` of an index.
+    annotations: &'a BTreeMap<String, String>,
+}
+
+fn image_blobs(image: &ExportedImage) -> Vec<&Digest> {
+    let mut blobs: Vec<&Digest> = vec![&image.manifest_digest, &image.config_digest];
+    blobs.extend(image.layers.iter().map(|l| &l.digest));
+    blobs
+}
+
+fn write_layout(
+    content: &ContentStore,
+    top: &Top<'_>,
+    mut blobs: Vec<&Digest>,
+    names: &[String],
+    out: ArchiveOutput<'_>,
+) -> Result<(), ExportError> {
+    let mut tar = ArchiveWriter::new(out);
     tar.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let entry = |name: Option<&String>| {
         let mut d = json!({
-            "mediaType": OCI_MANIFEST,
-            "digest": image.manifest_digest.to_string(),
-            "size": image.manifest.len(),
+            "mediaType": top.media_type,
+            "digest": top.digest.to_string(),
+            "size": top.size,
         });
+        let mut annotations = top.annotations.clone();
         if let Some(name) = name {
-            d["annotations"] = json!({ REF_NAME_ANNOTATION: name });
+            annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
+        }
+        if !annotations.is_empty() {
+            d["annotations"] = json!(annotations);
         }
         d
     };
@@ -182,15 +241,13 @@ pub fn write_oci_archive<'a>(
     };
     let index = json!({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "mediaType": OCI_INDEX,
         "manifests": manifests,
     });
     let index = serde_json::to_vec(&index).map_err(ExportError::Json)?;
     tar.bytes("index.json", &index)?;
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
-    let mut blobs: Vec<&Digest> = vec![&image.manifest_digest, &image.config_digest];
-    blobs.extend(image.layers.iter().map(|l| &l.digest));
     blobs.sort();
     blobs.dedup();
     for digest in blobs {

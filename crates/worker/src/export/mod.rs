@@ -11,9 +11,11 @@
 
 mod archive;
 mod error;
+mod index;
 mod kernel_copy;
 mod rootfs;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
@@ -26,9 +28,12 @@ use img_snapshot::{
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{json, Value};
 
-pub use archive::{write_docker_archive, write_oci_archive, ArchiveOutput};
+pub use archive::{
+    write_docker_archive, write_oci_archive, write_oci_index_archive, ArchiveOutput,
+};
 pub use error::ExportError;
-pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
+pub use index::{export_index, store_index, ExportedIndex, IndexAnnotations, OCI_INDEX};
+pub use rootfs::{write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar};
 
 use crate::worker::layer_db::ExportVariant;
 use crate::worker::{image_parts, LocalBlobs, Worker, WorkerRef};
@@ -57,6 +62,11 @@ pub struct ImageExportOptions {
     pub created: Option<SystemTime>,
     /// Told what the export is doing, for a progress display.
     pub progress: Option<ExportCallback>,
+    /// The manifest's `annotations` (`--annotation`); none when empty.
+    pub manifest_annotations: BTreeMap<String, String>,
+    /// Annotations of the manifest's descriptor where one is written: the store's and an
+    /// OCI archive's `index.json` (`--annotation manifest-descriptor:…`).
+    pub descriptor_annotations: BTreeMap<String, String>,
 }
 
 /// What the image export is doing, for a progress display ("exporting layers").
@@ -144,6 +154,17 @@ impl ImageExportOptions {
         self.progress = Some(callback);
         self
     }
+
+    /// Annotates the manifest, and the manifest's descriptor.
+    pub fn with_annotations(
+        mut self,
+        manifest: BTreeMap<String, String>,
+        descriptor: BTreeMap<String, String>,
+    ) -> Self {
+        self.manifest_annotations = manifest;
+        self.descriptor_annotations = descriptor;
+        self
+    }
 }
 
 /// One layer-producing step of the final stage. Its layer is the diff of its snapshot against
@@ -199,16 +220,27 @@ pub struct ExportedImage {
     pub layers: Vec<ExportedLayer>,
     /// How many layers were exported now (the rest were reused).
     pub layers_exported: usize,
+    /// Annotations of the manifest's descriptor (empty for none).
+    pub descriptor_annotations: BTreeMap<String, String>,
 }
 
 impl ExportedImage {
     /// The descriptor of the manifest, for an image store or an index.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(
+        let mut descriptor = Descriptor::new(
             MediaType::ImageManifest,
             self.manifest.len() as u64,
             self.manifest_digest.to_oci(),
-        )
+        );
+        if !self.descriptor_annotations.is_empty() {
+            descriptor.set_annotations(Some(
+                self.descriptor_annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ));
+        }
+        descriptor
     }
 }
 
@@ -379,7 +411,7 @@ pub fn export_image(
     )?;
     let config_bytes = serde_json::to_vec(&config).map_err(ExportError::Json)?;
     let config_digest = write_blob(&content, worker, &config_bytes)?;
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {
@@ -393,6 +425,9 @@ pub fn export_image(
             "size": l.size,
         })).collect::<Vec<_>>(),
     });
+    if !options.manifest_annotations.is_empty() {
+        manifest["annotations"] = json!(options.manifest_annotations);
+    }
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(ExportError::Json)?;
     let manifest_digest = write_blob(&content, worker, &manifest_bytes)?;
     Ok(ExportedImage {
@@ -402,6 +437,7 @@ pub fn export_image(
         config: config_bytes,
         layers,
         layers_exported: exported,
+        descriptor_annotations: options.descriptor_annotations.clone(),
     })
 }
 

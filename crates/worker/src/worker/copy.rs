@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,8 +17,8 @@ use nix::sys::time::TimeSpec;
 use xattr::FileExt;
 
 use super::plan::{plan_tree, Entry, EntryKind, Selection};
-use super::record::copy_hashing;
-use super::root::TreeRoot;
+use super::record::{copy_hashing, file_digest, is_overlay_bookkeeping, xattrs_digest};
+use super::root::{Meta, TreeRoot};
 use super::WorkerError;
 use img_llb::Chmod;
 
@@ -69,16 +69,40 @@ impl Copier<'_> {
     /// Copies `entries` (a planned source: its top first, then what it holds) read from `tree`:
     /// the top to `dest` (a directory is merged into an existing directory there), the others
     /// below it. Returns each entry's content hash (files only), aligned with `entries`.
-    ///
-    /// Directories, links and special files are made during the walk; plain files are copied
-    /// by a few threads at once (a tree of small files is bound by per-file system calls, not
-    /// bandwidth); then each directory gets its metadata, deepest first, since adding entries
-    /// changes a directory's times.
     pub(crate) fn copy(
         &self,
         tree: &TreeRoot,
         entries: &[Entry],
         dest: &Path,
+    ) -> Result<Vec<Option<[u8; 32]>>, WorkerError> {
+        self.copy_entries(tree, entries, dest, false)
+    }
+
+    /// Copies what the directory `entries` tops holds into the directory `dest`, which keeps
+    /// its own mode, owner and times: as BuildKit copies a directory's contents (COPY of a
+    /// directory), only the contents take the source's metadata. The caller has made `dest`
+    /// (0755, owned by root or the `--chown` user) when it was missing.
+    pub(crate) fn copy_contents(
+        &self,
+        tree: &TreeRoot,
+        entries: &[Entry],
+        dest: &Path,
+    ) -> Result<Vec<Option<[u8; 32]>>, WorkerError> {
+        self.copy_entries(tree, entries, dest, true)
+    }
+
+    /// [`Copier::copy`], leaving the top directory's metadata alone with `keep_top`.
+    ///
+    /// Directories, links and special files are made during the walk; plain files are copied
+    /// by a few threads at once (a tree of small files is bound by per-file system calls, not
+    /// bandwidth); then each directory gets its metadata, deepest first, since adding entries
+    /// changes a directory's times.
+    fn copy_entries(
+        &self,
+        tree: &TreeRoot,
+        entries: &[Entry],
+        dest: &Path,
+        keep_top: bool,
     ) -> Result<Vec<Option<[u8; 32]>>, WorkerError> {
         let mut contents: Vec<Option<[u8; 32]>> = vec![None; entries.len()];
         let mut files = Vec::new();
@@ -132,6 +156,9 @@ impl Copier<'_> {
             contents[index] = Some(sha);
         }
         for (entry, target) in directories.iter().rev() {
+            if keep_top && entry.rel.as_os_str().is_empty() {
+                continue;
+            }
             let dir = tree
                 .open_dir(&entry.path)
                 .map_err(WorkerError::file("reading", tree.host_path(&entry.path)))?;
@@ -185,7 +212,7 @@ impl Copier<'_> {
         Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn ensure_dir(&self, dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
+    fn ensure_dir(&self, dest: &Path, meta: &Meta) -> Result<(), WorkerError> {
         match fs::symlink_metadata(dest) {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => {
@@ -211,11 +238,10 @@ impl Copier<'_> {
 }
 
 /// Creates the FIFO or device node `meta` describes at `dest`.
-fn make_special(dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
-    let ft = meta.file_type();
-    let kind = if ft.is_fifo() {
+fn make_special(dest: &Path, meta: &Meta) -> Result<(), WorkerError> {
+    let kind = if meta.is_fifo() {
         nix::sys::stat::SFlag::S_IFIFO
-    } else if ft.is_char_device() {
+    } else if meta.is_char_device() {
         nix::sys::stat::SFlag::S_IFCHR
     } else {
         nix::sys::stat::SFlag::S_IFBLK
@@ -238,7 +264,8 @@ struct MetadataRule<'a> {
 }
 
 impl MetadataRule<'_> {
-    /// Copies one plain file's content and metadata, returning the content's sha256.
+    /// Copies one plain file's content and metadata, returning the digest of its content and
+    /// extended attributes (what a read of it records).
     fn copy_file(
         self,
         tree: &TreeRoot,
@@ -252,22 +279,21 @@ impl MetadataRule<'_> {
         let sha =
             copy_hashing(&mut from, &mut to).map_err(WorkerError::file("copying to", dest))?;
         drop(to);
+        let xattrs = xattrs_digest(&from).map_err(WorkerError::file(
+            "reading attributes of",
+            tree.host_path(&entry.path),
+        ))?;
         self.apply(Some(&from), dest, &entry.meta)?;
-        Ok(sha)
+        Ok(file_digest(sha, xattrs))
     }
 
     /// Owner, mode and timestamps of a copied entry (a link's own, never its target's);
     /// `source` is the open source, whose extended attributes are copied.
-    fn apply(
-        self,
-        source: Option<&File>,
-        dest: &Path,
-        meta: &fs::Metadata,
-    ) -> Result<(), WorkerError> {
+    fn apply(self, source: Option<&File>, dest: &Path, meta: &Meta) -> Result<(), WorkerError> {
         let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
         std::os::unix::fs::lchown(dest, Some(uid), Some(gid))
             .map_err(WorkerError::file("changing the owner of", dest))?;
-        if !meta.file_type().is_symlink() {
+        if !meta.is_symlink() {
             if let Some(source) = source {
                 copy_xattrs(source, dest)?;
             }
@@ -298,8 +324,7 @@ fn copy_xattrs(source: &File, dest: &Path) -> Result<(), WorkerError> {
         }
     };
     for name in names {
-        let text = name.to_string_lossy();
-        if text.starts_with("trusted.overlay.") || text.starts_with("user.overlay.") {
+        if is_overlay_bookkeeping(&name) {
             continue;
         }
         let Some(value) = source.get_xattr(&name).map_err(WorkerError::file(
@@ -319,9 +344,10 @@ fn copy_xattrs(source: &File, dest: &Path) -> Result<(), WorkerError> {
 }
 
 /// Sets `dest`'s access and modification times to `meta`'s, without following a link.
-pub(crate) fn set_times(dest: &Path, meta: &fs::Metadata) -> Result<(), WorkerError> {
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+pub(crate) fn set_times(dest: &Path, meta: &Meta) -> Result<(), WorkerError> {
+    let (atime, mtime) = (meta.atime(), meta.mtime());
+    let atime = TimeSpec::new(atime.0, atime.1);
+    let mtime = TimeSpec::new(mtime.0, mtime.1);
     utimensat(
         nix::fcntl::AT_FDCWD,
         dest,
@@ -359,6 +385,8 @@ pub(crate) fn copy_tree(src: &Path, start: &Path, dest: &Path) -> Result<(), Wor
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     /// Plans everything of `src` that `selection` keeps and copies it into `dest`.
@@ -407,6 +435,38 @@ mod tests {
             fs::read_link(dest.join("link")).unwrap(),
             Path::new("sub/a.txt")
         );
+    }
+
+    #[test]
+    fn a_directorys_contents_leave_the_destination_directory_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), "f").unwrap();
+        fs::set_permissions(&src, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+        let dest = tmp.path().join("dest");
+        fs::create_dir_all(dest.join("sub")).unwrap();
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(dest.join("sub"), fs::Permissions::from_mode(0o777)).unwrap();
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let tree = TreeRoot::open(&src).unwrap();
+        let entries = plan_tree(&tree, Path::new(""), &Selection::all()).unwrap();
+        Copier::plain()
+            .copy_contents(&tree, &entries, &dest)
+            .unwrap();
+        let meta = |p: &Path| fs::metadata(p).unwrap();
+        // The destination keeps its own mode (and owner); what it holds takes the source's.
+        assert_eq!(meta(&dest).mode() & 0o7777, 0o755);
+        assert_eq!((meta(&dest).uid(), meta(&dest).gid()), (uid, gid));
+        assert_eq!(meta(&dest.join("sub")).mode() & 0o7777, 0o750);
+        assert_eq!(fs::read_to_string(dest.join("sub/f")).unwrap(), "f");
+        // A whole copy gives the top the source's mode.
+        Copier::plain().copy(&tree, &entries, &dest).unwrap();
+        assert_eq!(meta(&dest).mode() & 0o7777, 0o700);
     }
 
     #[test]

@@ -192,6 +192,22 @@ pub enum WorkerError {
         #[source]
         source: img_llb::PatternError,
     },
+    /// A cache shared between machines could not be used (`--cache-from`).
+    #[error("shared build cache")]
+    RemoteCache {
+        /// The cause.
+        #[source]
+        source: Box<img_remote_cache::CacheError>,
+    },
+    /// A cache mount's content could not be exported as a layer.
+    #[error("cannot export cache mount {id:?}")]
+    CacheMountExport {
+        /// The cache id.
+        id: String,
+        /// The cause.
+        #[source]
+        source: img_snapshot::ExportError,
+    },
     /// A filesystem operation of a file op failed.
     #[error("{action} {path}")]
     File {

@@ -59,7 +59,7 @@ fn selected_path(root: &Path, selector: &str) -> Result<PathBuf, WorkerError> {
 }
 
 /// A cache id as a directory name: hashed, so any id is a safe single path component.
-fn cache_dir_name(id: &str) -> String {
+pub(super) fn cache_dir_name(id: &str) -> String {
     let hash = Sha256::digest(id.as_bytes());
     hash.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -119,6 +119,19 @@ impl Worker {
         });
         for mount in &resources.mounts {
             builder = builder.mount(mount.clone());
+        }
+        for entry in &exec.extra_hosts {
+            builder = builder.extra_host(&entry.host, &entry.ip);
+        }
+        for limit in &exec.ulimits {
+            builder = builder.rlimit(img_sandbox::ResourceLimit {
+                name: limit.name.clone(),
+                soft: limit.soft,
+                hard: limit.hard,
+            });
+        }
+        if let Some(bytes) = exec.shm_size {
+            builder = builder.shm_size(bytes);
         }
         let spec = builder.build();
 

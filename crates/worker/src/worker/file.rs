@@ -19,11 +19,15 @@ use super::layer_db::ExportVariant;
 use super::paths::{clean_components, resolve_in_root_checked, resolve_owner};
 use super::plan::{expand_wildcard, plan_copy, EntryKind, PlannedSource, Selection};
 use super::record::{
-    combine, first_difference, planned_reads, source_reads, HashingReader, Read as CopyRead,
+    combine, file_digest, first_difference, planned_reads, source_reads, xattrs_digest,
+    HashingReader, Read as CopyRead,
 };
 use super::root::{rel_str, TreeRoot};
 use super::{Worker, WorkerError, WorkerRef};
-use img_solver::{CacheKeyExtra, ExecContext, Inputs, PathFilter};
+use img_solver::{
+    checksum_immutable_tree, CacheKeyExtra, ChecksumOptions, ExecContext, Inputs, PathFilter,
+    TreeChecksum, TreeListing,
+};
 
 /// Creates the missing directories of `path` (inside `root`), owned by `owner`, mode 0755.
 fn make_parents(root: &Path, path: &str, owner: (u32, u32)) -> Result<PathBuf, WorkerError> {
@@ -342,7 +346,7 @@ impl Worker {
         let top = source.top();
         if top.kind == EntryKind::Dir && copy.copy_dir_contents {
             let target = self.dest_dir(dest_root, dest, copy.create_dest_path, parent_owner)?;
-            return copier.copy(tree, &source.entries, &target);
+            return copier.copy_contents(tree, &source.entries, &target);
         }
         if top.kind == EntryKind::File && copy.unpack_archive {
             let file = tree
@@ -363,7 +367,11 @@ impl Worker {
                 let sha = raw
                     .finish()
                     .map_err(WorkerError::file("reading", tree.host_path(&top.path)))?;
-                return Ok(vec![Some(sha)]);
+                let xattrs = xattrs_digest(&file).map_err(WorkerError::file(
+                    "reading attributes of",
+                    tree.host_path(&top.path),
+                ))?;
+                return Ok(vec![Some(file_digest(sha, xattrs))]);
             }
         }
         let dest_host = resolve_in_root_checked(dest_root, dest, true)?;
@@ -437,32 +445,82 @@ impl Worker {
                 }
                 Ok(planned)
             };
-            let reads = match output {
+            let sum = match output {
                 WorkerRef::Local { path, .. } => {
                     let tree = TreeRoot::open(path).map_err(WorkerError::file("opening", path))?;
                     let planned = plan_all(&tree)?;
                     let cache = self.options.checksum_cache.as_ref();
                     let reads = planned_reads(&tree, &planned, false, cache)?;
+                    let sum = reads_checksum(&reads, reads.len());
                     if let Some(op) = op {
                         self.copy_reads
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .insert((op, source), reads.clone());
+                            .insert((op, source), reads);
                     }
-                    reads
+                    sum
                 }
-                WorkerRef::Snapshot { .. } => {
-                    self.with_tree(output, |root| -> Result<_, WorkerError> {
-                        let tree =
-                            TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
-                        let planned = plan_all(&tree)?;
-                        planned_reads(&tree, &planned, true, None)
-                    })??
+                WorkerRef::Snapshot { key, .. } => {
+                    let compute = || -> Result<TreeChecksum, WorkerError> {
+                        self.with_tree(output, |root| -> Result<_, WorkerError> {
+                            let tree =
+                                TreeRoot::open(root).map_err(WorkerError::file("opening", root))?;
+                            let planned = plan_all(&tree)?;
+                            let reads = planned_reads(&tree, &planned, true, None)?;
+                            Ok(reads_checksum(&reads, reads.len()))
+                        })?
+                    };
+                    self.snapshot_checksum(key, &actions, compute)?
                 }
             };
-            extra = extra.with_content(source, combine(&reads));
+            extra = extra.with_tree(source, &sum);
         }
         Ok(extra)
+    }
+
+    /// The checksum of what `actions` read from a committed snapshot. A committed snapshot
+    /// never changes, so the checksum is recorded once per (snapshot, actions) and later
+    /// builds neither mount nor read it; `compute` plans and hashes the reads the first time.
+    fn snapshot_checksum(
+        &self,
+        key: &str,
+        actions: &[&CopyAction],
+        compute: impl FnOnce() -> Result<TreeChecksum, WorkerError>,
+    ) -> Result<TreeChecksum, WorkerError> {
+        let Some(cache) = self.options.checksum_cache.as_ref() else {
+            return compute();
+        };
+        // The row id is never reused, so it and the key name this content for good.
+        let tree = format!("snapshot:{}:{key}", self.snapshotter.stat(key)?.id);
+        // Everything that decides what the plan reads, field by field, each length-framed.
+        let mut selection = b"img-worker/copy-plan/v1".to_vec();
+        let mut field = |bytes: &[u8]| {
+            selection.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            selection.extend_from_slice(bytes);
+        };
+        for action in actions {
+            field(b"action");
+            field(&(action.src.len() as u64).to_le_bytes());
+            for src in &action.src {
+                field(src.as_bytes());
+            }
+            field(&[
+                u8::from(action.follow_symlinks),
+                u8::from(action.copy_dir_contents),
+                u8::from(action.allow_wildcard),
+                u8::from(action.allow_empty_wildcard),
+            ]);
+            field(&(action.include_patterns.len() as u64).to_le_bytes());
+            for pattern in &action.include_patterns {
+                field(pattern.as_bytes());
+            }
+            field(&(action.exclude_patterns.len() as u64).to_le_bytes());
+            for pattern in &action.exclude_patterns {
+                field(pattern.as_bytes());
+            }
+        }
+        let options = ChecksumOptions::with_ownership(true);
+        checksum_immutable_tree(cache, &tree, &selection, &options, compute)
     }
 
     /// `COPY --link` and friends: every input after the first is stacked, snapshot by
@@ -670,4 +728,20 @@ fn keyed_local_sources(file: &FileOp, inputs: &Inputs<WorkerRef>) -> Vec<OpRef> 
         }
     }
     sources
+}
+
+/// A tree checksum of the reads of a copy: their combined digest, with a listing by path so a
+/// miss can name what changed.
+fn reads_checksum(reads: &[CopyRead], entries: usize) -> TreeChecksum {
+    use std::os::unix::ffi::OsStrExt;
+    TreeChecksum {
+        digest: combine(reads),
+        entries,
+        files_read: 0,
+        listing: TreeListing::from_digests(
+            reads
+                .iter()
+                .map(|r| (r.path.as_os_str().as_bytes().to_vec(), r.digest)),
+        ),
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use img_llb::{ImageSource, Platform as LlbPlatform};
 use img_registry::{Platform, Reference};
-use img_snapshot::{ContentStore, Digest, SnapshotError};
+use img_snapshot::{ContentStore, Digest};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -381,10 +381,13 @@ impl Worker {
         let chain = chain_ids(&parts.diff_ids);
         let mut parent: Option<String> = None;
         for (i, chain_id) in chain.iter().enumerate() {
-            let key = format!("layer/{chain_id}");
-            match self.snapshotter.stat(&key) {
-                Ok(_) => {}
-                Err(SnapshotError::NotFound { .. }) => {
+            // Per backend: an overlayfs layer snapshot holds only its diff, a native one the
+            // whole tree, so neither can stand for the other.
+            let key = format!("layer/{}/{chain_id}", self.snapshotter.backend());
+            // Checked and leased in one step, so a concurrent prune cannot take it between.
+            match self.snapshotter.lease_existing(&key, &[]) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
                     let (layer, _, _) = &parts.layers[i];
                     let parent_ref = parent.as_ref().map(|key| WorkerRef::Snapshot {
                         key: key.clone(),
@@ -406,17 +409,18 @@ impl Worker {
                         });
                     }
                     active.commit_shared(&key)?;
+                    // Another build may have committed this name first.
+                    self.lease.add_snapshot(&key).map_err(WorkerError::Lease)?;
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.lease.add_snapshot(&key).map_err(WorkerError::Lease)?;
             parent = Some(key);
         }
         let key = match parent {
             Some(key) => key,
             None => {
                 // An image without layers is an empty filesystem.
-                let key = "layer/empty".to_owned();
+                let key = format!("layer/{}/empty", self.snapshotter.backend());
                 if self.snapshotter.stat(&key).is_err() {
                     self.prepare(None)?.commit_shared(&key)?;
                 }

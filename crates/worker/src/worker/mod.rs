@@ -26,6 +26,8 @@ mod paths;
 mod plan;
 mod record;
 mod remote;
+pub(crate) mod remote_cache;
+mod remote_key;
 pub(crate) mod root;
 mod secrets;
 
@@ -41,7 +43,7 @@ use img_sandbox::{IdMapping, Sandbox};
 use img_snapshot::{Digest, GcRoots, Lease, SnapshotError, Snapshotter, Store};
 use serde::{Deserialize, Serialize};
 
-use img_solver::{CacheDb, CacheKeyExtra, ExecContext, Executor, Inputs, PathFilter};
+use img_solver::{CacheDb, CacheKeyExtra, CancelToken, ExecContext, Executor, Inputs, PathFilter};
 
 pub use context::{ContextFilterFactory, GlobContextFilter};
 pub use error::WorkerError;
@@ -190,6 +192,9 @@ pub struct Worker {
     options: WorkerOptions,
     /// Image references resolved during this build, so an image is resolved once per build.
     resolved: Mutex<HashMap<String, Arc<image::ResolvedBase>>>,
+    /// What each remote source (`ADD <url>`, `ADD <git url>`) resolved to when its key was
+    /// computed, for the step to use.
+    remote_resolved: Mutex<HashMap<String, remote_key::Resolved>>,
     /// Extra environment of particular exec ops, kept out of their cache keys.
     exec_env: Mutex<HashMap<OpDigest, Vec<(String, String)>>>,
     /// What a file op's copies read from a local source when its cache key was computed, by
@@ -199,6 +204,8 @@ pub struct Worker {
     local_reads: Mutex<HashMap<context::LocalKey, Arc<Vec<record::Read>>>>,
     /// Private copies of local sources for `RUN` mounts, one per source per build.
     staged_locals: Mutex<HashMap<context::LocalKey, Arc<context::StagedLocal>>>,
+    /// Caches imported with `--cache-from`, asked on local misses.
+    remote: remote_cache::RemoteState,
 }
 
 impl std::fmt::Debug for Worker {
@@ -241,10 +248,12 @@ impl Worker {
             layers,
             options,
             resolved: Mutex::new(HashMap::new()),
+            remote_resolved: Mutex::new(HashMap::new()),
             exec_env: Mutex::new(HashMap::new()),
             copy_reads: Mutex::new(HashMap::new()),
             local_reads: Mutex::new(HashMap::new()),
             staged_locals: Mutex::new(HashMap::new()),
+            remote: remote_cache::RemoteState::default(),
         })
     }
 
@@ -471,6 +480,7 @@ impl Executor for Worker {
         &self,
         op: &Op,
         inputs: &Inputs<WorkerRef>,
+        cancel: &CancelToken,
     ) -> Result<CacheKeyExtra, WorkerError> {
         match op {
             Op::Source(SourceOp::Image(source)) => {
@@ -478,6 +488,8 @@ impl Executor for Worker {
                 Ok(CacheKeyExtra::new().with_salt(format!("manifest:{}", base.manifest_digest)))
             }
             Op::Source(SourceOp::Local(local)) => self.local_cache_key(local),
+            Op::Source(SourceOp::Http(http)) => self.http_cache_key(http, cancel),
+            Op::Source(SourceOp::Git(git)) => self.git_cache_key(git, cancel),
             Op::File(file) => self.file_cache_key(file, inputs),
             _ => Ok(CacheKeyExtra::new()),
         }
@@ -536,21 +548,23 @@ impl Executor for Worker {
         self.snapshotter.stat(key).ok()?.size
     }
 
+    fn load_remote(&self, key: &img_solver::CacheKey) -> Result<Option<WorkerRef>, WorkerError> {
+        self.load_remote_key(key)
+    }
+
     fn load(&self, id: &str) -> Result<Option<WorkerRef>, WorkerError> {
         let output = parse_output_id(id)
             .ok_or_else(|| WorkerError::MalformedOutputId { id: id.to_owned() })?;
         match output {
-            WorkerRef::Snapshot { ref key, ref image } => match self.snapshotter.stat(key) {
-                Ok(_) => {
-                    self.lease.add_snapshot(key).map_err(WorkerError::Lease)?;
-                    if let Some(manifest) = image {
-                        self.lease.add_blob(manifest).map_err(WorkerError::Lease)?;
-                    }
-                    Ok(Some(output))
-                }
-                Err(SnapshotError::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            },
+            // Checked and leased in one step, so a concurrent prune cannot remove it between
+            // the two; a snapshot of the other backend is a miss, made again with this one.
+            WorkerRef::Snapshot { ref key, ref image } => {
+                let blobs: Vec<Digest> = image.iter().cloned().collect();
+                Ok(self
+                    .snapshotter
+                    .lease_existing(key, &blobs)?
+                    .map(|_| output))
+            }
             // The directory is this build's, wherever an earlier build found it: the cache key
             // (the checksum of its files) already says the content is the same.
             WorkerRef::Local {

@@ -9,15 +9,13 @@
 //! copied directory are copied as links.
 
 use std::ffi::OsString;
-use std::fs::Metadata;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use img_llb::{CopyAction, PathPattern};
 
 use super::paths::clean_components;
-use super::root::{rel_str, TreeRoot};
+use super::root::{rel_str, Meta, TreeRoot};
 use super::WorkerError;
 use img_solver::PathFilter;
 
@@ -42,7 +40,7 @@ pub(crate) struct Entry {
     /// Its path below the copied source (empty for the source itself): the destination name.
     pub rel: PathBuf,
     /// Its own metadata (a link's, never its target's).
-    pub meta: Metadata,
+    pub meta: Meta,
     /// What it is.
     pub kind: EntryKind,
 }
@@ -196,23 +194,29 @@ pub(crate) fn expand_wildcard(
     // holds them with their paths relative to the base.
     let mut pending = vec![(resolved.path, String::new())];
     while let Some((dir, dir_rel)) = pending.pop() {
-        match tree.lstat(&dir) {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => continue,
+        let listing = match tree.listing(&dir) {
+            Ok(listing) => listing,
+            // The base is not a directory (or not there): nothing below it matches.
             Err(e) if is_missing(&e) => continue,
             Err(e) => return Err(reading(tree, &dir)(e)),
-        }
-        for name in tree.list(&dir).map_err(reading(tree, &dir))? {
+        };
+        for name in listing.names() {
             let rel = match dir_rel.as_str() {
                 "" => name.to_string_lossy().into_owned(),
                 parent => format!("{parent}/{}", name.to_string_lossy()),
             };
-            let path = dir.join(&name);
+            let path = dir.join(name);
             if pattern.matches(&rel) {
                 // A matched directory is copied whole; nothing below it is matched again.
                 found.push(path);
             } else if pattern.may_match_below(&rel) {
-                pending.push((path, rel));
+                match listing.lstat(name) {
+                    // Only real directories are entered, never a link to one.
+                    Ok(meta) if meta.is_dir() => pending.push((path, rel)),
+                    Ok(_) => {}
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => return Err(reading(tree, &path)(e)),
+                }
             }
         }
     }
@@ -253,7 +257,8 @@ fn plan_source(
         return Err(not_found());
     }
     let mut entries = Vec::new();
-    if let Some(kind) = kind_of(tree, &resolved.path, &meta)? {
+    let read_link = || tree.read_link(&resolved.path);
+    if let Some(kind) = kind_of(&meta, read_link).map_err(reading(tree, &resolved.path))? {
         let is_dir = kind == EntryKind::Dir;
         entries.push(Entry {
             path: resolved.path.clone(),
@@ -281,7 +286,7 @@ pub(crate) fn plan_tree(
 ) -> Result<Vec<Entry>, WorkerError> {
     let meta = tree.lstat(start).map_err(reading(tree, start))?;
     let mut entries = Vec::new();
-    if let Some(kind) = kind_of(tree, start, &meta)? {
+    if let Some(kind) = kind_of(&meta, || tree.read_link(start)).map_err(reading(tree, start))? {
         let is_dir = kind == EntryKind::Dir;
         entries.push(Entry {
             path: start.to_path_buf(),
@@ -296,20 +301,19 @@ pub(crate) fn plan_tree(
     Ok(entries)
 }
 
-/// What `meta` says the entry at `path` is; `None` for what a copy leaves out (sockets).
+/// What `meta` says an entry is (`read_link` reads a link's target); `None` for what a copy
+/// leaves out (sockets).
 fn kind_of(
-    tree: &TreeRoot,
-    path: &Path,
-    meta: &Metadata,
-) -> Result<Option<EntryKind>, WorkerError> {
-    let ft = meta.file_type();
-    Ok(Some(if ft.is_file() {
+    meta: &Meta,
+    read_link: impl FnOnce() -> io::Result<OsString>,
+) -> io::Result<Option<EntryKind>> {
+    Ok(Some(if meta.is_file() {
         EntryKind::File
-    } else if ft.is_dir() {
+    } else if meta.is_dir() {
         EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink(tree.read_link(path).map_err(reading(tree, path))?)
-    } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+    } else if meta.is_symlink() {
+        EntryKind::Symlink(read_link()?)
+    } else if meta.is_fifo() || meta.is_char_device() || meta.is_block_device() {
         EntryKind::Special
     } else {
         // Sockets cannot be copied into an image.
@@ -319,6 +323,12 @@ fn kind_of(
 
 /// Appends what directory `dir` (at `rel` below the copied source) holds, depth first, in
 /// name order; never follows a link.
+///
+/// The directory is opened once, through the root, and its entries are looked at relative to
+/// that descriptor (`fstatat` without following, `readlinkat`): one in-root open per directory
+/// rather than an open, a stat and a close per entry. No file is opened here; reading content
+/// goes through the root (`TreeRoot::open_file`). The descriptor is closed before the walk
+/// goes down, so a deep tree never holds more than one open.
 fn walk(
     tree: &TreeRoot,
     dir: &Path,
@@ -326,26 +336,35 @@ fn walk(
     selection: &Selection<'_>,
     entries: &mut Vec<Entry>,
 ) -> Result<(), WorkerError> {
-    for name in tree.list(dir).map_err(reading(tree, dir))? {
-        let path = dir.join(&name);
-        let child_rel = rel.join(&name);
-        let meta = tree.lstat(&path).map_err(reading(tree, &path))?;
+    let listing = tree.listing(dir).map_err(reading(tree, dir))?;
+    let mut children = Vec::with_capacity(listing.names().len());
+    for name in listing.names() {
+        let path = dir.join(name);
+        let child_rel = rel.join(name);
+        let meta = listing.lstat(name).map_err(reading(tree, &path))?;
         let is_dir = meta.is_dir();
         if !selection.keeps(&rel_str(&path), is_dir)
             || !selection.patterns_keep(&rel_str(&child_rel), is_dir)
         {
             continue;
         }
-        let Some(kind) = kind_of(tree, &path, &meta)? else {
+        let kind = kind_of(&meta, || listing.read_link(name)).map_err(reading(tree, &path))?;
+        let Some(kind) = kind else {
             continue;
         };
-        entries.push(Entry {
-            path: path.clone(),
-            rel: child_rel.clone(),
+        children.push(Entry {
+            path,
+            rel: child_rel,
             meta,
             kind,
         });
-        if is_dir {
+    }
+    drop(listing);
+    for child in children {
+        // Depth first: a directory's contents follow it.
+        let below = (child.kind == EntryKind::Dir).then(|| (child.path.clone(), child.rel.clone()));
+        entries.push(child);
+        if let Some((path, child_rel)) = below {
             walk(tree, &path, &child_rel, selection, entries)?;
         }
     }

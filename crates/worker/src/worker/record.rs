@@ -3,18 +3,18 @@
 //! computed and from what the copy actually read when it runs; the two must agree.
 
 use std::collections::HashMap;
-use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::fs::File;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use img_llb::Digest;
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
+use xattr::FileExt;
 
 use super::plan::{Entry, EntryKind, PlannedSource};
-use super::root::TreeRoot;
+use super::root::{Meta, TreeRoot};
 use super::WorkerError;
 use img_solver::{CacheDb, FileStamp, StampedChecksum};
 
@@ -124,6 +124,57 @@ pub(crate) fn first_difference(expected: &[Read], actual: &[Read]) -> Option<Pat
     }
 }
 
+/// The sha256 of a file's extended attributes as a copy carries them over (overlayfs's own
+/// bookkeeping left out), `None` when it has none: a `setcap` changes what a copy makes.
+pub(crate) fn xattrs_digest(file: &File) -> std::io::Result<Option<[u8; 32]>> {
+    let names = match file.list_xattr() {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut pairs = Vec::new();
+    for name in names {
+        if is_overlay_bookkeeping(&name) {
+            continue;
+        }
+        // Removed between the listing and the read: as if it had never been there.
+        if let Some(value) = file.get_xattr(&name)? {
+            pairs.push((name.as_bytes().to_vec(), value));
+        }
+    }
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    pairs.sort();
+    let mut hasher = Sha256::new();
+    for (name, value) in &pairs {
+        field(&mut hasher, name);
+        field(&mut hasher, value);
+    }
+    Ok(Some(hasher.finalize().into()))
+}
+
+/// Whether an attribute is overlayfs's own, which no copy carries.
+pub(crate) fn is_overlay_bookkeeping(name: &std::ffi::OsStr) -> bool {
+    let name = name.as_bytes();
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// A file's content and extended attributes as one digest, what a read of it records; a file
+/// without attributes is recorded by its content alone.
+pub(crate) fn file_digest(content: [u8; 32], xattrs: Option<[u8; 32]>) -> [u8; 32] {
+    match xattrs {
+        None => content,
+        Some(xattrs) => {
+            let mut hasher = Sha256::new();
+            hasher.update(b"content+xattrs");
+            hasher.update(content);
+            hasher.update(xattrs);
+            hasher.finalize().into()
+        }
+    }
+}
+
 /// Copies `reader` to `writer`, returning the sha256 of what went through.
 pub(crate) fn copy_hashing(
     reader: &mut impl std::io::Read,
@@ -144,11 +195,12 @@ pub(crate) fn copy_hashing(
     Ok(hasher.finalize().into())
 }
 
-fn stamp(meta: &Metadata) -> FileStamp {
+fn stamp(meta: &Meta) -> FileStamp {
+    let ns = |(secs, nsecs): (i64, i64)| secs * 1_000_000_000 + nsecs;
     FileStamp {
         size: meta.size(),
-        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
-        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        mtime_ns: ns(meta.mtime()),
+        ctime_ns: ns(meta.ctime()),
         inode: meta.ino(),
     }
 }
@@ -186,6 +238,10 @@ fn common_dir<'p>(paths: impl Iterator<Item = &'p Path>) -> PathBuf {
     common.unwrap_or_default().into_iter().collect()
 }
 
+/// A file hashed for a key: host path, content sha256, attributes digest, and whether it was
+/// read now (rather than taken from the checksum cache).
+type Hashed = (Vec<u8>, [u8; 32], Option<[u8; 32]>, bool);
+
 /// The reads of `sources` as planned in `tree`, file contents hashed now: from the checksum
 /// cache (`cache`, for a tree that stays at its path, the context) when a file's size, times
 /// and inode are unchanged since it was last hashed, read otherwise.
@@ -201,48 +257,53 @@ pub(crate) fn planned_reads(
         .flat_map(|s| &s.entries)
         .filter(|e| e.kind == EntryKind::File)
         .collect();
-    let host = |e: &Entry| tree.host_path(&e.path).to_string_lossy().into_owned();
+    let host = |e: &Entry| tree.host_path(&e.path).into_os_string().into_vec();
     let known = match cache {
         Some(db) if !files.is_empty() => {
             let dir = common_dir(files.iter().map(|e| e.path.as_path()));
-            db.checksums_under(&tree.host_path(&dir).to_string_lossy())?
+            db.checksums_under(tree.host_path(&dir).as_os_str().as_bytes())?
         }
-        _ => HashMap::new(),
+        _ => Default::default(),
     };
-    let hashes: Vec<(String, [u8; 32], bool)> = files
+    let hashes: Vec<Hashed> = files
         .par_iter()
         .map(|entry| {
             let path = host(entry);
             if let Some(hit) = known.get(&path).filter(|k| trusted(k, &stamp(&entry.meta))) {
-                return Ok((path, hit.sha256, false));
+                // Setting an attribute changes the ctime, so the stamp guards them too.
+                return Ok((path, hit.sha256, hit.xattrs, false));
             }
+            let shown = tree.host_path(&entry.path);
             let mut file = tree
                 .open_file(&entry.path)
-                .map_err(WorkerError::file("reading", &path))?;
+                .map_err(WorkerError::file("reading", &shown))?;
             let sha = copy_hashing(&mut file, &mut std::io::sink())
-                .map_err(WorkerError::file("reading", &path))?;
-            Ok((path, sha, true))
+                .map_err(WorkerError::file("reading", &shown))?;
+            let xattrs =
+                xattrs_digest(&file).map_err(WorkerError::file("reading attributes of", &shown))?;
+            Ok((path, sha, xattrs, true))
         })
         .collect::<Result<_, WorkerError>>()?;
     if let Some(db) = cache {
-        let fresh: Vec<(String, StampedChecksum)> = files
+        let fresh: Vec<(&[u8], StampedChecksum)> = files
             .iter()
             .zip(&hashes)
-            .filter(|(_, (_, _, fresh))| *fresh)
-            .map(|(entry, (path, sha256, _))| {
+            .filter(|(_, (_, _, _, fresh))| *fresh)
+            .map(|(entry, (path, sha256, xattrs, _))| {
                 let checksum = StampedChecksum {
                     stamp: stamp(&entry.meta),
                     sha256: *sha256,
+                    xattrs: *xattrs,
                     recorded_ns: started_ns,
                 };
-                (path.clone(), checksum)
+                (path.as_slice(), checksum)
             })
             .collect();
         db.store_checksums(&fresh)?;
     }
-    let by_path: HashMap<&str, [u8; 32]> = hashes
+    let by_path: HashMap<&[u8], [u8; 32]> = hashes
         .iter()
-        .map(|(path, sha, _)| (path.as_str(), *sha))
+        .map(|(path, sha, xattrs, _)| (path.as_slice(), file_digest(*sha, *xattrs)))
         .collect();
     let mut reads = Vec::new();
     for source in sources {
@@ -250,7 +311,7 @@ pub(crate) fn planned_reads(
             .entries
             .iter()
             .map(|e| match e.kind {
-                EntryKind::File => by_path.get(host(e).as_str()).copied(),
+                EntryKind::File => by_path.get(host(e).as_slice()).copied(),
                 _ => None,
             })
             .collect();

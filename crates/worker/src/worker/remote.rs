@@ -14,8 +14,8 @@ use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use sha2::{Digest as _, Sha256};
 
-use super::{Worker, WorkerError, WorkerRef};
-use img_solver::ExecContext;
+use super::{Active, Worker, WorkerError, WorkerRef};
+use img_solver::{CancelToken, ExecContext};
 
 /// How long an `ADD <url>` download may wait on the network before it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +46,62 @@ impl DownloadTimeouts {
 }
 
 /// What the download thread hands the op.
-enum Fetched {
-    /// The response arrived; its `Last-Modified`, in seconds since the epoch.
-    Head { modified: Option<i64> },
+pub(super) enum Fetched {
+    /// The response arrived: its status and validators.
+    Head(ResponseHead),
     /// The next part of the body.
     Data(Vec<u8>),
     /// The body is complete.
     End,
 }
 
+/// The status and validators of a response.
+pub(super) struct ResponseHead {
+    /// The HTTP status (`304` answers a conditional request whose content is current).
+    pub status: u16,
+    /// `ETag`, as sent.
+    pub etag: Option<String>,
+    /// `Last-Modified`, as sent.
+    pub last_modified: Option<String>,
+}
+
+impl ResponseHead {
+    /// `Last-Modified` in seconds since the epoch.
+    pub fn modified(&self) -> Option<i64> {
+        self.last_modified.as_deref().and_then(parse_http_date)
+    }
+}
+
+/// A download under way on a thread of its own: its messages, read with [`next_fetched`].
+pub(super) type Download = Receiver<Result<Fetched, WorkerError>>;
+
+/// Starts downloading `url` on a thread of its own, with request `headers` (the conditions of
+/// a conditional request).
+pub(super) fn start_download(
+    url: &str,
+    headers: Vec<(&'static str, String)>,
+    timeouts: DownloadTimeouts,
+) -> Result<Download, WorkerError> {
+    let (sender, receiver) = mpsc::sync_channel(4);
+    let owned = url.to_owned();
+    std::thread::Builder::new()
+        .name("img-download".into())
+        .spawn(move || fetch(&owned, &headers, timeouts, &sender))
+        .map_err(|e| WorkerError::Download {
+            url: url.to_owned(),
+            source: Box::new(ureq::Error::Io(e)),
+        })?;
+    Ok(receiver)
+}
+
 /// Downloads `url` on the calling thread, sending what arrives to `out`; stops early when the
 /// receiver is gone (the op was cancelled).
-fn fetch(url: &str, timeouts: DownloadTimeouts, out: &SyncSender<Result<Fetched, WorkerError>>) {
+fn fetch(
+    url: &str,
+    headers: &[(&'static str, String)],
+    timeouts: DownloadTimeouts,
+    out: &SyncSender<Result<Fetched, WorkerError>>,
+) {
     let failed = |e: ureq::Error| WorkerError::Download {
         url: url.to_owned(),
         source: Box::new(e),
@@ -69,19 +113,30 @@ fn fetch(url: &str, timeouts: DownloadTimeouts, out: &SyncSender<Result<Fetched,
         .timeout_per_read(Some(timeouts.idle))
         .build()
         .into();
-    let mut response = match agent.get(url).call() {
+    let mut request = agent.get(url);
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let mut response = match request.call() {
         Ok(response) => response,
         Err(e) => {
             let _ = out.send(Err(failed(e)));
             return;
         }
     };
-    let modified = response
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date);
-    if out.send(Ok(Fetched::Head { modified })).is_err() {
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let head = ResponseHead {
+        status: response.status().as_u16(),
+        etag: header("etag"),
+        last_modified: header("last-modified"),
+    };
+    if out.send(Ok(Fetched::Head(head))).is_err() {
         return;
     }
     let mut body = response.body_mut().as_reader();
@@ -104,14 +159,14 @@ fn fetch(url: &str, timeouts: DownloadTimeouts, out: &SyncSender<Result<Fetched,
 }
 
 /// The next message of the download thread, or `Cancelled` as soon as the build is.
-fn next_fetched(
+pub(super) fn next_fetched(
     // Mutable, so a closure moved to another thread may borrow it (a receiver is not `Sync`).
-    from: &mut Receiver<Result<Fetched, WorkerError>>,
-    ctx: &ExecContext<'_>,
+    from: &mut Download,
+    cancel: &CancelToken,
     url: &str,
 ) -> Result<Fetched, WorkerError> {
     loop {
-        if ctx.is_cancelled() {
+        if cancel.is_cancelled() {
             return Err(WorkerError::Cancelled);
         }
         match from.recv_timeout(Duration::from_millis(50)) {
@@ -130,7 +185,7 @@ fn next_fetched(
 }
 
 /// The file name `ADD` saves a download as: the last URL path segment.
-fn file_name(url: &str) -> String {
+pub(super) fn file_name(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path = after_scheme.split(['?', '#']).next().unwrap_or("");
     let path = path.find('/').map_or("", |i| &path[i..]);
@@ -142,7 +197,7 @@ fn file_name(url: &str) -> String {
 
 /// Seconds since the epoch of an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 7231's
 /// preferred form, the only one servers send today).
-fn parse_http_date(value: &str) -> Option<i64> {
+pub(super) fn parse_http_date(value: &str) -> Option<i64> {
     let parts: Vec<&str> = value.split_whitespace().collect();
     let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
         return None;
@@ -171,6 +226,53 @@ fn parse_http_date(value: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
+/// Writes the body of `download` into `active` as the file `http` names (mode 0600, the
+/// server's modification time), returning its sha256.
+pub(super) fn save_download(
+    active: &Active<'_>,
+    http: &HttpSource,
+    head: &ResponseHead,
+    download: &mut Download,
+    cancel: &CancelToken,
+) -> Result<[u8; 32], WorkerError> {
+    let filename = http
+        .filename
+        .clone()
+        .unwrap_or_else(|| file_name(&http.url));
+    let modified = head.modified();
+    active.with_tree(|root| -> Result<[u8; 32], WorkerError> {
+        let path = root.join(filename.trim_start_matches('/'));
+        let mut file = fs::File::create(&path).map_err(WorkerError::file("creating", &path))?;
+        let mut hasher = Sha256::new();
+        loop {
+            match next_fetched(download, cancel, &http.url)? {
+                Fetched::Data(data) => {
+                    hasher.update(&data);
+                    file.write_all(&data)
+                        .map_err(WorkerError::file("writing", &path))?;
+                }
+                Fetched::End => break,
+                Fetched::Head { .. } => {}
+            }
+        }
+        drop(file);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(WorkerError::file("changing the mode of", &path))?;
+        if let Some(secs) = modified {
+            let t = TimeSpec::new(secs, 0);
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| WorkerError::file("setting the times of", &path)(e.into()))?;
+        }
+        Ok(hasher.finalize().into())
+    })?
+}
+
 impl Worker {
     /// Downloads `http` into a snapshot of its own. The network is read on a thread of its
     /// own, with connect and idle timeouts, so a cancelled build returns at once even while a
@@ -181,60 +283,25 @@ impl Worker {
         name: &str,
         ctx: &ExecContext<'_>,
     ) -> Result<WorkerRef, WorkerError> {
+        // Downloaded when the key was computed (the key is the content's digest).
+        if let Some(key) = self.resolved_download(http) {
+            return Ok(WorkerRef::Snapshot { key, image: None });
+        }
         ctx.log(
             img_solver::LogStream::Stderr,
             format!("downloading {}\n", http.url).as_bytes(),
         );
-        let (sender, mut receiver) = mpsc::sync_channel(4);
-        let url = http.url.clone();
-        let timeouts = self.options.download_timeouts;
-        std::thread::Builder::new()
-            .name("img-download".into())
-            .spawn(move || fetch(&url, timeouts, &sender))
-            .map_err(|e| WorkerError::Download {
-                url: http.url.clone(),
-                source: Box::new(ureq::Error::Io(e)),
-            })?;
-        let modified = match next_fetched(&mut receiver, ctx, &http.url)? {
-            Fetched::Head { modified } => modified,
-            _ => None,
+        let mut download = start_download(&http.url, Vec::new(), self.options.download_timeouts)?;
+        let head = match next_fetched(&mut download, ctx.cancel_token(), &http.url)? {
+            Fetched::Head(head) => head,
+            _ => ResponseHead {
+                status: 200,
+                etag: None,
+                last_modified: None,
+            },
         };
-        let filename = http
-            .filename
-            .clone()
-            .unwrap_or_else(|| file_name(&http.url));
         let active = self.prepare(None)?;
-        let digest = active.with_tree(|root| -> Result<[u8; 32], WorkerError> {
-            let path = root.join(filename.trim_start_matches('/'));
-            let mut file = fs::File::create(&path).map_err(WorkerError::file("creating", &path))?;
-            let mut hasher = Sha256::new();
-            loop {
-                match next_fetched(&mut receiver, ctx, &http.url)? {
-                    Fetched::Data(data) => {
-                        hasher.update(&data);
-                        file.write_all(&data)
-                            .map_err(WorkerError::file("writing", &path))?;
-                    }
-                    Fetched::End => break,
-                    Fetched::Head { .. } => {}
-                }
-            }
-            drop(file);
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-                .map_err(WorkerError::file("changing the mode of", &path))?;
-            if let Some(secs) = modified {
-                let t = TimeSpec::new(secs, 0);
-                utimensat(
-                    nix::fcntl::AT_FDCWD,
-                    &path,
-                    &t,
-                    &t,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .map_err(|e| WorkerError::file("setting the times of", &path)(e.into()))?;
-            }
-            Ok(hasher.finalize().into())
-        })??;
+        let digest = save_download(&active, http, &head, &mut download, ctx.cancel_token())?;
         if let Some(expected) = &http.checksum {
             if expected.as_bytes() != &digest {
                 return Err(WorkerError::ChecksumMismatch {
@@ -267,7 +334,9 @@ impl Worker {
                     .arg(root),
                 ctx,
             )?;
-            if let Some(reference) = &git.reference {
+            // The commit the key was computed from, whatever the ref names by now.
+            let resolved = self.resolved_commit(git);
+            if let Some(reference) = resolved.as_ref().or(git.reference.as_ref()) {
                 run_git(
                     &git.url,
                     "checkout",
@@ -343,7 +412,7 @@ fn remove_git_dir(root: &Path) -> Result<(), WorkerError> {
     Ok(())
 }
 
-fn hex_string(bytes: &[u8]) -> String {
+pub(super) fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

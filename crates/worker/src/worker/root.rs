@@ -16,14 +16,15 @@
 //!   (a directory swapped for a link between two calls) gives an error, never a host path.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat2, AtFlags, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::FileStat;
 
 /// How many links one resolution may follow (Linux's limit).
 const MAX_LINKS: usize = 40;
@@ -33,6 +34,141 @@ const MAX_LINKS: usize = 40;
 pub(crate) struct TreeRoot {
     fd: OwnedFd,
     path: PathBuf,
+}
+
+/// What `lstat` says of one entry of a tree (a link's own, never its target's): the fields a
+/// plan, a record and a copy use, and nothing else, since a walk holds one per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    dev: u64,
+    ino: u64,
+    rdev: u64,
+    size: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Meta {
+    fn from_stat(st: &FileStat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            atime: (st.st_atime, st.st_atime_nsec),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    /// File type and permission bits, as `st_mode`.
+    pub(crate) fn mode(&self) -> u32 {
+        self.mode
+    }
+    /// Owner.
+    pub(crate) fn uid(&self) -> u32 {
+        self.uid
+    }
+    /// Group.
+    pub(crate) fn gid(&self) -> u32 {
+        self.gid
+    }
+    /// Number of hard links.
+    pub(crate) fn nlink(&self) -> u64 {
+        self.nlink
+    }
+    /// Device of the filesystem holding it.
+    pub(crate) fn dev(&self) -> u64 {
+        self.dev
+    }
+    /// Inode number.
+    pub(crate) fn ino(&self) -> u64 {
+        self.ino
+    }
+    /// Device a device node stands for.
+    pub(crate) fn rdev(&self) -> u64 {
+        self.rdev
+    }
+    /// Size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+    /// Access time: seconds and nanoseconds.
+    pub(crate) fn atime(&self) -> (i64, i64) {
+        self.atime
+    }
+    /// Modification time: seconds and nanoseconds.
+    pub(crate) fn mtime(&self) -> (i64, i64) {
+        self.mtime
+    }
+    /// Status change time: seconds and nanoseconds.
+    pub(crate) fn ctime(&self) -> (i64, i64) {
+        self.ctime
+    }
+    fn is(&self, kind: u32) -> bool {
+        self.mode & libc::S_IFMT == kind
+    }
+    /// A regular file.
+    pub(crate) fn is_file(&self) -> bool {
+        self.is(libc::S_IFREG)
+    }
+    /// A directory.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.is(libc::S_IFDIR)
+    }
+    /// A symbolic link.
+    pub(crate) fn is_symlink(&self) -> bool {
+        self.is(libc::S_IFLNK)
+    }
+    /// A FIFO.
+    pub(crate) fn is_fifo(&self) -> bool {
+        self.is(libc::S_IFIFO)
+    }
+    /// A character device.
+    pub(crate) fn is_char_device(&self) -> bool {
+        self.is(libc::S_IFCHR)
+    }
+    /// A block device.
+    pub(crate) fn is_block_device(&self) -> bool {
+        self.is(libc::S_IFBLK)
+    }
+}
+
+/// One directory of a tree, open (opened through the root, like every other open) and listed.
+/// Its entries are looked at relative to its descriptor, by a name read from the listing and
+/// never followed: a single component that names no link to follow cannot lead out of the
+/// directory, so a walk needs one in-root open per directory instead of one per entry.
+pub(crate) struct Listing {
+    dir: nix::dir::Dir,
+    names: Vec<OsString>,
+}
+
+impl Listing {
+    /// The names in the directory, sorted by their bytes.
+    pub(crate) fn names(&self) -> &[OsString] {
+        &self.names
+    }
+
+    /// The metadata of entry `name` itself (a link's own).
+    pub(crate) fn lstat(&self, name: &OsStr) -> io::Result<Meta> {
+        let st = nix::sys::stat::fstatat(&self.dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        Ok(Meta::from_stat(&st))
+    }
+
+    /// The target of the link `name`.
+    pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<OsString> {
+        // readlinkat never follows the link it is asked about, and `name` has no `/`.
+        Ok(nix::fcntl::readlinkat(&self.dir, name)?)
+    }
 }
 
 /// Where [`TreeRoot::resolve`] led.
@@ -94,8 +230,9 @@ impl TreeRoot {
     }
 
     /// The metadata of canonical `rel` itself (a link's own, never its target's).
-    pub(crate) fn lstat(&self, rel: &Path) -> io::Result<Metadata> {
-        File::from(self.open_at(rel, OFlag::O_PATH)?).metadata()
+    pub(crate) fn lstat(&self, rel: &Path) -> io::Result<Meta> {
+        let fd = self.open_at(rel, OFlag::O_PATH)?;
+        Ok(Meta::from_stat(&nix::sys::stat::fstat(&fd)?))
     }
 
     /// Opens the regular file at canonical `rel` for reading. Anything else (a FIFO, a device
@@ -119,7 +256,13 @@ impl TreeRoot {
     }
 
     /// The names in the directory at canonical `rel`, sorted by their bytes.
+    #[cfg(test)]
     pub(crate) fn list(&self, rel: &Path) -> io::Result<Vec<OsString>> {
+        Ok(self.listing(rel)?.names)
+    }
+
+    /// Opens and lists the directory at canonical `rel`.
+    pub(crate) fn listing(&self, rel: &Path) -> io::Result<Listing> {
         let fd = self.open_at(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
         let mut dir = nix::dir::Dir::from_fd(fd)?;
         let mut names = Vec::new();
@@ -130,7 +273,7 @@ impl TreeRoot {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        Ok(names)
+        Ok(Listing { dir, names })
     }
 
     /// The target of the link at canonical `rel`.
@@ -162,7 +305,7 @@ impl TreeRoot {
             }
             let follow = !pending.is_empty() || follow_last;
             match self.lstat(&candidate) {
-                Ok(meta) if meta.file_type().is_symlink() && follow => {
+                Ok(meta) if meta.is_symlink() && follow => {
                     if links.len() == MAX_LINKS {
                         return Err(io::Error::other(format!(
                             "too many levels of symbolic links in {}",
@@ -324,12 +467,41 @@ mod tests {
         let tree = TreeRoot::open(tmp.path()).unwrap();
         assert!(tree.open_file(Path::new("dir/f")).is_ok());
         assert!(tree.open_file(Path::new("link/f")).is_err());
-        assert!(tree
-            .lstat(Path::new("link"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(tree.lstat(Path::new("link")).unwrap().is_symlink());
         assert_eq!(tree.read_link(Path::new("link")).unwrap(), "dir");
         assert_eq!(tree.list(Path::new("")).unwrap(), ["dir", "link"]);
+    }
+
+    #[test]
+    fn listings_look_at_entries_without_following_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), "host secret").unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f"), "12345").unwrap();
+        symlink(&outside, root.join("d/out")).unwrap();
+        symlink(outside.join("secret"), root.join("d/secret")).unwrap();
+        nix::unistd::mkfifo(&root.join("d/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let tree = TreeRoot::open(&root).unwrap();
+        let listing = tree.listing(Path::new("d")).unwrap();
+        assert_eq!(listing.names(), ["f", "out", "pipe", "secret"]);
+        let meta = |name: &str| listing.lstat(OsStr::new(name)).unwrap();
+        assert!(meta("f").is_file());
+        assert_eq!(meta("f").size(), 5);
+        // The link itself, never the host directory or file it names.
+        assert!(meta("out").is_symlink());
+        assert!(meta("secret").is_symlink());
+        assert_eq!(
+            listing.read_link(OsStr::new("secret")).unwrap(),
+            outside.join("secret").into_os_string()
+        );
+        // A FIFO is looked at, not opened (an open would block).
+        assert!(meta("pipe").is_fifo());
+        // The same fields as a stat through the root.
+        assert_eq!(meta("f"), tree.lstat(Path::new("d/f")).unwrap());
+        // Listing a link to a directory is refused, as every canonical open is.
+        assert!(tree.listing(Path::new("d/out")).is_err());
     }
 }

@@ -296,6 +296,21 @@ pub fn check(condition: bool, what: impl Into<String>) -> TestResult {
 }
 
 /// Whether `path` is an executable on PATH.
+/// Runs `git -C dir ARGS` with a fixed identity, failing with git's message.
+pub fn git(dir: &Path, args: &[&str]) -> TestResult {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .map_err(fail)?;
+    check(
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn have_tool(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")

@@ -2,12 +2,14 @@
 //! in the sandbox (this binary is its own sandbox init, as the `img` binary is), images checked
 //! with podman and skopeo. Runs as root.
 
+mod backends;
 mod build;
 mod common;
 mod consistency;
 mod dockerfile;
 mod hostile;
 mod output;
+mod remote;
 mod sources;
 
 use libtest_mimic::{Arguments, Trial};
@@ -23,9 +25,11 @@ fn main() {
     }
     let args = Arguments::from_args();
     let mut tests: Vec<Trial> = Vec::new();
+    tests.extend(backends::tests());
     tests.extend(build::tests());
     tests.extend(output::tests());
     tests.extend(sources::tests());
+    tests.extend(remote::tests());
     tests.extend(dockerfile::tests());
     tests.extend(hostile::tests());
     tests.extend(consistency::tests());
