@@ -25,6 +25,8 @@ pub enum ContextSpec {
     Stdin,
     /// A git repository.
     Git(GitUrl),
+    /// Another http(s) URL: a context archive or a Dockerfile.
+    Url(String),
 }
 
 /// A git context URL split as BuildKit splits it: `URL#REF:SUBDIR`.
@@ -82,7 +84,7 @@ impl ContextSpec {
             }));
         }
         if is_http {
-            bail!("cannot use {arg:?} as the build context: only git repositories (URLs ending in .git) are supported as remote contexts");
+            return Ok(ContextSpec::Url(arg.to_owned()));
         }
         Ok(ContextSpec::Dir(PathBuf::from(arg)))
     }
@@ -142,11 +144,14 @@ impl BuildContext {
                     None => BuildContext::with_context_file(dir.clone(), None, None),
                 }
             }
-            ContextSpec::Stdin => {
-                if dockerfile_on_stdin {
-                    bail!("-f - and context - cannot both read standard input");
-                }
-                let bytes = read_stdin()?;
+            ContextSpec::Stdin | ContextSpec::Url(_) => {
+                let bytes = match spec {
+                    ContextSpec::Url(url) => crate::remote_context::download(url)?,
+                    _ if dockerfile_on_stdin => {
+                        bail!("-f - and context - cannot both read standard input")
+                    }
+                    _ => read_stdin()?,
+                };
                 let temp = temp_dir(scratch, "context-")?;
                 let dir = temp.path().to_path_buf();
                 match archive_kind(&bytes) {
@@ -164,22 +169,7 @@ impl BuildContext {
                 }
             }
             ContextSpec::Git(url) => {
-                let temp = temp_dir(scratch, "git-")?;
-                let checkout = temp.path().join("repo");
-                clone(url, &checkout)?;
-                let dir = match &url.subdir {
-                    // The subdirectory is a path of the repository: a link in it stays inside.
-                    Some(sub) => img_worker::dir_in_root(&checkout, Path::new(sub))
-                        .with_context(|| format!("cannot read the git context {}", url.remote))?,
-                    None => Some(checkout),
-                };
-                let Some(dir) = dir else {
-                    bail!(
-                        "the git context {} has no directory {:?}",
-                        url.remote,
-                        url.subdir.as_deref().unwrap_or("")
-                    );
-                };
+                let (dir, temp) = git_checkout(url, scratch)?;
                 if dockerfile_on_stdin {
                     let bytes = read_stdin()?;
                     return Ok(BuildContext::new(dir, bytes, "Dockerfile", Some(temp)));
@@ -187,6 +177,13 @@ impl BuildContext {
                 BuildContext::with_context_file(dir, file, Some(temp))
             }
         }
+    }
+
+    /// The git repository `url` cloned under `scratch`, its subdirectory as the context, with
+    /// no Dockerfile (a named build context).
+    pub fn checkout(url: &GitUrl, scratch: &Path) -> anyhow::Result<BuildContext> {
+        let (dir, temp) = git_checkout(url, scratch)?;
+        Ok(BuildContext::new(dir, Vec::new(), "", Some(temp)))
     }
 
     fn new(
@@ -353,6 +350,28 @@ fn extract_archive(bytes: &[u8], kind: ArchiveKind, dir: &Path) -> anyhow::Resul
         .context("cannot extract the context archive from standard input")
 }
 
+/// `url` cloned into a new directory under `scratch`: the context directory (its
+/// subdirectory, resolved inside the repository) and the directory to remove.
+fn git_checkout(url: &GitUrl, scratch: &Path) -> anyhow::Result<(PathBuf, tempfile::TempDir)> {
+    let temp = temp_dir(scratch, "git-")?;
+    let checkout = temp.path().join("repo");
+    clone(url, &checkout)?;
+    let dir = match &url.subdir {
+        // The subdirectory is a path of the repository: a link in it stays inside.
+        Some(sub) => img_worker::dir_in_root(&checkout, Path::new(sub))
+            .with_context(|| format!("cannot read the git context {}", url.remote))?,
+        None => Some(checkout),
+    };
+    let Some(dir) = dir else {
+        bail!(
+            "the git context {} has no directory {:?}",
+            url.remote,
+            url.subdir.as_deref().unwrap_or("")
+        );
+    };
+    Ok((dir, temp))
+}
+
 /// Clones `url` into `dest` and checks out its reference.
 fn clone(url: &GitUrl, dest: &Path) -> anyhow::Result<()> {
     let run = |args: &[&str], cwd: Option<&Path>| -> anyhow::Result<()> {
@@ -457,8 +476,10 @@ mod tests {
 
     #[test]
     fn bad_remote_contexts_are_refused() {
-        let err = ContextSpec::parse("https://example.com/context.tar.gz").unwrap_err();
-        assert!(err.to_string().contains("only git repositories"), "{err}");
+        assert_eq!(
+            ContextSpec::parse("https://example.com/context.tar.gz").unwrap(),
+            ContextSpec::Url("https://example.com/context.tar.gz".into())
+        );
         let err = ContextSpec::parse("https://h/r.git#main:../escape").unwrap_err();
         assert!(err.to_string().contains("inside the repository"), "{err}");
     }

@@ -261,12 +261,12 @@ pub const BUILD: &[Example] = &[
         "img build -f docker/Dockerfile --build-arg VERSION=1.2 --target runtime -t app:1.2 .",
     ),
     ex(
-        "Build and push in one go",
-        "img build -t registry.example.com/team/app:1.0 --push .",
-    ),
-    ex(
         "Copy a stage's files out instead of making an image",
         "img build --target artifacts -o type=local,dest=out .",
+    ),
+    ex(
+        "Build and push from a fresh CI pod, with the cache (and cache mounts) kept in the registry",
+        "img build -t registry.example.com/team/app:1.0 --push --cache-from registry.example.com/team/app:cache --cache-to type=registry,ref=registry.example.com/team/app:cache,mode=max,cache-mounts=true .",
     ),
 ];
 

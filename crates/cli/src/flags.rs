@@ -97,8 +97,16 @@ pub enum Command {
         #[arg(value_name = "NAME[:TAG|@DIGEST]")]
         reference: String,
         /// The platform to pull from a multi-platform image (default: this machine's).
-        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        #[arg(
+            long,
+            value_name = "OS/ARCH[/VARIANT]",
+            conflicts_with = "all_platforms"
+        )]
         platform: Option<String>,
+        /// Keep every platform of a multi-platform image: the whole index is stored under
+        /// the name.
+        #[arg(long)]
+        all_platforms: bool,
     },
 
     /// Push an image from the local store to a registry.
@@ -137,16 +145,18 @@ pub enum Command {
     /// List the stored images.
     #[command(visible_alias = "images", after_help = help(examples::LS))]
     Ls {
-        /// Only images whose name matches: name=PATTERN or reference=PATTERN (glob; repeatable).
+        /// Only images whose name matches: name=PATTERN or reference=PATTERN (glob), or
+        /// dangling=true for the images without a name (repeatable).
         #[arg(short = 'f', long = "filter", value_name = "KEY=PATTERN")]
         filters: Vec<String>,
         /// Print each image through a template instead of the table, e.g.
-        /// '{{.Name}} {{.Digest}}' (fields: Name, Size, Created, CreatedAt, Digest).
+        /// '{{.Name}} {{.Digest}}' (fields: Name, ID, Size, Created, CreatedAt, Digest).
         #[arg(long, value_name = "TEMPLATE")]
         format: Option<String>,
     },
 
-    /// Remove image names (the blobs go with the next garbage collection).
+    /// Remove image names, or an image by its ID (the blobs go with the next garbage
+    /// collection).
     #[command(visible_alias = "rmi", after_help = help(examples::RM))]
     Rm {
         /// The images.
@@ -171,6 +181,9 @@ pub enum Command {
         /// The image.
         #[arg(value_name = "NAME[:TAG]")]
         image: String,
+        /// The platform to show of a multi-platform image (default: this machine's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
     },
 
     /// Write images to a tar archive (standard output by default).
@@ -185,6 +198,10 @@ pub enum Command {
         /// docker: `docker load`'s layout; oci: an OCI image layout.
         #[arg(long, value_enum, default_value_t = ArchiveFormat::Docker)]
         format: ArchiveFormat,
+        /// The platform to save of a multi-platform image. A docker archive holds one
+        /// (default: this machine's); an OCI layout holds every platform unless this is given.
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
     },
 
     /// Read images from a tar archive (docker save layout or OCI image layout).
@@ -204,6 +221,9 @@ pub enum Command {
         /// The directory to create.
         #[arg(short = 'o', long, value_name = "DIR", default_value = "rootfs")]
         output: PathBuf,
+        /// The platform to unpack of a multi-platform image (default: this machine's).
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
     },
 
     /// Show disk usage: every blob and snapshot, and what could be reclaimed.
@@ -218,6 +238,10 @@ pub enum Command {
         /// text: one line per check; json: the whole report.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
+        /// Also check that RUN steps for these platforms can run here (natively or through a
+        /// binfmt_misc emulator), e.g. linux/arm64 or linux/arm64,linux/riscv64.
+        #[arg(long, value_name = "PLATFORMS")]
+        platform: Option<String>,
     },
 
     /// Trim the build cache and delete what nothing refers to.
@@ -282,6 +306,10 @@ pub struct GraphFlags {
     /// a git URL (`https://host/repo.git#ref:subdir`).
     #[arg(value_name = "CONTEXT")]
     pub context: String,
+    /// An extra named context for FROM NAME, COPY --from=NAME and RUN --mount from=NAME:
+    /// NAME=DIR, NAME=docker-image://REF or NAME=GIT-URL (repeatable).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
 }
 
 /// `img build`.
@@ -308,15 +336,24 @@ pub struct BuildFlags {
     /// Push the image to the registry of each name.
     #[arg(long)]
     pub push: bool,
+    /// Export the build cache: type=registry,ref=REF | type=local,dest=DIR | type=inline, with
+    /// the options mode=min|max, compression=ALGO, ignore-error=true, cache-mounts=true and
+    /// cache-mounts-max-size=SIZE after a comma (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=REF, a bare image reference (its cache or
+    /// inline cache), or type=local,src=DIR (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Pull base images even when the local store has them.
     #[arg(long)]
     pub pull: bool,
     /// A secret for `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR] (repeatable).
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
-    /// An SSH agent socket for `RUN --mount=type=ssh`: default (SSH_AUTH_SOCK) or ID=SOCKET
-    /// (repeatable).
-    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    /// An SSH agent for `RUN --mount=type=ssh`: default (SSH_AUTH_SOCK), ID=SOCKET, or
+    /// ID=KEYFILE[,KEYFILE] served by img's own agent (repeatable).
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET|ID=KEYFILE")]
     pub ssh: Vec<String>,
     /// The network of RUN steps without `--network`: default, none or host.
     #[arg(long, value_name = "MODE", default_value = "default")]
@@ -328,7 +365,7 @@ pub struct BuildFlags {
     /// Layer compression: gzip, zstd or uncompressed.
     #[arg(long, value_name = "ALGO", default_value = "gzip")]
     pub compression: String,
-    /// Write the image digest (sha256:...) to this file.
+    /// Write the image ID (sha256:..., the config digest, as Docker's) to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// Write the build result's metadata as JSON to this file.
@@ -344,6 +381,19 @@ pub struct BuildFlags {
     /// What to do with the Dockerfile: build it, or check it (as --check).
     #[arg(long, value_enum, default_value_t = CallFlag::Build)]
     pub call: CallFlag,
+    /// An /etc/hosts entry for RUN steps, HOST:IP or HOST=IP (repeatable).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// A resource limit for RUN steps, e.g. nofile=1024:2048 (repeatable).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// The size of RUN steps' /dev/shm, e.g. 128m (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// An annotation of the image manifest: KEY=VALUE, manifest:KEY=VALUE or
+    /// manifest-descriptor:KEY=VALUE (repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
 }
 
 impl BuildFlags {

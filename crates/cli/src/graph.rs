@@ -14,6 +14,7 @@ use img_snapshot::Store;
 
 use crate::context::BuildContext;
 use crate::flags::GraphFlags;
+use crate::named_context::{parse_build_context, NamedContextSpec};
 
 /// The checked options that shape the graph.
 #[derive(Debug, Clone, Default)]
@@ -22,10 +23,16 @@ pub struct GraphOptions {
     pub build_args: BTreeMap<String, String>,
     /// `--target`.
     pub target: Option<String>,
-    /// `--platform`.
+    /// The platform this graph is lowered for: `--platform` when it names one, else the
+    /// host's. A multi-platform build lowers a copy per platform (see [`Self::for_platform`]).
     pub platform: Option<Platform>,
+    /// Every platform `--platform` names, normalized, without repeats, in order; empty
+    /// without the flag.
+    pub platforms: Vec<Platform>,
     /// `--label` values.
     pub labels: BTreeMap<String, String>,
+    /// `--build-context` values by name.
+    pub named_contexts: BTreeMap<String, NamedContextSpec>,
 }
 
 impl GraphOptions {
@@ -57,19 +64,58 @@ impl GraphOptions {
                 build_args.insert("SOURCE_DATE_EPOCH".into(), epoch);
             }
         }
-        let platform = flags
+        let platforms = flags
             .platform
             .as_deref()
-            .map(Platform::parse)
+            .map(Platform::parse_list)
             .transpose()
-            .context("invalid --platform")?;
+            .context("invalid --platform")?
+            .unwrap_or_default();
         let target = flags.target.clone().filter(|t| !t.is_empty());
+        let mut named_contexts = BTreeMap::new();
+        for spec in &flags.build_contexts {
+            let (name, context) = parse_build_context(spec)?;
+            if named_contexts.insert(name.clone(), context).is_some() {
+                bail!("--build-context {name} is given twice");
+            }
+        }
         Ok(GraphOptions {
             build_args,
             target,
-            platform,
+            platform: platforms.first().cloned(),
+            platforms,
             labels: BTreeMap::new(),
+            named_contexts,
         })
+    }
+
+    /// Whether `--platform` names more than one platform.
+    pub fn is_multi_platform(&self) -> bool {
+        self.platforms.len() > 1
+    }
+
+    /// These options for one of the platforms of a multi-platform build.
+    pub fn for_platform(&self, platform: &Platform) -> GraphOptions {
+        GraphOptions {
+            platform: Some(platform.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// Fails for a command that works on one platform only when several were given.
+    pub fn one_platform(&self, command: &str) -> anyhow::Result<()> {
+        if self.is_multi_platform() {
+            bail!(
+                "{command} takes one --platform; {} were given ({})",
+                self.platforms.len(),
+                self.platforms
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        Ok(())
     }
 
     /// `SOURCE_DATE_EPOCH`, from the environment or a build argument.
@@ -183,23 +229,32 @@ fn build_options(context: &BuildContext, options: &GraphOptions) -> anyhow::Resu
     if let Some(patterns) = context.ignore_patterns()? {
         build = build.dockerignore(patterns);
     }
+    for (name, named) in &options.named_contexts {
+        build = build.named_context(name, named.for_frontend());
+    }
     Ok(build)
 }
 
 /// The build graph of `plan`, with the context's `.dockerignore` patterns and base images
-/// pinned as `resolved_images` says (written reference to `name@sha256:…`).
+/// pinned as `resolved_images` says (written reference and platform to `name@sha256:…`: one
+/// reference is a different manifest per platform).
 pub fn lower_plan(
     context: &BuildContext,
     options: &GraphOptions,
     plan: &BuildPlan,
-    resolved_images: BTreeMap<String, String>,
+    resolved_images: BTreeMap<(String, Platform), String>,
 ) -> anyhow::Result<LoweredBuild> {
     let mut lower_options = LowerOptions::new();
     if let Some(platform) = &options.platform {
         lower_options = lower_options.target_platform(platform.clone());
     }
-    for (written, pinned) in resolved_images {
-        lower_options = lower_options.resolved_image(written, pinned);
+    for ((written, platform), pinned) in resolved_images {
+        lower_options = lower_options.resolved_platform_image(written, platform, pinned);
+    }
+    for (name, named) in &options.named_contexts {
+        if named.is_local() {
+            lower_options = lower_options.local_context(name);
+        }
     }
     if let Some(patterns) = context.ignore_patterns()? {
         lower_options = lower_options.exclude_patterns(patterns.patterns().iter().cloned());
@@ -280,7 +335,23 @@ mod tests {
         assert_eq!(o.target.as_deref(), Some("build"));
         // buildx's short forms are platforms too.
         let o = options(&["--platform", "arm64"], &[]).unwrap();
-        assert_eq!(o.platform.unwrap().to_string(), "linux/arm64");
+        assert_eq!(o.platform.as_ref().unwrap().to_string(), "linux/arm64");
+        assert!(!o.is_multi_platform());
+        let o = options(&["--platform", "linux/arm64,amd64,linux/aarch64"], &[]).unwrap();
+        let shown: Vec<String> = o.platforms.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["linux/arm64", "linux/amd64"]);
+        assert!(o.is_multi_platform());
+        assert_eq!(
+            o.for_platform(&o.platforms[1])
+                .platform
+                .unwrap()
+                .to_string(),
+            "linux/amd64"
+        );
+        let err = o.one_platform("img debug llb").unwrap_err().to_string();
+        assert!(err.contains("takes one --platform"), "{err}");
+        let err = options(&["--platform", "linux/amd64,bogus"], &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("\"bogus\""), "{err:#}");
         let err = options(&["--platform", "linux/"], &[]).unwrap_err();
         assert!(format!("{err:#}").contains("invalid --platform"), "{err:#}");
     }

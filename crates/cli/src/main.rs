@@ -16,7 +16,10 @@ mod graph;
 mod host_check;
 mod image;
 mod interrupt;
+mod named_context;
 mod progress;
+mod remote_context;
+mod ssh_agent;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ use crate::graph::{lower_plan, plan_dockerfile, GraphOptions, ImageConfigs};
 
 pub fn run(config: &Config, format: GraphFormatFlag, flags: &GraphFlags) -> anyhow::Result<()> {
     let options = GraphOptions::from_flags(flags, |k| std::env::var(k).ok())?;
+    options.one_platform("img debug llb")?;
     let spec = ContextSpec::parse(&flags.context)?;
     let context = BuildContext::prepare(&spec, flags.file.as_deref(), &std::env::temp_dir())?;
     // The store is only read, and only if it already exists: printing a graph creates no state.

@@ -6,12 +6,13 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::image::{digest_of, find, resolve};
+use crate::image::{digest_of, find, platform_flag, resolve_for};
 
-pub fn run(config: &Config, input: &str) -> anyhow::Result<()> {
+pub fn run(config: &Config, input: &str, platform: Option<&str>) -> anyhow::Result<()> {
+    let platform = platform_flag(platform)?;
     let store = config.open_store()?;
     let record = find(&store, input)?;
-    let parts = resolve(&store.content(), &record.target)?;
+    let parts = resolve_for(&store.content(), &record.target, &platform)?;
     let manifest: serde_json::Value =
         serde_json::from_slice(&parts.manifest_bytes).context("the stored manifest is not JSON")?;
     let image_config: serde_json::Value =

@@ -1,5 +1,7 @@
-//! `img ls [--filter name=PATTERN|reference=PATTERN]... [--format TEMPLATE]`: the stored
-//! images as a table (NAME, SIZE, CREATED, DIGEST) or through a Go-style template.
+//! `img ls [--filter name=PATTERN|reference=PATTERN|dangling=BOOL]... [--format TEMPLATE]`:
+//! the stored images as a table (NAME, IMAGE ID, SIZE, CREATED, PLATFORMS, DIGEST) or through a
+//! Go-style template. A multi-platform image lists every platform of its index; an image built
+//! without a name shows as `<none>` until it gets one.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,32 +10,60 @@ use anyhow::{bail, Context};
 use img_snapshot::ImageRecord;
 
 use crate::config::Config;
-use crate::image::{digest_of, familiar, stored_size};
+use crate::image::{
+    digest_of, familiar, image_id, is_untagged, platforms_of, short_id, stored_size,
+};
 use crate::progress::human_size;
 
 /// The fields a `--format` template may use.
-const FIELDS: [&str; 5] = ["Name", "Size", "Created", "CreatedAt", "Digest"];
+const FIELDS: [&str; 7] = [
+    "Name",
+    "ID",
+    "Size",
+    "Created",
+    "CreatedAt",
+    "Platforms",
+    "Digest",
+];
 
-/// One `--filter`: images whose name matches the glob pattern.
+/// One `--filter`: images whose name matches the glob pattern, or (`dangling=true`) the
+/// images without a name.
 #[derive(Debug)]
-struct NameFilter(glob::Pattern);
+enum NameFilter {
+    Name(glob::Pattern),
+    Dangling(bool),
+}
 
 impl NameFilter {
     fn parse(text: &str) -> anyhow::Result<NameFilter> {
-        let Some((key, pattern)) = text.split_once('=') else {
-            bail!("invalid filter {text:?}: use name=PATTERN or reference=PATTERN");
+        const USE: &str = "use name=PATTERN, reference=PATTERN or dangling=true|false";
+        let Some((key, value)) = text.split_once('=') else {
+            bail!("invalid filter {text:?}: {USE}");
         };
-        if key != "name" && key != "reference" {
-            bail!("unknown filter {key:?}: use name=PATTERN or reference=PATTERN");
+        match key {
+            "name" | "reference" => {
+                let pattern = glob::Pattern::new(value)
+                    .with_context(|| format!("invalid pattern in filter {text:?}"))?;
+                Ok(NameFilter::Name(pattern))
+            }
+            "dangling" => match value {
+                "true" | "1" => Ok(NameFilter::Dangling(true)),
+                "false" | "0" => Ok(NameFilter::Dangling(false)),
+                _ => bail!("invalid filter {text:?}: dangling is true or false"),
+            },
+            _ => bail!("unknown filter {key:?}: {USE}"),
         }
-        let pattern = glob::Pattern::new(pattern)
-            .with_context(|| format!("invalid pattern in filter {text:?}"))?;
-        Ok(NameFilter(pattern))
     }
 
     /// Docker's reference filter matches the short name (`busybox:1`) and, here, also the
-    /// stored name (`docker.io/library/busybox:1`) and either without its tag.
+    /// stored name (`docker.io/library/busybox:1`) and either without its tag; an image
+    /// without a name matches no pattern.
     fn matches(&self, name: &str) -> bool {
+        let pattern = match self {
+            NameFilter::Dangling(want) => return is_untagged(name) == *want,
+            NameFilter::Name(_) if is_untagged(name) => return false,
+            NameFilter::Name(pattern) => pattern,
+        };
         let short = familiar(name);
         let untagged = |n: &str| -> String {
             match n.rsplit_once(':') {
@@ -43,16 +73,19 @@ impl NameFilter {
         };
         [name.to_owned(), untagged(name), untagged(&short), short]
             .iter()
-            .any(|n| self.0.matches(n))
+            .any(|n| pattern.matches(n))
     }
 }
 
 /// A row of the listing.
 struct Row {
     name: String,
+    id: String,
     size: String,
     created: String,
     created_at: String,
+    /// Comma-separated, as `--platform` takes them.
+    platforms: String,
     digest: String,
 }
 
@@ -60,9 +93,11 @@ impl Row {
     fn field(&self, field: &str) -> &str {
         match field {
             "Name" => &self.name,
+            "ID" => &self.id,
             "Size" => &self.size,
             "Created" => &self.created,
             "CreatedAt" => &self.created_at,
+            "Platforms" => &self.platforms,
             _ => &self.digest,
         }
     }
@@ -125,15 +160,18 @@ pub fn human_ago(seconds: u64) -> String {
 
 fn row(config_now: u64, content: &img_snapshot::ContentStore, record: &ImageRecord) -> Row {
     let digest = digest_of(&record.target).map(|d| d.to_string());
+    let id = image_id(content, &record.target).map(|d| short_id(&d));
     let size = digest_of(&record.target)
         .map(|d| human_size(stored_size(content, &d)))
         .unwrap_or_default();
     let created = u64::try_from(record.created).unwrap_or(0);
     Row {
         name: familiar(&record.name),
+        id: id.unwrap_or_default(),
         size,
         created: human_ago(config_now.saturating_sub(created)),
         created_at: created.to_string(),
+        platforms: platforms_of(content, &record.target).join(","),
         digest: digest.unwrap_or_default(),
     }
 }
@@ -149,11 +187,20 @@ pub fn run(config: &Config, filters: &[String], format: Option<&str>) -> anyhow:
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let rows: Vec<Row> = store
+    let records = store
         .images()
         .list()
-        .context("cannot list the image store")?
+        .context("cannot list the image store")?;
+    // An untagged record whose image also has a name is not shown: Docker lists an image as
+    // `<none>` only while nothing names it.
+    let named: std::collections::HashSet<String> = records
         .iter()
+        .filter(|r| !is_untagged(&r.name))
+        .map(|r| r.target.digest().to_string())
+        .collect();
+    let rows: Vec<Row> = records
+        .iter()
+        .filter(|r| !is_untagged(&r.name) || !named.contains(&r.target.digest().to_string()))
         .filter(|r| filters.iter().all(|f| f.matches(&r.name)))
         .map(|r| row(now, &content, r))
         .collect();
@@ -171,10 +218,19 @@ pub fn run(config: &Config, filters: &[String], format: Option<&str>) -> anyhow:
         }
         return Ok(());
     }
-    let headers = ["NAME", "SIZE", "CREATED", "DIGEST"];
-    let cells: Vec<[&str; 4]> = rows
+    let headers = ["NAME", "IMAGE ID", "SIZE", "CREATED", "PLATFORMS", "DIGEST"];
+    let cells: Vec<[&str; 6]> = rows
         .iter()
-        .map(|r| [&*r.name, &*r.size, &*r.created, &*r.digest])
+        .map(|r| {
+            [
+                &*r.name,
+                &*r.id,
+                &*r.size,
+                &*r.created,
+                &*r.platforms,
+                &*r.digest,
+            ]
+        })
         .collect();
     let mut widths = headers.map(str::len);
     for line in &cells {
@@ -234,6 +290,19 @@ mod tests {
                 "{filter} {name}"
             );
         }
+        assert!(NameFilter::parse("dangling=true")
+            .unwrap()
+            .matches("untagged@sha256:00"));
+        assert!(!NameFilter::parse("dangling=true")
+            .unwrap()
+            .matches("docker.io/library/busybox:1"));
+        assert!(NameFilter::parse("dangling=false")
+            .unwrap()
+            .matches("docker.io/library/busybox:1"));
+        assert!(!NameFilter::parse("reference=*")
+            .unwrap()
+            .matches("untagged@sha256:00"));
+        assert!(NameFilter::parse("dangling=maybe").is_err());
         assert!(NameFilter::parse("label=x").is_err());
         assert!(NameFilter::parse("busybox").is_err());
     }

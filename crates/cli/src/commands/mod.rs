@@ -50,7 +50,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Pull {
             reference,
             platform,
+            all_platforms: false,
         } => pull::run(&config, &reference, platform.as_deref()),
+        Command::Pull {
+            reference,
+            all_platforms: true,
+            ..
+        } => pull::run_all_platforms(&config, &reference),
         Command::Push { reference } => push::run(&config, &reference),
         Command::Login {
             server,
@@ -70,16 +76,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Ls { filters, format } => ls::run(&config, &filters, format.as_deref()),
         Command::Rm { images } => rm::run(&config, &images),
         Command::Tag { source, target } => tag::run(&config, &source, &target),
-        Command::Inspect { image } => inspect::run(&config, &image),
+        Command::Inspect { image, platform } => inspect::run(&config, &image, platform.as_deref()),
         Command::Save {
             images,
             output,
             format,
-        } => save::run(&config, &images, output.as_deref(), format),
+            platform,
+        } => save::run(
+            &config,
+            &images,
+            output.as_deref(),
+            format,
+            platform.as_deref(),
+        ),
         Command::Load { input } => load::run(&config, input.as_deref()),
-        Command::Unpack { image, output } => unpack::run(&config, &image, &output),
+        Command::Unpack {
+            image,
+            output,
+            platform,
+        } => unpack::run(&config, &image, &output, platform.as_deref()),
         Command::Du => du::run(&config),
-        Command::Doctor { format } => doctor::run(&config, format),
+        Command::Doctor { format, platform } => doctor::run(&config, format, platform.as_deref()),
         Command::Prune {
             all,
             keep_duration,

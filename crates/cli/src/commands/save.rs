@@ -8,19 +8,28 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use img_registry::Reference;
+use img_registry::{Platform, Reference};
 use img_snapshot::{ContentStore, Digest, ImageRecord};
 
 use crate::config::Config;
 use crate::flags::ArchiveFormat;
-use crate::image::{blobs_of, digest_of, find, resolve};
+use crate::image::{blobs_of, digest_of, find, platform_flag, resolve_for};
 
 pub fn run(
     config: &Config,
     images: &[String],
     output: Option<&Path>,
     format: ArchiveFormat,
+    platform: Option<&str>,
 ) -> anyhow::Result<()> {
+    // A docker archive holds one platform: this machine's unless one is chosen. An OCI layout
+    // holds what the name holds (every platform of an index) unless one is chosen.
+    let only = platform.is_some();
+    let platform = platform_flag(platform)?;
+    let select = Select {
+        platform: &platform,
+        only,
+    };
     let store = config.open_store()?;
     let records = images
         .iter()
@@ -34,7 +43,7 @@ pub fn run(
                 bail!("refusing to write an archive to a terminal; use -o FILE or redirect");
             }
             let mut out = stdout.lock();
-            write_archive(&content, &records, format, &mut out)?;
+            write_archive(&content, &records, format, &select, &mut out)?;
             out.flush()?;
         }
         Some(path) => {
@@ -45,7 +54,7 @@ pub fn run(
             let mut tmp = tempfile::NamedTempFile::new_in(&dir)
                 .with_context(|| format!("cannot create a file in {}", dir.display()))?;
             let mut buffered = io::BufWriter::new(tmp.as_file_mut());
-            write_archive(&content, &records, format, &mut buffered)?;
+            write_archive(&content, &records, format, &select, &mut buffered)?;
             buffered.flush()?;
             drop(buffered);
             tmp.persist(path)
@@ -55,16 +64,25 @@ pub fn run(
     Ok(())
 }
 
+/// Which platform of a multi-platform image is saved.
+struct Select<'a> {
+    /// The platform a docker archive takes (`--platform`, else this machine's).
+    platform: &'a Platform,
+    /// `--platform` was given: an OCI layout holds only that platform's manifest too.
+    only: bool,
+}
+
 fn write_archive(
     content: &ContentStore,
     records: &[ImageRecord],
     format: ArchiveFormat,
+    select: &Select<'_>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut tar = tar::Builder::new(out);
     match format {
-        ArchiveFormat::Docker => write_docker(content, records, &mut tar)?,
-        ArchiveFormat::Oci => write_oci(content, records, &mut tar)?,
+        ArchiveFormat::Docker => write_docker(content, records, select.platform, &mut tar)?,
+        ArchiveFormat::Oci => write_oci(content, records, select, &mut tar)?,
     }
     tar.finish().context("cannot write the archive")?;
     Ok(())
@@ -110,12 +128,13 @@ fn add_blob(
 fn write_docker(
     content: &ContentStore,
     records: &[ImageRecord],
+    platform: &Platform,
     tar: &mut tar::Builder<&mut dyn Write>,
 ) -> anyhow::Result<()> {
     let mut entries: Vec<(Digest, serde_json::Value)> = Vec::new();
     let mut written = BTreeSet::new();
     for record in records {
-        let parts = resolve(content, &record.target)?;
+        let parts = resolve_for(content, &record.target, platform)?;
         // Full names: `docker load` normalizes either form, but podman reads a short name
         // as `localhost/<name>`.
         let tag = record.name.clone();
@@ -166,6 +185,7 @@ fn write_docker(
 fn write_oci(
     content: &ContentStore,
     records: &[ImageRecord],
+    select: &Select<'_>,
     tar: &mut tar::Builder<&mut dyn Write>,
 ) -> anyhow::Result<()> {
     add_bytes(tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
@@ -174,7 +194,20 @@ fn write_oci(
     let mut written = BTreeSet::new();
     let mut manifests = Vec::new();
     for record in records {
-        let root = digest_of(&record.target)?;
+        let (root, mut descriptor) = if select.only {
+            let parts = resolve_for(content, &record.target, select.platform)?;
+            let descriptor = serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": parts.manifest_digest.to_string(),
+                "size": parts.manifest_bytes.len(),
+            });
+            (parts.manifest_digest, descriptor)
+        } else {
+            (
+                digest_of(&record.target)?,
+                serde_json::to_value(&record.target)?,
+            )
+        };
         for digest in blobs_of(content, &root) {
             if written.insert(digest) {
                 add_blob(
@@ -185,7 +218,6 @@ fn write_oci(
                 )?;
             }
         }
-        let mut descriptor = serde_json::to_value(&record.target)?;
         let mut annotations = serde_json::Map::new();
         annotations.insert(
             "io.containerd.image.name".into(),

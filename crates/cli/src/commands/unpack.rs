@@ -8,9 +8,15 @@ use anyhow::{bail, Context};
 use img_snapshot::{apply_layer, ApplyOptions};
 
 use crate::config::Config;
-use crate::image::{digest_of, find, resolve};
+use crate::image::{digest_of, find, platform_flag, resolve_for};
 
-pub fn run(config: &Config, input: &str, output: &Path) -> anyhow::Result<()> {
+pub fn run(
+    config: &Config,
+    input: &str,
+    output: &Path,
+    platform: Option<&str>,
+) -> anyhow::Result<()> {
+    let platform = platform_flag(platform)?;
     // Refused before any work, as the original img does: unpacking over an existing tree
     // would mix two filesystems.
     if output.symlink_metadata().is_ok() {
@@ -22,7 +28,7 @@ pub fn run(config: &Config, input: &str, output: &Path) -> anyhow::Result<()> {
     let store = config.open_store()?;
     let record = find(&store, input)?;
     let content = store.content();
-    let parts = resolve(&content, &record.target)?;
+    let parts = resolve_for(&content, &record.target, &platform)?;
     let diff_ids = parts.diff_ids()?;
     let layers = parts.manifest.layers();
     if diff_ids.len() != layers.len() {

@@ -91,11 +91,12 @@ impl Render for QuietRenderer {
     }
 }
 
-/// The renderer for a mode, sized to the terminal on standard error.
-pub fn renderer_for(mode: Mode) -> Box<dyn Render> {
+/// The renderer for a mode, sized to the terminal on standard error; with `debug` (plain),
+/// every change behind a cache miss is listed.
+pub fn renderer_for(mode: Mode, debug: bool) -> Box<dyn Render> {
     match mode {
         Mode::Tty => Box::new(TtyRenderer::new(tty::stderr_size())),
-        Mode::Plain => Box::new(PlainRenderer::default()),
+        Mode::Plain => Box::new(PlainRenderer::with_debug(debug)),
         Mode::RawJson => Box::new(RawJsonRenderer),
         Mode::Quiet => Box::new(QuietRenderer),
     }
@@ -110,7 +111,12 @@ pub struct Display {
 impl Display {
     /// Starts displaying in `mode` on standard error.
     pub fn start(mode: Mode) -> Display {
-        Display::start_with(renderer_for(mode), Box::new(io::stderr()))
+        Display::start_with(renderer_for(mode, false), Box::new(io::stderr()))
+    }
+
+    /// As [`Display::start`]; with `debug`, a cache miss lists every change it found.
+    pub fn start_debug(mode: Mode, debug: bool) -> Display {
+        Display::start_with(renderer_for(mode, debug), Box::new(io::stderr()))
     }
 
     /// Starts a display with any renderer and output.

@@ -16,6 +16,8 @@ use super::{Event, Render};
 /// Renders events as plain lines.
 #[derive(Debug, Default)]
 pub struct PlainRenderer {
+    /// `--debug`: a cache miss lists every change, not only the summary.
+    debug: bool,
     steps: HashMap<img_llb::Digest, Step>,
     next_number: usize,
     /// Who wrote the previous line, to separate blocks with a blank line as BuildKit does.
@@ -38,6 +40,14 @@ struct Step {
 }
 
 impl PlainRenderer {
+    /// A renderer that, with `debug`, lists every change behind a cache miss.
+    pub fn with_debug(debug: bool) -> Self {
+        PlainRenderer {
+            debug,
+            ..PlainRenderer::default()
+        }
+    }
+
     fn step(&mut self, op: img_llb::Digest) -> &mut Step {
         let next = &mut self.next_number;
         self.steps.entry(op).or_insert_with(|| {
@@ -102,6 +112,18 @@ impl PlainRenderer {
                 self.line(Block::Step(n), &format!("#{n} {name}"), out)?;
                 self.line(Block::Step(n), &format!("#{n} CACHED"), out)
             }
+            SolverEvent::CacheMiss {
+                summary, changes, ..
+            } => {
+                let n = self.step(op).number;
+                self.line(Block::Step(n), &format!("#{n} cache miss: {summary}"), out)?;
+                if self.debug {
+                    for line in changes.iter().flat_map(change_lines) {
+                        self.line(Block::Step(n), &format!("#{n}   {line}"), out)?;
+                    }
+                }
+                Ok(())
+            }
             SolverEvent::Log { data, at, .. } => {
                 let step = self.step(op);
                 step.partial.push_str(data);
@@ -129,6 +151,25 @@ impl PlainRenderer {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Every change behind a miss, for `--debug`: changed files one per line under their input.
+fn change_lines(change: &img_solver::CacheChange) -> Vec<String> {
+    match change {
+        img_solver::CacheChange::Files {
+            input,
+            paths,
+            total,
+        } if !paths.is_empty() => {
+            let mut lines = vec![format!("files from {input}: {total} changed")];
+            lines.extend(paths.iter().map(|p| format!("  {} {}", p.path, p.change)));
+            if *total > paths.len() {
+                lines.push(format!("  and {} more", total - paths.len()));
+            }
+            lines
+        }
+        other => vec![other.to_string()],
     }
 }
 
@@ -180,6 +221,61 @@ mod tests {
     #[test]
     fn pull_and_push_events() {
         insta::assert_snapshot!(render(&testdata::transfer_events()));
+    }
+
+    fn miss_events() -> Vec<Event> {
+        use img_solver::{CacheChange, ChangeKind, PathChange};
+        let op = img_llb::Digest::of(b"copy");
+        let path = |p: &str, change| PathChange {
+            path: p.into(),
+            change,
+        };
+        vec![
+            Event::Solver(SolverEvent::Started {
+                op,
+                name: "[build 2/3] COPY src /src".into(),
+                location: None,
+                at: testdata::t(0),
+            }),
+            Event::Solver(SolverEvent::CacheMiss {
+                op,
+                summary: "src/b.c changed (and 1 more file); build arg or ENV V changed".into(),
+                changes: vec![
+                    CacheChange::Files {
+                        input: "context".into(),
+                        paths: vec![
+                            path("src/b.c", ChangeKind::Modified),
+                            path("src/new.c", ChangeKind::Added),
+                        ],
+                        total: 2,
+                    },
+                    CacheChange::Env {
+                        name: "V".into(),
+                        change: ChangeKind::Modified,
+                    },
+                ],
+                at: testdata::t(10),
+            }),
+        ]
+    }
+
+    #[test]
+    fn a_cache_miss_is_one_line_and_every_change_with_debug() {
+        assert_eq!(
+            render(&miss_events()),
+            "#1 [build 2/3] COPY src /src\n\
+             #1 cache miss: src/b.c changed (and 1 more file); build arg or ENV V changed\n"
+        );
+        let debug = testdata::render(PlainRenderer::with_debug(true), &miss_events());
+        assert_eq!(
+            debug,
+            "#1 [build 2/3] COPY src /src\n\
+             #1 cache miss: src/b.c changed (and 1 more file); build arg or ENV V changed\n\
+             #1   files from context: 2 changed\n\
+             #1     src/b.c changed\n\
+             #1     src/new.c added\n\
+             #1   build arg or ENV V changed\n"
+        );
     }
 
     #[test]

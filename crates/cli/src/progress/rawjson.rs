@@ -151,6 +151,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cache_miss_carries_its_changes_as_fields() {
+        let event = img_solver::ProgressEvent::CacheMiss {
+            op: img_llb::Digest::of(b"op"),
+            summary: "base image alpine changed".into(),
+            changes: vec![img_solver::CacheChange::Env {
+                name: "V".into(),
+                change: img_solver::ChangeKind::Added,
+            }],
+            at: testdata::t(0),
+        };
+        let text = render(&[Event::Solver(event.clone())]);
+        let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(json["event"], "cache_miss");
+        assert_eq!(json["summary"], "base image alpine changed");
+        assert_eq!(json["changes"][0]["kind"], "env");
+        assert_eq!(json["changes"][0]["name"], "V");
+        assert_eq!(json["changes"][0]["change"], "added");
+        let back: img_solver::ProgressEvent = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
     fn every_line_is_one_json_object_that_round_trips_for_solver_events() {
         let text = render(&testdata::build_events());
         let back: Vec<img_solver::ProgressEvent> = text

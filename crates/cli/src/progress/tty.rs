@@ -151,6 +151,11 @@ impl TtyRenderer {
                 step.name.clone_from(name);
                 step.state = StepState::Cached;
             }
+            // Shown with the step's output while it runs.
+            SolverEvent::CacheMiss { summary, at, .. } => {
+                let step = self.step(op, None, *at);
+                step.logs.push_back(format!("cache miss: {summary}"));
+            }
             SolverEvent::Log { data, at, .. } => {
                 let step = self.step(op, None, *at);
                 step.partial.push_str(data);
@@ -385,6 +390,7 @@ impl Render for TtyRenderer {
                 match e {
                     SolverEvent::Started { at, .. }
                     | SolverEvent::Cached { at, .. }
+                    | SolverEvent::CacheMiss { at, .. }
                     | SolverEvent::Log { at, .. }
                     | SolverEvent::Finished { at, .. }
                     | SolverEvent::Failed { at, .. }

@@ -13,34 +13,34 @@ use crate::{assert_fails, assert_success, stderr, tool, Img};
 const BASE: &str = "docker.io/library/busybox:latest";
 
 /// A state directory with the busybox base image, and a build context directory.
-struct Build {
-    img: Img,
+pub(crate) struct Build {
+    pub(crate) img: Img,
 }
 
 impl Build {
-    fn new() -> Build {
+    pub(crate) fn new() -> Build {
         let img = Img::new();
         store_busybox_for_builds(&img.store(), BASE);
         std::fs::create_dir_all(img.dir().join("ctx")).unwrap();
         Build { img }
     }
 
-    fn ctx(&self) -> PathBuf {
+    pub(crate) fn ctx(&self) -> PathBuf {
         self.img.dir().join("ctx")
     }
 
-    fn write(&self, rel: &str, text: &str) {
+    pub(crate) fn write(&self, rel: &str, text: &str) {
         let path = self.ctx().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.img.dir().join(rel)
     }
 
     /// `img --progress=plain build <args> ctx` with extra environment.
-    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    pub(crate) fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.img.command();
         cmd.args(["--progress", "plain", "build"])
             .args(args)
@@ -50,24 +50,24 @@ impl Build {
         cmd.output().expect("img runs")
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.run_env(args, &[])
     }
 
     /// A build that must fail with exit code 1, saying `message`.
-    fn fails(&self, args: &[&str], message: &str) -> Output {
+    pub(crate) fn fails(&self, args: &[&str], message: &str) -> Output {
         assert_fails(self.run(args), message)
     }
 
     /// A build that must succeed; returns its standard error (the progress).
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
         assert_success(&out, args);
         stderr(&out)
     }
 
     /// `img build -q`: the digest on standard output.
-    fn digest(&self, args: &[&str]) -> String {
+    pub(crate) fn digest(&self, args: &[&str]) -> String {
         let mut all = vec!["-q"];
         all.extend_from_slice(args);
         let out = self.run(&all);
@@ -81,11 +81,11 @@ impl Build {
     }
 
     /// `img inspect NAME` as JSON (manifest and config).
-    fn inspect(&self, name: &str) -> Value {
+    pub(crate) fn inspect(&self, name: &str) -> Value {
         serde_json::from_str(&self.img.ok(&["inspect", name])).unwrap()
     }
 
-    fn config(&self, name: &str) -> Value {
+    pub(crate) fn config(&self, name: &str) -> Value {
         let doc = self.inspect(name);
         doc.get("config")
             .or_else(|| doc.get("Config"))
@@ -94,7 +94,7 @@ impl Build {
     }
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -312,13 +312,29 @@ fn push_to_a_registry() {
     let b = Build::new();
     b.write("Dockerfile", "FROM busybox\nRUN echo pushed > /pushed\n");
     let name = format!("{}/team/pushed:1", registry.host());
-    let digest = b.digest(&["-t", &name, "--push"]);
+    let id = b.digest(&["-t", &name, "--push", "--metadata-file", "push.json"]);
+    let meta: Value = serde_json::from_str(&read(&b.path("push.json"))).unwrap();
     let inspect: Value = serde_json::from_str(&tool(
         "skopeo",
         &["inspect", "--tls-verify=false", &format!("docker://{name}")],
     ))
     .unwrap();
-    assert_eq!(inspect["Digest"], digest.as_str(), "{inspect}");
+    assert_eq!(
+        inspect["Digest"], meta["containerimage.digest"],
+        "{inspect}"
+    );
+    // The image ID `-q` prints is the pushed config's digest.
+    let config = tool(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{name}"),
+        ],
+    );
+    assert_eq!(id, img_snapshot::Digest::of(config.as_bytes()).to_string());
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
 
     // type=registry pushes without naming the image locally.
@@ -386,7 +402,41 @@ fn cached_rebuild_is_all_cached_and_a_changed_file_reruns_only_its_dependents() 
         !cached("COPY b.txt") && !cached("RUN cat /b.txt"),
         "{changed}"
     );
+    // The miss says why, on one line per step.
+    assert!(changed.contains("cache miss: b.txt changed\n"), "{changed}");
+    assert!(
+        changed.contains("COPY b.txt /b.txt (b.txt changed)\n"),
+        "{changed}"
+    );
     assert_ne!(b.digest(&["-t", "cached"]), first);
+}
+
+#[test]
+fn a_file_capability_set_on_a_copied_file_is_a_change() {
+    let b = Build::new();
+    // The capability reaches the stage's snapshot; the COPY --from reading it must see it.
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS caps\nCOPY tool /tool\nFROM busybox\nCOPY --from=caps /tool /bin/tool\n",
+    );
+    b.write("tool", "#!/bin/sh\n");
+    b.ok(&["-t", "caps"]);
+    let status = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(b.ctx().join("tool"))
+        .status()
+        .expect("setcap is installed (libcap2-bin)");
+    assert!(status.success(), "setcap failed");
+    let progress = b.ok(&["-t", "caps"]);
+    let misses: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("cache miss: tool changed"))
+        .collect();
+    assert_eq!(misses.len(), 2, "COPY and COPY --from miss:\n{progress}");
+    let out = b.path("out");
+    b.ok(&["-o", &format!("type=local,dest={}", out.display())]);
+    let caps = tool("getcap", &[out.join("bin/tool").to_str().unwrap()]);
+    assert!(caps.contains("cap_net_raw"), "{caps}");
 }
 
 #[test]
@@ -549,7 +599,7 @@ fn dockerfile_and_tar_context_on_stdin() {
 fn iidfile_and_metadata_file() {
     let b = Build::new();
     b.write("Dockerfile", "FROM busybox\nRUN echo m > /m\n");
-    let digest = b.digest(&[
+    let id = b.digest(&[
         "-t",
         "meta",
         "--iidfile",
@@ -557,23 +607,29 @@ fn iidfile_and_metadata_file() {
         "--metadata-file",
         "meta.json",
     ]);
-    assert_eq!(read(&b.path("iid")), digest);
+    // Docker's image ID: the config digest.
+    assert_eq!(read(&b.path("iid")), id);
     let meta: Value = serde_json::from_str(&read(&b.path("meta.json"))).unwrap();
-    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["containerimage.config.digest"], id.as_str());
     assert_eq!(meta["image.name"], "docker.io/library/meta:latest");
-    assert!(meta["containerimage.config.digest"]
-        .as_str()
-        .unwrap()
-        .starts_with("sha256:"));
-}
-
-#[test]
-fn a_tag_or_an_output_is_required() {
-    let b = Build::new();
-    b.write("Dockerfile", "FROM busybox\n");
-    b.fails(
-        &[],
-        "please specify an image tag with `-t` or an output spec with `-o`",
+    let inspect = b.inspect("meta");
+    let manifest = inspect.get("manifest").or_else(|| inspect.get("Manifest"));
+    let manifest = manifest.unwrap_or_else(|| panic!("no manifest in {inspect}"));
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+    // The manifest's descriptor, annotated as BuildKit's image exporter annotates it.
+    let descriptor = &meta["containerimage.descriptor"];
+    let manifest_digest = meta["containerimage.digest"].as_str().unwrap();
+    assert_ne!(manifest_digest, id);
+    assert_eq!(descriptor["digest"], manifest_digest);
+    assert_eq!(
+        descriptor["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(descriptor["size"].as_u64().unwrap() > 0);
+    assert_eq!(descriptor["annotations"]["config.digest"], id.as_str());
+    assert_eq!(
+        descriptor["annotations"]["org.opencontainers.image.created"],
+        b.config("meta")["created"]
     );
 }
 

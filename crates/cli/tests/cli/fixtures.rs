@@ -348,3 +348,102 @@ pub fn store_two_platform_index(
     store.images().put(name, &descriptor).unwrap();
     (index.digest, arm64.digest)
 }
+
+/// Debian's static busybox for arm64 (package busybox-static:arm64), downloaded once into the
+/// test target's temporary directory. Needs the arm64 architecture in apt's lists: `dpkg
+/// --add-architecture arm64 && apt-get update` (`cargo xtask test`'s environment has it).
+pub fn arm64_busybox() -> std::path::PathBuf {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-static-arm64");
+    let binary = cache.join("bin/busybox");
+    if binary.is_file() {
+        return binary;
+    }
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let download = Command::new("apt-get")
+        .args(["download", "busybox-static:arm64"])
+        .current_dir(work.path())
+        .output()
+        .expect("apt-get runs");
+    assert!(
+        download.status.success(),
+        "the multi-platform tests need Debian's busybox-static:arm64; `apt-get download` failed \
+         (run `dpkg --add-architecture arm64 && apt-get update` first): {}",
+        String::from_utf8_lossy(&download.stderr)
+    );
+    let deb = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("apt-get download left a .deb");
+    let tree = work.path().join("tree");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tree)
+        .status()
+        .expect("dpkg-deb runs");
+    assert!(status.success(), "dpkg-deb -x {} failed", deb.display());
+    // Another test may have won the race; its copy is as good.
+    let _ = std::fs::rename(&tree, &cache);
+    assert!(binary.is_file(), "{} is missing", binary.display());
+    binary
+}
+
+/// Stores a busybox image per architecture (`amd64` from this machine's `/bin/busybox`, `arm64`
+/// from [`arm64_busybox`]), each a [`busybox_build_rootfs`] with that architecture's binary
+/// and config, and an OCI index of both under `name`. Returns the index digest.
+pub fn store_multiarch_busybox(store: &Store, name: &str) -> Digest {
+    let content = store.content();
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let dir = tempfile::tempdir().unwrap();
+        busybox_build_rootfs(dir.path());
+        if arch == "arm64" {
+            let bin = dir.path().join("bin/busybox");
+            std::fs::remove_file(&bin).unwrap();
+            std::fs::copy(arm64_busybox(), &bin).unwrap();
+        }
+        let options = ExportOptions {
+            source_date_epoch: Some(1_700_000_000),
+            ..ExportOptions::default()
+        };
+        let stored = store_rootfs_with(
+            store,
+            &format!("{name}-{arch}"),
+            dir.path(),
+            serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/local/bin:/usr/bin:/bin"]}),
+            &options,
+        );
+        store.images().remove(&format!("{name}-{arch}")).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&content.read_blob(&stored.config).unwrap()).unwrap();
+        config["architecture"] = arch.into();
+        let config_bytes = serde_json::to_vec(&config).unwrap();
+        let config_info = content.write_blob(&config_bytes, None).unwrap();
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&content.read_blob(&stored.manifest).unwrap()).unwrap();
+        manifest["config"]["digest"] = config_info.digest.to_string().into();
+        manifest["config"]["size"] = config_info.size.into();
+        let manifest = content
+            .write_blob(&serde_json::to_vec(&manifest).unwrap(), None)
+            .unwrap();
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest.digest.to_string(),
+            "size": manifest.size,
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    });
+    let index = content
+        .write_blob(&serde_json::to_vec(&index).unwrap(), None)
+        .unwrap();
+    let descriptor = Descriptor::new(MediaType::ImageIndex, index.size, index.digest.to_oci());
+    store.images().put(name, &descriptor).unwrap();
+    index.digest
+}

@@ -25,10 +25,13 @@ fn ls_lists_names_sizes_and_digests() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 2, "{table}");
     assert!(lines[0].starts_with("NAME"), "{table}");
-    for column in ["SIZE", "CREATED", "DIGEST"] {
+    for column in ["IMAGE ID", "SIZE", "CREATED", "DIGEST"] {
         assert!(lines[0].contains(column), "{table}");
     }
     assert!(lines[1].starts_with("busybox:latest "), "{table}");
+    // The IMAGE ID column: Docker's short image ID, the config digest's first 12 digits.
+    let id = stored.config.hex()[..12].to_owned();
+    assert!(lines[1].contains(&format!(" {id} ")), "{table}");
     // "Less than a second ago", "1 second ago" or "N seconds ago".
     assert!(lines[1].contains(" second"), "{table}");
     assert!(lines[1].ends_with(&stored.manifest.to_string()), "{table}");

@@ -2,7 +2,9 @@
 
 mod build;
 mod check;
+mod compat;
 mod completion;
+mod crash;
 mod debug_llb;
 mod debug_parse;
 mod doctor;
@@ -10,7 +12,9 @@ mod fixtures;
 mod global;
 mod hostile;
 mod images;
+mod multiplatform;
 mod registry;
+mod remote_cache;
 mod storage;
 
 use std::io::Write;

@@ -2,15 +2,20 @@
 //! sandbox, results as snapshots, the persistent build cache), then exported: an image in the
 //! store, archives, the root filesystem, pushes.
 
+mod annotations;
+mod cache_spec;
 mod check;
 mod context_filter;
 mod export_step;
 mod options;
 mod output;
+mod platforms;
 mod policy;
+mod remote_cache;
+mod step_options;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use anyhow::Context;
@@ -22,19 +27,22 @@ use img_registry::{Client, Reference};
 use img_sandbox::{HostPaths, IdMapping, SandboxError, SetupError};
 use img_solver::{CancelToken, SolveError, SolveOptions, Solved, Solver};
 use img_worker::{
-    export_image, store_image, write_docker_archive, write_oci_archive, write_rootfs_dir,
-    write_rootfs_tar, ExportedImage, ImageExportOptions, ImageRequest, LayerSource, LocalDirs,
-    Worker, WorkerError, WorkerOptions, WorkerRef,
+    export_image, export_index, store_image, store_index, write_docker_archive, write_oci_archive,
+    write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar,
+    ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
+    WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
 };
 
 use crate::config::Config;
-use crate::context::BuildContext;
+use crate::context::{BuildContext, DockerfileSource};
 use crate::flags::BuildFlags;
 use crate::graph::{lower_plan, plan_dockerfile};
 use crate::host_check::HostReport;
 use crate::progress::Display;
 use options::BuildConfig;
 use output::{describe, oci_ref_names, write_dest, write_dest_file, write_small_file, OutputSpec};
+pub use platforms::host_binfmt_dir;
+use platforms::PlatformBuild;
 
 pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<()> {
     if flags.checks_only() {
@@ -48,10 +56,27 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     let mut worker_options = WorkerOptions::new(
         IdMapping::detect(&HostPaths::default()).context("cannot work out the uid/gid mapping")?,
     );
-    worker_options.locals = LocalDirs::new().with("context", &context.dir);
+    let named = crate::named_context::LocalContexts::prepare(
+        &build.graph.named_contexts,
+        &store.state().tmp(),
+    )?;
+    let mut locals = LocalDirs::new().with("context", &context.dir);
+    for (name, dir) in &named.dirs {
+        locals = locals.with(name, dir);
+    }
+    worker_options.locals = locals;
     worker_options.context_filter = context_filter::dockerignore_filter_factory();
     worker_options.secrets = build.secrets.clone();
     worker_options.ssh_agents = build.ssh_agents.clone();
+    // Key files are served by an agent of img's own, alive until the build ends.
+    let mut key_agents = Vec::new();
+    for (id, files) in &build.ssh_keys {
+        let agent = crate::ssh_agent::KeyAgent::start(files, &store.state().tmp())?;
+        worker_options
+            .ssh_agents
+            .insert(id.clone(), agent.socket().to_path_buf());
+        key_agents.push(agent);
+    }
     worker_options.registry = Some(Client::new(config.registry.clone()));
     worker_options.pull_always = build.pull;
     worker_options.checksum_cache = Some(crate::build_cache::open(&store)?);
@@ -61,23 +86,48 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     let worker = Worker::new(store.clone(), &snapshotter, worker_options)
         .context("cannot start the build")?;
 
-    // Planning sees the very base images the build will use: the worker resolves each once
-    // (store first, else registry) and the graph names them by manifest digest.
-    let images = WorkerImages::new(&worker);
-    let plan = plan_dockerfile(&context, &build.graph, &images)?;
-    if !quiet {
+    // Each platform is planned and lowered on its own (its TARGET* arguments, its base
+    // images); planning sees the very base images the build will use: the worker resolves
+    // each once (store first, else registry) and the graph names them by manifest digest.
+    let targets: Vec<Option<Platform>> = if build.graph.platforms.is_empty() {
+        vec![None]
+    } else {
+        build.graph.platforms.iter().cloned().map(Some).collect()
+    };
+    build.annotations.check_platform_count(targets.len())?;
+    let mut builds = Vec::with_capacity(targets.len());
+    let mut warned = BTreeSet::new();
+    for target in targets {
+        let options = match &target {
+            Some(platform) => build.graph.for_platform(platform),
+            None => build.graph.clone(),
+        };
+        let images = WorkerImages::new(&worker);
+        let plan = plan_dockerfile(&context, &options, &images)?;
         for warning in &plan.warnings {
-            eprintln!("warning: {warning}");
+            let shown = warning.to_string();
+            if !quiet && warned.insert(shown.clone()) {
+                eprintln!("warning: {shown}");
+            }
         }
+        let lowered = lower_plan(&context, &options, &plan, images.pinned.into_inner())?;
+        builds.push(PlatformBuild {
+            platform: target,
+            lowered,
+        });
     }
-    let lowered = lower_plan(&context, &build.graph, &plan, images.pinned.into_inner())?;
-    policy::check_entitlements(&lowered.definition, build.entitlements)?;
-    let (definition, moved) = policy::apply_default_network(&lowered.definition, build.network)?;
+    // One graph for every platform: what they share runs once.
+    let merged = platforms::merge_graphs(&builds)?;
+    policy::check_entitlements(&merged, build.entitlements)?;
+    let (definition, moved) =
+        policy::apply_step_options(&merged, build.network, &build.step_options)?;
     let op = |r: &OpRef| moved.get(&r.digest).copied().unwrap_or(*r);
-    for (digest, o) in lowered.definition.ops() {
-        let proxy = lowered.proxy_env(digest);
-        if matches!(o, Op::Exec(_)) && !proxy.is_empty() {
-            worker.set_exec_env(op(&OpRef::new(*digest)).digest, proxy.to_vec());
+    for lowered in builds.iter().map(|b| &b.lowered) {
+        for (digest, o) in lowered.definition.ops() {
+            let proxy = lowered.proxy_env(digest);
+            if matches!(o, Op::Exec(_)) && !proxy.is_empty() {
+                worker.set_exec_env(op(&OpRef::new(*digest)).digest, proxy.to_vec());
+            }
         }
     }
     let host = preflight(config, &definition)?;
@@ -85,9 +135,16 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
 
     let cancel = CancelToken::new();
     crate::interrupt::cancel_on_signals(cancel.clone())?;
+    // Misses are explained against earlier builds of this same Dockerfile only.
+    let dockerfile = match &context.dockerfile_source {
+        DockerfileSource::Host(path) => path.clone(),
+        DockerfileSource::InContext(path) => context.dir.join(path),
+        DockerfileSource::Stdin => context.dir.join(&context.dockerfile_name),
+    };
     let mut solve_options = SolveOptions::default()
         .with_no_cache(build.no_cache)
-        .with_cancel(cancel);
+        .with_cancel(cancel)
+        .with_history_scope(dockerfile.display().to_string());
     if let Some(jobs) = build.jobs {
         solve_options = solve_options.with_jobs(jobs);
     }
@@ -95,28 +152,118 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         solve_options = solve_options.with_no_cache_stage(stage.to_ascii_lowercase());
     }
 
-    let display = Display::start(config.progress);
+    let display = Display::start_debug(config.progress, config.debug);
+    let cache_client = std::sync::Arc::new(Client::new(config.registry.clone()));
+    let mut cache_warnings = remote_cache::import(
+        solver.executor(),
+        &build.cache_from,
+        &cache_client,
+        &definition,
+        &display,
+    );
     let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
+    cache_warnings.extend(solver.executor().take_cache_warnings());
+    remote_cache::report_downloads(solver.executor(), &build.cache_from, &display);
     let solved = match solved {
         Ok(solved) => solved,
         Err(err) => {
             display.finish();
+            print_warnings(&cache_warnings);
             return Err(explain_failure(err, host.as_ref()));
         }
     };
+    let inline_cache = remote_cache::inline_config(
+        solver.executor(),
+        &build.cache_to,
+        &definition,
+        &solved,
+        build.compression,
+        build.source_date_epoch,
+    )?;
 
     // The export is a step of the same display, as BuildKit's "exporting to image" is; pushes
     // come after it with their own transfer display.
     let step = export_step::ExportStep::start(display.solver_sink(), &export_name(&build.outputs));
-    let exported = export_and_write(&build, &solver, &solved, &lowered, &op, &step);
+    let exported = export_and_write(
+        &build,
+        &solver,
+        &solved,
+        &builds,
+        &op,
+        &step,
+        inline_cache.as_ref(),
+    );
     match &exported {
         Ok(_) => step.finish(),
         Err(err) => step.fail(err),
     }
+    let cache_exported = match &exported {
+        Ok(_) => remote_cache::export(
+            solver.executor(),
+            &build.cache_to,
+            &cache_client,
+            &definition,
+            &solved,
+            build.compression,
+            build.source_date_epoch,
+            &display,
+        ),
+        Err(_) => Ok(Vec::new()),
+    };
     display.finish();
+    print_warnings(&cache_warnings);
     let image = exported?;
+    print_warnings(&cache_exported?);
     push_outputs(config, &build, &solver, image.as_ref())?;
     report(&build, image.as_ref(), quiet)
+}
+
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// What the build exported: one image, or with several platforms an index of one image each.
+pub enum Exported {
+    /// One platform.
+    Image(ExportedImage),
+    /// Several platforms.
+    Index(ExportedIndex),
+}
+
+impl Exported {
+    /// The image's identity: the manifest's digest, or the index's.
+    fn digest(&self) -> img_snapshot::Digest {
+        match self {
+            Exported::Image(image) => image.manifest_digest,
+            Exported::Index(index) => index.digest,
+        }
+    }
+
+    /// Docker's image ID: the config digest of one image, the digest of an index (which has
+    /// no one config), as Docker's containerd image store shows it.
+    fn image_id(&self) -> img_snapshot::Digest {
+        match self {
+            Exported::Image(image) => image.config_digest,
+            Exported::Index(index) => index.digest,
+        }
+    }
+
+    /// The manifest or index bytes, as pushed.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Exported::Image(image) => &image.manifest,
+            Exported::Index(index) => &index.bytes,
+        }
+    }
+
+    fn media_type(&self) -> &'static str {
+        match self {
+            Exported::Image(_) => img_worker::OCI_MANIFEST,
+            Exported::Index(_) => OCI_INDEX,
+        }
+    }
 }
 
 /// The step's name, as BuildKit names its exporters.
@@ -131,68 +278,122 @@ fn export_name(outputs: &[OutputSpec]) -> String {
     .to_owned()
 }
 
-/// Exports the image when an output needs it and writes every output but the pushes.
+/// Exports the image (an index of one image per platform for a multi-platform build) when an
+/// output needs it and writes every output but the pushes.
 fn export_and_write(
     build: &BuildConfig,
     solver: &Solver<Worker>,
     solved: &Solved<WorkerRef>,
-    lowered: &img_frontend_dockerfile::LoweredBuild,
+    builds: &[PlatformBuild],
     op: &dyn Fn(&OpRef) -> OpRef,
     step: &std::sync::Arc<export_step::ExportStep>,
-) -> anyhow::Result<Option<ExportedImage>> {
-    let image = if build.needs_image() {
-        let target = lowered.target();
-        let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
-            solved
-                .outputs
-                .get(&op(r).digest)
-                .cloned()
-                .with_context(|| format!("the build produced no result for op {}", r.digest))
-        };
-        let base = match &target.base {
-            LoweredBase::Image { op, .. } => Some(output_of(op)?),
-            _ => None,
-        };
-        let layers = target
-            .layers
-            .iter()
-            .map(|step| {
-                Ok(LayerSource {
-                    // A linked step's layer is its own files, whatever it lands on.
-                    output: output_of(&step.linked.unwrap_or(step.op))?,
-                    history_index: Some(step.history_index),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let request = ImageRequest {
-            base,
-            layers,
-            config: serde_json::to_value(&lowered.image)?,
-        };
-        let options = ImageExportOptions::new()
-            .with_compression(build.compression)
-            .with_source_date_epoch(build.source_date_epoch)
-            .with_progress(step.callback());
-        let image = export_image(solver.executor(), &request, &options)
-            .context("cannot export the image")?;
+    inline_cache: Option<&img_remote_cache::CacheConfig>,
+) -> anyhow::Result<Option<Exported>> {
+    let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
+        solved
+            .outputs
+            .get(&op(r).digest)
+            .cloned()
+            .with_context(|| format!("the build produced no result for op {}", r.digest))
+    };
+    let exported = if build.needs_image() {
+        let mut images = Vec::with_capacity(builds.len());
+        for platform_build in builds {
+            let image = export_one(
+                build,
+                solver,
+                &platform_build.lowered,
+                &output_of,
+                step,
+                inline_cache,
+            )?;
+            images.push((platform_build.platform.clone(), image));
+        }
         step.layers_done();
-        step.line(&format!(
-            "exporting manifest {} done",
-            image.manifest_digest
-        ));
-        step.line(&format!("exporting config {} done", image.config_digest));
-        Some(image)
+        for (_, image) in &images {
+            step.line(&format!(
+                "exporting manifest {} done",
+                image.manifest_digest
+            ));
+            step.line(&format!("exporting config {} done", image.config_digest));
+        }
+        match images.as_slice() {
+            [(_, _)] if builds.len() == 1 => images.pop().map(|(_, i)| Exported::Image(i)),
+            _ => {
+                let images = images
+                    .into_iter()
+                    .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
+                    .collect();
+                let index = export_index(solver.executor(), images, &build.annotations.index)
+                    .context("cannot export the image index")?;
+                step.line(&format!("exporting manifest list {} done", index.digest));
+                Some(Exported::Index(index))
+            }
+        }
     } else {
         None
     };
-    write_outputs(build, solver, solved, image.as_ref(), step)?;
-    Ok(image)
+    let roots = builds
+        .iter()
+        .map(|b| {
+            let dir = b.platform.as_ref().map(Platform::directory_name);
+            Ok((dir, output_of(&b.lowered.definition.output())?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    write_outputs(build, solver, &roots, exported.as_ref(), step)?;
+    Ok(exported)
 }
 
-/// Base image configs from the worker, remembering the manifest each reference resolved to.
+/// Exports one platform's image.
+fn export_one(
+    build: &BuildConfig,
+    solver: &Solver<Worker>,
+    lowered: &img_frontend_dockerfile::LoweredBuild,
+    output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
+    step: &std::sync::Arc<export_step::ExportStep>,
+    inline_cache: Option<&img_remote_cache::CacheConfig>,
+) -> anyhow::Result<ExportedImage> {
+    let target = lowered.target();
+    let base = match &target.base {
+        LoweredBase::Image { op, .. } => Some(output_of(op)?),
+        _ => None,
+    };
+    let layers = target
+        .layers
+        .iter()
+        .map(|step| {
+            Ok(LayerSource {
+                // A linked step's layer is its own files, whatever it lands on.
+                output: output_of(&step.linked.unwrap_or(step.op))?,
+                history_index: Some(step.history_index),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut config = serde_json::to_value(&lowered.image)?;
+    if let Some(cache) = inline_cache {
+        img_remote_cache::inline::embed(&mut config, cache);
+    }
+    let request = ImageRequest {
+        base,
+        layers,
+        config,
+    };
+    let options = ImageExportOptions::new()
+        .with_compression(build.compression)
+        .with_source_date_epoch(build.source_date_epoch)
+        .with_annotations(
+            build.annotations.manifest.clone(),
+            build.annotations.descriptor.clone(),
+        )
+        .with_progress(step.callback());
+    export_image(solver.executor(), &request, &options).context("cannot export the image")
+}
+
+/// Base image configs from the worker, remembering the manifest each reference resolved to
+/// for each platform.
 struct WorkerImages<'w> {
     worker: &'w Worker,
-    pinned: RefCell<BTreeMap<String, String>>,
+    pinned: RefCell<BTreeMap<(String, Platform), String>>,
 }
 
 impl<'w> WorkerImages<'w> {
@@ -218,7 +419,7 @@ impl BaseImageResolver for WorkerImages<'_> {
         let base = self.worker.resolve_base_image(reference, &llb_platform)?;
         if !reference.contains('@') {
             self.pinned.borrow_mut().insert(
-                reference.to_owned(),
+                (reference.to_owned(), platform.clone()),
                 format!("{reference}@{}", base.manifest_digest),
             );
         }
@@ -228,7 +429,8 @@ impl BaseImageResolver for WorkerImages<'_> {
 }
 
 /// The host report `main` refreshed, for a build with RUN steps; stops the build before it
-/// starts when the probes say its steps cannot run here, naming the causes and their fixes.
+/// starts when the probes say its steps cannot run here (or a platform's steps have no
+/// emulator), naming the causes and their fixes.
 fn preflight(
     config: &Config,
     definition: &img_llb::Definition,
@@ -236,6 +438,9 @@ fn preflight(
     if !definition.ops().any(|(_, op)| matches!(op, Op::Exec(_))) {
         return Ok(None);
     }
+    // A foreign platform's steps need an emulator; without one the build stops here, before
+    // any step runs, rather than at the first step with "exec format error".
+    platforms::check_emulation(definition)?;
     let host = HostReport::refreshed_for_this_build(config);
     if let Some(host) = host.as_ref().filter(|h| !h.doctor.can_run_steps) {
         host.explain_step_failure();
@@ -288,32 +493,49 @@ fn is_host_failure(err: &SandboxError) -> bool {
     )
 }
 
-/// Writes the local outputs: image names, archives, the root filesystem.
+/// Writes the local outputs: image names, archives, the root filesystem. `roots` are the
+/// final filesystems, each with its platform's directory name in a multi-platform build.
 fn write_outputs(
     build: &BuildConfig,
     solver: &Solver<Worker>,
-    solved: &Solved<WorkerRef>,
-    image: Option<&ExportedImage>,
+    roots: &[(Option<String>, WorkerRef)],
+    exported: Option<&Exported>,
     step: &export_step::ExportStep,
 ) -> anyhow::Result<()> {
     let worker = solver.executor();
     let store = worker.store();
     let content = store.content();
     // `run` exports the image whenever an output needs it.
-    let exported = || image.context("the image was not exported");
+    let exported = || exported.context("the image was not exported");
+    let multi = roots.len() > 1;
     for output in &build.outputs {
         let started = std::time::Instant::now();
         match output {
             OutputSpec::Image { names, .. } => {
-                let image = exported()?;
-                store_image(store, image, names).context("cannot name the image")?;
+                let exported = exported()?;
+                let store_as = |names: &[String]| match exported {
+                    Exported::Image(image) => store_image(store, image, names),
+                    Exported::Index(index) => store_index(store, index, names),
+                };
+                let untagged = crate::image::untagged_name(&exported.digest());
+                if names.is_empty() {
+                    // `docker build .`: the image is kept, findable by its ID.
+                    store_as(std::slice::from_ref(&untagged)).context("cannot store the image")?;
+                    step.line(&format!("writing image {} done", exported.image_id()));
+                } else {
+                    store_as(names).context("cannot name the image")?;
+                    // Named now, the image is no longer an untagged one (as in Docker).
+                    store.images().remove(&untagged)?;
+                }
                 for name in names {
                     step.line(&format!("naming to {name} done"));
                 }
             }
             OutputSpec::Registry { .. } => {}
             OutputSpec::Docker { dest, names } => {
-                let image = exported()?;
+                let Exported::Image(image) = exported()? else {
+                    anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM);
+                };
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let scratch = store.state().tmp();
@@ -326,10 +548,16 @@ fn write_outputs(
                 step.done("sending tarball", started);
             }
             OutputSpec::Oci { dest, names } => {
-                let image = exported()?;
+                let exported = exported()?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
-                    write_oci_archive(&content, image, &oci_ref_names(names), out)?;
+                    let names = oci_ref_names(names);
+                    match exported {
+                        Exported::Image(image) => write_oci_archive(&content, image, &names, out)?,
+                        Exported::Index(index) => {
+                            write_oci_index_archive(&content, index, &names, out)?
+                        }
+                    }
                     Ok(())
                 })
                 .with_context(|| format!("cannot write the OCI archive to {}", describe(dest)))?;
@@ -337,7 +565,17 @@ fn write_outputs(
             }
             OutputSpec::Tar { dest } => {
                 write_dest(dest, |out| {
-                    write_rootfs_tar(worker, &solved.output, build.source_date_epoch, out)?;
+                    if multi {
+                        let named: Vec<(String, WorkerRef)> = roots
+                            .iter()
+                            .map(|(dir, root)| (dir.clone().unwrap_or_default(), root.clone()))
+                            .collect();
+                        write_platforms_rootfs_tar(worker, &named, build.source_date_epoch, out)?;
+                    } else {
+                        for (_, root) in roots {
+                            write_rootfs_tar(worker, root, build.source_date_epoch, out)?;
+                        }
+                    }
                     Ok(())
                 })
                 .with_context(|| {
@@ -346,9 +584,16 @@ fn write_outputs(
                 step.done("sending tarball", started);
             }
             OutputSpec::Local { dest } => {
-                write_rootfs_dir(worker, &solved.output, dest).with_context(|| {
-                    format!("cannot copy the root filesystem to {}", dest.display())
-                })?;
+                for (dir, root) in roots {
+                    // One directory per platform, as BuildKit lays them out.
+                    let dest = match dir.as_deref().filter(|_| multi) {
+                        Some(dir) => dest.join(dir),
+                        None => dest.clone(),
+                    };
+                    write_rootfs_dir(worker, root, &dest).with_context(|| {
+                        format!("cannot copy the root filesystem to {}", dest.display())
+                    })?;
+                }
                 step.done("copying files", started);
             }
         }
@@ -356,13 +601,14 @@ fn write_outputs(
     Ok(())
 }
 
-/// Pushes the image to the registries the outputs name, as `img push` pushes (with its
-/// transfer progress), from the content store where the worker's lease keeps the blobs.
+/// Pushes the image (or the index with every platform's image) to the registries the outputs
+/// name, as `img push` pushes (with its transfer progress), from the content store where the
+/// worker's lease keeps the blobs.
 fn push_outputs(
     config: &Config,
     build: &BuildConfig,
     solver: &Solver<Worker>,
-    image: Option<&ExportedImage>,
+    image: Option<&Exported>,
 ) -> anyhow::Result<()> {
     let content = solver.executor().store().content();
     for output in &build.outputs {
@@ -374,18 +620,19 @@ fn push_outputs(
         let client = Client::new(config.registry.clone());
         for name in names {
             let reference = Reference::parse(name)?;
-            super::push::push_manifest(config, &client, &content, &reference, &image.manifest)?;
+            super::push::push_manifest(config, &client, &content, &reference, image.bytes())?;
         }
     }
     Ok(())
 }
 
-/// The image digest: alone on standard output with `-q` (unless an output went there), else
-/// on standard error with the names. `--iidfile` and `--metadata-file` as buildx writes them.
-fn report(build: &BuildConfig, image: Option<&ExportedImage>, quiet: bool) -> anyhow::Result<()> {
+/// The image ID (the config digest, as Docker's; the index's digest for several platforms):
+/// alone on standard output with `-q` (unless an output went there), else on standard error
+/// with the names. `--iidfile` and `--metadata-file` as buildx writes them.
+fn report(build: &BuildConfig, image: Option<&Exported>, quiet: bool) -> anyhow::Result<()> {
     if let Some(path) = &build.iidfile {
         let digest = image
-            .map(|i| i.manifest_digest.to_string())
+            .map(|i| i.image_id().to_string())
             .context("--iidfile needs an image output (type=image, docker, oci or registry)")?;
         write_small_file(path, digest.as_bytes())?;
     }
@@ -399,12 +646,12 @@ fn report(build: &BuildConfig, image: Option<&ExportedImage>, quiet: bool) -> an
     let stdout_taken = build.outputs.iter().any(OutputSpec::writes_stdout);
     if quiet {
         if !stdout_taken {
-            println!("{}", image.manifest_digest);
+            println!("{}", image.image_id());
         }
         return Ok(());
     }
     let mut stderr = std::io::stderr().lock();
-    writeln!(stderr, "Successfully built {}", image.manifest_digest)?;
+    writeln!(stderr, "Successfully built {}", image.image_id())?;
     for output in &build.outputs {
         if let OutputSpec::Image { names, .. } = output {
             for name in names {
@@ -419,9 +666,12 @@ fn report(build: &BuildConfig, image: Option<&ExportedImage>, quiet: bool) -> an
     Ok(())
 }
 
-/// buildx's `--metadata-file` keys for an image build.
-fn metadata(build: &BuildConfig, image: Option<&ExportedImage>) -> serde_json::Value {
-    let Some(image) = image else {
+/// buildx's `--metadata-file` keys for an image build: the config digest (the image ID), the
+/// manifest's (or index's) digest and descriptor (a manifest's annotated with the config digest
+/// and the creation time, as BuildKit's image exporter annotates it) and the names. buildx's
+/// own keys (`buildx.build.ref`, `buildx.build.provenance`) name things img does not have.
+fn metadata(build: &BuildConfig, image: Option<&Exported>) -> serde_json::Value {
+    let Some(exported) = image else {
         return serde_json::json!({});
     };
     let mut names: Vec<&str> = Vec::new();
@@ -430,15 +680,29 @@ fn metadata(build: &BuildConfig, image: Option<&ExportedImage>) -> serde_json::V
             names.push(name);
         }
     }
-    let mut doc = serde_json::json!({
-        "containerimage.config.digest": image.config_digest.to_string(),
-        "containerimage.descriptor": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": image.manifest_digest.to_string(),
-            "size": image.manifest.len(),
-        },
-        "containerimage.digest": image.manifest_digest.to_string(),
+    let mut descriptor = serde_json::json!({
+        "mediaType": exported.media_type(),
+        "digest": exported.digest().to_string(),
+        "size": exported.bytes().len(),
     });
+    let mut doc = serde_json::json!({
+        "containerimage.digest": exported.digest().to_string(),
+    });
+    // An index has no one config, so buildx leaves the key out.
+    if let Exported::Image(image) = exported {
+        let mut annotations = serde_json::json!(image.descriptor_annotations);
+        annotations["config.digest"] = image.config_digest.to_string().into();
+        let created = serde_json::from_slice::<serde_json::Value>(&image.config)
+            .ok()
+            .and_then(|c| c.get("created").and_then(|v| v.as_str()).map(str::to_owned));
+        if let Some(created) = created {
+            annotations["org.opencontainers.image.created"] = created.into();
+        }
+        descriptor["annotations"] = annotations;
+        descriptor["mediaType"] = image.descriptor().media_type().to_string().into();
+        doc["containerimage.config.digest"] = image.config_digest.to_string().into();
+    }
+    doc["containerimage.descriptor"] = descriptor;
     if !names.is_empty() {
         doc["image.name"] = names.join(",").into();
     }

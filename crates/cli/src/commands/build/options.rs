@@ -9,11 +9,16 @@ use anyhow::{bail, Context};
 use img_snapshot::Compression;
 use img_worker::{SecretSource, SecretStore};
 
-use super::output::{parse_output, OutputSpec};
+use super::annotations::Annotations;
+use super::output::{image_options, parse_output, OutputSpec};
+use super::step_options::StepOptions;
 use crate::context::ContextSpec;
 use crate::flags::BuildFlags;
 use crate::graph::{check_key, GraphOptions};
 use crate::image::stored_name;
+
+/// Why `type=docker` cannot take a multi-platform build.
+pub const DOCKER_MULTI_PLATFORM: &str = "type=docker cannot hold a multi-platform image (a docker archive has no index): use type=oci, type=image or --push, or build one --platform";
 
 /// The network RUN steps get when they do not ask for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub struct BuildConfig {
     pub secrets: SecretStore,
     /// `--ssh` agent sockets by id.
     pub ssh_agents: BTreeMap<String, PathBuf>,
+    /// `--ssh` key files by id, served by an agent of img's own during the build.
+    pub ssh_keys: BTreeMap<String, Vec<PathBuf>>,
     /// `--network`.
     pub network: DefaultNetwork,
     /// `--allow`.
@@ -70,6 +77,14 @@ pub struct BuildConfig {
     pub metadata_file: Option<PathBuf>,
     /// `--jobs`.
     pub jobs: Option<usize>,
+    /// `--cache-to`.
+    pub cache_to: Vec<super::cache_spec::CacheToSpec>,
+    /// `--cache-from`.
+    pub cache_from: Vec<super::cache_spec::CacheFromSpec>,
+    /// `--add-host`, `--ulimit`, `--shm-size`.
+    pub step_options: StepOptions,
+    /// `--annotation`.
+    pub annotations: Annotations,
 }
 
 impl BuildConfig {
@@ -100,9 +115,16 @@ impl BuildConfig {
             secrets = secrets.with(id, source);
         }
         let mut ssh_agents = BTreeMap::new();
+        let mut ssh_keys = BTreeMap::new();
         for spec in &flags.ssh {
-            let (id, socket) = parse_ssh(spec, &env)?;
-            ssh_agents.insert(id, socket);
+            match parse_ssh(spec, &env)? {
+                (id, SshSource::Agent(socket)) => {
+                    ssh_agents.insert(id, socket);
+                }
+                (id, SshSource::Keys(files)) => {
+                    ssh_keys.insert(id, files);
+                }
+            }
         }
         let network = match flags.network.as_str() {
             "default" | "" => DefaultNetwork::Default,
@@ -120,10 +142,50 @@ impl BuildConfig {
                 ),
             }
         }
-        let compression: Compression = flags
+        if graph.is_multi_platform()
+            && outputs
+                .iter()
+                .any(|o| matches!(o, OutputSpec::Docker { .. }))
+        {
+            let platforms: Vec<String> = graph.platforms.iter().map(ToString::to_string).collect();
+            bail!(
+                "{DOCKER_MULTI_PLATFORM} (--platform {})",
+                platforms.join(",")
+            );
+        }
+        let mut compression: Compression = flags
             .compression
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid --compression: {e}"))?;
+        // `-o type=image,compression=zstd,annotation.KEY=VALUE`: one export serves every
+        // output, so the outputs must agree on its compression.
+        let mut annotation_specs = flags.annotations.clone();
+        let mut output_compression: Option<(Compression, &str)> = None;
+        for spec in &flags.outputs {
+            let options = image_options(spec)?;
+            annotation_specs.extend(options.annotations);
+            if let Some(wanted) = options.compression {
+                if let Some((earlier, earlier_spec)) = output_compression {
+                    if earlier != wanted {
+                        bail!(
+                            "--output {earlier_spec:?} and {spec:?} ask for different compressions; img exports one image for every output"
+                        );
+                    }
+                }
+                output_compression = Some((wanted, spec));
+                compression = wanted;
+            }
+        }
+        let cache_to = flags
+            .cache_to
+            .iter()
+            .map(|s| super::cache_spec::parse_cache_to(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let cache_from = flags
+            .cache_from
+            .iter()
+            .map(|s| super::cache_spec::parse_cache_from(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         if flags.jobs == Some(0) {
             bail!("invalid --jobs 0: give at least 1");
         }
@@ -137,6 +199,7 @@ impl BuildConfig {
             pull: flags.pull,
             secrets,
             ssh_agents,
+            ssh_keys,
             network,
             entitlements,
             compression,
@@ -144,6 +207,10 @@ impl BuildConfig {
             iidfile: flags.iidfile.clone(),
             metadata_file: flags.metadata_file.clone(),
             jobs: flags.jobs,
+            cache_to,
+            cache_from,
+            step_options: StepOptions::from_flags(flags)?,
+            annotations: Annotations::parse(&annotation_specs)?,
         })
     }
 
@@ -154,11 +221,12 @@ impl BuildConfig {
     }
 }
 
-/// The outputs: `-o` specs, or the local image store under the `-t` names; `--push` adds a
-/// push of the `-t` names, as buildx's `--push` adds `type=registry`.
+/// The outputs: `-o` specs, or the local image store under the `-t` names (with none, the
+/// image is kept untagged, as `docker build .` keeps it); `--push` adds a push of the `-t`
+/// names, as buildx's `--push` adds `type=registry`.
 fn outputs(specs: &[String], tags: &[String], push: bool) -> anyhow::Result<Vec<OutputSpec>> {
-    if specs.is_empty() && tags.is_empty() {
-        bail!("please specify an image tag with `-t` or an output spec with `-o`");
+    if push && tags.is_empty() {
+        bail!("--push needs an image name: give -t NAME");
     }
     let mut outputs = if specs.is_empty() {
         vec![OutputSpec::Image {
@@ -171,9 +239,6 @@ fn outputs(specs: &[String], tags: &[String], push: bool) -> anyhow::Result<Vec<
             .map(|s| parse_output(s, tags))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if push {
-            if tags.is_empty() {
-                bail!("--push needs an image name: give -t NAME");
-            }
             outputs.push(OutputSpec::Registry {
                 names: tags.to_vec(),
             });
@@ -245,34 +310,66 @@ pub fn parse_secret(
     Ok((id, source))
 }
 
-/// `--ssh default` (the agent at `SSH_AUTH_SOCK`), `--ssh default=SOCKET` or `--ssh
-/// ID=SOCKET`. Only agent sockets are forwarded; key files are not read.
+/// What an `--ssh` id is served from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshSource {
+    /// An ssh agent's socket, forwarded.
+    Agent(PathBuf),
+    /// Private key files, served by img's own agent.
+    Keys(Vec<PathBuf>),
+}
+
+/// `--ssh default` (the agent at `SSH_AUTH_SOCK`), `--ssh ID=SOCKET`, or `--ssh
+/// ID=KEYFILE[,KEYFILE...]` as buildx reads it (`~/` is the home directory).
 pub fn parse_ssh(
     spec: &str,
     env: &impl Fn(&str) -> Option<String>,
-) -> anyhow::Result<(String, PathBuf)> {
-    let (id, socket) = match spec.split_once('=') {
-        Some((id, socket)) => (id.to_owned(), PathBuf::from(socket)),
+) -> anyhow::Result<(String, SshSource)> {
+    let (id, paths) = match spec.split_once('=') {
+        Some((id, paths)) => {
+            let home = env("HOME").unwrap_or_default();
+            let paths = paths
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.strip_prefix("~/") {
+                    Some(rest) if !home.is_empty() => PathBuf::from(&home).join(rest),
+                    _ => PathBuf::from(p),
+                })
+                .collect::<Vec<_>>();
+            (id.to_owned(), paths)
+        }
         None => {
             let socket = env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()).with_context(|| {
-                format!("--ssh {spec}: SSH_AUTH_SOCK is not set; start an ssh agent or give {spec}=SOCKET")
+                format!("--ssh {spec}: SSH_AUTH_SOCK is not set; start an ssh agent or give {spec}=SOCKET or {spec}=KEYFILE")
             })?;
-            (spec.to_owned(), PathBuf::from(socket))
+            (spec.to_owned(), vec![PathBuf::from(socket)])
         }
     };
-    if id.is_empty() || id.contains(',') {
-        bail!("invalid --ssh {spec:?}: give default or ID=SOCKET");
+    if id.is_empty() || id.contains(',') || paths.is_empty() {
+        bail!("invalid --ssh {spec:?}: give default, ID=SOCKET or ID=KEYFILE[,KEYFILE...]");
     }
-    let is_socket = std::fs::metadata(&socket)
-        .map(|m| m.file_type().is_socket())
-        .unwrap_or(false);
-    if !is_socket {
-        bail!(
-            "--ssh {id}: {} is not an ssh agent socket (key files are not supported; load the key into an agent)",
-            socket.display()
-        );
+    let is_socket = |p: &PathBuf| {
+        std::fs::metadata(p)
+            .map(|m| m.file_type().is_socket())
+            .unwrap_or(false)
+    };
+    if let [socket] = paths.as_slice() {
+        if is_socket(socket) {
+            return Ok((id, SshSource::Agent(socket.clone())));
+        }
     }
-    Ok((id, socket))
+    for path in &paths {
+        if is_socket(path) {
+            bail!("invalid --ssh {spec:?}: give one agent socket, or key files, not both");
+        }
+        if !path.is_file() {
+            bail!(
+                "--ssh {id}: {} is neither an ssh agent socket nor a key file",
+                path.display()
+            );
+        }
+    }
+    Ok((id, SshSource::Keys(paths)))
 }
 
 #[cfg(test)]
@@ -301,11 +398,17 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_or_an_output_is_required() {
+    fn without_a_tag_or_an_output_the_image_is_kept_untagged() {
+        let c = config(&[], &[]).unwrap();
         assert_eq!(
-            err(&[]),
-            "please specify an image tag with `-t` or an output spec with `-o`"
+            c.outputs,
+            [OutputSpec::Image {
+                names: vec![],
+                push: false
+            }]
         );
+        assert!(c.needs_image());
+        assert!(err(&["--push"]).contains("--push needs an image name"));
     }
 
     #[test]
@@ -338,6 +441,29 @@ mod tests {
         assert_eq!(c.outputs.len(), 2);
         assert!(matches!(c.outputs[1], OutputSpec::Registry { .. }));
         assert!(err(&["--push", "-o", "type=tar,dest=x.tar"]).contains("--push needs"));
+    }
+
+    #[test]
+    fn docker_archives_hold_one_platform() {
+        let e = err(&[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "type=docker,dest=x.tar",
+        ]);
+        assert!(
+            e.contains("type=docker cannot hold a multi-platform image"),
+            "{e}"
+        );
+        assert!(e.contains("linux/amd64,linux/arm64"), "{e}");
+        let c = config(
+            &["--platform", "arm64", "-o", "type=docker,dest=x.tar"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.graph.platforms.len(), 1);
+        let c = config(&["--platform", "linux/amd64,linux/arm64", "-t", "app"], &[]).unwrap();
+        assert!(c.graph.is_multi_platform());
     }
 
     #[test]
@@ -422,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn ssh_agents_must_be_sockets() {
+    fn ssh_agent_sockets_and_key_files() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -430,22 +556,35 @@ mod tests {
         let env = move |k: &str| (k == "SSH_AUTH_SOCK").then(|| sock_env.clone());
         assert_eq!(
             parse_ssh("default", &env).unwrap(),
-            ("default".to_owned(), sock.clone())
+            ("default".to_owned(), SshSource::Agent(sock.clone()))
         );
         let spec = format!("deploy={}", sock.display());
         assert_eq!(
             parse_ssh(&spec, &env).unwrap(),
-            ("deploy".to_owned(), sock.clone())
+            ("deploy".to_owned(), SshSource::Agent(sock.clone()))
         );
         let none = |_: &str| None;
         let e = format!("{:#}", parse_ssh("default", &none).unwrap_err());
         assert!(e.contains("SSH_AUTH_SOCK is not set"), "{e}");
         let key = dir.path().join("id_ed25519");
         std::fs::write(&key, "key").unwrap();
-        let e = format!(
-            "{:#}",
-            parse_ssh(&format!("k={}", key.display()), &none).unwrap_err()
+        assert_eq!(
+            parse_ssh(&format!("k={}", key.display()), &none).unwrap(),
+            ("k".to_owned(), SshSource::Keys(vec![key.clone()]))
         );
-        assert!(e.contains("not an ssh agent socket"), "{e}");
+        let home = dir.path().display().to_string();
+        let home_env = move |k: &str| (k == "HOME").then(|| home.clone());
+        assert_eq!(
+            parse_ssh("k=~/id_ed25519", &home_env).unwrap().1,
+            SshSource::Keys(vec![key.clone()])
+        );
+        let e = format!("{:#}", parse_ssh("k=/nonexistent/key", &none).unwrap_err());
+        assert!(
+            e.contains("neither an ssh agent socket nor a key file"),
+            "{e}"
+        );
+        let both = format!("k={},{}", sock.display(), key.display());
+        let e = format!("{:#}", parse_ssh(&both, &none).unwrap_err());
+        assert!(e.contains("not both"), "{e}");
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use img_registry::Reference;
+use img_snapshot::Compression;
 
 use crate::image::stored_name;
 
@@ -23,7 +24,8 @@ pub enum Dest {
 /// One output of a build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputSpec {
-    /// `type=image`: the local image store under `names`, pushed too with `push`.
+    /// `type=image`: the local image store under `names` (untagged when there are none),
+    /// pushed too with `push`.
     Image { names: Vec<String>, push: bool },
     /// `type=registry`: pushed to each of `names`.
     Registry { names: Vec<String> },
@@ -98,8 +100,10 @@ pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
                 }
             }
             "push" => push = parse_bool(spec, value)?,
+            // Read by `image_options`.
+            key if is_image_option(key) => {}
             other => bail!(
-                "invalid --output {spec:?}: unknown field {other:?} (use type, dest, name, push)"
+                "invalid --output {spec:?}: unknown field {other:?} (use type, dest, name, push, compression, oci-mediatypes, force-compression or annotation.KEY)"
             ),
         }
     }
@@ -158,11 +162,62 @@ pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
     Ok(output)
 }
 
+/// What an `-o` value says about the image besides where it goes, as buildx's image
+/// exporters take it: the layer compression and annotations.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OutputImageOptions {
+    /// `compression=gzip|zstd|uncompressed`.
+    pub compression: Option<Compression>,
+    /// `annotation[-TYPE].KEY=VALUE`, as the `--annotation TYPE:KEY=VALUE` values they mean.
+    pub annotations: Vec<String>,
+}
+
+fn is_image_option(key: &str) -> bool {
+    matches!(key, "compression" | "oci-mediatypes" | "force-compression")
+        || key.starts_with("annotation.")
+        || key.starts_with("annotation-")
+}
+
+/// Reads the image options of one `-o` value (its other fields are `parse_output`'s).
+pub fn image_options(spec: &str) -> anyhow::Result<OutputImageOptions> {
+    let mut options = OutputImageOptions::default();
+    for (key, value) in spec.split(',').filter_map(|f| f.split_once('=')) {
+        let key = key.trim();
+        match key {
+            "compression" => {
+                let compression = value
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("invalid --output {spec:?}: {e}"))?;
+                options.compression = Some(compression);
+            }
+            // img writes OCI media types only; buildx's default is the same.
+            "oci-mediatypes" if !parse_bool(spec, value)? => bail!(
+                "invalid --output {spec:?}: img writes OCI media types only; leave oci-mediatypes out"
+            ),
+            // Base image layers are kept as they are; recompressing them is not supported.
+            "force-compression" if parse_bool(spec, value)? => bail!(
+                "invalid --output {spec:?}: force-compression=true is not supported; base image layers keep their compression"
+            ),
+            _ => {
+                if let Some(key) = key.strip_prefix("annotation.") {
+                    options.annotations.push(format!("manifest:{key}={value}"));
+                } else if let Some(rest) = key.strip_prefix("annotation-") {
+                    let (kind, key) = rest.split_once('.').with_context(|| {
+                        format!("invalid --output {spec:?}: give annotation-TYPE.KEY=VALUE")
+                    })?;
+                    options.annotations.push(format!("{kind}:{key}={value}"));
+                }
+            }
+        }
+    }
+    Ok(options)
+}
+
 fn parse_bool(spec: &str, value: &str) -> anyhow::Result<bool> {
     match value {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => bail!("invalid --output {spec:?}: push is true or false"),
+        _ => bail!("invalid --output {spec:?}: {value:?} is not true or false"),
     }
 }
 
@@ -354,13 +409,44 @@ mod tests {
             ("dest=x", "give type="),
             ("type=tar,dest=x,colour=red", "unknown field"),
             ("type=tar,junk", "is not key=value"),
-            ("type=image,push=maybe", "push is true or false"),
+            ("type=image,push=maybe", "\"maybe\" is not true or false"),
         ] {
             let err = format!("{:#}", parse(spec).unwrap_err());
             assert!(err.contains(want), "{spec}: {err}");
         }
         let err = parse_output("type=registry", &[]).unwrap_err();
         assert!(err.to_string().contains("needs a name"), "{err}");
+    }
+
+    #[test]
+    fn image_options_of_an_output() {
+        let options = image_options(
+            "type=image,name=a,compression=zstd,oci-mediatypes=true,force-compression=false,\
+             annotation.k=v,annotation-index.i=1,annotation-manifest-descriptor.d=2",
+        )
+        .unwrap();
+        assert_eq!(options.compression, Some(Compression::Zstd));
+        assert_eq!(
+            options.annotations,
+            ["manifest:k=v", "index:i=1", "manifest-descriptor:d=2"]
+        );
+        for (spec, want) in [
+            ("type=oci,dest=x,compression=lzma", "invalid --output"),
+            (
+                "type=oci,dest=x,oci-mediatypes=false",
+                "OCI media types only",
+            ),
+            ("type=oci,dest=x,force-compression=true", "not supported"),
+            (
+                "type=oci,dest=x,annotation-index=v",
+                "annotation-TYPE.KEY=VALUE",
+            ),
+        ] {
+            let err = format!("{:#}", image_options(spec).unwrap_err());
+            assert!(err.contains(want), "{spec}: {err}");
+        }
+        // parse_output leaves these fields to image_options.
+        parse_output("type=oci,dest=x,compression=zstd,annotation.k=v", &[]).unwrap();
     }
 
     #[test]

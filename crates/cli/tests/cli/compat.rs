@@ -1,0 +1,454 @@
+//! What a `docker build` user types, checked against Docker's and BuildKit's documented
+//! behaviour: image IDs, untagged images, COPY ownership, the buildx flags.
+
+use serde_json::Value;
+
+use crate::build::{read, Build};
+
+/// `docker build .` keeps the result untagged and prints its ID; `img ls` shows it as
+/// `<none>`, `img rm` takes its ID or a prefix, and `img prune` keeps it until then.
+#[test]
+fn a_build_without_a_name_keeps_an_untagged_image() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo untagged > /u\n");
+    let id = b.digest(&["--iidfile", "iid"]);
+    assert_eq!(read(&b.path("iid")), id);
+    let hex = id.strip_prefix("sha256:").unwrap();
+    let short = &hex[..12];
+
+    let rows = b
+        .img
+        .ok(&["ls", "--format", "{{.Name}} {{.ID}} {{.Digest}}"]);
+    let none: Vec<&str> = rows.lines().filter(|l| l.starts_with("<none> ")).collect();
+    assert_eq!(none.len(), 1, "{rows}");
+    assert!(
+        none[0].starts_with(&format!("<none> {short} sha256:")),
+        "{rows}"
+    );
+    let manifest: img_snapshot::Digest = none[0].rsplit(' ').next().unwrap().parse().unwrap();
+    assert_eq!(
+        b.img
+            .ok(&["ls", "--filter", "dangling=true", "--format", "{{.ID}}"]),
+        format!("{short}\n")
+    );
+    assert!(!b
+        .img
+        .ok(&["ls", "--filter", "reference=*", "--format", "{{.Name}}"])
+        .contains("<none>"));
+
+    // Found by a prefix of its ID, as Docker finds it.
+    let inspect: Value = serde_json::from_str(&b.img.ok(&["inspect", &hex[..8]])).unwrap();
+    let doc = inspect
+        .get("manifest")
+        .or_else(|| inspect.get("Manifest"))
+        .unwrap();
+    assert_eq!(doc["config"]["digest"], id.as_str());
+
+    // Garbage collection keeps an untagged image: it is an image of the store.
+    b.img.ok(&["prune", "--all"]);
+    let content = b.img.store().content();
+    assert!(content.exists(&manifest));
+    b.img.ok(&["inspect", &id]);
+
+    // Removed by a prefix of its ID; then its blobs are garbage.
+    assert_eq!(b.img.ok(&["rm", short]), format!("Deleted: {id}\n"));
+    assert!(!b.img.ok(&["ls"]).contains("<none>"));
+    b.img.ok(&["prune"]);
+    assert!(!b.img.store().content().exists(&manifest));
+    b.img.fails(&["rm", short], "no image named");
+}
+
+/// Naming an untagged image (by tag or by building it again with `-t`) takes it off the
+/// `<none>` rows; an ID shared by two names is not removed by ID.
+#[test]
+fn an_untagged_image_once_named_is_no_longer_none() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo named > /n\n");
+    let id = b.digest(&[]);
+    let short = &id["sha256:".len()..][..12];
+    assert_eq!(
+        b.img.ok(&["tag", short, "app:1"]),
+        format!("Successfully tagged {short} as app:1\n")
+    );
+    let rows = b.img.ok(&["ls", "--format", "{{.Name}} {{.ID}}"]);
+    assert!(!rows.contains("<none>"), "{rows}");
+    assert!(rows.contains(&format!("app:1 {short}")), "{rows}");
+
+    // The same build named: one image, never `<none>`.
+    b.write("Dockerfile", "FROM busybox\nRUN echo other > /o\n");
+    let other = b.digest(&[]);
+    assert_ne!(other, id);
+    assert!(b.img.ok(&["ls"]).contains("<none>"));
+    assert_eq!(b.digest(&["-t", "other"]), other);
+    assert!(!b.img.ok(&["ls"]).contains("<none>"));
+
+    b.img.ok(&["tag", "app:1", "app:2"]);
+    b.img
+        .fails(&["rm", short], "has several names (app:1, app:2)");
+    b.img.ok(&["rm", "app:2"]);
+    assert_eq!(
+        b.img.ok(&["rm", short]),
+        format!("Untagged: app:1\nDeleted: {id}\n")
+    );
+}
+
+/// COPY of a directory's contents, as BuildKit does it: a missing destination is made 0755,
+/// owned by root or the `--chown` user; an existing one keeps its mode and owner; only what
+/// it holds takes the source's metadata.
+#[test]
+fn copying_a_directorys_contents_keeps_the_destinations_own_metadata() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS base\n\
+         RUN mkdir -p /m/sub && echo x > /m/sub/f && chown -R 2000:2000 /m && chmod 700 /m\n\
+         FROM busybox\n\
+         RUN mkdir /pre && chown 5:5 /pre && chmod 755 /pre\n\
+         COPY --from=base /m /pre\n\
+         COPY --from=base /m /new\n\
+         COPY --from=base --chown=7:7 /m /chowned\n\
+         COPY --from=base /m /deep/er/\n\
+         RUN stat -c '%n %a %u:%g' /pre /pre/sub /pre/sub/f /new /new/sub /chowned \
+             /chowned/sub /deep /deep/er > /stats\n",
+    );
+    b.ok(&["-o", "type=local,dest=out"]);
+    assert_eq!(
+        read(&b.path("out/stats")),
+        "/pre 755 5:5\n\
+         /pre/sub 755 2000:2000\n\
+         /pre/sub/f 644 2000:2000\n\
+         /new 755 0:0\n\
+         /new/sub 755 2000:2000\n\
+         /chowned 755 7:7\n\
+         /chowned/sub 755 7:7\n\
+         /deep 755 0:0\n\
+         /deep/er 755 0:0\n"
+    );
+}
+
+/// `--add-host`, `--ulimit` and `--shm-size` reach RUN steps (as buildx passes them to
+/// BuildKit) and are part of the step's cache key.
+#[test]
+fn add_host_ulimit_and_shm_size_reach_run_steps() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN grep -v localhost /etc/hosts | grep -v ip6 > /hosts; ulimit -Sn > /nofile; \
+             ulimit -Hn >> /nofile; df -k /dev/shm | tail -n 1 | awk '{print $2}' > /shm\n",
+    );
+    b.ok(&[
+        "--add-host",
+        "db:10.0.0.5",
+        "--add-host",
+        "v6=::1",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--shm-size",
+        "128m",
+        "-o",
+        "type=local,dest=out",
+    ]);
+    assert_eq!(read(&b.path("out/hosts")), "10.0.0.5\tdb\n::1\tv6\n");
+    assert_eq!(read(&b.path("out/nofile")), "1024\n2048\n");
+    assert_eq!(read(&b.path("out/shm")), "131072\n");
+
+    // Another value is another step: nothing stale comes from the cache.
+    b.ok(&["--add-host", "db:10.0.0.6", "-o", "type=local,dest=out2"]);
+    assert_eq!(read(&b.path("out2/hosts")), "10.0.0.6\tdb\n");
+    // The default /dev/shm is Docker's 64 MiB.
+    assert_eq!(read(&b.path("out2/shm")), "65536\n");
+
+    b.fails(
+        &["--ulimit", "files=1", "-o", "type=local,dest=x"],
+        "unknown resource",
+    );
+    b.fails(
+        &["--add-host", "db", "-o", "type=local,dest=x"],
+        "give HOST:IP",
+    );
+}
+
+/// `--annotation` as buildx reads it: on the manifest by default or with `manifest:`, on its
+/// descriptor with `manifest-descriptor:`; index annotations need an index.
+#[test]
+fn annotations_reach_the_manifest_and_its_descriptor() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo a > /a\n");
+    b.ok(&[
+        "-t",
+        "ann",
+        "--annotation",
+        "org.opencontainers.image.title=app",
+        "--annotation",
+        "manifest:org.example.m=1",
+        "--annotation",
+        "manifest-descriptor:org.example.d=2",
+        "--metadata-file",
+        "meta.json",
+        "-o",
+        "type=oci,dest=ann.tar",
+        "-o",
+        "type=image",
+    ]);
+    let inspect: Value = serde_json::from_str(&b.img.ok(&["inspect", "ann"])).unwrap();
+    let manifest = inspect
+        .get("manifest")
+        .or_else(|| inspect.get("Manifest"))
+        .unwrap();
+    assert_eq!(
+        manifest["annotations"],
+        serde_json::json!({"org.opencontainers.image.title": "app", "org.example.m": "1"})
+    );
+    // The OCI layout's index.json carries the descriptor's annotations beside the name.
+    let out = b.path("layout");
+    std::fs::create_dir(&out).unwrap();
+    crate::tool(
+        "tar",
+        &[
+            "xf",
+            b.path("ann.tar").to_str().unwrap(),
+            "-C",
+            out.to_str().unwrap(),
+        ],
+    );
+    let index: Value = serde_json::from_str(&read(&out.join("index.json"))).unwrap();
+    let annotations = &index["manifests"][0]["annotations"];
+    assert_eq!(annotations["org.example.d"], "2", "{index}");
+    assert_eq!(annotations["org.opencontainers.image.ref.name"], "latest");
+    let meta: Value = serde_json::from_str(&read(&b.path("meta.json"))).unwrap();
+    assert_eq!(
+        meta["containerimage.descriptor"]["annotations"]["org.example.d"],
+        "2"
+    );
+
+    b.fails(
+        &["--annotation", "index:k=v"],
+        "index annotations are not supported for a single-platform build",
+    );
+
+    // buildx's `-o` spelling of the same, with the compression of the export.
+    b.ok(&[
+        "-o",
+        "type=oci,dest=o.tar,compression=uncompressed,annotation.org.example.o=3,\
+         annotation-manifest-descriptor.org.example.od=4",
+    ]);
+    let archive = b.path("o.tar");
+    let archive = archive.to_str().unwrap();
+    let index: Value =
+        serde_json::from_str(&crate::tool("tar", &["-xOf", archive, "index.json"])).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(entry["annotations"]["org.example.od"], "4", "{index}");
+    let blob = format!(
+        "blobs/sha256/{}",
+        entry["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+    );
+    let manifest: Value =
+        serde_json::from_str(&crate::tool("tar", &["-xOf", archive, &blob])).unwrap();
+    assert_eq!(manifest["annotations"]["org.example.o"], "3", "{manifest}");
+    let layers = manifest["layers"].as_array().unwrap();
+    let own = layers.last().unwrap();
+    assert_eq!(
+        own["mediaType"], "application/vnd.oci.image.layer.v1.tar",
+        "{manifest}"
+    );
+    b.fails(
+        &[
+            "-o",
+            "type=oci,dest=a.tar,compression=zstd",
+            "-o",
+            "type=oci,dest=b.tar,compression=gzip",
+        ],
+        "ask for different compressions",
+    );
+    b.fails(
+        &["-o", "type=oci,dest=a.tar,oci-mediatypes=false"],
+        "OCI media types only",
+    );
+}
+
+/// `--build-context`: a directory for `COPY --from` and `RUN --mount from=`, an image for
+/// `FROM`; a named context wins over a stage of the same name, as in BuildKit.
+#[test]
+fn named_build_contexts_win_over_stages_and_images() {
+    let b = Build::new();
+    let extra = b.path("extra");
+    std::fs::create_dir_all(extra.join("sub")).unwrap();
+    std::fs::write(extra.join("sub/f"), "from the directory\n").unwrap();
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS files\n\
+         RUN mkdir /sub && echo from the stage > /sub/f\n\
+         FROM base\n\
+         COPY --from=files /sub/f /copied\n\
+         RUN --mount=from=files,target=/m cat /m/sub/f > /mounted\n",
+    );
+    let extra_arg = format!("files={}", extra.display());
+    b.ok(&[
+        "--build-context",
+        &extra_arg,
+        "--build-context",
+        "base=docker-image://busybox:latest",
+        "-o",
+        "type=local,dest=out",
+    ]);
+    assert_eq!(read(&b.path("out/copied")), "from the directory\n");
+    assert_eq!(read(&b.path("out/mounted")), "from the directory\n");
+    assert!(b.path("out/bin/busybox").exists());
+
+    // Without it, the stage of that name is used; and `base` is no image anywhere.
+    b.write(
+        "Dockerfile",
+        "FROM busybox AS files\n\
+         RUN mkdir /sub && echo from the stage > /sub/f\n\
+         FROM busybox\n\
+         COPY --from=files /sub/f /copied\n",
+    );
+    b.ok(&["-o", "type=local,dest=plain"]);
+    assert_eq!(read(&b.path("plain/copied")), "from the stage\n");
+
+    b.write("Dockerfile", "FROM files\n");
+    b.fails(
+        &["--build-context", &extra_arg, "-o", "type=local,dest=x"],
+        "is a local directory",
+    );
+    b.fails(
+        &[
+            "--build-context",
+            "files=/nonexistent",
+            "-o",
+            "type=local,dest=x",
+        ],
+        "is not a directory",
+    );
+}
+
+/// Serves `files` (path to body) over HTTP on loopback, one request at a time, until the
+/// test process ends; returns the base URL.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The headers, up to the empty line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let found = files.iter().find(|(p, _)| *p == path);
+            let (status, body) = match found {
+                Some((_, body)) => ("200 OK", body.clone()),
+                None => ("404 Not Found", b"not found".to_vec()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    base
+}
+
+/// `img build URL`, as `docker build URL` reads a URL that is no git repository: a tarball
+/// of the context, or a Dockerfile alone.
+#[test]
+fn remote_contexts_as_a_tarball_or_a_dockerfile() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nCOPY f.txt /f.txt\n");
+    b.write("f.txt", "from the tarball\n");
+    let tgz = b.path("ctx.tgz");
+    crate::tool(
+        "tar",
+        &[
+            "czf",
+            tgz.to_str().unwrap(),
+            "-C",
+            b.ctx().to_str().unwrap(),
+            ".",
+        ],
+    );
+    let base = serve(vec![
+        ("/ctx.tgz", std::fs::read(&tgz).unwrap()),
+        (
+            "/Dockerfile",
+            b"FROM busybox\nRUN echo from-url > /u\n".to_vec(),
+        ),
+    ]);
+    let url = format!("{base}/ctx.tgz");
+    b.img.ok(&["build", "-o", "type=local,dest=from-tar", &url]);
+    assert_eq!(read(&b.path("from-tar/f.txt")), "from the tarball\n");
+    let url = format!("{base}/Dockerfile");
+    b.img
+        .ok(&["build", "-o", "type=local,dest=from-file", &url]);
+    assert_eq!(read(&b.path("from-file/u")), "from-url\n");
+    let url = format!("{base}/missing.tgz");
+    b.img
+        .fails(&["build", &url], "cannot download the build context");
+}
+
+/// `--ssh ID=KEYFILE`: a RUN step with `--mount=type=ssh` finds an agent socket at
+/// SSH_AUTH_SOCK (served by img, as buildx serves key files); the key reaches no layer.
+#[test]
+fn ssh_key_files_are_served_by_an_agent() {
+    let b = Build::new();
+    let key = b.path("id_ed25519");
+    crate::tool(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+    );
+    b.write(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /agent\n",
+    );
+    let spec = format!("default={}", key.display());
+    b.ok(&["--ssh", &spec, "-t", "ssh", "-o", "type=oci,dest=ssh.tar"]);
+    let out = b.path("layout");
+    std::fs::create_dir(&out).unwrap();
+    crate::tool(
+        "tar",
+        &[
+            "xf",
+            b.path("ssh.tar").to_str().unwrap(),
+            "-C",
+            out.to_str().unwrap(),
+        ],
+    );
+    // Every blob, layers uncompressed, holds no line of the key.
+    let secret_line = read(&key).lines().nth(1).unwrap().to_owned();
+    let mut agent_file_seen = false;
+    for blob in std::fs::read_dir(out.join("blobs/sha256")).unwrap() {
+        let path = blob.unwrap().path();
+        let listing = std::process::Command::new("tar")
+            .args(["xzOf", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let raw = std::fs::read(&path).unwrap();
+        for bytes in [&listing.stdout, &raw] {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(&secret_line),
+                "{} holds the key",
+                path.display()
+            );
+        }
+        agent_file_seen |= listing.status.success()
+            && String::from_utf8_lossy(&listing.stdout).contains("/run/buildkit/ssh_agent");
+    }
+    assert!(
+        agent_file_seen,
+        "no layer holds the /agent file the step wrote"
+    );
+}
