@@ -34,6 +34,8 @@ use anyhow::{bail, Context, Result};
 use peers::{img_build, BuildKit};
 use scenarios::{BigContext, Builders, ParallelStages, RealWorld};
 
+use crate::registry::Registry;
+
 /// Where the generated tables go in BENCHMARKS.md.
 const BEGIN_MARKER: &str = "<!-- cargo xtask bench: begin -->";
 const END_MARKER: &str = "<!-- cargo xtask bench: end -->";
@@ -220,8 +222,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&work)?;
 
     let port = buildkit.as_ref().map(|_| BUILDKIT_REGISTRY_PORT);
-    let registry = Registry::start(&work.join("registry"), port)?;
-    let base = format!("{}/bench/busybox:latest", registry.address);
+    let registry = Registry::open(&work.join("registry"), port)?;
+    let base = base_ref(&registry);
     publish_base_image(&img, &work, &base)?;
     let with = Builders {
         img: &img,
@@ -389,60 +391,7 @@ fn build_img_release(root: &Path) -> Result<PathBuf> {
     Ok(crate::target_dir(root).join("release/img"))
 }
 
-/// Debian's docker-registry on a free loopback port, stopped on drop.
-pub(crate) struct Registry {
-    child: Child,
-    address: String,
-}
-
-impl Registry {
-    /// Starts the registry on `port`, or on a free port.
-    fn start(dir: &Path, port: Option<u16>) -> Result<Registry> {
-        std::fs::create_dir_all(dir.join("storage"))?;
-        let port = match port {
-            Some(port) => port,
-            None => std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port(),
-        };
-        let address = format!("127.0.0.1:{port}");
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
-                dir.join("storage").display()
-            ),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("could not start docker-registry")?;
-        let registry = Registry { child, address };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&registry.address).is_err() {
-            if Instant::now() > deadline {
-                bail!(
-                    "docker-registry did not start listening on {}",
-                    registry.address
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(registry)
-    }
-
-    pub(crate) fn base_ref(&self) -> String {
-        format!("{}/bench/busybox:latest", self.address)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The busybox base image every scenario pulls from the benchmark registry.
+pub(crate) fn base_ref(registry: &Registry) -> String {
+    format!("{}/bench/busybox:latest", registry.host)
 }

@@ -3,16 +3,22 @@
 //! - `cargo xtask test`: installs the system packages the tests need (when run as root and they
 //!   are missing), runs every crate's tests, then runs the `img` binary against BuildKit's
 //!   conformance data when `../shared/conformance` exists beside the checkout.
-//!   Then renders the man pages (`man`) and runs the user guide's examples (`doctest`).
+//!   Then renders the man pages (`man`), runs the user guide's examples (`doctest`) and the
+//!   pod test (see `pod.rs`).
 //! - `cargo xtask man`: man pages for img and each command into target/man, checked with man.
 //! - `cargo xtask doctest`: the shell blocks of README.md and docs/ marked `<!-- test -->`,
 //!   run against the built img and a local registry (see `doctest.rs`).
 //! - `cargo xtask bench`: whole builds with img and its peers side by side (see `bench.rs`).
+//! - `cargo xtask pod [--from-source]`: the pod test alone: img's own image, built by img
+//!   (around the binary under test, or from source as the Dockerfile documents), building
+//!   images in pod-like containers.
 
 mod bench;
 mod conformance;
+mod debian;
 mod doctest;
 mod man;
+mod pod;
 mod registry;
 mod system;
 
@@ -25,12 +31,21 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("setup") => {
+            system::ensure_test_packages()?;
+            system::ensure_foreign_platforms()
+        }
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
         Some("man") => man_pages(&workspace_root()),
         Some("doctest") => {
             let root = workspace_root();
             let img = build_img(&root)?;
             doctest::run(&root, &img, &args[1..])
+        }
+        Some("pod") => {
+            let root = workspace_root();
+            let img = build_img(&root)?;
+            pod::run(&root, &img, &args[1..])
         }
         Some("conformance") => {
             let root = workspace_root();
@@ -40,7 +55,7 @@ fn main() -> Result<()> {
             conformance::run(&dir, &img)
         }
         _ => {
-            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (installs missing system packages when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  bench        whole builds with img and its peers side by side [--runs N] [--only 1,3,4] [--write]");
+            eprintln!("usage: cargo xtask <command>\n\ncommands:\n  test         run every test (sets up what `setup` does first)\n  setup        install the test packages and register foreign platforms (when root)\n  man          write the man pages into target/man and check they render cleanly\n  doctest      run the marked shell examples of README.md and docs/ [FILE...]\n  conformance  run img against ../shared/conformance\n  pod          build img's image with img and build images in pod-like containers [--from-source]\n  bench        whole builds with img and its peers side by side [--runs N] [--only 1,3,4] [--write]");
             std::process::exit(2);
         }
     }
@@ -66,13 +81,16 @@ fn conformance_dir(root: &Path) -> Option<PathBuf> {
 fn test(extra: &[String]) -> Result<()> {
     let root = workspace_root();
     system::ensure_test_packages()?;
+    system::ensure_foreign_platforms()?;
 
     let conformance = conformance_dir(&root);
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .current_dir(&root)
         .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
-        .args(extra);
+        .args(extra)
+        // Every tool is installed above: a test that would skip for lack of one fails instead.
+        .env("IMG_TEST_REQUIRE_TOOLS", "1");
     if let Some(dir) = &conformance {
         cargo.env("IMG_CONFORMANCE_DIR", dir);
     }
@@ -86,7 +104,7 @@ fn test(extra: &[String]) -> Result<()> {
         Some(dir) => conformance::run(dir, &img)?,
         None => println!("conformance: no ../shared/conformance beside the checkout, skipped"),
     }
-    Ok(())
+    pod::run(&root, &img, &[])
 }
 
 /// Writes the man pages into target/man and checks that each renders without a warning.

@@ -1,9 +1,11 @@
-//! Debian's `docker-registry` on a loopback port, behind a user name and password, for the
-//! documentation's examples to log in and push to (the way crates/cli's tests start it).
+//! Debian's `docker-registry` on a loopback port: open, for the benchmarks and the pod test,
+//! or behind a user name and password, for the documentation's examples to log in and push to
+//! (the way crates/cli's tests start it). img speaks plain HTTP to loopback registries without
+//! being told.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -14,19 +16,20 @@ pub struct Registry {
     /// `127.0.0.1:<port>`.
     pub host: String,
     child: Child,
-    log: std::path::PathBuf,
+    log: PathBuf,
 }
 
 impl Registry {
+    /// Starts a registry storing into `dir` that anyone on loopback may pull from and push to,
+    /// on `port` or, when `None`, on a free port.
+    pub fn open(dir: &Path, port: Option<u16>) -> Result<Registry> {
+        Registry::spawn(dir, port, "")
+    }
+
     /// Starts a registry storing into `dir` that accepts only `user`/`password` (HTTP Basic
     /// over an htpasswd file).
     pub fn start(dir: &Path, user: &str, password: &str) -> Result<Registry> {
-        let port = TcpListener::bind(("127.0.0.1", 0))
-            .and_then(|l| l.local_addr())
-            .context("cannot pick a loopback port")?
-            .port();
-        let storage = dir.join("storage");
-        std::fs::create_dir_all(&storage)?;
+        std::fs::create_dir_all(dir)?;
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", user, password])
             .output()
@@ -39,10 +42,28 @@ impl Registry {
         }
         let htpasswd_path = dir.join("htpasswd");
         std::fs::write(&htpasswd_path, htpasswd.stdout)?;
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: img-doctest\nauth:\n  htpasswd:\n    realm: img-doctest\n    path: {}\n",
-            storage.display(),
+        let auth = format!(
+            "  secret: img-doctest\nauth:\n  htpasswd:\n    realm: img-doctest\n    path: {}\n",
             htpasswd_path.display()
+        );
+        Registry::spawn(dir, None, &auth)
+    }
+
+    /// Writes the configuration (`http_tail` continues its `http:` section) and starts the
+    /// registry, then waits until it answers.
+    fn spawn(dir: &Path, port: Option<u16>, http_tail: &str) -> Result<Registry> {
+        let port = match port {
+            Some(port) => port,
+            None => TcpListener::bind(("127.0.0.1", 0))
+                .and_then(|l| l.local_addr())
+                .context("cannot pick a loopback port")?
+                .port(),
+        };
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(&storage)?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{http_tail}",
+            storage.display(),
         );
         let config_path = dir.join("config.yml");
         std::fs::write(&config_path, config)?;

@@ -54,6 +54,64 @@ pub fn ensure_test_packages() -> Result<()> {
     Ok(())
 }
 
+/// The foreign platform the multi-platform tests build for, as dpkg and binfmt_misc name it.
+const FOREIGN_ARCH: &str = "arm64";
+const FOREIGN_HANDLER: &str = "/proc/sys/fs/binfmt_misc/qemu-aarch64";
+const BINFMT_MISC: &str = "/proc/sys/fs/binfmt_misc";
+
+/// What the multi-platform tests need beyond packages: dpkg's arm64 architecture (their base
+/// image is Debian's arm64 `busybox-static`) and QEMU's binfmt_misc handlers (arm64 RUN
+/// steps). Set up when root; otherwise a missing piece is an error naming the commands.
+pub fn ensure_foreign_platforms() -> Result<()> {
+    let architectures = Command::new("dpkg")
+        .arg("--print-foreign-architectures")
+        .output()
+        .context("could not run dpkg")?;
+    let has_arch = String::from_utf8_lossy(&architectures.stdout)
+        .split_whitespace()
+        .any(|a| a == FOREIGN_ARCH);
+    let has_handler = std::path::Path::new(FOREIGN_HANDLER).exists();
+    if has_arch && has_handler {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "the multi-platform tests need dpkg's {FOREIGN_ARCH} architecture and QEMU's \
+             binfmt_misc handlers; as root run: dpkg --add-architecture {FOREIGN_ARCH} && \
+             apt-get update && mount -t binfmt_misc binfmt_misc {BINFMT_MISC} && \
+             update-binfmts --enable"
+        );
+    }
+    if !has_arch {
+        println!("adding dpkg architecture {FOREIGN_ARCH}");
+        run_status(Command::new("dpkg").args(["--add-architecture", FOREIGN_ARCH]))?;
+        run_status(Command::new("apt-get").args(["update", "-qq"]))?;
+    }
+    if !has_handler {
+        println!("registering QEMU's binfmt_misc handlers");
+        if !std::path::Path::new(BINFMT_MISC).join("register").exists() {
+            run_status(Command::new("mount").args([
+                "-t",
+                "binfmt_misc",
+                "binfmt_misc",
+                BINFMT_MISC,
+            ]))?;
+        }
+        run_status(Command::new("update-binfmts").arg("--enable"))?;
+    }
+    Ok(())
+}
+
+fn run_status(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
 /// Whether `program` is an executable file in a `PATH` directory.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")

@@ -55,7 +55,7 @@ impl ParallelStages {
         let work = self.context.parent().expect("context has a parent");
         for run in 0..with.runs {
             let state = work.join(format!("img-state-{run}"));
-            quiet(&mut img_pull(with.img, &state, &registry.base_ref()))?;
+            quiet(&mut img_pull(with.img, &state, &super::base_ref(registry)))?;
             let mut build = img_build(with.img, &state, "bench-parallel", &self.context);
             cold.push("img", measure(&mut build)?);
             cached.push("img", measure(&mut build)?);
@@ -63,7 +63,7 @@ impl ParallelStages {
 
             for (builder, jobs) in [("buildah", None), ("buildah --jobs 4", Some(4))] {
                 let root = work.join(format!("buildah-{run}"));
-                quiet(&mut buildah_pull(&root, &registry.base_ref()))?;
+                quiet(&mut buildah_pull(&root, &super::base_ref(registry)))?;
                 let mut bud = buildah_bud(&root, jobs, "bench-parallel", &self.context);
                 cold.push(builder, measure(&mut bud)?);
                 cached.push(builder, measure(&mut bud)?);
@@ -193,45 +193,18 @@ const EDITED_SOURCE: &str = "src/greet.c";
 impl RealWorld {
     pub fn new(img: &Path, work: &Path, cache: &Path, registry: &Registry) -> Result<Self> {
         let rootfs = cache.join("debian-rootfs");
-        if !rootfs.join("usr/bin/gcc").exists() {
-            println!(
-                "bench: making a Debian base with debootstrap (once; kept in {})",
-                cache.display()
-            );
-            std::fs::create_dir_all(cache)?;
-            let _ = std::fs::remove_dir_all(&rootfs);
-            quiet(
-                Command::new("debootstrap")
-                    .args([
-                        "--variant=minbase",
-                        "--include=gcc,libc6-dev,make",
-                        "bookworm",
-                    ])
-                    .arg(&rootfs)
-                    .arg("http://deb.debian.org/debian"),
-            )?;
-        }
-        let base_context = work.join("debian-context");
-        std::fs::create_dir_all(&base_context)?;
-        quiet(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .args(["--numeric-owner", "--exclude=./dev/*", "-cf"])
-                .arg(base_context.join("rootfs.tar"))
-                .arg("."),
+        crate::debian::bookworm_rootfs(&rootfs, &["gcc", "libc6-dev", "make"])?;
+        let base = format!("{}/bench/debian:bookworm", registry.host);
+        let scratch = work.join("debian-base");
+        crate::debian::publish_image(
+            img,
+            &rootfs,
+            &scratch.join("context"),
+            &scratch.join("state"),
+            &base,
+            "gzip",
         )?;
-        std::fs::write(
-            base_context.join("Dockerfile"),
-            "FROM scratch\nADD rootfs.tar /\nCMD [\"bash\"]\n",
-        )?;
-        let base = format!("{}/bench/debian:bookworm", registry.address);
-        let state = work.join("debian-state");
-        quiet(&mut img_build(img, &state, &base, &base_context))?;
-        let mut push = Command::new(img);
-        push.arg("--state").arg(&state).args(["push", &base]);
-        quiet(&mut push)?;
-        std::fs::remove_dir_all(&state).ok();
+        std::fs::remove_dir_all(&scratch).ok();
 
         let context = work.join("c-project");
         write_c_project(&context, &base)?;
