@@ -307,7 +307,8 @@ pub struct GraphFlags {
     #[arg(value_name = "CONTEXT")]
     pub context: String,
     /// An extra named context for FROM NAME, COPY --from=NAME and RUN --mount from=NAME:
-    /// NAME=DIR, NAME=docker-image://REF or NAME=GIT-URL (repeatable).
+    /// NAME=DIR, NAME=docker-image://REF, NAME=oci-layout://PATH[:TAG][@DIGEST] or NAME=GIT-URL
+    /// (repeatable).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
 }

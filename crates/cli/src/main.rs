@@ -17,6 +17,7 @@ mod host_check;
 mod image;
 mod interrupt;
 mod named_context;
+mod oci_layout_context;
 mod progress;
 mod remote_context;
 mod ssh_agent;

@@ -1,5 +1,5 @@
-//! `--build-context NAME=VALUE`, as buildx reads it: `docker-image://REF`, a git URL, or a
-//! local directory. A `FROM NAME`, `COPY --from=NAME` or `RUN --mount from=NAME` then uses it
+//! `--build-context NAME=VALUE`, as buildx reads it: `docker-image://REF`,
+//! `oci-layout://PATH[:TAG][@DIGEST]`, a git URL, or a local directory. A `FROM NAME`, `COPY --from=NAME` or `RUN --mount from=NAME` then uses it
 //! instead of the stage or image of that name, as BuildKit resolves named contexts first.
 
 use std::collections::BTreeMap;
@@ -9,12 +9,21 @@ use anyhow::{bail, Context};
 use img_frontend_dockerfile::NamedContext;
 
 use crate::context::{BuildContext, ContextSpec, GitUrl};
+use crate::oci_layout_context::OciLayoutImage;
 
 /// What one `--build-context` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedContextSpec {
     /// `docker-image://REF`.
     Image(String),
+    /// `oci-layout://…`: an image in a local OCI layout, and the reference the build names
+    /// it by.
+    OciLayout {
+        /// The image, resolved to its digest.
+        image: OciLayoutImage,
+        /// Its digest-pinned reference ([`OciLayoutImage::reference`]).
+        reference: String,
+    },
     /// A local directory.
     Dir(PathBuf),
     /// A git repository, cloned before the build.
@@ -25,16 +34,18 @@ impl NamedContextSpec {
     /// What the frontend sees: an image, or a local context of that name.
     pub fn for_frontend(&self) -> NamedContext {
         match self {
-            NamedContextSpec::Image(reference) => NamedContext::Image {
-                reference: reference.clone(),
-            },
+            NamedContextSpec::Image(reference) | NamedContextSpec::OciLayout { reference, .. } => {
+                NamedContext::Image {
+                    reference: reference.clone(),
+                }
+            }
             NamedContextSpec::Dir(_) | NamedContextSpec::Git(_) => NamedContext::Local,
         }
     }
 
     /// Whether the build reads it as a local directory.
     pub fn is_local(&self) -> bool {
-        !matches!(self, NamedContextSpec::Image(_))
+        matches!(self, NamedContextSpec::Dir(_) | NamedContextSpec::Git(_))
     }
 }
 
@@ -57,8 +68,11 @@ pub fn parse_build_context(spec: &str) -> anyhow::Result<(String, NamedContextSp
             format!("invalid --build-context {spec:?}: {reference:?} is not an image reference")
         })?;
         NamedContextSpec::Image(reference.to_owned())
-    } else if value.starts_with("oci-layout://") {
-        bail!("--build-context {spec:?}: oci-layout:// contexts are not supported; load the layout with `img load` and give docker-image://NAME");
+    } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+        let image = OciLayoutImage::resolve(layout)
+            .with_context(|| format!("invalid --build-context {name}"))?;
+        let reference = image.reference(name);
+        NamedContextSpec::OciLayout { image, reference }
     } else {
         match ContextSpec::parse(value)
             .with_context(|| format!("invalid --build-context {spec:?}"))?
@@ -86,6 +100,37 @@ pub fn parse_build_context(spec: &str) -> anyhow::Result<(String, NamedContextSp
     Ok((name.to_owned(), context))
 }
 
+/// Copies the images of the `oci-layout://` contexts into the store's content; the lease
+/// returned keeps them until the build ends (`None`: there are none).
+pub fn import_oci_layouts(
+    contexts: &BTreeMap<String, NamedContextSpec>,
+    store: &img_snapshot::Store,
+) -> anyhow::Result<Option<img_snapshot::Lease>> {
+    let layouts: Vec<_> = contexts
+        .iter()
+        .filter_map(|(name, context)| match context {
+            NamedContextSpec::OciLayout { image, .. } => Some((name, image)),
+            _ => None,
+        })
+        .collect();
+    if layouts.is_empty() {
+        return Ok(None);
+    }
+    let lease = store
+        .lease(std::time::Duration::from_secs(24 * 3600))
+        .context("cannot protect the layout images from garbage collection")?;
+    let content = store.content();
+    for (name, image) in layouts {
+        image.import(&content, &lease).with_context(|| {
+            format!(
+                "--build-context {name}: cannot read {}",
+                image.layout.display()
+            )
+        })?;
+    }
+    Ok(Some(lease))
+}
+
 /// The local named contexts of a build, ready to read: directories as given, git
 /// repositories cloned under the scratch directory (removed when this is dropped).
 pub struct LocalContexts {
@@ -104,7 +149,7 @@ impl LocalContexts {
         let mut clones = Vec::new();
         for (name, context) in contexts {
             match context {
-                NamedContextSpec::Image(_) => {}
+                NamedContextSpec::Image(_) | NamedContextSpec::OciLayout { .. } => {}
                 NamedContextSpec::Dir(dir) => {
                     dirs.insert(name.clone(), dir.clone());
                 }
@@ -147,7 +192,10 @@ mod tests {
             ("x=", "value is empty"),
             ("x=/nonexistent/dir", "not a directory"),
             ("x=docker-image://Bad Ref", "not an image reference"),
-            ("x=oci-layout:///tmp/l", "not supported"),
+            (
+                "x=oci-layout:///nonexistent/layout",
+                "not an OCI image layout",
+            ),
             ("context=.", "main build context"),
         ] {
             let err = format!("{:#}", parse_build_context(spec).unwrap_err());

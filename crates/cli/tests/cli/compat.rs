@@ -326,6 +326,78 @@ fn named_build_contexts_win_over_stages_and_images() {
     );
 }
 
+/// `--build-context NAME=oci-layout://PATH[:TAG][@DIGEST]`: an image read from a local OCI
+/// layout (here one img exported and `tar` unpacked), by tag, by digest, and as the layout's
+/// only image; `--pull` does not send it to a registry.
+#[test]
+fn an_oci_layout_directory_as_a_named_context() {
+    let b = Build::new();
+    b.write(
+        "Dockerfile",
+        "FROM busybox\nRUN echo from the layout > /marker\n",
+    );
+    b.ok(&["-o", "type=oci,dest=layout.tar,name=marker:v1"]);
+    let layout = b.path("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(b.path("layout.tar"))
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let index: Value = serde_json::from_str(&read(&layout.join("index.json"))).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+
+    b.write("Dockerfile", "FROM base\nRUN cat /marker > /seen\n");
+    for (value, out) in [
+        (format!("oci-layout://{}:v1", layout.display()), "by-tag"),
+        (
+            format!("oci-layout://{}@{digest}", layout.display()),
+            "by-digest",
+        ),
+        (format!("oci-layout://{}", layout.display()), "only-image"),
+    ] {
+        let arg = format!("base={value}");
+        let dest = format!("type=local,dest={out}");
+        b.ok(&["--pull", "--build-context", &arg, "-o", &dest]);
+        assert_eq!(read(&b.path(&format!("{out}/seen"))), "from the layout\n");
+    }
+
+    b.fails(
+        &[
+            "--build-context",
+            &format!("base=oci-layout://{}:v1", b.path("Dockerfile").display()),
+            "-o",
+            "type=local,dest=x",
+        ],
+        "is not an OCI image layout",
+    );
+    // A blob that does not match its name is refused before the build starts.
+    let manifest_path = layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap());
+    let manifest: Value = serde_json::from_str(&read(&manifest_path)).unwrap();
+    let top_layer = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sha256:")
+        .unwrap()
+        .to_owned();
+    std::fs::write(layout.join("blobs/sha256").join(top_layer), b"tampered").unwrap();
+    b.img.ok(&["prune", "--all"]);
+    b.fails(
+        &[
+            "--build-context",
+            &format!("base=oci-layout://{}:v1", layout.display()),
+            "-o",
+            "type=local,dest=y",
+        ],
+        "does not match its digest",
+    );
+}
+
 /// Serves `files` (path to body) over HTTP on loopback, one request at a time, until the
 /// test process ends; returns the base URL.
 fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {

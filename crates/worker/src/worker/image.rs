@@ -247,21 +247,22 @@ impl Worker {
         let reference = &source.reference;
         let parsed = Reference::parse(reference);
         let content = self.store.content();
-        if !self.options.pull_always {
-            if let Ok(r) = &parsed {
-                // A pinned digest present in the content store is the image, whatever its name.
-                if let Some(d) = r.digest().and_then(|d| Digest::try_from(d).ok()) {
-                    if content.exists(&d) {
-                        let manifest = select_manifest(&content, reference, &d, &source.platform)?;
-                        return Ok(ResolvedBase {
-                            reference: reference.clone(),
-                            config: config_of(&content, &manifest)?,
-                            manifest_digest: manifest,
-                            pull: None,
-                        });
-                    }
+        // A pinned digest present in the content store is the image, whatever its name, and
+        // even with `--pull`: nothing newer can stand behind a digest.
+        if let Ok(r) = &parsed {
+            if let Some(d) = r.digest().and_then(|d| Digest::try_from(d).ok()) {
+                if content.exists(&d) {
+                    let manifest = select_manifest(&content, reference, &d, &source.platform)?;
+                    return Ok(ResolvedBase {
+                        reference: reference.clone(),
+                        config: config_of(&content, &manifest)?,
+                        manifest_digest: manifest,
+                        pull: None,
+                    });
                 }
             }
+        }
+        if !self.options.pull_always {
             let images = self.store.images();
             for name in local_names(reference, parsed.as_ref().ok()) {
                 let Ok(Some(record)) = images.get(&name) else {

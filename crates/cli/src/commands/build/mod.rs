@@ -50,6 +50,9 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     }
     let build = BuildConfig::from_flags(flags, |k| std::env::var(k).ok())?;
     let store = config.open_store()?;
+    // Images of `oci-layout://` contexts are in the content store before planning looks.
+    let _layout_images =
+        crate::named_context::import_oci_layouts(&build.graph.named_contexts, &store)?;
     let context =
         BuildContext::prepare(&build.context, build.file.as_deref(), &store.state().tmp())?;
 
