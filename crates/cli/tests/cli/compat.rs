@@ -169,6 +169,68 @@ fn add_host_ulimit_and_shm_size_reach_run_steps() {
     );
 }
 
+/// The size of the last layer of the image in an OCI archive img wrote.
+fn last_layer_size(b: &Build, archive: &str) -> u64 {
+    let dir = b.path(&format!("{archive}.d"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(b.path(archive))
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let blob = |digest: &str| {
+        read(
+            &dir.join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+    };
+    let index: Value = serde_json::from_str(&read(&dir.join("index.json"))).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    manifest["layers"].as_array().unwrap().last().unwrap()["size"]
+        .as_u64()
+        .unwrap()
+}
+
+/// `-o …,compression-level=N` reaches the layer writer: the same text layer at gzip level 1
+/// is larger than at level 9; a level out of the compression's range is refused.
+#[test]
+fn compression_level_of_an_output() {
+    let b = Build::new();
+    let text: String = (0..20_000u32)
+        .map(|i| {
+            format!(
+                "line {} of {} says {}\n",
+                i,
+                i % 97,
+                i.wrapping_mul(2_654_435_761) % 1000
+            )
+        })
+        .collect();
+    b.write("text", &text);
+    b.write("Dockerfile", "FROM scratch\nCOPY text /text\n");
+    b.ok(&["-o", "type=oci,dest=fast.tar,compression-level=1"]);
+    b.ok(&[
+        "-o",
+        "type=oci,dest=small.tar,compression=gzip,compression-level=9",
+    ]);
+    let (fast, small) = (
+        last_layer_size(&b, "fast.tar"),
+        last_layer_size(&b, "small.tar"),
+    );
+    assert!(
+        fast > small,
+        "level 1: {fast} bytes, level 9: {small} bytes"
+    );
+    b.fails(
+        &["-o", "type=oci,dest=x.tar,compression-level=12"],
+        "gzip takes 0 to 9",
+    );
+}
+
 /// `--annotation` as buildx reads it: on the manifest by default or with `manifest:`, on its
 /// descriptor with `manifest-descriptor:`; index annotations need an index.
 #[test]

@@ -143,6 +143,12 @@ impl ImageExportOptions {
         self
     }
 
+    /// Sets the compression level (`None`: the compression's default).
+    pub fn with_level(mut self, level: Option<u32>) -> Self {
+        self.level = level;
+        self
+    }
+
     /// Sets `SOURCE_DATE_EPOCH`.
     pub fn with_source_date_epoch(mut self, epoch: Option<i64>) -> Self {
         self.source_date_epoch = epoch;

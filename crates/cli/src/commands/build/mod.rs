@@ -383,6 +383,7 @@ fn export_one(
     };
     let options = ImageExportOptions::new()
         .with_compression(build.compression)
+        .with_level(build.compression_level)
         .with_source_date_epoch(build.source_date_epoch)
         .with_annotations(
             build.annotations.manifest.clone(),

@@ -69,6 +69,8 @@ pub struct BuildConfig {
     pub entitlements: Entitlements,
     /// `--compression`.
     pub compression: Compression,
+    /// `-o …,compression-level=N`, checked against the compression.
+    pub compression_level: Option<u32>,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
     /// `--iidfile`.
@@ -161,9 +163,20 @@ impl BuildConfig {
         // output, so the outputs must agree on its compression.
         let mut annotation_specs = flags.annotations.clone();
         let mut output_compression: Option<(Compression, &str)> = None;
+        let mut output_level: Option<(u32, &str)> = None;
         for spec in &flags.outputs {
             let options = image_options(spec)?;
             annotation_specs.extend(options.annotations);
+            if let Some(wanted) = options.level {
+                if let Some((earlier, earlier_spec)) = output_level {
+                    if earlier != wanted {
+                        bail!(
+                            "--output {earlier_spec:?} and {spec:?} ask for different compression levels; img exports one image for every output"
+                        );
+                    }
+                }
+                output_level = Some((wanted, spec));
+            }
             if let Some(wanted) = options.compression {
                 if let Some((earlier, earlier_spec)) = output_compression {
                     if earlier != wanted {
@@ -176,6 +189,8 @@ impl BuildConfig {
                 compression = wanted;
             }
         }
+        let compression_level =
+            super::output::check_level(compression, output_level.map(|(level, _)| level))?;
         let cache_to = flags
             .cache_to
             .iter()
@@ -203,6 +218,7 @@ impl BuildConfig {
             network,
             entitlements,
             compression,
+            compression_level,
             source_date_epoch,
             iidfile: flags.iidfile.clone(),
             metadata_file: flags.metadata_file.clone(),

@@ -103,7 +103,7 @@ pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
             // Read by `image_options`.
             key if is_image_option(key) => {}
             other => bail!(
-                "invalid --output {spec:?}: unknown field {other:?} (use type, dest, name, push, compression, oci-mediatypes, force-compression or annotation.KEY)"
+                "invalid --output {spec:?}: unknown field {other:?} (use type, dest, name, push, compression, compression-level, oci-mediatypes, force-compression, rewrite-timestamp or annotation.KEY)"
             ),
         }
     }
@@ -168,13 +168,22 @@ pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
 pub struct OutputImageOptions {
     /// `compression=gzip|zstd|uncompressed`.
     pub compression: Option<Compression>,
+    /// `compression-level=N`: 0–9 for gzip, 0–22 for zstd (checked against the compression
+    /// once every option is known: [`check_level`]).
+    pub level: Option<u32>,
     /// `annotation[-TYPE].KEY=VALUE`, as the `--annotation TYPE:KEY=VALUE` values they mean.
     pub annotations: Vec<String>,
 }
 
 fn is_image_option(key: &str) -> bool {
-    matches!(key, "compression" | "oci-mediatypes" | "force-compression")
-        || key.starts_with("annotation.")
+    matches!(
+        key,
+        "compression"
+            | "compression-level"
+            | "oci-mediatypes"
+            | "force-compression"
+            | "rewrite-timestamp"
+    ) || key.starts_with("annotation.")
         || key.starts_with("annotation-")
 }
 
@@ -190,6 +199,17 @@ pub fn image_options(spec: &str) -> anyhow::Result<OutputImageOptions> {
                     .map_err(|e| anyhow::anyhow!("invalid --output {spec:?}: {e}"))?;
                 options.compression = Some(compression);
             }
+            "compression-level" => {
+                let level = value.parse::<u32>().map_err(|_| {
+                    anyhow::anyhow!("invalid --output {spec:?}: compression-level {value:?} is not a number")
+                })?;
+                options.level = Some(level);
+            }
+            // img clamps the file times of the layers a build makes to SOURCE_DATE_EPOCH
+            // whenever it is set: what BuildKit does only with rewrite-timestamp=true.
+            "rewrite-timestamp" if !parse_bool(spec, value)? => bail!(
+                "invalid --output {spec:?}: img always clamps the file times of new layers to SOURCE_DATE_EPOCH; leave rewrite-timestamp out or set it to true"
+            ),
             // img writes OCI media types only; buildx's default is the same.
             "oci-mediatypes" if !parse_bool(spec, value)? => bail!(
                 "invalid --output {spec:?}: img writes OCI media types only; leave oci-mediatypes out"
@@ -211,6 +231,23 @@ pub fn image_options(spec: &str) -> anyhow::Result<OutputImageOptions> {
         }
     }
     Ok(options)
+}
+
+/// Checks a `compression-level` against the compression it tunes, with BuildKit's ranges
+/// (gzip 0–9, zstd 0–22; an uncompressed layer has no level, which BuildKit ignores too).
+pub fn check_level(compression: Compression, level: Option<u32>) -> anyhow::Result<Option<u32>> {
+    let Some(level) = level else {
+        return Ok(None);
+    };
+    let (name, highest) = match compression {
+        Compression::Gzip => ("gzip", 9),
+        Compression::Zstd => ("zstd", 22),
+        _ => return Ok(None),
+    };
+    if level > highest {
+        bail!("invalid compression-level={level}: {name} takes 0 to {highest}");
+    }
+    Ok(Some(level))
 }
 
 fn parse_bool(spec: &str, value: &str) -> anyhow::Result<bool> {
@@ -421,11 +458,19 @@ mod tests {
     #[test]
     fn image_options_of_an_output() {
         let options = image_options(
-            "type=image,name=a,compression=zstd,oci-mediatypes=true,force-compression=false,\
-             annotation.k=v,annotation-index.i=1,annotation-manifest-descriptor.d=2",
+            "type=image,name=a,compression=zstd,compression-level=19,oci-mediatypes=true,\
+             force-compression=false,rewrite-timestamp=true,annotation.k=v,annotation-index.i=1,annotation-manifest-descriptor.d=2",
         )
         .unwrap();
         assert_eq!(options.compression, Some(Compression::Zstd));
+        assert_eq!(options.level, Some(19));
+        assert_eq!(check_level(Compression::Zstd, Some(19)).unwrap(), Some(19));
+        assert_eq!(
+            check_level(Compression::Uncompressed, Some(5)).unwrap(),
+            None
+        );
+        let err = check_level(Compression::Gzip, Some(19)).unwrap_err();
+        assert!(err.to_string().contains("gzip takes 0 to 9"), "{err}");
         assert_eq!(
             options.annotations,
             ["manifest:k=v", "index:i=1", "manifest-descriptor:d=2"]
@@ -437,6 +482,8 @@ mod tests {
                 "OCI media types only",
             ),
             ("type=oci,dest=x,force-compression=true", "not supported"),
+            ("type=oci,dest=x,compression-level=high", "is not a number"),
+            ("type=oci,dest=x,rewrite-timestamp=false", "always clamps"),
             (
                 "type=oci,dest=x,annotation-index=v",
                 "annotation-TYPE.KEY=VALUE",
