@@ -1,0 +1,272 @@
+//! Shared test helpers: an image-tree builder, the SPDX 2.3 schema's constraints, and the
+//! rule that a missing tool fails under IMG_TEST_REQUIRE_TOOLS=1.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// Skips (or, under IMG_TEST_REQUIRE_TOOLS=1, fails) when `tool` is not on PATH.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        if std::env::var_os("IMG_TEST_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+            panic!(
+                "{tool} is not installed, and IMG_TEST_REQUIRE_TOOLS=1 requires every test to run"
+            );
+        }
+        println!("skipping: {tool} is not installed (with IMG_TEST_REQUIRE_TOOLS=1 this fails)");
+    }
+    found
+}
+
+/// A directory standing for an image's root filesystem.
+pub struct Tree {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        Tree {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The host path of `path` (absolute within the image).
+    pub fn host(&self, path: &str) -> PathBuf {
+        self.root().join(path.trim_start_matches('/'))
+    }
+
+    pub fn write(&self, path: &str, content: impl AsRef<[u8]>) -> &Self {
+        let host = self.host(path);
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::fs::write(host, content).unwrap();
+        self
+    }
+
+    pub fn symlink(&self, path: &str, target: impl AsRef<Path>) -> &Self {
+        let host = self.host(path);
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, host).unwrap();
+        self
+    }
+}
+
+fn keys(object: &Value) -> HashSet<&str> {
+    object
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Checks an object against a schema entry: every required key present, no key the schema
+/// does not define (the SPDX 2.3 schema sets `additionalProperties: false` everywhere).
+fn check_object(what: &str, object: &Value, required: &[&str], allowed: &[&str]) {
+    let present = keys(object);
+    for key in required {
+        assert!(
+            present.contains(key),
+            "{what}: required {key} missing in {object}"
+        );
+    }
+    for key in &present {
+        assert!(
+            required.contains(key) || allowed.contains(key),
+            "{what}: {key} is not an SPDX 2.3 property"
+        );
+    }
+}
+
+fn is_spdx_id(id: &str) -> bool {
+    id.strip_prefix("SPDXRef-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    })
+}
+
+/// Validates a document against the SPDX 2.3 JSON schema's required properties, allowed
+/// properties and enumerations (spdx-spec `schemas/spdx-schema-2-3.json`), plus the
+/// specification's rules the schema leaves out: SPDXID syntax, unique ids, relationships that
+/// name existing elements, and a DESCRIBES from the document.
+pub fn validate_spdx(document: &Value) {
+    check_object(
+        "document",
+        document,
+        &[
+            "SPDXID",
+            "creationInfo",
+            "dataLicense",
+            "name",
+            "spdxVersion",
+        ],
+        &[
+            "annotations",
+            "comment",
+            "externalDocumentRefs",
+            "hasExtractedLicensingInfos",
+            "revieweds",
+            "documentNamespace",
+            "documentDescribes",
+            "packages",
+            "files",
+            "snippets",
+            "relationships",
+        ],
+    );
+    assert_eq!(document["spdxVersion"], "SPDX-2.3");
+    assert_eq!(document["dataLicense"], "CC0-1.0");
+    assert_eq!(document["SPDXID"], "SPDXRef-DOCUMENT");
+    // Required by the specification (6.5), though not by the schema.
+    let namespace = document["documentNamespace"]
+        .as_str()
+        .expect("documentNamespace");
+    assert!(namespace.starts_with("https://") && !namespace.contains('#'));
+
+    let creation = &document["creationInfo"];
+    check_object(
+        "creationInfo",
+        creation,
+        &["created", "creators"],
+        &["comment", "licenseListVersion"],
+    );
+    assert!(
+        !creation["creators"].as_array().unwrap().is_empty(),
+        "creators: minItems 1"
+    );
+    let created = creation["created"].as_str().unwrap();
+    assert!(
+        created.ends_with('Z') && created.len() == 20,
+        "created {created} is not UTC seconds"
+    );
+
+    let mut ids = HashSet::from(["SPDXRef-DOCUMENT".to_string()]);
+    for package in document["packages"].as_array().expect("packages") {
+        check_object(
+            "package",
+            package,
+            &["SPDXID", "downloadLocation", "name"],
+            &[
+                "annotations",
+                "attributionTexts",
+                "builtDate",
+                "checksums",
+                "comment",
+                "copyrightText",
+                "description",
+                "externalRefs",
+                "filesAnalyzed",
+                "hasFiles",
+                "homepage",
+                "licenseComments",
+                "licenseConcluded",
+                "licenseDeclared",
+                "licenseInfoFromFiles",
+                "originator",
+                "packageFileName",
+                "packageVerificationCode",
+                "primaryPackagePurpose",
+                "releaseDate",
+                "sourceInfo",
+                "summary",
+                "supplier",
+                "validUntilDate",
+                "versionInfo",
+            ],
+        );
+        let id = package["SPDXID"].as_str().unwrap();
+        assert!(is_spdx_id(id), "bad SPDXID {id}");
+        assert!(ids.insert(id.to_string()), "duplicate SPDXID {id}");
+        if let Some(purpose) = package.get("primaryPackagePurpose") {
+            let allowed = [
+                "OTHER",
+                "INSTALL",
+                "ARCHIVE",
+                "FIRMWARE",
+                "APPLICATION",
+                "FRAMEWORK",
+                "LIBRARY",
+                "CONTAINER",
+                "SOURCE",
+                "DEVICE",
+                "OPERATING_SYSTEM",
+                "FILE",
+            ];
+            assert!(allowed.contains(&purpose.as_str().unwrap()));
+        }
+        for reference in package
+            .get("externalRefs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            check_object(
+                "externalRef",
+                reference,
+                &["referenceCategory", "referenceLocator", "referenceType"],
+                &["comment"],
+            );
+            let category = reference["referenceCategory"].as_str().unwrap();
+            assert!(["OTHER", "PERSISTENT-ID", "SECURITY", "PACKAGE-MANAGER"].contains(&category));
+            assert!(!reference["referenceLocator"]
+                .as_str()
+                .unwrap()
+                .contains(' '));
+        }
+    }
+    let extracted: HashSet<&str> = document
+        .get("hasExtractedLicensingInfos")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|info| {
+            check_object(
+                "extracted license",
+                info,
+                &["extractedText", "licenseId"],
+                &["comment", "crossRefs", "name", "seeAlsos"],
+            );
+            info["licenseId"].as_str().unwrap()
+        })
+        .collect();
+    for package in document["packages"].as_array().unwrap() {
+        if let Some(license) = package["licenseDeclared"].as_str() {
+            if license.starts_with("LicenseRef-") {
+                assert!(
+                    extracted.contains(license),
+                    "{license} has no extracted text"
+                );
+            }
+        }
+    }
+    let mut describes = false;
+    for relationship in document["relationships"].as_array().expect("relationships") {
+        check_object(
+            "relationship",
+            relationship,
+            &["spdxElementId", "relatedSpdxElement", "relationshipType"],
+            &["comment"],
+        );
+        for end in ["spdxElementId", "relatedSpdxElement"] {
+            let id = relationship[end].as_str().unwrap();
+            assert!(ids.contains(id), "relationship names unknown element {id}");
+        }
+        let kind = relationship["relationshipType"].as_str().unwrap();
+        assert!(
+            ["DESCRIBES", "CONTAINS"].contains(&kind),
+            "unexpected {kind}"
+        );
+        describes |= kind == "DESCRIBES" && relationship["spdxElementId"] == "SPDXRef-DOCUMENT";
+    }
+    assert!(describes, "no DESCRIBES relationship from the document");
+}
