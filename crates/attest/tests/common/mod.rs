@@ -270,3 +270,88 @@ pub fn validate_spdx(document: &Value) {
     }
     assert!(describes, "no DESCRIBES relationship from the document");
 }
+
+/// Debian's `docker-registry` on a loopback port, serving from a temporary directory; killed
+/// on drop.
+pub struct Registry {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::time::{Duration, Instant};
+
+        let dir = tempfile::tempdir().unwrap();
+        for attempt in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let instance = format!("{}-{attempt}-{port}", std::process::id());
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Img-Test-Instance: [{instance}]\n",
+                dir.path().join("storage").display()
+            );
+            let config_path = dir.path().join("config.yml");
+            std::fs::write(&config_path, config).unwrap();
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = std::process::Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config_path)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("cannot run docker-registry (apt-get install docker-registry)");
+            // Generous: a loaded machine may be slow to start it; one that fails exits at once.
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let answers = || {
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return false;
+                };
+                if stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_err() {
+                    return false;
+                }
+                let want = format!("x-img-test-instance: {instance}");
+                BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                    .take_while(|l| !l.is_empty())
+                    .any(|l| l.to_ascii_lowercase() == want)
+            };
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if answers() {
+                    return Registry {
+                        port,
+                        child,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            assert!(
+                log.contains("address already in use"),
+                "registry did not start: {log}"
+            );
+        }
+        panic!("registry did not start: every port tried was taken");
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
