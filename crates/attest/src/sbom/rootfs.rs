@@ -74,6 +74,20 @@ impl RootFs {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // Kernels before 5.6 have no openat2: say so once, rather than a warning per file.
+        rustix::fs::openat2(
+            &root,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("openat2(RESOLVE_IN_ROOT) is unavailable (Linux 5.6 or later needed): {e}"),
+            )
+        })?;
         Ok(RootFs { root, limits })
     }
 
