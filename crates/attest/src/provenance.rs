@@ -8,8 +8,10 @@
 //! What never appears: secret values (a [`SecretUse`] has only an id, and the record has no
 //! field a value could go in), and in `min` mode the values of build arguments and labels, the
 //! secret and SSH ids, and the build steps, exactly as BuildKit's min mode drops them.
-//! `--secret` values must not be passed as build arguments by the caller either: a build
-//! argument is recorded verbatim in `max` mode, as BuildKit records it.
+//! Build arguments are recorded verbatim in `max` mode, as BuildKit records them, with one
+//! exception BuildKit does not make: a build argument named like a `--secret` id is left out
+//! (and the parameters marked incomplete), since its value is then most likely the secret.
+//! The caller must not put secret values anywhere else in the record.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -122,7 +124,8 @@ pub struct BuildRecord {
     /// The context when it is remote (a git or HTTP URL); its digest comes from the material
     /// of the same URL. `None` for a local directory.
     pub remote_context: Option<String>,
-    /// `--build-arg NAME=VALUE`: recorded as `build-arg:NAME` in `max` mode only.
+    /// `--build-arg NAME=VALUE`: recorded as `build-arg:NAME` in `max` mode only, and never
+    /// when NAME is also a secret's id.
     pub build_args: BTreeMap<String, String>,
     /// `--label NAME=VALUE`: recorded as `label:NAME` in `max` mode only.
     pub labels: BTreeMap<String, String>,
@@ -195,6 +198,10 @@ pub fn provenance_predicate(record: &BuildRecord) -> Value {
     let dropped = !record.build_args.is_empty() || !record.labels.is_empty();
     if max {
         for (name, value) in &record.build_args {
+            if record.secrets.iter().any(|secret| &secret.id == name) {
+                parameters_complete = false;
+                continue;
+            }
             args.insert(format!("build-arg:{name}"), value.clone());
         }
         for (name, value) in &record.labels {

@@ -272,6 +272,22 @@ fn max_mode_records_arguments_ids_steps_sources_and_layers() {
 }
 
 #[test]
+fn a_build_arg_named_like_a_secret_is_never_recorded() {
+    let mut record = record(ProvenanceMode::Max);
+    record.build_args.insert(
+        "npmrc".into(),
+        "//registry.npmjs.org/:_authToken=s3cr3t".into(),
+    );
+    let predicate = provenance_predicate(&record);
+    assert!(!predicate.to_string().contains("s3cr3t"));
+    assert_eq!(
+        predicate["invocation"]["parameters"]["args"]["build-arg:VERSION"],
+        "1.2.3"
+    );
+    assert_eq!(predicate["metadata"]["completeness"]["parameters"], false);
+}
+
+#[test]
 fn a_remote_context_is_the_config_source_with_its_commit() {
     let mut record = record(ProvenanceMode::Min);
     record.remote_context = Some("https://github.com/moby/buildkit.git#v0.12.0".into());
