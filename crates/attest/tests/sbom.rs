@@ -137,6 +137,14 @@ Package: vim-tiny\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersi
     assert_eq!(libc.license, None);
     let base = find(&report, PackageKind::Deb, "base-files");
     assert_eq!(base.license.as_deref(), Some("GPL-2+"));
+    let base_json = spdx_json(&report)["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "base-files")
+        .unwrap()
+        .clone();
+    assert_eq!(base_json["licenseDeclared"], "GPL-2.0-or-later");
     assert_eq!(
         base.locations,
         [
@@ -354,8 +362,18 @@ fn python_dist_info_and_egg_info_under_site_packages() {
         .iter()
         .find(|p| p["name"] == "requests")
         .unwrap();
-    // "Apache 2.0" is no SPDX expression: kept as text under a LicenseRef.
-    assert_eq!(requests["licenseDeclared"], "LicenseRef-Apache-2.0");
+    // "Apache 2.0" is no SPDX expression, but it names one.
+    assert_eq!(requests["licenseDeclared"], "Apache-2.0");
+    let typing = json["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "typing_extensions")
+        .unwrap();
+    assert_eq!(
+        typing["licenseDeclared"],
+        "LicenseRef-Python-Software-Foundation-License"
+    );
 }
 
 const PACKAGE_LOCK_V3: &str = r#"{

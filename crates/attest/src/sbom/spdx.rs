@@ -194,36 +194,94 @@ fn short_hash(value: &str) -> String {
     hex::encode(&Sha256::digest(value.as_bytes())[..8])
 }
 
-/// Whether `license` reads as an SPDX license expression: identifiers (with an optional `+`)
-/// joined by AND, OR, WITH and parentheses.
-fn is_spdx_expression(license: &str) -> bool {
-    let spaced = license.replace('(', " ( ").replace(')', " ) ");
-    let mut expect_id = true;
-    let mut any = false;
-    for token in spaced.split_whitespace() {
-        match token {
-            "(" | ")" => continue,
-            "AND" | "OR" | "WITH" => {
-                if expect_id {
-                    return false;
-                }
-                expect_id = true;
-            }
-            id => {
-                let id = id.strip_suffix('+').unwrap_or(id);
-                let valid = !id.is_empty()
-                    && id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-                if !expect_id || !valid {
-                    return false;
-                }
-                expect_id = false;
-                any = true;
-            }
+/// `license` as a valid SPDX expression of license-list identifiers, as is or canonicalized
+/// (`GPL-2+` is `GPL-2.0-or-later`, `apache2` is `Apache-2.0`); `None` when it names a license
+/// the list does not have.
+fn spdx_expression(license: &str) -> Option<String> {
+    if spdx::Expression::parse(license).is_ok() {
+        return Some(license.to_string());
+    }
+    let canonical = spdx::Expression::canonicalize(license).ok()??;
+    spdx::Expression::parse(&canonical).ok()?;
+    Some(canonical)
+}
+
+/// The license-list identifier of one license name as distributions write it: Debian's DEP-5
+/// short names (`GPL-2+`, `LGPL-2.1`, `BSD-3-clause`, `Expat`) and ids in the wrong case.
+fn license_list_name(name: &str) -> Option<String> {
+    let (base, or_later) = match name.strip_suffix('+') {
+        Some(base) => (base, true),
+        None => (name, false),
+    };
+    for family in ["AGPL", "LGPL", "GPL", "GFDL"] {
+        if let Some(version) = base.strip_prefix(family).and_then(|v| v.strip_prefix('-')) {
+            let version = if version.contains('.') {
+                version.to_string()
+            } else {
+                format!("{version}.0")
+            };
+            return spdx::gnu_license_id(&format!("{family}-{version}"), or_later)
+                .map(|id| id.name.to_string());
         }
     }
-    any && !expect_id
+    // DEP-5 calls the MIT license by the name of the project that wrote it.
+    if base.eq_ignore_ascii_case("expat") {
+        return Some("MIT".to_string());
+    }
+    let id = spdx::identifiers::LICENSES
+        .iter()
+        .find(|license| license.name.eq_ignore_ascii_case(base))?;
+    Some(if or_later {
+        format!("{}+", id.name)
+    } else {
+        id.name.to_string()
+    })
+}
+
+/// The `licenseDeclared` of a package's license text: the SPDX expression it is, else the same
+/// expression with each unknown name replaced by a `LicenseRef-` whose text is recorded in
+/// `extracted` (so `GPL-2+ AND permissive` keeps its GPL), else one `LicenseRef-` for all.
+fn declared_license(license: &str, extracted: &mut BTreeMap<String, String>) -> String {
+    if let Some(expression) = spdx_expression(license) {
+        return expression;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut term: Vec<&str> = Vec::new();
+    let mut refs: Vec<(String, String)> = Vec::new();
+    let mut flush = |term: &mut Vec<&str>, out: &mut Vec<String>| {
+        if term.is_empty() {
+            return;
+        }
+        let text = term.join(" ");
+        term.clear();
+        match spdx_expression(&text).or_else(|| license_list_name(&text)) {
+            Some(expression) => out.push(expression),
+            None => {
+                let id = format!("LicenseRef-{}", id_part(&text));
+                refs.push((id.clone(), text));
+                out.push(id);
+            }
+        }
+    };
+    let spaced = license.replace('(', " ( ").replace(')', " ) ");
+    for token in spaced.split_whitespace() {
+        let operator = token.to_ascii_uppercase();
+        if matches!(operator.as_str(), "AND" | "OR" | "(" | ")") {
+            flush(&mut term, &mut out);
+            out.push(operator);
+        } else {
+            term.push(token);
+        }
+    }
+    flush(&mut term, &mut out);
+    let joined = out.join(" ").replace("( ", "(").replace(" )", ")");
+    if spdx::Expression::parse(&joined).is_ok() {
+        extracted.extend(refs);
+        return joined;
+    }
+    let id = format!("LicenseRef-{}", id_part(license));
+    extracted.insert(id.clone(), license.to_string());
+    id
 }
 
 impl ScanReport {
@@ -302,12 +360,7 @@ fn spdx_package(
     extracted: &mut BTreeMap<String, String>,
 ) -> SpdxPackage {
     let license_declared = match &package.license {
-        Some(license) if is_spdx_expression(license) => license.clone(),
-        Some(license) => {
-            let id = format!("LicenseRef-{}", id_part(license));
-            extracted.insert(id.clone(), license.clone());
-            id
-        }
+        Some(license) => declared_license(license, extracted),
         None => NOASSERTION.to_string(),
     };
     SpdxPackage {
@@ -347,26 +400,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recognizes_spdx_expressions() {
-        for ok in [
-            "MIT",
-            "GPL-2.0-or-later",
-            "GPL-2+",
-            "MIT OR Apache-2.0",
-            "(MIT AND BSD-3-Clause)",
-            "GPL-2.0 WITH Classpath-exception-2.0",
-        ] {
-            assert!(is_spdx_expression(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "Apache License 2.0",
-            "MIT OR",
-            "AND MIT",
-            "BSD (3 clause)",
-            "MIT/X11",
-        ] {
-            assert!(!is_spdx_expression(bad), "{bad}");
-        }
+    fn licenses_become_spdx_expressions_or_license_refs() {
+        let mut extracted = BTreeMap::new();
+        let mut declared = |license: &str| declared_license(license, &mut extracted);
+        assert_eq!(declared("MIT"), "MIT");
+        assert_eq!(declared("MIT OR Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(declared("MPL-2.0 AND MIT"), "MPL-2.0 AND MIT");
+        assert_eq!(
+            declared("GPL-2.0-only WITH Classpath-exception-2.0"),
+            "GPL-2.0-only WITH Classpath-exception-2.0"
+        );
+        assert_eq!(declared("GPL-2+"), "GPL-2.0-or-later");
+        assert_eq!(declared("LGPL-2.1"), "LGPL-2.1-only");
+        assert_eq!(declared("Expat"), "MIT");
+        assert_eq!(
+            declared("BSD-3-clause AND GPL-2+ AND permissive"),
+            "BSD-3-Clause AND GPL-2.0-or-later AND LicenseRef-permissive"
+        );
+        assert_eq!(declared("Apache 2.0"), "Apache-2.0");
+        assert_eq!(
+            declared("Custom Corp License"),
+            "LicenseRef-Custom-Corp-License"
+        );
+        assert_eq!(declared("(MIT"), "LicenseRef--MIT");
+        assert_eq!(
+            extracted.into_iter().collect::<Vec<_>>(),
+            [
+                ("LicenseRef--MIT".to_string(), "(MIT".to_string()),
+                (
+                    "LicenseRef-Custom-Corp-License".to_string(),
+                    "Custom Corp License".to_string()
+                ),
+                (
+                    "LicenseRef-permissive".to_string(),
+                    "permissive".to_string()
+                ),
+            ]
+        );
     }
 }

@@ -240,12 +240,24 @@ pub fn validate_spdx(document: &Value) {
         })
         .collect();
     for package in document["packages"].as_array().unwrap() {
-        if let Some(license) = package["licenseDeclared"].as_str() {
-            if license.starts_with("LicenseRef-") {
-                assert!(
-                    extracted.contains(license),
-                    "{license} has no extracted text"
-                );
+        for field in ["licenseDeclared", "licenseConcluded"] {
+            let Some(license) = package[field].as_str() else {
+                continue;
+            };
+            if license == "NOASSERTION" || license == "NONE" {
+                continue;
+            }
+            // Annex D: an expression of license-list ids and LicenseRefs, checked strictly.
+            let expression = spdx::Expression::parse(license)
+                .unwrap_or_else(|e| panic!("{field} {license:?} is no SPDX expression: {e}"));
+            for requirement in expression.requirements() {
+                if let spdx::LicenseItem::Other(other) = &requirement.req.license {
+                    let id = format!("LicenseRef-{}", other.lic_ref);
+                    assert!(
+                        extracted.contains(id.as_str()),
+                        "{id} has no extracted text"
+                    );
+                }
             }
         }
     }
