@@ -274,6 +274,18 @@ fn declared_license(license: &str, extracted: &mut BTreeMap<String, String>) -> 
         }
     }
     flush(&mut term, &mut out);
+    // A list of licenses (`A AND B AND A`, as the Debian copyright gives them) names each once,
+    // even when two spellings became the same id.
+    if out.iter().all(|t| !matches!(t.as_str(), "OR" | "(" | ")")) {
+        let mut seen = std::collections::BTreeSet::new();
+        let terms: Vec<String> = out
+            .iter()
+            .filter(|t| t.as_str() != "AND")
+            .filter(|t| seen.insert(t.to_string()))
+            .cloned()
+            .collect();
+        out = terms.join(" AND ").split(' ').map(str::to_string).collect();
+    }
     let joined = out.join(" ").replace("( ", "(").replace(" )", ")");
     if spdx::Expression::parse(&joined).is_ok() {
         extracted.extend(refs);
@@ -414,6 +426,10 @@ mod tests {
         assert_eq!(declared("LGPL-2.1"), "LGPL-2.1-only");
         assert_eq!(declared("Expat"), "MIT");
         assert_eq!(
+            declared("BSD-3-clause AND BSD-3-Clause AND public-domain"),
+            "BSD-3-Clause AND LicenseRef-public-domain"
+        );
+        assert_eq!(
             declared("BSD-3-clause AND GPL-2+ AND permissive"),
             "BSD-3-Clause AND GPL-2.0-or-later AND LicenseRef-permissive"
         );
@@ -434,6 +450,10 @@ mod tests {
                 (
                     "LicenseRef-permissive".to_string(),
                     "permissive".to_string()
+                ),
+                (
+                    "LicenseRef-public-domain".to_string(),
+                    "public-domain".to_string()
                 ),
             ]
         );
