@@ -310,8 +310,9 @@ fn a_docker_archive_cannot_hold_two_platforms() {
 }
 
 /// `--annotation index:` and `index-descriptor:` annotate the index a multi-platform build
-/// makes, and `manifest-descriptor:` each manifest's entry in it; a single-platform build has
-/// no index to annotate, and says so before any step runs, as BuildKit does.
+/// makes, and `manifest-descriptor:` each manifest's entry in it (`manifest[PLATFORM]:` and
+/// `manifest-descriptor[PLATFORM]:` one platform's only); a single-platform build has no index
+/// to annotate, and says so before any step runs, as BuildKit does.
 #[test]
 fn index_annotations_go_on_the_index_of_several_platforms_only() {
     let img = Img::new();
@@ -323,6 +324,10 @@ fn index_annotations_go_on_the_index_of_several_platforms_only() {
         "index-descriptor:org.example.index-descriptor=d",
         "--annotation",
         "manifest-descriptor:org.example.manifest-descriptor=m",
+        "--annotation",
+        "manifest-descriptor[linux/arm64]:org.example.arm-entry=a",
+        "--annotation",
+        "manifest[linux/amd64]:org.example.amd-manifest=x",
     ];
     let mut args = vec!["--platform", "linux/amd64,linux/arm64"];
     args.extend(annotated);
@@ -345,6 +350,17 @@ fn index_annotations_go_on_the_index_of_several_platforms_only() {
     assert_eq!(entries.len(), 2);
     for entry in entries {
         assert_eq!(entry["annotations"]["org.example.manifest-descriptor"], "m");
+        let arch = entry["platform"]["architecture"].as_str().unwrap();
+        let arm_entry = entry["annotations"].get("org.example.arm-entry");
+        assert_eq!(arm_entry.is_some(), arch == "arm64", "{entry}");
+        let digest = entry["digest"].as_str().unwrap();
+        let blob = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        let manifest: serde_json::Value =
+            serde_json::from_str(&tool("tar", &["-xOf", &archive, &blob])).unwrap();
+        let amd_manifest = manifest
+            .get("annotations")
+            .and_then(|a| a.get("org.example.amd-manifest"));
+        assert_eq!(amd_manifest.is_some(), arch == "amd64", "{manifest}");
     }
 
     let mut single = vec!["--platform", "linux/amd64"];

@@ -302,9 +302,14 @@ fn export_and_write(
     let exported = if build.needs_image() {
         let mut images = Vec::with_capacity(builds.len());
         for platform_build in builds {
+            let platform = platform_build
+                .platform
+                .clone()
+                .unwrap_or_else(Platform::host);
             let image = export_one(
                 build,
                 solver,
+                &platform,
                 &platform_build.lowered,
                 &output_of,
                 step,
@@ -351,6 +356,7 @@ fn export_and_write(
 fn export_one(
     build: &BuildConfig,
     solver: &Solver<Worker>,
+    platform: &Platform,
     lowered: &img_frontend_dockerfile::LoweredBuild,
     output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
     step: &std::sync::Arc<export_step::ExportStep>,
@@ -386,8 +392,8 @@ fn export_one(
         .with_level(build.compression_level)
         .with_source_date_epoch(build.source_date_epoch)
         .with_annotations(
-            build.annotations.manifest.clone(),
-            build.annotations.descriptor.clone(),
+            build.annotations.manifest_for(platform),
+            build.annotations.descriptor_for(platform),
         )
         .with_progress(step.callback());
     export_image(solver.executor(), &request, &options).context("cannot export the image")
