@@ -55,8 +55,9 @@ pub use db::DatabaseError;
 pub use image::{ImageError, ImageRecord, ImageStore, REF_NAME_ANNOTATION};
 pub use img_llb::{Digest, DigestError};
 pub use layer::{
-    apply_layer, export_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, Compression,
-    ExportError, ExportOptions, ExportProgress, LayerDescriptor, WhiteoutStyle,
+    apply_layer, export_layer, recompress_layer, ApplyError, ApplyOptions, ApplyReport,
+    ApplyWarning, Compression, ExportError, ExportOptions, ExportProgress, LayerDescriptor,
+    WhiteoutStyle,
 };
 pub use lease::Lease;
 pub use snapshotter::{

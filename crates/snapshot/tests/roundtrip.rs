@@ -5,7 +5,9 @@ mod common;
 use std::fs;
 use std::io::Read;
 
-use img_snapshot::{apply_layer, export_layer, ApplyOptions, Compression, ExportOptions};
+use img_snapshot::{
+    apply_layer, export_layer, recompress_layer, ApplyOptions, Compression, ExportOptions,
+};
 
 use common::{build_rich_tree, store, summarize};
 
@@ -84,6 +86,36 @@ fn export_is_deterministic_and_diff_id_is_the_tar_digest() {
         // The diffID is the digest of the uncompressed stream any decompressor yields.
         let raw = decompress(&content.read_blob(&a.digest).unwrap());
         assert_eq!(img_snapshot::Digest::of(&raw), a.diff_id);
+    }
+}
+
+/// `force-compression`: a layer written again in every other compression keeps its diffID,
+/// and is the very blob a direct export in that compression gives.
+#[test]
+fn recompressing_a_layer_keeps_its_diff_id() {
+    let t = store();
+    let src = t.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    build_rich_tree(&src);
+    let content = t.store.content();
+    let all = [
+        Compression::Gzip,
+        Compression::Zstd,
+        Compression::Uncompressed,
+    ];
+    for from in all {
+        let options = |compression| ExportOptions {
+            compression,
+            threads: 2,
+            ..Default::default()
+        };
+        let original = export_layer(&content, &src, &options(from)).unwrap();
+        for to in all {
+            let again = recompress_layer(&content, None, &original.digest, &options(to)).unwrap();
+            let direct = export_layer(&content, &src, &options(to)).unwrap();
+            assert_eq!(again, direct, "{from:?} -> {to:?}");
+            assert_eq!(again.diff_id, original.diff_id, "{from:?} -> {to:?}");
+        }
     }
 }
 

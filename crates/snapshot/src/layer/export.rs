@@ -192,6 +192,66 @@ pub(crate) fn export_entries(
     })
 }
 
+/// Writes the layer in the content store's blob `blob` again with `options`' compression and
+/// level (`force-compression`): the blob is decompressed as it is read, whatever its own
+/// compression, and the tar goes through the same pipeline as an export, so the diffID, the
+/// digest of the tar, is unchanged. `lease` keeps the new blob.
+pub fn recompress_layer(
+    content: &ContentStore,
+    lease: Option<&str>,
+    blob: &Digest,
+    options: &ExportOptions,
+) -> Result<LayerDescriptor, ExportError> {
+    let path = content.path(blob);
+    let read_err = |source| ExportError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut reader = io::BufReader::new(content.open(blob)?);
+    let magic = io::BufRead::fill_buf(&mut reader).map_err(read_err)?;
+    let mut tar: Box<dyn io::Read> = match super::compression::detect(magic) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(read_err)?)
+        }
+        _ => Box::new(reader),
+    };
+    let mut out = content.ingest(None)?;
+    if let Some(lease) = lease {
+        out = out.with_lease_id(lease.to_owned());
+    }
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let level = options.level.unwrap_or(options.compression.default_level());
+    let write_err = |source| ExportError::Write { source };
+    let compressor =
+        Compressor::new(options.compression, level, threads, out).map_err(write_err)?;
+    let hasher = match options.compression {
+        Compression::Uncompressed => None,
+        _ => Some(Stage::start("img-diffid", HashingWriter::new(io::sink())).map_err(write_err)?),
+    };
+    let mut sink = ChunkSink {
+        buf: Vec::with_capacity(CHUNK),
+        compressor,
+        hasher,
+        written: 0,
+        progress: options.progress.clone(),
+    };
+    io::copy(&mut tar, &mut sink).map_err(read_err)?;
+    let (out, diff_id) = sink.finish().map_err(write_err)?;
+    let info = out.commit()?;
+    Ok(LayerDescriptor {
+        digest: info.digest,
+        size: info.size,
+        diff_id: diff_id.unwrap_or(info.digest),
+        compression: options.compression,
+    })
+}
+
 /// The tar's destination: cuts the stream into [`CHUNK`]-sized pieces and hands each to the
 /// diffID hasher and the compressor.
 struct ChunkSink {

@@ -10,4 +10,6 @@ mod tarfmt;
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyReport, ApplyWarning, WhiteoutStyle};
 pub use compression::Compression;
 pub(crate) use export::export_entries;
-pub use export::{export_layer, ExportError, ExportOptions, ExportProgress, LayerDescriptor};
+pub use export::{
+    export_layer, recompress_layer, ExportError, ExportOptions, ExportProgress, LayerDescriptor,
+};
