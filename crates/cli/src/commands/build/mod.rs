@@ -3,6 +3,8 @@
 //! store, archives, the root filesystem, pushes.
 
 mod annotations;
+mod attest;
+mod attest_spec;
 mod cache_spec;
 mod check;
 mod context_filter;
@@ -29,7 +31,7 @@ use img_solver::{CancelToken, SolveError, SolveOptions, Solved, Solver};
 use img_worker::{
     export_image, export_index, store_image, store_index, write_docker_archive, write_oci_archive,
     write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar,
-    ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
+    AttachedManifest, ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
     WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
 };
 
@@ -48,6 +50,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     if flags.checks_only() {
         return check::run(config, flags);
     }
+    let started = std::time::SystemTime::now();
     let build = BuildConfig::from_flags(flags, |k| std::env::var(k).ok())?;
     let store = config.open_store()?;
     // Images of `oci-layout://` contexts are in the content store before planning looks.
@@ -55,6 +58,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         crate::named_context::import_oci_layouts(&build.graph.named_contexts, &store)?;
     let context =
         BuildContext::prepare(&build.context, build.file.as_deref(), &store.state().tmp())?;
+    let attestor = attest::Attestor::new(&build, &context, started);
 
     let mut worker_options = WorkerOptions::new(
         IdMapping::detect(&HostPaths::default()).context("cannot work out the uid/gid mapping")?,
@@ -113,10 +117,12 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
                 eprintln!("warning: {shown}");
             }
         }
+        let materials = images.materials.take();
         let lowered = lower_plan(&context, &options, &plan, images.pinned.into_inner())?;
         builds.push(PlatformBuild {
             platform: target,
             lowered,
+            materials,
         });
     }
     // One graph for every platform: what they share runs once.
@@ -187,6 +193,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     // The export is a step of the same display, as BuildKit's "exporting to image" is; pushes
     // come after it with their own transfer display.
     let step = export_step::ExportStep::start(display.solver_sink(), &export_name(&build.outputs));
+    let mut export_warnings = Vec::new();
     let exported = export_and_write(
         &build,
         &solver,
@@ -195,6 +202,8 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &op,
         &step,
         inline_cache.as_ref(),
+        attestor.as_ref(),
+        &mut export_warnings,
     );
     match &exported {
         Ok(_) => step.finish(),
@@ -215,6 +224,9 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     };
     display.finish();
     print_warnings(&cache_warnings);
+    if !quiet {
+        print_warnings(&export_warnings);
+    }
     let image = exported?;
     print_warnings(&cache_exported?);
     push_outputs(config, &build, &solver, image.as_ref())?;
@@ -291,7 +303,10 @@ fn export_and_write(
     op: &dyn Fn(&OpRef) -> OpRef,
     step: &std::sync::Arc<export_step::ExportStep>,
     inline_cache: Option<&img_remote_cache::CacheConfig>,
+    attestor: Option<&attest::Attestor>,
+    warnings: &mut Vec<String>,
 ) -> anyhow::Result<Option<Exported>> {
+    let attestor = attestor.filter(|_| attestations_held(build, warnings));
     let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
         solved
             .outputs
@@ -320,15 +335,37 @@ fn export_and_write(
             ));
             step.line(&format!("exporting config {} done", image.config_digest));
         }
+        let images: Vec<(Platform, ExportedImage)> = images
+            .into_iter()
+            .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
+            .collect();
+        let attached = match attestor {
+            Some(attestor) => {
+                attestations(build, solver, builds, &images, &output_of, attestor, warnings)?
+            }
+            None => Vec::new(),
+        };
+        let mut images = images;
         match images.as_slice() {
-            [(_, _)] if builds.len() == 1 => images.pop().map(|(_, i)| Exported::Image(i)),
+            // With attestations even one platform's image goes in an index, as BuildKit
+            // stores it.
+            [_] if builds.len() == 1 && attached.is_empty() => {
+                images.pop().map(|(_, i)| Exported::Image(i))
+            }
             _ => {
-                let images = images
-                    .into_iter()
-                    .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
-                    .collect();
-                let index = export_index(solver.executor(), images, &build.annotations.index)
-                    .context("cannot export the image index")?;
+                for manifest in &attached {
+                    step.line(&format!(
+                        "exporting attestation manifest {} done",
+                        manifest.entry.digest()
+                    ));
+                }
+                let index = export_index(
+                    solver.executor(),
+                    images,
+                    &attached,
+                    &build.annotations.index,
+                )
+                .context("cannot export the image index")?;
                 step.line(&format!("exporting manifest list {} done", index.digest));
                 Some(Exported::Index(index))
             }
@@ -393,11 +430,74 @@ fn export_one(
     export_image(solver.executor(), &request, &options).context("cannot export the image")
 }
 
+/// Whether the outputs can hold attestations; says why not in `warnings` for those that
+/// cannot (a docker archive has no index: BuildKit's docker exporter drops them too; the
+/// root filesystem outputs get no attestation files from img yet).
+fn attestations_held(build: &BuildConfig, warnings: &mut Vec<String>) -> bool {
+    let mut held = false;
+    for output in &build.outputs {
+        match output {
+            OutputSpec::Image { .. } | OutputSpec::Registry { .. } | OutputSpec::Oci { .. } => {
+                held = true
+            }
+            OutputSpec::Docker { .. } => warnings.push(
+                "type=docker cannot hold attestations (a docker archive has no image index): the image is written without them; use type=oci, type=image or --push to keep them".to_owned(),
+            ),
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => warnings.push(
+                "attestations are not written for type=local and type=tar outputs; use type=oci, type=image or --push to keep them".to_owned(),
+            ),
+        }
+    }
+    held
+}
+
+/// The attestation manifest of each platform's image.
+fn attestations(
+    build: &BuildConfig,
+    solver: &Solver<Worker>,
+    builds: &[PlatformBuild],
+    images: &[(Platform, ExportedImage)],
+    output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
+    attestor: &attest::Attestor,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Vec<AttachedManifest>> {
+    let mut names: Vec<String> = Vec::new();
+    for name in build.outputs.iter().flat_map(|o| o.names()) {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let platform_images = builds
+        .iter()
+        .zip(images)
+        .map(|(platform_build, (platform, image))| {
+            Ok(attest::PlatformImage {
+                platform: platform.clone(),
+                image,
+                lowered: &platform_build.lowered,
+                materials: &platform_build.materials,
+                root: output_of(&platform_build.lowered.definition.output())?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let found = RefCell::new(Vec::new());
+    let manifests = attestor.manifests(
+        solver.executor(),
+        &names,
+        &platform_images,
+        &|warning| found.borrow_mut().push(warning.to_owned()),
+    )?;
+    warnings.extend(found.into_inner());
+    Ok(manifests)
+}
+
 /// Base image configs from the worker, remembering the manifest each reference resolved to
 /// for each platform.
 struct WorkerImages<'w> {
     worker: &'w Worker,
     pinned: RefCell<BTreeMap<(String, Platform), String>>,
+    /// Every image resolved, as provenance materials.
+    materials: RefCell<Vec<img_attest::Material>>,
 }
 
 impl<'w> WorkerImages<'w> {
@@ -405,6 +505,7 @@ impl<'w> WorkerImages<'w> {
         WorkerImages {
             worker,
             pinned: RefCell::new(BTreeMap::new()),
+            materials: RefCell::new(Vec::new()),
         }
     }
 }
@@ -421,6 +522,16 @@ impl BaseImageResolver for WorkerImages<'_> {
             variant: platform.variant.clone(),
         };
         let base = self.worker.resolve_base_image(reference, &llb_platform)?;
+        let material = img_attest::Material::Image {
+            reference: reference.to_owned(),
+            platform: Some(llb_platform.clone()),
+            digest: base.manifest_digest,
+        };
+        let mut materials = self.materials.borrow_mut();
+        if !materials.contains(&material) {
+            materials.push(material);
+        }
+        drop(materials);
         if !reference.contains('@') {
             self.pinned.borrow_mut().insert(
                 (reference.to_owned(), platform.clone()),
@@ -537,8 +648,14 @@ fn write_outputs(
             }
             OutputSpec::Registry { .. } => {}
             OutputSpec::Docker { dest, names } => {
-                let Exported::Image(image) = exported()? else {
-                    anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM);
+                // One platform with attestations is an index of one image: the archive
+                // takes the image alone.
+                let image = match exported()? {
+                    Exported::Image(image) => image,
+                    Exported::Index(index) => match index.images.as_slice() {
+                        [(_, image)] => image,
+                        _ => anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM),
+                    },
                 };
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
