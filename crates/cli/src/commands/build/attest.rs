@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use img_attest::{
-    provenance_statement, sbom_statement, scan_rootfs, AttestationManifest, BuildRecord,
-    BuildStep, Material, ScanLimits, ScanReport, SecretUse, SpdxOptions, Statement, Subject,
+    provenance_statement, sbom_statement, scan_rootfs, AttestationManifest, BuildRecord, BuildStep,
+    Material, ScanLimits, ScanReport, SecretUse, SpdxOptions, Statement, Subject,
 };
 use img_frontend_dockerfile::{LoweredBuild, Platform};
 use img_llb::{Definition, Digest, NetworkMode, Op};

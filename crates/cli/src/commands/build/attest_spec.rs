@@ -91,8 +91,9 @@ fn apply(options: &mut AttestOptions, flag: &str, spec: &str) -> anyhow::Result<
         match key.trim() {
             "type" => kind = Some(value.trim().to_owned()),
             "disabled" => {
-                disabled = go_bool(value)
-                    .with_context(|| format!("invalid {flag}: disabled={value:?} is not a boolean"))?;
+                disabled = go_bool(value).with_context(|| {
+                    format!("invalid {flag}: disabled={value:?} is not a boolean")
+                })?;
             }
             key => fields.push((key.to_owned(), value.to_owned())),
         }
@@ -169,7 +170,13 @@ mod tests {
     fn flags_as_buildx_reads_them() {
         use ProvenanceMode::{Max, Min};
         // --attest… | --provenance | --sbom | provenance | sbom
-        let cases: &[(&[&str], Option<&str>, Option<&str>, Option<ProvenanceOptions>, bool)] = &[
+        let cases: &[(
+            &[&str],
+            Option<&str>,
+            Option<&str>,
+            Option<ProvenanceOptions>,
+            bool,
+        )] = &[
             (&[], None, None, None, false),
             (&[], Some("true"), None, provenance(Min, ""), false),
             (&[], Some("1"), Some("True"), provenance(Min, ""), true),
@@ -182,10 +189,28 @@ mod tests {
                 provenance(Max, "https://ci/run/1"),
                 false,
             ),
-            (&["type=provenance,mode=max", "type=sbom"], None, None, provenance(Max, ""), true),
+            (
+                &["type=provenance,mode=max", "type=sbom"],
+                None,
+                None,
+                provenance(Max, ""),
+                true,
+            ),
             // The last of a type wins; --provenance comes after --attest.
-            (&["type=provenance,mode=max"], Some("mode=min"), None, provenance(Min, ""), false),
-            (&["type=sbom", "type=sbom,disabled=true"], None, None, None, false),
+            (
+                &["type=provenance,mode=max"],
+                Some("mode=min"),
+                None,
+                provenance(Min, ""),
+                false,
+            ),
+            (
+                &["type=sbom", "type=sbom,disabled=true"],
+                None,
+                None,
+                None,
+                false,
+            ),
             (&["type=provenance"], Some("false"), None, None, false),
             (
                 &["type=sbom,generator=docker/buildkit-syft-scanner:stable-1"],
@@ -197,7 +222,10 @@ mod tests {
         ];
         for (attest, prov, sbom, want_provenance, want_sbom) in cases {
             let got = parse(attest, *prov, *sbom);
-            assert_eq!(&got.provenance, want_provenance, "{attest:?} {prov:?} {sbom:?}");
+            assert_eq!(
+                &got.provenance, want_provenance,
+                "{attest:?} {prov:?} {sbom:?}"
+            );
             assert_eq!(got.sbom, *want_sbom, "{attest:?} {prov:?} {sbom:?}");
         }
     }
@@ -210,7 +238,10 @@ mod tests {
             ("type=vex", "unknown attestation type"),
             ("type=provenance,mode=full-ish", "give mode=min or mode=max"),
             ("type=provenance,colour=red", "unknown provenance option"),
-            ("type=sbom,generator=example/scanner", "cannot run the SBOM generator"),
+            (
+                "type=sbom,generator=example/scanner",
+                "cannot run the SBOM generator",
+            ),
             ("type=sbom,scan-stage=true", "scans the final image only"),
             ("type=sbom,disabled=maybe", "is not a boolean"),
             ("type=sbom,junk", "is not key=value"),

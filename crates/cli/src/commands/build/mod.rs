@@ -31,8 +31,8 @@ use img_solver::{CancelToken, SolveError, SolveOptions, Solved, Solver};
 use img_worker::{
     export_image, export_index, store_image, store_index, write_docker_archive, write_oci_archive,
     write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar,
-    AttachedManifest, ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
-    WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
+    AttachedManifest, ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource,
+    LocalDirs, Worker, WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
 };
 
 use crate::config::Config;
@@ -340,9 +340,9 @@ fn export_and_write(
             .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
             .collect();
         let attached = match attestor {
-            Some(attestor) => {
-                attestations(build, solver, builds, &images, &output_of, attestor, warnings)?
-            }
+            Some(attestor) => attestations(
+                build, solver, builds, &images, &output_of, attestor, warnings,
+            )?,
             None => Vec::new(),
         };
         let mut images = images;
@@ -481,12 +481,10 @@ fn attestations(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let found = RefCell::new(Vec::new());
-    let manifests = attestor.manifests(
-        solver.executor(),
-        &names,
-        &platform_images,
-        &|warning| found.borrow_mut().push(warning.to_owned()),
-    )?;
+    let manifests =
+        attestor.manifests(solver.executor(), &names, &platform_images, &|warning| {
+            found.borrow_mut().push(warning.to_owned())
+        })?;
     warnings.extend(found.into_inner());
     Ok(manifests)
 }
