@@ -27,6 +27,8 @@ pub struct Attestor {
     epoch: Option<SystemTime>,
     /// `--network=none`: steps that do not ask for a network have none.
     offline_by_default: bool,
+    /// What the user should hear once the progress display is done.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// One platform's image, with what its attestations are about.
@@ -124,18 +126,34 @@ impl Attestor {
             record,
             epoch,
             offline_by_default: build.network == DefaultNetwork::None,
+            warnings: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Keeps `warning` for [`Attestor::take_warnings`].
+    pub fn warn(&self, warning: String) {
+        if let Ok(mut warnings) = self.warnings.lock() {
+            warnings.push(warning);
+        }
+    }
+
+    /// The warnings so far (outputs that cannot hold attestations, files the SBOM scan
+    /// skipped), to print once the progress display is done.
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
     }
 
     /// The attestation manifest of each of `images` (in their order), whose subjects are named
     /// `names`. SBOM scans run on threads of their own, one per platform; what a scan skipped
-    /// is passed to `warn`.
+    /// becomes a warning.
     pub fn manifests(
         &self,
         worker: &Worker,
         names: &[String],
         images: &[PlatformImage<'_>],
-        warn: &dyn Fn(&str),
     ) -> anyhow::Result<Vec<AttachedManifest>> {
         let scans = if self.options.sbom {
             scan_all(worker, images)?
@@ -150,7 +168,7 @@ impl Attestor {
             // BuildKit's order: the SBOM, then provenance (added last, once the rest is known).
             if let Some(report) = scan {
                 for warning in &report.warnings {
-                    warn(&format!("sbom of {}: skipped {warning}", image.platform));
+                    self.warn(format!("sbom of {}: skipped {warning}", image.platform));
                 }
                 let name = names
                     .first()

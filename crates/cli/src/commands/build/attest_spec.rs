@@ -166,17 +166,20 @@ mod tests {
         })
     }
 
+    /// `--attest` values, `--provenance`, `--sbom`, the provenance and SBOM wanted.
+    type Case = (
+        &'static [&'static str],
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<ProvenanceOptions>,
+        bool,
+    );
+
     #[test]
     fn flags_as_buildx_reads_them() {
         use ProvenanceMode::{Max, Min};
         // --attest… | --provenance | --sbom | provenance | sbom
-        let cases: &[(
-            &[&str],
-            Option<&str>,
-            Option<&str>,
-            Option<ProvenanceOptions>,
-            bool,
-        )] = &[
+        let cases: &[Case] = &[
             (&[], None, None, None, false),
             (&[], Some("true"), None, provenance(Min, ""), false),
             (&[], Some("1"), Some("True"), provenance(Min, ""), true),

@@ -193,7 +193,6 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     // The export is a step of the same display, as BuildKit's "exporting to image" is; pushes
     // come after it with their own transfer display.
     let step = export_step::ExportStep::start(display.solver_sink(), &export_name(&build.outputs));
-    let mut export_warnings = Vec::new();
     let exported = export_and_write(
         &build,
         &solver,
@@ -201,9 +200,10 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &builds,
         &op,
         &step,
-        inline_cache.as_ref(),
-        attestor.as_ref(),
-        &mut export_warnings,
+        ImageExtras {
+            inline_cache: inline_cache.as_ref(),
+            attestor: attestor.as_ref(),
+        },
     );
     match &exported {
         Ok(_) => step.finish(),
@@ -224,8 +224,8 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     };
     display.finish();
     print_warnings(&cache_warnings);
-    if !quiet {
-        print_warnings(&export_warnings);
+    if let Some(attestor) = attestor.as_ref().filter(|_| !quiet) {
+        print_warnings(&attestor.take_warnings());
     }
     let image = exported?;
     print_warnings(&cache_exported?);
@@ -293,6 +293,14 @@ fn export_name(outputs: &[OutputSpec]) -> String {
     .to_owned()
 }
 
+/// What goes into the exported image besides the build's result.
+struct ImageExtras<'a> {
+    /// The cache config embedded in the image config (`--cache-to type=inline`).
+    inline_cache: Option<&'a img_remote_cache::CacheConfig>,
+    /// The maker of the attestations (`--provenance`, `--sbom`).
+    attestor: Option<&'a attest::Attestor>,
+}
+
 /// Exports the image (an index of one image per platform for a multi-platform build) when an
 /// output needs it and writes every output but the pushes.
 fn export_and_write(
@@ -302,11 +310,12 @@ fn export_and_write(
     builds: &[PlatformBuild],
     op: &dyn Fn(&OpRef) -> OpRef,
     step: &std::sync::Arc<export_step::ExportStep>,
-    inline_cache: Option<&img_remote_cache::CacheConfig>,
-    attestor: Option<&attest::Attestor>,
-    warnings: &mut Vec<String>,
+    extras: ImageExtras<'_>,
 ) -> anyhow::Result<Option<Exported>> {
-    let attestor = attestor.filter(|_| attestations_held(build, warnings));
+    let inline_cache = extras.inline_cache;
+    let attestor = extras
+        .attestor
+        .filter(|attestor| attestations_held(build, attestor));
     let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
         solved
             .outputs
@@ -340,9 +349,7 @@ fn export_and_write(
             .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
             .collect();
         let attached = match attestor {
-            Some(attestor) => attestations(
-                build, solver, builds, &images, &output_of, attestor, warnings,
-            )?,
+            Some(attestor) => attestations(build, solver, builds, &images, &output_of, attestor)?,
             None => Vec::new(),
         };
         let mut images = images;
@@ -430,20 +437,20 @@ fn export_one(
     export_image(solver.executor(), &request, &options).context("cannot export the image")
 }
 
-/// Whether the outputs can hold attestations; says why not in `warnings` for those that
-/// cannot (a docker archive has no index: BuildKit's docker exporter drops them too; the
-/// root filesystem outputs get no attestation files from img yet).
-fn attestations_held(build: &BuildConfig, warnings: &mut Vec<String>) -> bool {
+/// Whether the outputs can hold attestations; warns of those that cannot (a docker archive
+/// has no index: BuildKit's docker exporter drops them too; the root filesystem outputs get
+/// no attestation files from img yet).
+fn attestations_held(build: &BuildConfig, attestor: &attest::Attestor) -> bool {
     let mut held = false;
     for output in &build.outputs {
         match output {
             OutputSpec::Image { .. } | OutputSpec::Registry { .. } | OutputSpec::Oci { .. } => {
                 held = true
             }
-            OutputSpec::Docker { .. } => warnings.push(
+            OutputSpec::Docker { .. } => attestor.warn(
                 "type=docker cannot hold attestations (a docker archive has no image index): the image is written without them; use type=oci, type=image or --push to keep them".to_owned(),
             ),
-            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => warnings.push(
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => attestor.warn(
                 "attestations are not written for type=local and type=tar outputs; use type=oci, type=image or --push to keep them".to_owned(),
             ),
         }
@@ -459,7 +466,6 @@ fn attestations(
     images: &[(Platform, ExportedImage)],
     output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
     attestor: &attest::Attestor,
-    warnings: &mut Vec<String>,
 ) -> anyhow::Result<Vec<AttachedManifest>> {
     let mut names: Vec<String> = Vec::new();
     for name in build.outputs.iter().flat_map(|o| o.names()) {
@@ -480,13 +486,7 @@ fn attestations(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let found = RefCell::new(Vec::new());
-    let manifests =
-        attestor.manifests(solver.executor(), &names, &platform_images, &|warning| {
-            found.borrow_mut().push(warning.to_owned())
-        })?;
-    warnings.extend(found.into_inner());
-    Ok(manifests)
+    attestor.manifests(solver.executor(), &names, &platform_images)
 }
 
 /// Base image configs from the worker, remembering the manifest each reference resolved to
