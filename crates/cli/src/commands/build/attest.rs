@@ -11,11 +11,13 @@ use img_attest::{
     Material, ScanLimits, ScanReport, SecretUse, SpdxOptions, Statement, Subject,
 };
 use img_frontend_dockerfile::{LoweredBuild, Platform};
-use img_llb::{Definition, Digest, NetworkMode, Op};
+use img_llb::{Definition, Digest, NetworkMode, Op, OpRef};
 use img_worker::{with_rootfs_view, AttachedManifest, ExportedImage, Worker, WorkerRef};
 
 use super::attest_spec::AttestOptions;
 use super::options::{BuildConfig, DefaultNetwork};
+use super::output::OutputSpec;
+use super::platforms::PlatformBuild;
 use crate::context::{BuildContext, ContextSpec};
 
 /// Makes the attestation manifests of one build.
@@ -32,17 +34,17 @@ pub struct Attestor {
 }
 
 /// One platform's image, with what its attestations are about.
-pub struct PlatformImage<'a> {
+struct PlatformImage<'a> {
     /// The image's platform.
-    pub platform: Platform,
+    platform: Platform,
     /// The exported image.
-    pub image: &'a ExportedImage,
+    image: &'a ExportedImage,
     /// The platform's graph (its steps, for `mode=max`).
-    pub lowered: &'a LoweredBuild,
+    lowered: &'a LoweredBuild,
     /// The base images it read.
-    pub materials: &'a [Material],
+    materials: &'a [Material],
     /// Its final root filesystem (for the SBOM).
-    pub root: WorkerRef,
+    root: WorkerRef,
 }
 
 impl Attestor {
@@ -146,10 +148,64 @@ impl Attestor {
             .unwrap_or_default()
     }
 
+    /// Whether `outputs` can hold attestations; warns of those that cannot (a docker archive
+    /// has no index: BuildKit's docker exporter drops them too; the root filesystem outputs
+    /// get no attestation files from img yet).
+    pub fn held_by(&self, outputs: &[OutputSpec]) -> bool {
+        let mut held = false;
+        for output in outputs {
+            match output {
+                OutputSpec::Image { .. } | OutputSpec::Registry { .. } | OutputSpec::Oci { .. } => {
+                    held = true
+                }
+                OutputSpec::Docker { .. } => self.warn(
+                    "type=docker cannot hold attestations (a docker archive has no image index): the image is written without them; use type=oci, type=image or --push to keep them".to_owned(),
+                ),
+                OutputSpec::Tar { .. } | OutputSpec::Local { .. } => self.warn(
+                    "attestations are not written for type=local and type=tar outputs; use type=oci, type=image or --push to keep them".to_owned(),
+                ),
+            }
+        }
+        held
+    }
+
+    /// The attestation manifest of each platform's image (`images`, in the order of
+    /// `builds`), whose subjects are named by the outputs' names; `output_of` gives an op's
+    /// result (the final root filesystem, for the SBOM).
+    pub fn for_images(
+        &self,
+        build: &BuildConfig,
+        worker: &Worker,
+        builds: &[PlatformBuild],
+        images: &[(Platform, ExportedImage)],
+        output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
+    ) -> anyhow::Result<Vec<AttachedManifest>> {
+        let mut names: Vec<String> = Vec::new();
+        for name in build.outputs.iter().flat_map(|o| o.names()) {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        let platform_images = builds
+            .iter()
+            .zip(images)
+            .map(|(platform_build, (platform, image))| {
+                Ok(PlatformImage {
+                    platform: platform.clone(),
+                    image,
+                    lowered: &platform_build.lowered,
+                    materials: &platform_build.materials,
+                    root: output_of(&platform_build.lowered.definition.output())?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.manifests(worker, &names, &platform_images)
+    }
+
     /// The attestation manifest of each of `images` (in their order), whose subjects are named
     /// `names`. SBOM scans run on threads of their own, one per platform; what a scan skipped
     /// becomes a warning.
-    pub fn manifests(
+    fn manifests(
         &self,
         worker: &Worker,
         names: &[String],

@@ -31,8 +31,8 @@ use img_solver::{CancelToken, SolveError, SolveOptions, Solved, Solver};
 use img_worker::{
     export_image, export_index, store_image, store_index, write_docker_archive, write_oci_archive,
     write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar,
-    AttachedManifest, ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource,
-    LocalDirs, Worker, WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
+    ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
+    WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
 };
 
 use crate::config::Config;
@@ -315,7 +315,7 @@ fn export_and_write(
     let inline_cache = extras.inline_cache;
     let attestor = extras
         .attestor
-        .filter(|attestor| attestations_held(build, attestor));
+        .filter(|attestor| attestor.held_by(&build.outputs));
     let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
         solved
             .outputs
@@ -349,7 +349,9 @@ fn export_and_write(
             .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
             .collect();
         let attached = match attestor {
-            Some(attestor) => attestations(build, solver, builds, &images, &output_of, attestor)?,
+            Some(attestor) => {
+                attestor.for_images(build, solver.executor(), builds, &images, &output_of)?
+            }
             None => Vec::new(),
         };
         let mut images = images;
@@ -435,58 +437,6 @@ fn export_one(
         )
         .with_progress(step.callback());
     export_image(solver.executor(), &request, &options).context("cannot export the image")
-}
-
-/// Whether the outputs can hold attestations; warns of those that cannot (a docker archive
-/// has no index: BuildKit's docker exporter drops them too; the root filesystem outputs get
-/// no attestation files from img yet).
-fn attestations_held(build: &BuildConfig, attestor: &attest::Attestor) -> bool {
-    let mut held = false;
-    for output in &build.outputs {
-        match output {
-            OutputSpec::Image { .. } | OutputSpec::Registry { .. } | OutputSpec::Oci { .. } => {
-                held = true
-            }
-            OutputSpec::Docker { .. } => attestor.warn(
-                "type=docker cannot hold attestations (a docker archive has no image index): the image is written without them; use type=oci, type=image or --push to keep them".to_owned(),
-            ),
-            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => attestor.warn(
-                "attestations are not written for type=local and type=tar outputs; use type=oci, type=image or --push to keep them".to_owned(),
-            ),
-        }
-    }
-    held
-}
-
-/// The attestation manifest of each platform's image.
-fn attestations(
-    build: &BuildConfig,
-    solver: &Solver<Worker>,
-    builds: &[PlatformBuild],
-    images: &[(Platform, ExportedImage)],
-    output_of: &dyn Fn(&OpRef) -> anyhow::Result<WorkerRef>,
-    attestor: &attest::Attestor,
-) -> anyhow::Result<Vec<AttachedManifest>> {
-    let mut names: Vec<String> = Vec::new();
-    for name in build.outputs.iter().flat_map(|o| o.names()) {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
-    let platform_images = builds
-        .iter()
-        .zip(images)
-        .map(|(platform_build, (platform, image))| {
-            Ok(attest::PlatformImage {
-                platform: platform.clone(),
-                image,
-                lowered: &platform_build.lowered,
-                materials: &platform_build.materials,
-                root: output_of(&platform_build.lowered.definition.output())?,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    attestor.manifests(solver.executor(), &names, &platform_images)
 }
 
 /// Base image configs from the worker, remembering the manifest each reference resolved to
