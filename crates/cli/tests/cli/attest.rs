@@ -524,7 +524,33 @@ fn a_docker_archive_drops_attestations_with_a_warning() {
     assert!(!listing.contains("index.json"), "{listing}");
     // The warning is on standard error only, after the progress.
     assert!(!String::from_utf8_lossy(&out.stdout).contains("attestations"));
-    let _ = stderr(&out);
+
+    // With an output that holds them too, the OCI archive keeps them and the docker archive
+    // still gets the image alone.
+    let out = build(
+        &img,
+        PACKAGES,
+        &[
+            "--sbom=true",
+            "-o",
+            "type=docker,dest=both.tar,name=app:2",
+            "-o",
+            "type=oci,dest=both-oci.tar",
+        ],
+    );
+    assert_stderr_contains(&out, "type=docker cannot hold attestations");
+    let layout = Layout::unpack(&img.dir().join("both-oci.tar"));
+    assert_eq!(layout.index()["manifests"].as_array().unwrap().len(), 2);
+    let listing = tool(
+        "tar",
+        &["-tf", img.dir().join("both.tar").to_str().unwrap()],
+    );
+    assert!(
+        listing.contains("manifest.json"),
+        "{stderr}",
+        stderr = stderr(&out)
+    );
+    assert!(!listing.contains("index.json"), "{listing}");
 }
 
 #[test]
