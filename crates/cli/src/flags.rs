@@ -395,6 +395,20 @@ pub struct BuildFlags {
     /// manifest-descriptor:KEY=VALUE (repeatable).
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Attach SLSA provenance to the image: true, false, or mode=min|max[,builder-id=URL]
+    /// (the same as --attest type=provenance,…). Without it img adds none, unlike buildx.
+    #[arg(long, value_name = "true|false|mode=min|max")]
+    pub provenance: Option<String>,
+    /// Attach an SPDX SBOM of the image's packages: true or false (the same as --attest
+    /// type=sbom). img scans the image itself; a generator= other than BuildKit's default
+    /// scanner is refused.
+    #[arg(long, value_name = "true|false")]
+    pub sbom: Option<String>,
+    /// An attestation to attach: type=provenance[,mode=min|max][,builder-id=URL] or
+    /// type=sbom, with disabled=true to turn one off (repeatable; --provenance and --sbom
+    /// win over it).
+    #[arg(long = "attest", value_name = "type=provenance|sbom,…")]
+    pub attest: Vec<String>,
 }
 
 impl BuildFlags {

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `img` binary, one module per topic.
 
+mod attest;
 mod build;
 mod check;
 mod compat;

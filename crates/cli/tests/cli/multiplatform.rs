@@ -26,7 +26,7 @@ RUN uname -m > /arch && echo \"$TARGETPLATFORM $TARGETOS $TARGETARCH [$TARGETVAR
 ";
 
 /// Where the multi-architecture busybox is served: pushed from a store of its own.
-fn serve_busybox(registry: &Registry) -> String {
+pub(crate) fn serve_busybox(registry: &Registry) -> String {
     let name = format!("{}/library/busybox:latest", registry.host());
     let source = Img::new();
     let index = store_multiarch_busybox(&source.store(), &name);

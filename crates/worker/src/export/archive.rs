@@ -192,6 +192,7 @@ pub fn write_oci_index_archive<'a>(
     for (_, image) in &index.images {
         blobs.extend(image_blobs(image));
     }
+    blobs.extend(&index.attached_blobs);
     write_layout(content, &top, blobs, names, out.into())
 }
 

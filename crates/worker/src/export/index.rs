@@ -1,6 +1,10 @@
 //! Multi-platform results: one image per platform gathered under an OCI image index, each
 //! entry carrying its platform, as BuildKit's image exporter writes it. The index goes where a
 //! single image would: the image store, an OCI archive, a registry.
+//!
+//! Manifests that are not platform images (BuildKit's attestation manifests) can be attached:
+//! their entries follow every image's, as BuildKit orders them, so a reader that takes the
+//! first entry matching its platform never picks one.
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,11 @@ pub struct ExportedIndex {
     /// Annotations for the index's own descriptor (`--annotation index-descriptor:…`), written
     /// where a descriptor of it is: an OCI layout's `index.json`.
     pub descriptor_annotations: BTreeMap<String, String>,
+    /// The entries of the attached manifests, in index order (after the images).
+    pub attached: Vec<Descriptor>,
+    /// Every blob the attached manifests need, the manifests included: what an archive or a
+    /// push carries besides the images.
+    pub attached_blobs: Vec<Digest>,
 }
 
 impl ExportedIndex {
@@ -72,28 +81,72 @@ pub struct IndexAnnotations {
     pub descriptor: BTreeMap<String, String>,
 }
 
-/// Writes the index of `images` (one per platform, in order) to the content store, where the
-/// worker's lease keeps it.
+/// A manifest listed in an index after its platform images (an attestation manifest): its
+/// entry and the blobs it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachedManifest {
+    /// The manifest's entry in the index (digest, size, platform, annotations).
+    pub entry: Descriptor,
+    /// Every blob, in the order they are written: what the manifest points at first, the
+    /// manifest (whose digest is the entry's) last.
+    pub blobs: Vec<Vec<u8>>,
+}
+
+/// Writes the index of `images` (one per platform, in order), followed by the `attached`
+/// manifests, to the content store, where the worker's lease keeps it and every attached
+/// blob. An index of one image is valid: that is how an image with attestations is stored.
 pub fn export_index(
     worker: &Worker,
     images: Vec<(Platform, ExportedImage)>,
+    attached: &[AttachedManifest],
     annotations: &IndexAnnotations,
 ) -> Result<ExportedIndex, ExportError> {
+    let content = worker.store().content();
+    let mut attached_blobs = Vec::new();
+    let mut attached_entries = Vec::with_capacity(attached.len());
+    for manifest in attached {
+        for blob in &manifest.blobs {
+            attached_blobs.push(write_blob(&content, worker, blob)?);
+        }
+        let written = attached_blobs.last().map(Digest::to_string);
+        if written.as_deref() != Some(manifest.entry.digest().as_ref()) {
+            // The caller's entry and bytes disagree: a bug, said as such rather than an
+            // index pointing at a missing manifest.
+            return Err(ExportError::Io {
+                what: "writing an attached manifest",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "its index entry names {} but its last blob is {}",
+                        manifest.entry.digest(),
+                        written.unwrap_or_default()
+                    ),
+                ),
+            });
+        }
+        attached_entries.push(manifest.entry.clone());
+    }
+    let mut manifests: Vec<serde_json::Value> = images.iter().map(|(p, i)| entry(p, i)).collect();
+    for entry in &attached_entries {
+        manifests.push(serde_json::to_value(entry).map_err(ExportError::Json)?);
+    }
     let mut index = json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": images.iter().map(|(p, i)| entry(p, i)).collect::<Vec<_>>(),
+        "manifests": manifests,
     });
     if !annotations.index.is_empty() {
         index["annotations"] = json!(annotations.index);
     }
     let bytes = serde_json::to_vec(&index).map_err(ExportError::Json)?;
-    let digest = write_blob(&worker.store().content(), worker, &bytes)?;
+    let digest = write_blob(&content, worker, &bytes)?;
     Ok(ExportedIndex {
         digest,
         bytes,
         images,
         descriptor_annotations: annotations.descriptor.clone(),
+        attached: attached_entries,
+        attached_blobs,
     })
 }
 

@@ -14,6 +14,7 @@ mod error;
 mod index;
 mod kernel_copy;
 mod rootfs;
+mod rootfs_view;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -32,8 +33,11 @@ pub use archive::{
     write_docker_archive, write_oci_archive, write_oci_index_archive, ArchiveOutput,
 };
 pub use error::ExportError;
-pub use index::{export_index, store_index, ExportedIndex, IndexAnnotations, OCI_INDEX};
+pub use index::{
+    export_index, store_index, AttachedManifest, ExportedIndex, IndexAnnotations, OCI_INDEX,
+};
 pub use rootfs::{write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar};
+pub use rootfs_view::with_rootfs_view;
 
 use crate::worker::layer_db::ExportVariant;
 use crate::worker::{image_parts, LocalBlobs, Worker, WorkerRef};

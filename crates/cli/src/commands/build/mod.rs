@@ -3,6 +3,8 @@
 //! store, archives, the root filesystem, pushes.
 
 mod annotations;
+mod attest;
+mod attest_spec;
 mod cache_spec;
 mod check;
 mod context_filter;
@@ -48,6 +50,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     if flags.checks_only() {
         return check::run(config, flags);
     }
+    let started = std::time::SystemTime::now();
     let build = BuildConfig::from_flags(flags, |k| std::env::var(k).ok())?;
     let store = config.open_store()?;
     // Images of `oci-layout://` contexts are in the content store before planning looks.
@@ -55,6 +58,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         crate::named_context::import_oci_layouts(&build.graph.named_contexts, &store)?;
     let context =
         BuildContext::prepare(&build.context, build.file.as_deref(), &store.state().tmp())?;
+    let attestor = attest::Attestor::new(&build, &context, started);
 
     let mut worker_options = WorkerOptions::new(
         IdMapping::detect(&HostPaths::default()).context("cannot work out the uid/gid mapping")?,
@@ -113,10 +117,12 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
                 eprintln!("warning: {shown}");
             }
         }
+        let materials = images.materials.take();
         let lowered = lower_plan(&context, &options, &plan, images.pinned.into_inner())?;
         builds.push(PlatformBuild {
             platform: target,
             lowered,
+            materials,
         });
     }
     // One graph for every platform: what they share runs once.
@@ -194,7 +200,10 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &builds,
         &op,
         &step,
-        inline_cache.as_ref(),
+        ImageExtras {
+            inline_cache: inline_cache.as_ref(),
+            attestor: attestor.as_ref(),
+        },
     );
     match &exported {
         Ok(_) => step.finish(),
@@ -215,6 +224,9 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     };
     display.finish();
     print_warnings(&cache_warnings);
+    if let Some(attestor) = attestor.as_ref().filter(|_| !quiet) {
+        print_warnings(&attestor.take_warnings());
+    }
     let image = exported?;
     print_warnings(&cache_exported?);
     push_outputs(config, &build, &solver, image.as_ref())?;
@@ -281,6 +293,14 @@ fn export_name(outputs: &[OutputSpec]) -> String {
     .to_owned()
 }
 
+/// What goes into the exported image besides the build's result.
+struct ImageExtras<'a> {
+    /// The cache config embedded in the image config (`--cache-to type=inline`).
+    inline_cache: Option<&'a img_remote_cache::CacheConfig>,
+    /// The maker of the attestations (`--provenance`, `--sbom`).
+    attestor: Option<&'a attest::Attestor>,
+}
+
 /// Exports the image (an index of one image per platform for a multi-platform build) when an
 /// output needs it and writes every output but the pushes.
 fn export_and_write(
@@ -290,8 +310,12 @@ fn export_and_write(
     builds: &[PlatformBuild],
     op: &dyn Fn(&OpRef) -> OpRef,
     step: &std::sync::Arc<export_step::ExportStep>,
-    inline_cache: Option<&img_remote_cache::CacheConfig>,
+    extras: ImageExtras<'_>,
 ) -> anyhow::Result<Option<Exported>> {
+    let inline_cache = extras.inline_cache;
+    let attestor = extras
+        .attestor
+        .filter(|attestor| attestor.held_by(&build.outputs));
     let output_of = |r: &OpRef| -> anyhow::Result<WorkerRef> {
         solved
             .outputs
@@ -325,15 +349,37 @@ fn export_and_write(
             ));
             step.line(&format!("exporting config {} done", image.config_digest));
         }
+        let images: Vec<(Platform, ExportedImage)> = images
+            .into_iter()
+            .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
+            .collect();
+        let attached = match attestor {
+            Some(attestor) => {
+                attestor.for_images(build, solver.executor(), builds, &images, &output_of)?
+            }
+            None => Vec::new(),
+        };
+        let mut images = images;
         match images.as_slice() {
-            [(_, _)] if builds.len() == 1 => images.pop().map(|(_, i)| Exported::Image(i)),
+            // With attestations even one platform's image goes in an index, as BuildKit
+            // stores it.
+            [_] if builds.len() == 1 && attached.is_empty() => {
+                images.pop().map(|(_, i)| Exported::Image(i))
+            }
             _ => {
-                let images = images
-                    .into_iter()
-                    .map(|(p, i)| (p.unwrap_or_else(Platform::host), i))
-                    .collect();
-                let index = export_index(solver.executor(), images, &build.annotations.index)
-                    .context("cannot export the image index")?;
+                for manifest in &attached {
+                    step.line(&format!(
+                        "exporting attestation manifest {} done",
+                        manifest.entry.digest()
+                    ));
+                }
+                let index = export_index(
+                    solver.executor(),
+                    images,
+                    &attached,
+                    &build.annotations.index,
+                )
+                .context("cannot export the image index")?;
                 step.line(&format!("exporting manifest list {} done", index.digest));
                 Some(Exported::Index(index))
             }
@@ -404,6 +450,8 @@ fn export_one(
 struct WorkerImages<'w> {
     worker: &'w Worker,
     pinned: RefCell<BTreeMap<(String, Platform), String>>,
+    /// Every image resolved, as provenance materials.
+    materials: RefCell<Vec<img_attest::Material>>,
 }
 
 impl<'w> WorkerImages<'w> {
@@ -411,6 +459,7 @@ impl<'w> WorkerImages<'w> {
         WorkerImages {
             worker,
             pinned: RefCell::new(BTreeMap::new()),
+            materials: RefCell::new(Vec::new()),
         }
     }
 }
@@ -427,6 +476,16 @@ impl BaseImageResolver for WorkerImages<'_> {
             variant: platform.variant.clone(),
         };
         let base = self.worker.resolve_base_image(reference, &llb_platform)?;
+        let material = img_attest::Material::Image {
+            reference: reference.to_owned(),
+            platform: Some(llb_platform.clone()),
+            digest: base.manifest_digest,
+        };
+        let mut materials = self.materials.borrow_mut();
+        if !materials.contains(&material) {
+            materials.push(material);
+        }
+        drop(materials);
         if !reference.contains('@') {
             self.pinned.borrow_mut().insert(
                 (reference.to_owned(), platform.clone()),
@@ -543,8 +602,14 @@ fn write_outputs(
             }
             OutputSpec::Registry { .. } => {}
             OutputSpec::Docker { dest, names } => {
-                let Exported::Image(image) = exported()? else {
-                    anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM);
+                // One platform with attestations is an index of one image: the archive
+                // takes the image alone.
+                let image = match exported()? {
+                    Exported::Image(image) => image,
+                    Exported::Index(index) => match index.images.as_slice() {
+                        [(_, image)] => image,
+                        _ => anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM),
+                    },
                 };
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {

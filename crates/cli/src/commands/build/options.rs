@@ -10,6 +10,7 @@ use img_snapshot::Compression;
 use img_worker::{SecretSource, SecretStore};
 
 use super::annotations::Annotations;
+use super::attest_spec::AttestOptions;
 use super::output::{image_options, parse_output, OutputSpec};
 use super::step_options::StepOptions;
 use crate::context::ContextSpec;
@@ -87,6 +88,10 @@ pub struct BuildConfig {
     pub step_options: StepOptions,
     /// `--annotation`.
     pub annotations: Annotations,
+    /// `--provenance`, `--sbom`, `--attest`.
+    pub attestations: AttestOptions,
+    /// The `--secret` ids, for provenance (which records ids, never values).
+    pub secret_ids: Vec<String>,
 }
 
 impl BuildConfig {
@@ -112,8 +117,10 @@ impl BuildConfig {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let outputs = outputs(&flags.outputs, &tags, flags.push)?;
         let mut secrets = SecretStore::new();
+        let mut secret_ids = Vec::new();
         for spec in &flags.secrets {
             let (id, source) = parse_secret(spec, &env)?;
+            secret_ids.push(id.clone());
             secrets = secrets.with(id, source);
         }
         let mut ssh_agents = BTreeMap::new();
@@ -227,6 +234,12 @@ impl BuildConfig {
             cache_from,
             step_options: StepOptions::from_flags(flags)?,
             annotations: Annotations::parse(&annotation_specs)?,
+            attestations: AttestOptions::parse(
+                &flags.attest,
+                flags.provenance.as_deref(),
+                flags.sbom.as_deref(),
+            )?,
+            secret_ids,
         })
     }
 

@@ -22,6 +22,8 @@ pub struct PlatformBuild {
     pub platform: Option<Platform>,
     /// Its graph and image config.
     pub lowered: LoweredBuild,
+    /// The images it read, each with the digest it resolved to (provenance materials).
+    pub materials: Vec<img_attest::Material>,
 }
 
 /// The graphs of `builds` as one, with one output per build in order. With several
