@@ -109,9 +109,10 @@ impl Annotations {
         annotations
     }
 
-    /// BuildKit's rule: only a build of several platforms makes an index to annotate.
-    pub fn check_platform_count(&self, platforms: usize) -> anyhow::Result<()> {
-        if platforms < 2 && self.index != IndexAnnotations::default() {
+    /// BuildKit's rule: only a build that makes an index (several platforms, or attestations)
+    /// has one to annotate.
+    pub fn check_platform_count(&self, platforms: usize, attestations: bool) -> anyhow::Result<()> {
+        if platforms < 2 && !attestations && self.index != IndexAnnotations::default() {
             bail!(
                 "index annotations are not supported for a single-platform build: give several --platform values, or use manifest: or manifest-descriptor:"
             );
@@ -208,12 +209,13 @@ mod tests {
             a.index.descriptor,
             BTreeMap::from([("org.example.j".into(), "2".into())])
         );
-        let err = format!("{:#}", a.check_platform_count(1).unwrap_err());
+        let err = format!("{:#}", a.check_platform_count(1, false).unwrap_err());
         assert!(err.contains("single-platform"), "{err}");
-        a.check_platform_count(2).unwrap();
+        a.check_platform_count(2, false).unwrap();
+        a.check_platform_count(1, true).unwrap();
         parse(&["manifest:k=v"])
             .unwrap()
-            .check_platform_count(1)
+            .check_platform_count(1, false)
             .unwrap();
     }
 }

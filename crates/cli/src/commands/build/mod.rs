@@ -101,7 +101,9 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     } else {
         build.graph.platforms.iter().cloned().map(Some).collect()
     };
-    build.annotations.check_platform_count(targets.len())?;
+    build
+        .annotations
+        .check_platform_count(targets.len(), build.attestations.any())?;
     let mut builds = Vec::with_capacity(targets.len());
     let mut warned = BTreeSet::new();
     for target in targets {
