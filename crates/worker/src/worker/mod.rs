@@ -20,6 +20,7 @@ mod exec;
 mod file;
 pub(crate) mod image;
 pub(crate) mod layer_db;
+mod lazy;
 mod local_blobs;
 pub(crate) mod mounted;
 mod paths;
@@ -49,6 +50,7 @@ pub use context::{ContextFilterFactory, GlobContextFilter};
 pub use error::WorkerError;
 pub(crate) use image::image_parts;
 pub use image::BaseImage;
+pub use lazy::{LazyBlobs, LazyStats};
 pub use local_blobs::LocalBlobs;
 pub use remote::DownloadTimeouts;
 pub use secrets::{SecretSource, SecretStore};
@@ -337,7 +339,8 @@ impl Worker {
         self.store.state().tmp()
     }
 
-    /// Prepares an active snapshot on `parent` (a committed snapshot, or empty).
+    /// Prepares an active snapshot on `parent` (a committed snapshot, unpacked first when it
+    /// is a lazy result, or empty).
     pub(crate) fn prepare(&self, parent: Option<&WorkerRef>) -> Result<Active<'_>, WorkerError> {
         let parent_key = match parent {
             None => None,
@@ -346,6 +349,14 @@ impl Worker {
                 return Err(WorkerError::LocalAsRoot { name: name.clone() })
             }
         };
+        if let Some(key) = parent_key {
+            self.materialize_key(key)?;
+        }
+        self.prepare_on(parent_key)
+    }
+
+    /// Prepares an active snapshot on the committed snapshot `parent_key`, or empty.
+    pub(crate) fn prepare_on(&self, parent_key: Option<&str>) -> Result<Active<'_>, WorkerError> {
         let key = format!("active/{}", unique_suffix());
         let snapshot = self.snapshotter.prepare(&key, parent_key)?;
         Ok(Active {
@@ -356,7 +367,8 @@ impl Worker {
         })
     }
 
-    /// Runs `work` on the tree of a committed snapshot or a local directory.
+    /// Runs `work` on the tree of a committed snapshot (unpacked first when it is a lazy
+    /// result) or a local directory.
     pub(crate) fn with_tree<R: Send>(
         &self,
         tree: &WorkerRef,
@@ -365,6 +377,7 @@ impl Worker {
         match tree {
             WorkerRef::Local { path, .. } => Ok(work(path)),
             WorkerRef::Snapshot { key, .. } => {
+                self.materialize_key(key)?;
                 let mounts = self.snapshotter.mounts(key)?;
                 mounted::with_mounted(&mounts, &self.scratch(), work).map_err(|source| {
                     WorkerError::Mount {
