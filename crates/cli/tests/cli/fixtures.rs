@@ -212,7 +212,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: img-cli-tests\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: img-cli-tests\n{auth_yaml}",
             storage.display()
         );
         let config_path = dir.path().join("config.yml");
@@ -260,6 +260,32 @@ impl Registry {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The digests of every blob served so far by a `GET /v2/<repo>/blobs/<digest>`, from the
+    /// registry's access log, in order.
+    pub fn blob_gets(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let request = line.split("\"GET ").nth(1)?.split(' ').next()?;
+                let digest = request.strip_prefix("/v2/")?.split("/blobs/").nth(1)?;
+                digest
+                    .starts_with("sha256:")
+                    .then(|| digest.split('?').next().unwrap_or(digest).to_owned())
+            })
+            .collect()
+    }
+
+    /// The file the registry stores blob `digest` in (`sha256:…`), to damage it.
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 

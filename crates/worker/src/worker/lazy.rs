@@ -227,6 +227,12 @@ impl Worker {
         }
     }
 
+    /// Makes `output`'s files present: a lazy result is downloaded and unpacked now. For an
+    /// output whose files are written out (a local directory, a tar).
+    pub fn unpack(&self, output: &WorkerRef) -> Result<(), WorkerError> {
+        self.materialize(output)
+    }
+
     pub(crate) fn materialize_key(&self, key: &str) -> Result<(), WorkerError> {
         match self.lazy_chain(key) {
             Some(chain) => self.materialize_chain(&chain),

@@ -485,14 +485,28 @@ impl Worker {
         references
     }
 
-    /// Writes `config` to `backend`, its layers read from the content store.
+    /// Writes `config` to `backend`, its layers read from the content store; a layer of a
+    /// lazy result is downloaded only if the backend has it neither already nor for a mount.
     pub fn export_cache(
         &self,
         backend: &dyn CacheBackend,
         config: &CacheConfig,
     ) -> Result<WriteReport, CacheError> {
-        let blobs = LocalBlobs::new(self.store.content(), Some(&self.lease));
-        backend.write(config, &blobs)
+        backend.write(config, &self.lazy_blobs())
+    }
+
+    /// The registry references of the imported caches: repositories that hold their layers,
+    /// for a cross-repository mount instead of a download and an upload.
+    pub fn imported_cache_references(&self) -> Vec<String> {
+        let imports = self
+            .remote
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        imports
+            .iter()
+            .filter_map(|import| import.backend.registry_reference())
+            .collect()
     }
 
     /// The snapshot keys from the bottom of `key`'s chain up to `key` (a lazy result's from

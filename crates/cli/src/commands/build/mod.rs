@@ -161,15 +161,36 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &definition,
         &display,
     );
-    let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
+    // The final results of every platform, as the outputs write them.
+    let roots = |solved: &Solved<WorkerRef>| -> Vec<WorkerRef> {
+        builds
+            .iter()
+            .filter_map(|b| {
+                let output = op(&b.lowered.definition.output());
+                solved.outputs.get(&output.digest).cloned()
+            })
+            .collect()
+    };
+    let solved = remote_cache::solve(
+        &solver,
+        &definition,
+        &solve_options,
+        &display,
+        &roots,
+        output_needs(&build.outputs),
+    );
     cache_warnings.extend(solver.executor().take_cache_warnings());
-    remote_cache::report_downloads(solver.executor(), &build.cache_from, &display);
+    let imported =
+        remote_cache::report_downloads(solver.executor(), &build.cache_from, &display, None);
     let solved = match solved {
         Ok(solved) => solved,
-        Err(err) => {
+        Err(failure) => {
             display.finish();
             print_warnings(&cache_warnings);
-            return Err(explain_failure(err, host.as_ref()));
+            return Err(match failure {
+                remote_cache::SolveFailure::Solve(err) => explain_failure(err, host.as_ref()),
+                remote_cache::SolveFailure::Outputs(err) => err,
+            });
         }
     };
     let inline_cache = remote_cache::inline_config(
@@ -210,12 +231,36 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         ),
         Err(_) => Ok(Vec::new()),
     };
+    remote_cache::report_downloads(
+        solver.executor(),
+        &build.cache_from,
+        &display,
+        Some(imported),
+    );
     display.finish();
+    cache_warnings.extend(solver.executor().take_cache_warnings());
     print_warnings(&cache_warnings);
     let image = exported?;
     print_warnings(&cache_exported?);
     push_outputs(config, &build, &solver, image.as_ref())?;
     report(&build, image.as_ref(), quiet)
+}
+
+/// What the outputs need of the final results: files for the root filesystem outputs, blobs
+/// for archives and the image store, nothing for pushes.
+fn output_needs(outputs: &[OutputSpec]) -> remote_cache::OutputNeeds {
+    use remote_cache::OutputNeeds;
+    let mut needs = OutputNeeds::Nothing;
+    for output in outputs {
+        match output {
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => return OutputNeeds::Files,
+            OutputSpec::Oci { .. }
+            | OutputSpec::Docker { .. }
+            | OutputSpec::Image { push: false, .. } => needs = OutputNeeds::Blobs,
+            OutputSpec::Image { push: true, .. } | OutputSpec::Registry { .. } => {}
+        }
+    }
+    needs
 }
 
 fn print_warnings(warnings: &[String]) {
@@ -511,8 +556,18 @@ fn write_outputs(
     for output in &build.outputs {
         let started = std::time::Instant::now();
         match output {
-            OutputSpec::Image { names, .. } => {
+            OutputSpec::Image { names, push } => {
                 let exported = exported()?;
+                // Pushed, an image whose layers were imported lazily is not downloaded to be
+                // stored here too: the registry has it.
+                let missing = missing_layers(worker, exported);
+                if *push && missing > 0 {
+                    step.line(&format!(
+                        "not stored locally: {missing} layers were not downloaded (pushed only)"
+                    ));
+                    continue;
+                }
+                fetch_layers(worker, exported)?;
                 let store_as = |names: &[String]| match exported {
                     Exported::Image(image) => store_image(store, image, names),
                     Exported::Index(index) => store_index(store, index, names),
@@ -536,6 +591,7 @@ fn write_outputs(
                 let Exported::Image(image) = exported()? else {
                     anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM);
                 };
+                fetch_layers(worker, exported()?)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let scratch = store.state().tmp();
@@ -549,6 +605,7 @@ fn write_outputs(
             }
             OutputSpec::Oci { dest, names } => {
                 let exported = exported()?;
+                fetch_layers(worker, exported)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let names = oci_ref_names(names);
@@ -601,6 +658,35 @@ fn write_outputs(
     Ok(())
 }
 
+/// The layer blobs of every image of `exported`.
+fn layer_digests(exported: &Exported) -> Vec<img_snapshot::Digest> {
+    let images: Vec<&ExportedImage> = match exported {
+        Exported::Image(image) => vec![image],
+        Exported::Index(index) => index.images.iter().map(|(_, image)| image).collect(),
+    };
+    images
+        .iter()
+        .flat_map(|image| image.layers.iter().map(|l| l.digest))
+        .collect()
+}
+
+/// How many of `exported`'s layer blobs are not in the content store (imported lazily).
+fn missing_layers(worker: &Worker, exported: &Exported) -> usize {
+    let content = worker.store().content();
+    layer_digests(exported)
+        .iter()
+        .filter(|d| !content.exists(d))
+        .count()
+}
+
+/// Downloads the layer blobs of `exported` that were imported lazily; the outputs cannot
+/// fall back to running the steps any more, so a refused blob is an error here.
+fn fetch_layers(worker: &Worker, exported: &Exported) -> anyhow::Result<()> {
+    worker
+        .fetch_blobs(&layer_digests(exported))
+        .context("cannot download the image's layers from the imported cache")
+}
+
 /// Pushes the image (or the index with every platform's image) to the registries the outputs
 /// name, as `img push` pushes (with its transfer progress), from the content store where the
 /// worker's lease keeps the blobs.
@@ -610,7 +696,14 @@ fn push_outputs(
     solver: &Solver<Worker>,
     image: Option<&Exported>,
 ) -> anyhow::Result<()> {
-    let content = solver.executor().store().content();
+    let worker = solver.executor();
+    // Lazily imported layers are read (downloaded) only for a registry that has them neither
+    // already nor for a mount from the cache's or the base image's repository.
+    let blobs = worker.lazy_blobs();
+    let options = img_registry::PushOptions {
+        mount_from: remote_cache::mount_sources(worker),
+        ..img_registry::PushOptions::default()
+    };
     for output in &build.outputs {
         let names = match output {
             OutputSpec::Image { names, push: true } | OutputSpec::Registry { names } => names,
@@ -620,7 +713,14 @@ fn push_outputs(
         let client = Client::new(config.registry.clone());
         for name in names {
             let reference = Reference::parse(name)?;
-            super::push::push_manifest(config, &client, &content, &reference, image.bytes())?;
+            super::push::push_manifest_from(
+                config,
+                &client,
+                &blobs,
+                &options,
+                &reference,
+                image.bytes(),
+            )?;
         }
     }
     Ok(())
