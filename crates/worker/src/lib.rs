@@ -72,6 +72,6 @@ pub use worker::remote_cache::{cache_mount_ids, BuiltCache, CacheExportOptions, 
 pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{
     BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LazyBlobs, LazyStats,
-    LocalBlobs, LocalDirs,
-    SecretSource, SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
+    LocalBlobs, LocalDirs, SecretSource, SecretStore, Worker, WorkerError, WorkerOptions,
+    WorkerRef,
 };

@@ -187,7 +187,10 @@ fn an_oci_archive_downloads_blobs_but_unpacks_nothing() {
         .unwrap();
     assert!(snapshots.is_empty(), "{snapshots:?}");
     // The archive holds them.
-    let listing = crate::tool("tar", &["-tf", c.img.dir().join("image.tar").to_str().unwrap()]);
+    let listing = crate::tool(
+        "tar",
+        &["-tf", c.img.dir().join("image.tar").to_str().unwrap()],
+    );
     for layer in &downloaded {
         let name = format!("blobs/sha256/{}", layer.trim_start_matches("sha256:"));
         assert!(listing.contains(&name), "{name} not in {listing}");
@@ -235,7 +238,11 @@ fn a_changed_last_step_downloads_only_the_chain_under_it() {
     assert!(ran(&progress, "> /t"), "{progress}");
     // The /r and /s layers, under the step that ran; never /t's old layer.
     let want: BTreeSet<String> = chain[1..3].iter().cloned().collect();
-    assert_eq!(layer_downloads(&registry, before, &config), want, "{progress}");
+    assert_eq!(
+        layer_downloads(&registry, before, &config),
+        want,
+        "{progress}"
+    );
     assert!(
         progress.contains("2 layers downloaded and verified"),
         "{progress}"
@@ -270,7 +277,10 @@ fn a_corrupt_layer_runs_the_step_or_fails_an_export_clearly() {
     // A step needs it: refused with a warning, and the step runs instead.
     let e = Pod::new(DOCKERFILE);
     let progress = e.build(&["--build-arg", "LAST=3", "--cache-from", &cache]);
-    assert!(progress.contains(&format!("layer {s_layer} refused")), "{progress}");
+    assert!(
+        progress.contains(&format!("layer {s_layer} refused")),
+        "{progress}"
+    );
     assert!(ran(&progress, "> /s"), "{progress}");
     assert_eq!(e.file("r"), a.file("r"));
     assert_ne!(e.file("s"), a.file("s"));

@@ -10,8 +10,8 @@ use img_snapshot::{ContentStore, Digest};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::local_blobs::LocalBlobs;
 use super::lazy::{LazyLayer, Origin};
+use super::local_blobs::LocalBlobs;
 use super::{Worker, WorkerError, WorkerRef};
 use img_solver::ExecContext;
 
@@ -359,17 +359,19 @@ impl Worker {
             .iter()
             .zip(&parts.diff_ids)
             .zip(chain_ids(&parts.diff_ids))
-            .map(|(((digest, media_type, size), diff_id), chain_id)| LazyLayer {
-                layer: img_remote_cache::CacheLayer::new(
-                    digest.to_oci(),
-                    *size,
-                    media_type.clone(),
-                    diff_id.to_oci(),
-                ),
-                digest: *digest,
-                diff_id: *diff_id,
-                key: self.layer_key(&chain_id),
-            })
+            .map(
+                |(((digest, media_type, size), diff_id), chain_id)| LazyLayer {
+                    layer: img_remote_cache::CacheLayer::new(
+                        digest.to_oci(),
+                        *size,
+                        media_type.clone(),
+                        diff_id.to_oci(),
+                    ),
+                    digest: *digest,
+                    diff_id: *diff_id,
+                    key: self.layer_key(&chain_id),
+                },
+            )
             .collect();
         let origin = Origin::Image {
             reference: reference.to_owned(),

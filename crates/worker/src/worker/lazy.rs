@@ -178,7 +178,9 @@ impl Worker {
         {
             let mut blobs = lock(&lazy.blobs);
             for (i, layer) in chain.layers.iter().enumerate() {
-                blobs.entry(layer.digest).or_insert_with(|| (chain.clone(), i));
+                blobs
+                    .entry(layer.digest)
+                    .or_insert_with(|| (chain.clone(), i));
             }
         }
         lock(&lazy.chains).entry(top).or_insert(chain);
@@ -328,7 +330,10 @@ impl Worker {
         let guard = self.remote.lazy.guard(&format!("blob:{}", layer.digest));
         let _held = lock(&guard);
         if content.exists(&layer.digest) {
-            return self.lease.add_blob(&layer.digest).map_err(WorkerError::Lease);
+            return self
+                .lease
+                .add_blob(&layer.digest)
+                .map_err(WorkerError::Lease);
         }
         let sink = LocalBlobs::new(content, Some(&self.lease));
         match &chain.origin {
@@ -432,8 +437,9 @@ impl Worker {
                 None => {
                     return Err(WorkerError::BadImage {
                         reference: digest.to_string(),
-                        problem: "the blob is neither in the content store nor in an imported cache"
-                            .into(),
+                        problem:
+                            "the blob is neither in the content store nor in an imported cache"
+                                .into(),
                     })
                 }
             }

@@ -228,7 +228,9 @@ impl Worker {
                 .map(|l| oci_digest(&l.diff_id, &location))
                 .collect::<Result<Vec<_>, _>>()?;
             let mut layers = Vec::with_capacity(chain.len());
-            for ((layer, diff_id), chain_id) in chain.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
+            for ((layer, diff_id), chain_id) in
+                chain.iter().zip(&diff_ids).zip(chain_ids(&diff_ids))
+            {
                 layers.push(LazyLayer {
                     layer: (*layer).clone(),
                     digest: oci_digest(&layer.digest, &location)?,

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use img_llb::Definition;
 use img_registry::Client;
 use img_remote_cache::{CacheBackend, CacheConfig, LayoutCache, RegistryCache};
 use img_snapshot::Compression;
-use img_llb::Definition;
 use img_solver::{SolveError, SolveOptions, Solved, Solver};
 use img_worker::{CacheExportOptions, CacheMode, LazyStats, Worker, WorkerError, WorkerRef};
 
