@@ -135,6 +135,11 @@ pub fn solve(
     let worker = solver.executor();
     let mut round = 1;
     loop {
+        if round > 1 {
+            let step = ExportStep::start(display.solver_sink(), "importing cache layers");
+            step.line("a cache layer was refused (see the warnings): solving again, the steps that used it run");
+            step.finish();
+        }
         let solved = solver.solve(definition, options, &display.solver_sink());
         let prepared = match solved {
             Ok(solved) => prepare_outputs(worker, &roots(&solved), needs).map(|()| solved),
