@@ -336,7 +336,7 @@ impl Worker {
                 img_solver::LogStream::Stderr,
                 format!("resolved {reference} to {}\n", manifest.digest).as_bytes(),
             );
-            pull = Some((reference.clone(), manifest.descriptor()));
+            pull = Some(Box::new((reference.clone(), manifest.descriptor())));
         }
         self.lease
             .add_blob(&base.manifest_digest)
@@ -350,7 +350,7 @@ impl Worker {
         &self,
         reference: &str,
         manifest: &Digest,
-        pull: Option<(Reference, img_registry::Descriptor)>,
+        pull: Option<Box<(Reference, img_registry::Descriptor)>>,
     ) -> Result<WorkerRef, WorkerError> {
         let content = self.store.content();
         let parts = image_parts(&content, manifest)?;

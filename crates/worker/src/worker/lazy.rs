@@ -43,7 +43,7 @@ pub(crate) enum Origin {
     Image {
         reference: String,
         /// The reference to pull from and the descriptor of the manifest to name it by.
-        pull: Option<(Reference, img_registry::Descriptor)>,
+        pull: Option<Box<(Reference, img_registry::Descriptor)>>,
     },
 }
 
@@ -212,7 +212,7 @@ impl Worker {
     ) -> Option<LayerDescriptor> {
         let chain = self.lazy_chain(key)?;
         let top = chain.layers.last()?;
-        (compression_of(&top.layer.media_type) == Some(compression)).then(|| LayerDescriptor {
+        (compression_of(&top.layer.media_type) == Some(compression)).then_some(LayerDescriptor {
             digest: top.digest,
             size: top.layer.size,
             diff_id: top.diff_id,
@@ -303,10 +303,10 @@ impl Worker {
                 .map_err(WorkerError::Lease)?;
         }
         if let Origin::Image {
-            pull: Some((reference, descriptor)),
-            ..
+            pull: Some(pull), ..
         } = &chain.origin
         {
+            let (reference, descriptor) = &**pull;
             // Every layer is here now: the image is named as `docker pull` names it (the
             // platform's manifest rather than the index, whose other entries were not pulled).
             if reference.digest().is_none() {
@@ -342,9 +342,9 @@ impl Worker {
                 .fetch_layer(&layer.layer, &sink)
                 .map_err(|e| self.refuse(chain, layer, remote_err(e)))?,
             Origin::Image {
-                pull: Some((reference, _)),
-                ..
+                pull: Some(pull), ..
             } => {
+                let reference = &pull.0;
                 let client =
                     self.options
                         .registry

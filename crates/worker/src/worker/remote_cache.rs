@@ -218,7 +218,7 @@ impl Worker {
             };
             if chain
                 .iter()
-                .any(|l| self.remote.lazy.is_refused(&l.digest.to_string()))
+                .any(|l| self.remote.lazy.is_refused(l.digest.as_ref()))
             {
                 continue;
             }
