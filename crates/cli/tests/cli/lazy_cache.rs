@@ -195,6 +195,17 @@ fn an_oci_archive_downloads_blobs_but_unpacks_nothing() {
         let name = format!("blobs/sha256/{}", layer.trim_start_matches("sha256:"));
         assert!(listing.contains(&name), "{name} not in {listing}");
     }
+
+    // The blobs are here now: the next build on this state directory needs no cache import.
+    let before = registry.blob_gets().len();
+    let args = ["--build-arg", "LAST=1", "-o", "type=oci,dest=again.tar"];
+    let out = c.run(&args);
+    assert_success(&out, &args);
+    let progress = stderr(&out);
+    for step in ["> /r", "> /s", "> /t"] {
+        assert!(cached(&progress, step), "{step} ran again:\n{progress}");
+    }
+    assert_eq!(registry.blob_gets().len(), before, "{progress}");
 }
 
 #[test]

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use img_registry::{no_progress, BlobSource, Reference};
 use img_remote_cache::CacheLayer;
 use img_snapshot::{Compression, Digest, LayerDescriptor};
+use serde::{Deserialize, Serialize};
 
 use super::layer_db::ExportVariant;
 use super::remote_cache::{compression_of, remote_err, Import};
@@ -82,6 +83,16 @@ impl LazyChain {
     pub(crate) fn layers(&self) -> &[LazyLayer] {
         &self.layers
     }
+}
+
+/// What the solver's cache records for a lazy result: the snapshot it becomes, and its layers,
+/// so a later build on this state directory finds it again while the blobs are here (an
+/// archive or the image store downloaded them), even without the cache it came from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct LazyRecord {
+    pub key: String,
+    pub image: Option<Digest>,
+    pub layers: Vec<CacheLayer>,
 }
 
 /// What was downloaded and unpacked lazily, for the progress display.
@@ -193,6 +204,74 @@ impl Worker {
             .values()
             .flat_map(|c| c.layers.iter().cloned())
             .collect()
+    }
+
+    /// The record of `output` for the solver's cache when it is a lazy result.
+    pub(crate) fn lazy_record(&self, output: &WorkerRef) -> Option<LazyRecord> {
+        let WorkerRef::Snapshot { key, image } = output else {
+            return None;
+        };
+        let chain = self.lazy_chain(key)?;
+        Some(LazyRecord {
+            key: key.clone(),
+            image: *image,
+            layers: chain.layers.iter().map(|l| l.layer.clone()).collect(),
+        })
+    }
+
+    /// The result `record` names: its snapshot when it was unpacked since, else a lazy result
+    /// again when every blob is in the content store (taken into the build's lease); `None`
+    /// otherwise, a miss.
+    pub(crate) fn load_lazy(&self, record: LazyRecord) -> Result<Option<WorkerRef>, WorkerError> {
+        let blobs: Vec<Digest> = record.image.iter().cloned().collect();
+        if self
+            .snapshotter
+            .lease_existing(&record.key, &blobs)?
+            .is_some()
+        {
+            return Ok(Some(WorkerRef::Snapshot {
+                key: record.key,
+                image: record.image,
+            }));
+        }
+        let content = self.store.content();
+        let mut digests = Vec::with_capacity(record.layers.len());
+        let mut diff_ids = Vec::with_capacity(record.layers.len());
+        for layer in &record.layers {
+            let (Ok(digest), Ok(diff_id)) = (
+                Digest::try_from(&layer.digest),
+                Digest::try_from(&layer.diff_id),
+            ) else {
+                return Ok(None);
+            };
+            if !content.exists(&digest) {
+                return Ok(None);
+            }
+            digests.push(digest);
+            diff_ids.push(diff_id);
+        }
+        for digest in &digests {
+            self.lease.add_blob(digest).map_err(WorkerError::Lease)?;
+        }
+        let chain_ids = super::image::chain_ids(&diff_ids);
+        let layers = record
+            .layers
+            .into_iter()
+            .zip(digests)
+            .zip(diff_ids)
+            .zip(&chain_ids)
+            .map(|(((layer, digest), diff_id), chain_id)| LazyLayer {
+                layer,
+                digest,
+                diff_id,
+                key: self.layer_key(chain_id),
+            })
+            .collect();
+        let origin = Origin::Image {
+            reference: "the content store".into(),
+            pull: None,
+        };
+        self.lazy_result(origin, layers, record.image).map(Some)
     }
 
     /// The lazy chain whose top is `key`, unless it has been unpacked since.

@@ -303,7 +303,18 @@ impl Worker {
     pub fn gc_roots(&self, cache: &CacheDb) -> Result<GcRoots, WorkerError> {
         let mut roots = GcRoots::default();
         for record in cache.records()? {
-            if let Some(WorkerRef::Snapshot { key, image }) = parse_output_id(&record.output_id) {
+            if let Some(lazy) = parse_lazy_id(&record.output_id) {
+                // A lazy result keeps its blobs, which are all it is until unpacked.
+                roots.snapshots.push(lazy.key);
+                roots.blobs.extend(lazy.image);
+                roots.blobs.extend(
+                    lazy.layers
+                        .iter()
+                        .filter_map(|l| Digest::try_from(&l.digest).ok()),
+                );
+            } else if let Some(WorkerRef::Snapshot { key, image }) =
+                parse_output_id(&record.output_id)
+            {
                 roots.snapshots.push(key);
                 roots.blobs.extend(image);
             }
@@ -481,9 +492,15 @@ fn parse_output_id(id: &str) -> Option<WorkerRef> {
     serde_json::from_str(json).ok()
 }
 
+/// The lazy result an id written by [`Executor::output_id`] names, if it is one.
+fn parse_lazy_id(id: &str) -> Option<lazy::LazyRecord> {
+    serde_json::from_str(id.strip_prefix(LAZY_ID)?).ok()
+}
+
 /// `output_id` prefixes.
 const SNAPSHOT_ID: &str = "snapshot:";
 const LOCAL_ID: &str = "local:";
+const LAZY_ID: &str = "lazy:";
 
 impl Executor for Worker {
     type Output = WorkerRef;
@@ -539,6 +556,13 @@ impl Executor for Worker {
     }
 
     fn output_id(&self, output: &WorkerRef) -> String {
+        if let Some(record) = self.lazy_record(output) {
+            // Plain data always serializes.
+            return format!(
+                "{LAZY_ID}{}",
+                serde_json::to_string(&record).unwrap_or_default()
+            );
+        }
         match output {
             WorkerRef::Snapshot { .. } => {
                 // Plain data always serializes.
@@ -566,6 +590,12 @@ impl Executor for Worker {
     }
 
     fn load(&self, id: &str) -> Result<Option<WorkerRef>, WorkerError> {
+        if id.starts_with(LAZY_ID) {
+            return match parse_lazy_id(id) {
+                Some(record) => self.load_lazy(record),
+                None => Err(WorkerError::MalformedOutputId { id: id.to_owned() }),
+            };
+        }
         let output = parse_output_id(id)
             .ok_or_else(|| WorkerError::MalformedOutputId { id: id.to_owned() })?;
         match output {
