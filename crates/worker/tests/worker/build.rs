@@ -582,7 +582,7 @@ fn run_mounts_bind_sources_and_tmpfs() -> TestResult {
 fn gc_keeps_what_the_cache_records_reference() -> TestResult {
     let fx = Fixture::new();
     let mut graph = Graph::on_busybox();
-    graph.run("echo kept > /kept");
+    let run = graph.run("echo kept > /kept");
     build(&fx.solver(), &graph, None)?;
     // The build's lease is gone with its worker; the cache records alone keep its results.
     let solver = fx.solver();
@@ -608,9 +608,11 @@ fn gc_keeps_what_the_cache_records_reference() -> TestResult {
         !report.snapshots_removed.is_empty(),
         "nothing collected without roots",
     )?;
+    // The base image source is found again from its record (a lazy result), its blobs being
+    // kept by the image store's name; the step runs again.
     let solved = solve(&fx.solver(), &graph.definition()).map_err(fail)?;
     check(
-        solved.executed.len() == 2,
+        solved.executed == vec![run.digest],
         format!("executed after full gc: {:?}", solved.executed),
     )
 }
