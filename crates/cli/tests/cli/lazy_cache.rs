@@ -98,7 +98,8 @@ fn a_push_from_a_fresh_pod_downloads_no_layer() {
     let config = config_blob(&cache);
 
     let b = Pod::new(DOCKERFILE);
-    let image = format!("{}/ci/app:1", registry.host());
+    // Another repository of the same registry: every layer is mounted from the cache's.
+    let image = format!("{}/ci/deploy:1", registry.host());
     let before = registry.blob_gets().len();
     let args = [
         "--build-arg",
@@ -126,6 +127,7 @@ fn a_push_from_a_fresh_pod_downloads_no_layer() {
         progress.contains("0 layers downloaded and verified, 0 B; 0 layers unpacked"),
         "{progress}"
     );
+    assert!(progress.contains("Mounted from ci/app"), "{progress}");
     // Nothing was unpacked: not even the base image.
     let snapshots = b
         .img

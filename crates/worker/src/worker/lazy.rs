@@ -194,7 +194,8 @@ impl Worker {
                     .or_insert_with(|| (chain.clone(), i));
             }
         }
-        lock(&lazy.chains).entry(top).or_insert(chain);
+        // The newest wins: an earlier chain to the same snapshot may hold a refused layer.
+        lock(&lazy.chains).insert(top, chain);
         Ok(output)
     }
 
