@@ -177,7 +177,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &solve_options,
         &display,
         &roots,
-        output_needs(&build.outputs),
+        remote_cache::output_needs(&build.outputs),
     );
     cache_warnings.extend(solver.executor().take_cache_warnings());
     let imported =
@@ -244,23 +244,6 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
     print_warnings(&cache_exported?);
     push_outputs(config, &build, &solver, image.as_ref())?;
     report(&build, image.as_ref(), quiet)
-}
-
-/// What the outputs need of the final results: files for the root filesystem outputs, blobs
-/// for archives and the image store, nothing for pushes.
-fn output_needs(outputs: &[OutputSpec]) -> remote_cache::OutputNeeds {
-    use remote_cache::OutputNeeds;
-    let mut needs = OutputNeeds::Nothing;
-    for output in outputs {
-        match output {
-            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => return OutputNeeds::Files,
-            OutputSpec::Oci { .. }
-            | OutputSpec::Docker { .. }
-            | OutputSpec::Image { push: false, .. } => needs = OutputNeeds::Blobs,
-            OutputSpec::Image { push: true, .. } | OutputSpec::Registry { .. } => {}
-        }
-    }
-    needs
 }
 
 fn print_warnings(warnings: &[String]) {
@@ -560,14 +543,14 @@ fn write_outputs(
                 let exported = exported()?;
                 // Pushed, an image whose layers were imported lazily is not downloaded to be
                 // stored here too: the registry has it.
-                let missing = missing_layers(worker, exported);
+                let missing = remote_cache::missing_layers(worker, exported);
                 if *push && missing > 0 {
                     step.line(&format!(
                         "not stored locally: {missing} layers were not downloaded (pushed only)"
                     ));
                     continue;
                 }
-                fetch_layers(worker, exported)?;
+                remote_cache::fetch_layers(worker, exported)?;
                 let store_as = |names: &[String]| match exported {
                     Exported::Image(image) => store_image(store, image, names),
                     Exported::Index(index) => store_index(store, index, names),
@@ -591,7 +574,7 @@ fn write_outputs(
                 let Exported::Image(image) = exported()? else {
                     anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM);
                 };
-                fetch_layers(worker, exported()?)?;
+                remote_cache::fetch_layers(worker, exported()?)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let scratch = store.state().tmp();
@@ -605,7 +588,7 @@ fn write_outputs(
             }
             OutputSpec::Oci { dest, names } => {
                 let exported = exported()?;
-                fetch_layers(worker, exported)?;
+                remote_cache::fetch_layers(worker, exported)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let names = oci_ref_names(names);
@@ -656,35 +639,6 @@ fn write_outputs(
         }
     }
     Ok(())
-}
-
-/// The layer blobs of every image of `exported`.
-fn layer_digests(exported: &Exported) -> Vec<img_snapshot::Digest> {
-    let images: Vec<&ExportedImage> = match exported {
-        Exported::Image(image) => vec![image],
-        Exported::Index(index) => index.images.iter().map(|(_, image)| image).collect(),
-    };
-    images
-        .iter()
-        .flat_map(|image| image.layers.iter().map(|l| l.digest))
-        .collect()
-}
-
-/// How many of `exported`'s layer blobs are not in the content store (imported lazily).
-fn missing_layers(worker: &Worker, exported: &Exported) -> usize {
-    let content = worker.store().content();
-    layer_digests(exported)
-        .iter()
-        .filter(|d| !content.exists(d))
-        .count()
-}
-
-/// Downloads the layer blobs of `exported` that were imported lazily; the outputs cannot
-/// fall back to running the steps any more, so a refused blob is an error here.
-fn fetch_layers(worker: &Worker, exported: &Exported) -> anyhow::Result<()> {
-    worker
-        .fetch_blobs(&layer_digests(exported))
-        .context("cannot download the image's layers from the imported cache")
 }
 
 /// Pushes the image (or the index with every platform's image) to the registries the outputs

@@ -22,6 +22,8 @@ use img_worker::{CacheExportOptions, CacheMode, LazyStats, Worker, WorkerError, 
 
 use super::cache_spec::{CacheFromSpec, CacheTarget, CacheToSpec};
 use super::export_step::ExportStep;
+use super::output::OutputSpec;
+use super::Exported;
 use crate::progress::Display;
 
 /// Sizes as people read them.
@@ -337,4 +339,49 @@ fn export_one(
         started,
     );
     Ok(built.warnings)
+}
+
+/// What the outputs need of the final results: files for the root filesystem outputs, blobs
+/// for archives and the image store, nothing for pushes.
+pub fn output_needs(outputs: &[OutputSpec]) -> OutputNeeds {
+    let mut needs = OutputNeeds::Nothing;
+    for output in outputs {
+        match output {
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => return OutputNeeds::Files,
+            OutputSpec::Oci { .. }
+            | OutputSpec::Docker { .. }
+            | OutputSpec::Image { push: false, .. } => needs = OutputNeeds::Blobs,
+            OutputSpec::Image { push: true, .. } | OutputSpec::Registry { .. } => {}
+        }
+    }
+    needs
+}
+
+/// The layer blobs of every image of `exported`.
+fn layer_digests(exported: &Exported) -> Vec<img_snapshot::Digest> {
+    let images: Vec<&img_worker::ExportedImage> = match exported {
+        Exported::Image(image) => vec![image],
+        Exported::Index(index) => index.images.iter().map(|(_, image)| image).collect(),
+    };
+    images
+        .iter()
+        .flat_map(|image| image.layers.iter().map(|l| l.digest))
+        .collect()
+}
+
+/// How many of `exported`'s layer blobs are not in the content store (imported lazily).
+pub fn missing_layers(worker: &Worker, exported: &Exported) -> usize {
+    let content = worker.store().content();
+    layer_digests(exported)
+        .iter()
+        .filter(|d| !content.exists(d))
+        .count()
+}
+
+/// Downloads the layer blobs of `exported` that were imported lazily; the outputs cannot
+/// fall back to running the steps any more, so a refused blob is an error here.
+pub fn fetch_layers(worker: &Worker, exported: &Exported) -> anyhow::Result<()> {
+    worker
+        .fetch_blobs(&layer_digests(exported))
+        .context("cannot download the image's layers from the imported cache")
 }
