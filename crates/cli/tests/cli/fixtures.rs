@@ -263,12 +263,29 @@ impl Registry {
     }
 
     /// The digests of every blob served so far by a `GET /v2/<repo>/blobs/<digest>`, from the
-    /// registry's access log, in order.
+    /// registry's access log, in order. The registry logs a request once it has answered it,
+    /// so a marker request is made first and the log read once the marker is in it: every
+    /// request answered before is then logged too.
     pub fn blob_gets(&self) -> Vec<String> {
+        let marker = format!("/v2/log-marker/blobs/sha256:{}", "0".repeat(64));
+        let count = |log: &str| log.matches(&marker).count();
+        let before = count(&self.log());
+        if let Ok(mut s) = TcpStream::connect((self.ip, self.port)) {
+            let _ = s.write_all(format!("GET {marker} HTTP/1.0\r\n\r\n").as_bytes());
+            let mut answer = String::new();
+            let _ = BufReader::new(s).read_line(&mut answer);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&self.log()) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.log()
             .lines()
             .filter_map(|line| {
                 let request = line.split("\"GET ").nth(1)?.split(' ').next()?;
+                if request == marker {
+                    return None;
+                }
                 let digest = request.strip_prefix("/v2/")?.split("/blobs/").nth(1)?;
                 digest
                     .starts_with("sha256:")

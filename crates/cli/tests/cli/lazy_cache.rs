@@ -97,7 +97,7 @@ fn a_push_from_a_fresh_pod_downloads_no_layer() {
     let a = pod_a(&cache);
     let config = config_blob(&cache);
 
-    let b = Pod::new(DOCKERFILE);
+    let b = Pod::with_base_of(&a, DOCKERFILE);
     // Another repository of the same registry: every layer is mounted from the cache's.
     let image = format!("{}/ci/deploy:1", registry.host());
     let before = registry.blob_gets().len();
@@ -154,11 +154,11 @@ fn a_push_from_a_fresh_pod_downloads_no_layer() {
 fn an_oci_archive_downloads_blobs_but_unpacks_nothing() {
     let registry = Registry::anonymous();
     let cache = format!("{}/ci/oci:buildcache", registry.host());
-    pod_a(&cache);
+    let a = pod_a(&cache);
     let config = config_blob(&cache);
     let cache_layers = layers(&cache);
 
-    let c = Pod::new(DOCKERFILE);
+    let c = Pod::with_base_of(&a, DOCKERFILE);
     let before = registry.blob_gets().len();
     let args = [
         "--build-arg",
@@ -217,7 +217,7 @@ fn a_changed_last_step_downloads_only_the_chain_under_it() {
     let a = pod_a(&cache);
     let config = config_blob(&cache);
     // The image pod A's build makes: busybox, /r, /s, /t.
-    let full = Pod::new(DOCKERFILE);
+    let full = Pod::with_base_of(&a, DOCKERFILE);
     let reference = format!("{}/ci/last:1", registry.host());
     let args = [
         "--build-arg",
@@ -231,7 +231,7 @@ fn a_changed_last_step_downloads_only_the_chain_under_it() {
     assert_success(&full.run(&args), &args);
     let chain = layers(&reference);
 
-    let d = Pod::new(DOCKERFILE);
+    let d = Pod::with_base_of(&a, DOCKERFILE);
     let image = format!("{}/ci/last:2", registry.host());
     let before = registry.blob_gets().len();
     let args = [
@@ -280,7 +280,7 @@ fn a_corrupt_layer_runs_the_step_or_fails_an_export_clearly() {
         &reference,
         "--push",
     ];
-    assert_success(&Pod::new(DOCKERFILE).run(&args), &args);
+    assert_success(&Pod::with_base_of(&a, DOCKERFILE).run(&args), &args);
     // Damage /s's layer in the registry: same size, other bytes.
     let s_layer = layers(&reference)[2].clone();
     let file = registry.blob_file(&s_layer);
@@ -288,7 +288,7 @@ fn a_corrupt_layer_runs_the_step_or_fails_an_export_clearly() {
     std::fs::write(&file, vec![b'x'; size]).unwrap();
 
     // A step needs it: refused with a warning, and the step runs instead.
-    let e = Pod::new(DOCKERFILE);
+    let e = Pod::with_base_of(&a, DOCKERFILE);
     let progress = e.build(&["--build-arg", "LAST=3", "--cache-from", &cache]);
     assert!(
         progress.contains(&format!("layer {s_layer} refused")),
@@ -302,7 +302,7 @@ fn a_corrupt_layer_runs_the_step_or_fails_an_export_clearly() {
     // A push to another registry reads it when nothing can fall back any more: a clear
     // error naming the layer.
     let elsewhere = Registry::anonymous();
-    let f = Pod::new(DOCKERFILE);
+    let f = Pod::with_base_of(&a, DOCKERFILE);
     let image = format!("{}/other/app:1", elsewhere.host());
     let out = f.run(&[
         "--build-arg",

@@ -25,6 +25,31 @@ impl Pod {
         Pod { img }
     }
 
+    /// A pod whose base image is byte for byte `other`'s (copied from its store), so that
+    /// both build on the same base whatever the layer compression made of it.
+    pub(crate) fn with_base_of(other: &Pod, dockerfile: &str) -> Pod {
+        let img = Img::new();
+        let (from, to) = (other.img.store(), img.store());
+        let record = from.images().get(BASE).unwrap().expect("the base image");
+        let manifest: img_snapshot::Digest = record.target.digest().to_string().parse().unwrap();
+        let bytes = from.content().read_blob(&manifest).unwrap();
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        let mut blobs = vec![doc["config"]["digest"].as_str().unwrap().to_owned()];
+        for layer in doc["layers"].as_array().unwrap() {
+            blobs.push(layer["digest"].as_str().unwrap().to_owned());
+        }
+        for blob in blobs {
+            let digest: img_snapshot::Digest = blob.parse().unwrap();
+            let data = from.content().read_blob(&digest).unwrap();
+            to.content().write_blob(&data, Some(&digest)).unwrap();
+        }
+        to.content().write_blob(&bytes, Some(&manifest)).unwrap();
+        to.images().put(BASE, &record.target).unwrap();
+        std::fs::create_dir_all(img.dir().join("ctx")).unwrap();
+        std::fs::write(img.dir().join("ctx/Dockerfile"), dockerfile).unwrap();
+        Pod { img }
+    }
+
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.img.command();
         cmd.args(["--progress", "plain", "build"])
