@@ -117,7 +117,7 @@ fn registry_cache_mode_max_lets_a_fresh_pod_run_no_step() {
         "{progress}"
     );
 
-    let b = Pod::new(TWO_STAGES);
+    let b = Pod::with_base_of(&a, TWO_STAGES);
     let progress = b.build(&["--cache-from", &format!("type=registry,ref={cache}")]);
     for step in [
         "RUN head -c 32 /dev/urandom | od -An -tx1 > /built",
@@ -141,7 +141,7 @@ fn mode_min_exports_only_the_final_chain() {
     let a = Pod::new(TWO_STAGES);
     a.build(&["--cache-to", &format!("type=registry,ref={cache}")]);
 
-    let b = Pod::new(TWO_STAGES);
+    let b = Pod::with_base_of(&a, TWO_STAGES);
     let progress = b.build(&["--cache-from", &cache]);
     // The builder stage's step is not in a mode=min cache: it runs again, with new bytes.
     assert!(!cached(&progress, "> /built"), "{progress}");
@@ -152,7 +152,7 @@ fn mode_min_exports_only_the_final_chain() {
     let single = "FROM busybox\nRUN head -c 32 /dev/urandom | od -An -tx1 > /final\n";
     let c = Pod::new(single);
     c.build(&["--cache-to", &format!("type=registry,ref={cache}")]);
-    let d = Pod::new(single);
+    let d = Pod::with_base_of(&c, single);
     let progress = d.build(&["--cache-from", &cache]);
     assert!(cached(&progress, "> /final"), "{progress}");
     assert_eq!(d.file("final"), c.file("final"));
@@ -170,7 +170,7 @@ fn local_cache_directory_round_trips() {
     ]);
     assert!(dir.join("index.json").is_file() && dir.join("oci-layout").is_file());
 
-    let b = Pod::new(single);
+    let b = Pod::with_base_of(&a, single);
     let progress = b.build(&["--cache-from", &format!("type=local,src={}", dir.display())]);
     assert!(cached(&progress, "> /r"), "{progress}");
     assert!(cached(&progress, "RUN true"), "{progress}");
@@ -186,7 +186,7 @@ fn inline_cache_is_read_back_from_the_pushed_image() {
     let out = a.run(&["-t", &image, "--push", "--cache-to", "type=inline"]);
     assert_success(&out, &["inline"]);
 
-    let b = Pod::new(single);
+    let b = Pod::with_base_of(&a, single);
     let copy = format!("{}/ci/inline:2", registry.host());
     let out = b.run(&["-t", &copy, "--push", "--cache-from", &image]);
     assert_success(&out, &["inline import"]);
@@ -245,7 +245,7 @@ fn missing_refs_and_corrupt_blobs_are_warnings_and_the_build_goes_on() {
         let size = std::fs::metadata(&path).unwrap().len() as usize;
         std::fs::write(&path, vec![b'x'; size]).unwrap();
     }
-    let b = Pod::new(single);
+    let b = Pod::with_base_of(&a, single);
     let progress = b.build(&["--cache-from", &format!("type=local,src={}", dir.display())]);
     assert!(ran(&progress, "> /r"), "{progress}");
     assert!(progress.contains("refused"), "{progress}");
@@ -278,7 +278,7 @@ fn concurrent_exporters_to_one_ref_leave_a_valid_cache() {
     // and one of the two builds is entirely cached there.
     let hits: Vec<bool> = (0..2)
         .map(|i| {
-            let pod = Pod::new(&format!("FROM busybox\nRUN echo pod {i} > /pod && head -c 32 /dev/urandom | od -An -tx1 > /r\n"));
+            let pod = Pod::with_base_of(&pods[i], &format!("FROM busybox\nRUN echo pod {i} > /pod && head -c 32 /dev/urandom | od -An -tx1 > /r\n"));
             let progress = pod.build(&["--cache-from", &cache]);
             assert!(!progress.contains("warning"), "{progress}");
             let hit = cached(&progress, "RUN echo pod");
@@ -308,7 +308,7 @@ RUN --mount=type=cache,target=/cache,id=demo echo \"build $RUN_ID\" >> /cache/lo
     ]);
     assert!(progress.contains("cache mount \"demo\""), "{progress}");
 
-    let b = Pod::new(dockerfile);
+    let b = Pod::with_base_of(&a, dockerfile);
     let progress = b.build(&["--build-arg", "RUN_ID=2", "--cache-from", &cache]);
     assert!(progress.contains("restoring cache mounts"), "{progress}");
     assert_eq!(b.file("seen"), "build 1\nbuild 2\n");
