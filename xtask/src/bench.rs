@@ -16,7 +16,12 @@
 //! 3. `COPY` of a 20,000-file, 200 MB context and export into the image store, cold;
 //!    P3: the same exported as an OCI archive, cold; P3c: the same, cached;
 //! 4. a real-world Dockerfile (a C project built with gcc and make on a Debian base image made
-//!    with debootstrap), cold, then after changing one source file.
+//!    with debootstrap), cold, then after changing one source file;
+//! 5. CI with the shared build cache: the same project plus `apt-get install` of a local
+//!    package, built by pod A on an empty state directory with `--cache-to type=registry,
+//!    mode=max` and pushed, then by pod B on another empty state directory with
+//!    `--cache-from`, pushed to the same registry (buildah with `--cache-to`/`--cache-from`,
+//!    BuildKit with `--export-cache`/`--import-cache`). Goal: pod B at most 10% of pod A.
 //!
 //! The base image is a busybox root filesystem built by img from Debian's static busybox and
 //! pushed to Debian's docker-registry on a loopback port, where every builder pulls it from.
@@ -32,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use peers::{img_build, BuildKit};
-use scenarios::{BigContext, Builders, ParallelStages, RealWorld};
+use scenarios::{BigContext, Builders, CiCache, ParallelStages, RealWorld};
 
 use crate::registry::Registry;
 
@@ -51,8 +56,8 @@ const PEERS: [&str; 4] = ["buildah", "buildah --jobs 4", "BuildKit", "tar | pigz
 struct BenchOptions {
     runs: usize,
     write: bool,
-    /// Scenario groups to run (`1` runs 1 and 2, `3` runs 3, P3 and P3c, `4` both rows of 4);
-    /// empty for all.
+    /// Scenario groups to run (`1` runs 1 and 2, `3` runs 3, P3 and P3c, `4` both rows of 4,
+    /// `5` both pods of 5); empty for all.
     only: Vec<String>,
 }
 
@@ -73,15 +78,15 @@ impl BenchOptions {
                 "--only" => {
                     let value = args.next().context("--only needs scenarios, e.g. 1,3")?;
                     for group in value.split(',') {
-                        if !["1", "3", "4"].contains(&group) {
-                            bail!("--only takes 1 (scenarios 1 and 2), 3 (3, P3, P3c) or 4, comma-separated; not {group}");
+                        if !["1", "3", "4", "5"].contains(&group) {
+                            bail!("--only takes 1 (scenarios 1 and 2), 3 (3, P3, P3c), 4 or 5, comma-separated; not {group}");
                         }
                         options.only.push(group.to_owned());
                     }
                 }
                 "--write" => options.write = true,
                 other => {
-                    bail!("unknown option {other}; expected --runs N, --only 1,3,4 or --write")
+                    bail!("unknown option {other}; expected --runs N, --only 1,3,4,5 or --write")
                 }
             }
         }
@@ -240,9 +245,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         rows.push(big.measure_tagged(&with)?);
         rows.extend(big.measure_oci(&with)?);
     }
-    if options.runs_group("4") {
+    let mut pods = None;
+    if options.runs_group("4") || options.runs_group("5") {
         let real_world = RealWorld::new(&img, &work, &root.join("target/bench-cache"), &registry)?;
-        rows.extend(real_world.measure(&with)?);
+        if options.runs_group("4") {
+            rows.extend(real_world.measure(&with)?);
+        }
+        if options.runs_group("5") {
+            let [a, b] = CiCache::new(&work, real_world.base(), &registry)?.measure(&with)?;
+            pods = Some(pod_ratios(&a, &b));
+            rows.extend([a, b]);
+        }
     }
 
     let mut report = String::new();
@@ -270,12 +283,35 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     for row in &rows {
         writeln!(report, "{}", row.line(buildkit.is_some()))?;
     }
+    if let Some(pods) = pods {
+        writeln!(report, "\n{pods}")?;
+    }
     print!("{report}");
     if options.write {
         record(root, &report)?;
         println!("recorded in BENCHMARKS.md");
     }
     Ok(())
+}
+
+/// Scenario 5's own figure: pod B's median time as a share of pod A's, per builder.
+fn pod_ratios(pod_a: &Row, pod_b: &Row) -> String {
+    let shares: Vec<String> = pod_a
+        .series
+        .iter()
+        .filter_map(|a| {
+            let b = pod_b.get(a.builder)?;
+            Some(format!(
+                "{} {:.0}%",
+                a.builder,
+                100.0 * b.median_wall().as_secs_f64() / a.median_wall().as_secs_f64()
+            ))
+        })
+        .collect();
+    format!(
+        "Scenario 5, pod B / pod A (goal: at most 10%): {}.",
+        shares.join(", ")
+    )
 }
 
 fn format_duration(duration: Duration) -> String {

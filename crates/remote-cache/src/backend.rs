@@ -16,6 +16,12 @@ pub trait CacheBackend: Send + Sync + std::fmt::Debug {
     /// The location as the user gave it, for messages.
     fn location(&self) -> String;
 
+    /// The registry reference the cache lives at, when it is in a registry: its layers can
+    /// be mounted from there into another repository of the same registry.
+    fn registry_reference(&self) -> Option<String> {
+        None
+    }
+
     /// Reads the cache's config. Only the manifest and the config blob are fetched.
     fn read(&self) -> Result<CacheConfig, CacheError>;
 

@@ -5,7 +5,8 @@
 //! store as a [`BlobSource`](img_registry::BlobSource), to a [`CacheBackend`] that writes it
 //! out. Before the next solve, possibly on another machine with an empty state directory, a
 //! backend reads the config back; on a local cache miss the worker asks it for the key and
-//! turns the layer chain it names into snapshots, fetching each layer through the backend.
+//! keeps the layer chain it names as a lazy result, fetching a layer through the backend only
+//! when a step or an export needs it.
 //!
 //! The format ([`format`], documented in `docs/cache-format.md`) is an OCI image manifest
 //! whose config blob maps cache keys to chains of layers; the layers are ordinary layer blobs,

@@ -73,6 +73,10 @@ impl CacheBackend for RegistryCache {
         self.reference.to_string()
     }
 
+    fn registry_reference(&self) -> Option<String> {
+        Some(self.reference.to_string())
+    }
+
     fn read(&self) -> Result<CacheConfig, CacheError> {
         let location = self.location();
         let manifest = self

@@ -71,6 +71,7 @@ pub use export::{
 pub use worker::remote_cache::{cache_mount_ids, BuiltCache, CacheExportOptions, CacheMode};
 pub use worker::root::{dir_in_root, read_file_in_root};
 pub use worker::{
-    BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LocalBlobs, LocalDirs,
-    SecretSource, SecretStore, Worker, WorkerError, WorkerOptions, WorkerRef,
+    BaseImage, ContextFilterFactory, DownloadTimeouts, GlobContextFilter, LazyBlobs, LazyStats,
+    LocalBlobs, LocalDirs, SecretSource, SecretStore, Worker, WorkerError, WorkerOptions,
+    WorkerRef,
 };

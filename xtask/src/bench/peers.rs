@@ -40,6 +40,17 @@ pub fn img_pull(img: &Path, state: &Path, reference: &str) -> Command {
 /// `buildah bud` as a user would run it here (runc, host network), with its layer cache;
 /// `jobs` runs that many stages at once (buildah builds stages one by one by default).
 pub fn buildah_bud(root: &Path, jobs: Option<u32>, tag: &str, context: &Path) -> Command {
+    buildah_bud_with(root, jobs, &[], tag, context)
+}
+
+/// [`buildah_bud`] with `extra` options (`--cache-from REPO`, say).
+pub fn buildah_bud_with(
+    root: &Path,
+    jobs: Option<u32>,
+    extra: &[&str],
+    tag: &str,
+    context: &Path,
+) -> Command {
     let mut command = buildah(root);
     command.args([
         "bud",
@@ -56,7 +67,7 @@ pub fn buildah_bud(root: &Path, jobs: Option<u32>, tag: &str, context: &Path) ->
     if let Some(jobs) = jobs {
         command.arg(format!("--jobs={jobs}"));
     }
-    command.arg(context);
+    command.args(extra).arg(context);
     command
 }
 
@@ -71,6 +82,13 @@ pub fn buildah_bud_oci(root: &Path, tag: &str, context: &Path, dest: &Path) -> C
     command
         .arg("-c")
         .arg(format!("{} && {}", shell_line(&bud), shell_line(&push)));
+    command
+}
+
+/// `buildah push TAG DESTINATION` to the loopback registry.
+pub fn buildah_push(root: &Path, tag: &str, destination: &str) -> Command {
+    let mut command = buildah(root);
+    command.args(["push", "-q", "--tls-verify=false", tag, destination]);
     command
 }
 
@@ -163,7 +181,7 @@ impl BuildKit {
 }
 
 /// A command as one shell line (arguments single-quoted).
-fn shell_line(command: &Command) -> String {
+pub fn shell_line(command: &Command) -> String {
     let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
     std::iter::once(quote(command.get_program()))
         .chain(command.get_args().map(quote))

@@ -8,8 +8,8 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::peers::{
-    buildah_bud, buildah_bud_oci, buildah_pull, img_build, img_build_oci, img_pull,
-    remove_buildah_root, BuildKit,
+    buildah_bud, buildah_bud_oci, buildah_bud_with, buildah_pull, buildah_push, img_build,
+    img_build_oci, img_pull, remove_buildah_root, BuildKit,
 };
 use super::{measure, quiet, Registry, Row};
 
@@ -211,6 +211,11 @@ impl RealWorld {
         Ok(RealWorld { context, base })
     }
 
+    /// The Debian base image in the benchmark registry.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// Cold builds (base image pulled beforehand; BuildKit's cold builds pull it) and
     /// rebuilds after one source edit.
     pub fn measure(&self, with: &Builders<'_>) -> Result<[Row; 2]> {
@@ -303,5 +308,148 @@ fn write_c_project(context: &Path, base: &str) -> Result<()> {
              COPY src/ src/\nRUN make -j2 && make install\nUSER app\nCMD [\"hello\"]\n"
         ),
     )?;
+    Ok(())
+}
+
+/// Scenario 5, the CI case of the shared build cache: pod A builds cold on an empty state
+/// directory, exports its cache to the registry (`mode=max`) and pushes the image; pod B, on
+/// another empty state directory, imports that cache and pushes the same image. The project:
+/// the Debian base of scenario 4, `apt-get install` of a local package, and the C build.
+pub struct CiCache {
+    context: PathBuf,
+    registry: String,
+}
+
+impl CiCache {
+    /// The project on `base` (scenario 4's Debian image in the benchmark registry).
+    pub fn new(work: &Path, base: &str, registry: &Registry) -> Result<Self> {
+        let context = work.join("ci-project");
+        write_c_project(&context, base)?;
+        write_local_package(work, &context)?;
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM {base}\nCOPY bench-tool.deb /tmp/\n\
+                 RUN apt-get install -y --no-install-recommends /tmp/bench-tool.deb && bench-tool\n\
+                 RUN useradd --create-home app\nWORKDIR /src\nCOPY Makefile ./\nCOPY src/ src/\n\
+                 RUN make -j2 && make install\nUSER app\nCMD [\"hello\"]\n"
+            ),
+        )?;
+        Ok(CiCache {
+            context,
+            registry: registry.host.clone(),
+        })
+    }
+
+    /// Each run: pod A then pod B per builder, every pod on an empty state directory, every
+    /// run with its own repositories so no blob of an earlier run is found there.
+    pub fn measure(&self, with: &Builders<'_>) -> Result<[Row; 2]> {
+        let work = self.context.parent().expect("context has a parent");
+        let mut pod_a = Row::new("5. CI pod A: cold, `--cache-to type=registry,mode=max`, push");
+        let mut pod_b = Row::new("5. CI pod B: empty state, `--cache-from`, push");
+        for run in 0..with.runs {
+            let repo = format!("{}/bench/ci-img-{run}", self.registry);
+            let cache = format!("{repo}:buildcache");
+            for (row, pod, cache_flag) in [
+                (
+                    &mut pod_a,
+                    "a",
+                    format!("type=registry,ref={cache},mode=max"),
+                ),
+                (&mut pod_b, "b", cache.clone()),
+            ] {
+                let state = work.join(format!("ci-img-{run}-{pod}"));
+                let flag = if pod == "a" {
+                    "--cache-to"
+                } else {
+                    "--cache-from"
+                };
+                let mut build = Command::new(with.img);
+                build
+                    .arg("--state")
+                    .arg(&state)
+                    .args([
+                        "build",
+                        "--progress=plain",
+                        flag,
+                        &cache_flag,
+                        "--push",
+                        "-t",
+                    ])
+                    .arg(format!("{repo}:{pod}"))
+                    .arg(&self.context);
+                row.push("img", measure(&mut build)?);
+                std::fs::remove_dir_all(&state).ok();
+            }
+
+            let repo = format!("{}/bench/ci-buildah-{run}", self.registry);
+            for (row, pod, flag) in [
+                (&mut pod_a, "a", "--cache-to"),
+                (&mut pod_b, "b", "--cache-from"),
+            ] {
+                let root = work.join(format!("ci-buildah-{run}-{pod}"));
+                let cache = format!("{repo}/cache");
+                let bud = buildah_bud_with(&root, None, &[flag, &cache], "bench-ci", &self.context);
+                let mut push = buildah_push(&root, "bench-ci", &format!("docker://{repo}:{pod}"));
+                row.push("buildah", measure(&mut both(&bud, &mut push))?);
+                remove_buildah_root(&root);
+            }
+
+            if let Some(buildkit) = with.buildkit {
+                let repo = format!("{}/bench/ci-buildkit-{run}", self.registry);
+                let cache = format!("type=registry,ref={repo}:buildcache");
+                buildkit.prune()?;
+                let mut build = buildkit.build(
+                    &self.context,
+                    &format!("type=image,name={repo}:a,push=true"),
+                );
+                build.args(["--export-cache", &format!("{cache},mode=max")]);
+                pod_a.push("BuildKit", measure(&mut build)?);
+                buildkit.prune()?;
+                let mut build = buildkit.build(
+                    &self.context,
+                    &format!("type=image,name={repo}:b,push=true"),
+                );
+                build.args(["--import-cache", &cache]);
+                pod_b.push("BuildKit", measure(&mut build)?);
+            }
+        }
+        Ok([pod_a, pod_b])
+    }
+}
+
+/// `sh -c 'FIRST && SECOND'`: two commands timed as one.
+fn both(first: &Command, second: &mut Command) -> Command {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(format!(
+        "{} && {}",
+        super::peers::shell_line(first),
+        super::peers::shell_line(second)
+    ));
+    command
+}
+
+/// A small Debian package without dependencies, built with `dpkg-deb` into the context as
+/// `bench-tool.deb`: what `apt-get install` installs without a network.
+fn write_local_package(work: &Path, context: &Path) -> Result<()> {
+    let root = work.join("bench-tool-pkg");
+    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    std::fs::create_dir_all(root.join("usr/bin"))?;
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: bench-tool\nVersion: 1.0\nArchitecture: all\nMaintainer: img <img@localhost>\n\
+         Description: a tool for img's CI benchmark\n",
+    )?;
+    let tool = root.join("usr/bin/bench-tool");
+    std::fs::write(&tool, "#!/bin/sh\necho bench-tool installed\n")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755))?;
+    quiet(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(context.join("bench-tool.deb")),
+    )?;
+    std::fs::remove_dir_all(&root).ok();
     Ok(())
 }

@@ -21,15 +21,29 @@ pub fn push_manifest(
     manifest: &[u8],
 ) -> anyhow::Result<img_registry::Digest> {
     let blobs = LocalBlobs::new(content.clone(), None);
-    let display = Display::start(config.progress);
-    let progress = display.transfer_callback(Direction::Push);
-    let pushed = client.push(
-        reference,
-        manifest,
+    push_manifest_from(
+        config,
+        client,
         &blobs,
         &PushOptions::default(),
-        &progress,
-    );
+        reference,
+        manifest,
+    )
+}
+
+/// Pushes `manifest` and the blobs it references, read from `blobs` only where the registry
+/// has them neither already nor for a mount from `options.mount_from`.
+pub fn push_manifest_from(
+    config: &Config,
+    client: &Client,
+    blobs: &dyn img_registry::BlobSource,
+    options: &PushOptions,
+    reference: &Reference,
+    manifest: &[u8],
+) -> anyhow::Result<img_registry::Digest> {
+    let display = Display::start(config.progress);
+    let progress = display.transfer_callback(Direction::Push);
+    let pushed = client.push(reference, manifest, blobs, options, &progress);
     display.finish();
     pushed.with_context(|| format!("cannot push {reference}"))
 }

@@ -212,7 +212,7 @@ impl Registry {
             }
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: img-cli-tests\n{auth_yaml}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: img-cli-tests\n{auth_yaml}",
             storage.display()
         );
         let config_path = dir.path().join("config.yml");
@@ -260,6 +260,49 @@ impl Registry {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The digests of every blob served so far by a `GET /v2/<repo>/blobs/<digest>`, from the
+    /// registry's access log, in order. The registry logs a request once it has answered it,
+    /// so a marker request is made first and the log read once the marker is in it: every
+    /// request answered before is then logged too.
+    pub fn blob_gets(&self) -> Vec<String> {
+        let marker = format!("/v2/log-marker/blobs/sha256:{}", "0".repeat(64));
+        let count = |log: &str| log.matches(&marker).count();
+        let before = count(&self.log());
+        if let Ok(mut s) = TcpStream::connect((self.ip, self.port)) {
+            let _ = s.write_all(format!("GET {marker} HTTP/1.0\r\n\r\n").as_bytes());
+            let mut answer = String::new();
+            let _ = BufReader::new(s).read_line(&mut answer);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count(&self.log()) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log()
+            .lines()
+            .filter_map(|line| {
+                let request = line.split("\"GET ").nth(1)?.split(' ').next()?;
+                if request == marker {
+                    return None;
+                }
+                let digest = request.strip_prefix("/v2/")?.split("/blobs/").nth(1)?;
+                digest
+                    .starts_with("sha256:")
+                    .then(|| digest.split('?').next().unwrap_or(digest).to_owned())
+            })
+            .collect()
+    }
+
+    /// The file the registry stores blob `digest` in (`sha256:…`), to damage it.
+    pub fn blob_file(&self, digest: &str) -> std::path::PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 

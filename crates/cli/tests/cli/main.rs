@@ -13,6 +13,7 @@ mod fixtures;
 mod global;
 mod hostile;
 mod images;
+mod lazy_cache;
 mod multiplatform;
 mod registry;
 mod remote_cache;

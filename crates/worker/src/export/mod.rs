@@ -340,9 +340,19 @@ pub fn export_image(
             .output
             .snapshot_key()
             .ok_or(ExportError::NotASnapshot)?;
-        let made = worker.snapshotter().stat(key)?.created;
-        step_times.extend(step.history_index.map(|i| (i, made)));
-        let (layer, reused) = match cached_layer(worker, &content, key, &variant)? {
+        // A lazy result (a cache hit not unpacked) has no snapshot, and so no time of its
+        // own: its history entry gets the image's.
+        let lazy = worker.lazy_top_layer(key, options.compression);
+        if lazy.is_none() {
+            worker.materialize_key(key)?;
+            let made = worker.snapshotter().stat(key)?.created;
+            step_times.extend(step.history_index.map(|i| (i, made)));
+        }
+        let recorded = match lazy {
+            Some(layer) => Some(layer),
+            None => cached_layer(worker, &content, key, &variant)?,
+        };
+        let (layer, reused) = match recorded {
             Some(layer) => (layer, true),
             None => {
                 let progress = options.progress.clone();

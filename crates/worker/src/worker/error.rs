@@ -199,6 +199,18 @@ pub enum WorkerError {
         #[source]
         source: Box<img_remote_cache::CacheError>,
     },
+    /// A layer of an imported cache could not be used when a step or an export needed it
+    /// (not downloadable, not matching its digest or diff id); the build solves again without
+    /// the results using it.
+    #[error("cache {location}: layer {layer} refused: {reason}")]
+    CacheLayerRefused {
+        /// The cache.
+        location: String,
+        /// The layer's blob digest.
+        layer: String,
+        /// Why, with its causes.
+        reason: String,
+    },
     /// A cache mount's content could not be exported as a layer.
     #[error("cannot export cache mount {id:?}")]
     CacheMountExport {

@@ -333,6 +333,7 @@ impl Worker {
                 Ok(staged.path().join(path))
             }
             WorkerRef::Snapshot { key, .. } => {
+                self.materialize_key(key)?;
                 let mounts = self.snapshotter.mounts(key)?;
                 if let [only] = mounts.as_slice() {
                     if only.kind == "bind" {

@@ -461,6 +461,9 @@ impl Worker {
                     sum
                 }
                 WorkerRef::Snapshot { key, .. } => {
+                    // The checksum of a lazy result's files needs them: it is unpacked here
+                    // (docs/cache-format.md says why the cache does not carry checksums).
+                    self.materialize_key(key)?;
                     let compute = || -> Result<TreeChecksum, WorkerError> {
                         self.with_tree(output, |root| -> Result<_, WorkerError> {
                             let tree =
@@ -598,6 +601,7 @@ impl Worker {
     /// The snapshot keys from the root of `output`'s chain to `output` itself.
     pub(crate) fn chain(&self, output: &WorkerRef) -> Result<Vec<String>, WorkerError> {
         let mut key = Some(self.snapshot_key(output, "merge")?);
+        self.materialize(output)?;
         let mut chain = Vec::new();
         while let Some(k) = key {
             key = self.snapshotter.stat(&k)?.parent;

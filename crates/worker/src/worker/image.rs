@@ -10,6 +10,7 @@ use img_snapshot::{ContentStore, Digest};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use super::lazy::{LazyLayer, Origin};
 use super::local_blobs::LocalBlobs;
 use super::{Worker, WorkerError, WorkerRef};
 use img_solver::ExecContext;
@@ -26,8 +27,9 @@ pub(crate) struct ResolvedBase {
     pub manifest_digest: Digest,
     /// The image config.
     pub config: Vec<u8>,
-    /// Set when the blobs must be pulled first.
-    pull: Option<Reference>,
+    /// Set when the image is not stored here: the reference to pull from, with the manifest
+    /// as the registry served it and the config's descriptor.
+    pull: Option<(Reference, img_registry::Manifest, img_registry::Descriptor)>,
 }
 
 /// A base image as the frontend needs it before lowering: its config (for `ENV`, `USER`,
@@ -302,7 +304,7 @@ impl Worker {
             reference: reference.clone(),
             manifest_digest,
             config: image.config,
-            pull: Some(parsed),
+            pull: Some((parsed, image.manifest, image.config_descriptor)),
         })
     }
 
@@ -314,57 +316,69 @@ impl Worker {
     ) -> Result<WorkerRef, WorkerError> {
         let base = self.resolve_image(source)?;
         let content = self.store.content();
-        if let Some(reference) = &base.pull {
-            let client =
-                self.options
-                    .registry
-                    .as_ref()
-                    .ok_or_else(|| WorkerError::ImageNotLocal {
-                        reference: base.reference.clone(),
-                    })?;
-            let platform = &source.platform;
+        let mut pull = None;
+        if let Some((reference, manifest, config)) = &base.pull {
+            // Only the manifest and the config now: the layers are pulled when a step needs
+            // the files (a push to the same registry may need none of them).
             let sink = LocalBlobs::new(content.clone(), Some(&self.lease));
+            let store = |descriptor: &img_registry::Descriptor, bytes: &[u8]| {
+                use img_registry::BlobSink;
+                if sink.contains(descriptor.digest())? {
+                    return Ok(());
+                }
+                let mut writer = sink.begin(descriptor)?;
+                std::io::Write::write_all(&mut writer, bytes)?;
+                writer.commit()
+            };
+            store(config, &base.config)
+                .and_then(|()| store(&manifest.descriptor(), &manifest.bytes))
+                .map_err(|e| bad(&base.reference, format!("cannot store the manifest: {e}")))?;
             ctx.log(
                 img_solver::LogStream::Stderr,
-                format!("pulling {reference}\n").as_bytes(),
+                format!("resolved {reference} to {}\n", manifest.digest).as_bytes(),
             );
-            // Blob-level progress goes to the op's log, one line per finished or retried blob.
-            let progress = |event: &img_registry::ProgressEvent| {
-                let line = match event {
-                    img_registry::ProgressEvent::Done { digest, size } => {
-                        format!("pulled {digest} ({size} bytes)\n")
-                    }
-                    img_registry::ProgressEvent::Retrying {
-                        digest,
-                        attempt,
-                        reason,
-                        ..
-                    } => format!("retrying {digest} (attempt {attempt}): {reason}\n"),
-                    _ => return,
-                };
-                ctx.log(img_solver::LogStream::Stderr, line.as_bytes());
-            };
-            let image = client
-                .pull(reference, platform, &sink, &progress)
-                .map_err(|e| WorkerError::Pull {
-                    reference: base.reference.clone(),
-                    source: Box::new(e),
-                })?;
-            // Recorded under its name, as `docker pull` would, so the next build finds it.
-            // The platform's manifest is stored rather than the index, whose other entries
-            // were not pulled.
-            if reference.digest().is_none() {
-                self.store
-                    .images()
-                    .put(&reference.to_string(), &image.manifest.descriptor())
-                    .map_err(|e| bad(&base.reference, e.to_string()))?;
-            }
+            pull = Some(Box::new((reference.clone(), manifest.descriptor())));
         }
         self.lease
             .add_blob(&base.manifest_digest)
             .map_err(WorkerError::Lease)?;
-        let log = |line: &str| ctx.log(img_solver::LogStream::Stderr, line.as_bytes());
-        self.unpack_image(&base.reference, &base.manifest_digest, &log)
+        self.lazy_image(&base.reference, &base.manifest_digest, pull)
+    }
+
+    /// A base image as a lazy result: its chain of layer snapshots, unpacked when a step
+    /// first needs the files.
+    fn lazy_image(
+        &self,
+        reference: &str,
+        manifest: &Digest,
+        pull: Option<Box<(Reference, img_registry::Descriptor)>>,
+    ) -> Result<WorkerRef, WorkerError> {
+        let content = self.store.content();
+        let parts = image_parts(&content, manifest)?;
+        let layers = parts
+            .layers
+            .iter()
+            .zip(&parts.diff_ids)
+            .zip(chain_ids(&parts.diff_ids))
+            .map(
+                |(((digest, media_type, size), diff_id), chain_id)| LazyLayer {
+                    layer: img_remote_cache::CacheLayer::new(
+                        digest.to_oci(),
+                        *size,
+                        media_type.clone(),
+                        diff_id.to_oci(),
+                    ),
+                    digest: *digest,
+                    diff_id: *diff_id,
+                    key: self.layer_key(&chain_id),
+                },
+            )
+            .collect();
+        let origin = Origin::Image {
+            reference: reference.to_owned(),
+            pull,
+        };
+        self.lazy_result(origin, layers, Some(*manifest))
     }
 
     /// Makes a stored image's layers a snapshot chain, one committed snapshot per layer keyed

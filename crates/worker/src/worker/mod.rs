@@ -20,6 +20,7 @@ mod exec;
 mod file;
 pub(crate) mod image;
 pub(crate) mod layer_db;
+mod lazy;
 mod local_blobs;
 pub(crate) mod mounted;
 mod paths;
@@ -49,6 +50,7 @@ pub use context::{ContextFilterFactory, GlobContextFilter};
 pub use error::WorkerError;
 pub(crate) use image::image_parts;
 pub use image::BaseImage;
+pub use lazy::{LazyBlobs, LazyStats};
 pub use local_blobs::LocalBlobs;
 pub use remote::DownloadTimeouts;
 pub use secrets::{SecretSource, SecretStore};
@@ -301,7 +303,18 @@ impl Worker {
     pub fn gc_roots(&self, cache: &CacheDb) -> Result<GcRoots, WorkerError> {
         let mut roots = GcRoots::default();
         for record in cache.records()? {
-            if let Some(WorkerRef::Snapshot { key, image }) = parse_output_id(&record.output_id) {
+            if let Some(lazy) = parse_lazy_id(&record.output_id) {
+                // A lazy result keeps its blobs, which are all it is until unpacked.
+                roots.snapshots.push(lazy.key);
+                roots.blobs.extend(lazy.image);
+                roots.blobs.extend(
+                    lazy.layers
+                        .iter()
+                        .filter_map(|l| Digest::try_from(&l.digest).ok()),
+                );
+            } else if let Some(WorkerRef::Snapshot { key, image }) =
+                parse_output_id(&record.output_id)
+            {
                 roots.snapshots.push(key);
                 roots.blobs.extend(image);
             }
@@ -337,7 +350,8 @@ impl Worker {
         self.store.state().tmp()
     }
 
-    /// Prepares an active snapshot on `parent` (a committed snapshot, or empty).
+    /// Prepares an active snapshot on `parent` (a committed snapshot, unpacked first when it
+    /// is a lazy result, or empty).
     pub(crate) fn prepare(&self, parent: Option<&WorkerRef>) -> Result<Active<'_>, WorkerError> {
         let parent_key = match parent {
             None => None,
@@ -346,6 +360,14 @@ impl Worker {
                 return Err(WorkerError::LocalAsRoot { name: name.clone() })
             }
         };
+        if let Some(key) = parent_key {
+            self.materialize_key(key)?;
+        }
+        self.prepare_on(parent_key)
+    }
+
+    /// Prepares an active snapshot on the committed snapshot `parent_key`, or empty.
+    pub(crate) fn prepare_on(&self, parent_key: Option<&str>) -> Result<Active<'_>, WorkerError> {
         let key = format!("active/{}", unique_suffix());
         let snapshot = self.snapshotter.prepare(&key, parent_key)?;
         Ok(Active {
@@ -356,7 +378,8 @@ impl Worker {
         })
     }
 
-    /// Runs `work` on the tree of a committed snapshot or a local directory.
+    /// Runs `work` on the tree of a committed snapshot (unpacked first when it is a lazy
+    /// result) or a local directory.
     pub(crate) fn with_tree<R: Send>(
         &self,
         tree: &WorkerRef,
@@ -365,6 +388,7 @@ impl Worker {
         match tree {
             WorkerRef::Local { path, .. } => Ok(work(path)),
             WorkerRef::Snapshot { key, .. } => {
+                self.materialize_key(key)?;
                 let mounts = self.snapshotter.mounts(key)?;
                 mounted::with_mounted(&mounts, &self.scratch(), work).map_err(|source| {
                     WorkerError::Mount {
@@ -468,9 +492,15 @@ fn parse_output_id(id: &str) -> Option<WorkerRef> {
     serde_json::from_str(json).ok()
 }
 
+/// The lazy result an id written by [`Executor::output_id`] names, if it is one.
+fn parse_lazy_id(id: &str) -> Option<lazy::LazyRecord> {
+    serde_json::from_str(id.strip_prefix(LAZY_ID)?).ok()
+}
+
 /// `output_id` prefixes.
 const SNAPSHOT_ID: &str = "snapshot:";
 const LOCAL_ID: &str = "local:";
+const LAZY_ID: &str = "lazy:";
 
 impl Executor for Worker {
     type Output = WorkerRef;
@@ -526,6 +556,13 @@ impl Executor for Worker {
     }
 
     fn output_id(&self, output: &WorkerRef) -> String {
+        if let Some(record) = self.lazy_record(output) {
+            // Plain data always serializes.
+            return format!(
+                "{LAZY_ID}{}",
+                serde_json::to_string(&record).unwrap_or_default()
+            );
+        }
         match output {
             WorkerRef::Snapshot { .. } => {
                 // Plain data always serializes.
@@ -553,6 +590,12 @@ impl Executor for Worker {
     }
 
     fn load(&self, id: &str) -> Result<Option<WorkerRef>, WorkerError> {
+        if id.starts_with(LAZY_ID) {
+            return match parse_lazy_id(id) {
+                Some(record) => self.load_lazy(record),
+                None => Err(WorkerError::MalformedOutputId { id: id.to_owned() }),
+            };
+        }
         let output = parse_output_id(id)
             .ok_or_else(|| WorkerError::MalformedOutputId { id: id.to_owned() })?;
         match output {

@@ -1,16 +1,13 @@
 //! The build cache shared between machines (`--cache-from`, `--cache-to`), on the worker's
-//! side: a remote hit becomes a snapshot chain, and a solved build becomes a cache config.
+//! side: a remote hit becomes a lazy snapshot chain, and a solved build becomes a cache config.
 //!
 //! A record of the cache maps an op's cache key to the layer chain of its snapshot, base
 //! image layers included. On a local miss ([`Executor::load_remote`](img_solver::Executor))
-//! the chain is unpacked into snapshots named by chain id, as base images are
-//! ([`Worker::unpack_image`]), so a chain shared with the base image or with another hit is
-//! unpacked once. Each unpacked snapshot is recorded in the layer database as exported to the
-//! very blob it came from, so exporting or pushing the image reuses that blob.
-//!
-//! What stays eager: a hit downloads and unpacks its whole chain at once (layers already in
-//! the content store or already unpacked are skipped), rather than when a step first needs
-//! the files; the snapshot handle has no not-yet-materialized state.
+//! a hit costs nothing but the lookup: the result is the chain's top snapshot, named by chain
+//! id as base image layers are, and left unpacked ([`super::lazy`]) until a step or an export
+//! needs its files or its blobs. A chain shared with the base image or with another hit is
+//! unpacked once. A cache export in a build whose results are still lazy names their layers
+//! from the imported cache, without downloading them.
 //!
 //! Cache mounts travel as one layer each, keyed by their id, restored before the solve into
 //! a cache directory this state directory does not have yet (a local one is never replaced).
@@ -24,12 +21,12 @@ use img_remote_cache::{
 };
 use img_snapshot::{
     apply_layer, export_layer, ApplyOptions, Compression, Digest, ExportOptions, LayerDescriptor,
-    SnapshotError,
 };
 use img_solver::{CacheKey, Solved};
 
 use super::image::{chain_ids, image_parts};
 use super::layer_db::ExportVariant;
+use super::lazy::{LazyLayer, LazyState, Origin};
 use super::{unique_suffix, LocalBlobs, Worker, WorkerError, WorkerRef};
 
 /// The diff id of an empty tar: a step that changed nothing (such layers are left out of
@@ -80,8 +77,8 @@ pub struct BuiltCache {
 
 /// A cache read for this build.
 #[derive(Debug)]
-struct Import {
-    backend: Arc<dyn CacheBackend>,
+pub(crate) struct Import {
+    pub(crate) backend: Arc<dyn CacheBackend>,
     config: CacheConfig,
 }
 
@@ -90,11 +87,11 @@ struct Import {
 pub(crate) struct RemoteState {
     imports: Mutex<Vec<Arc<Import>>>,
     warnings: Mutex<Vec<String>>,
-    /// Layers downloaded from imported caches and their bytes, for the progress display.
-    downloaded: Mutex<(u64, u64)>,
+    /// Lazy results and what unpacking them did.
+    pub(crate) lazy: LazyState,
 }
 
-fn remote_err(source: CacheError) -> WorkerError {
+pub(crate) fn remote_err(source: CacheError) -> WorkerError {
     WorkerError::RemoteCache {
         source: Box::new(source),
     }
@@ -108,7 +105,7 @@ fn oci_digest(d: &img_registry::Digest, what: &str) -> Result<Digest, WorkerErro
 }
 
 /// The compression a layer media type says, for the layer database's export variant.
-fn compression_of(media_type: &str) -> Option<Compression> {
+pub(crate) fn compression_of(media_type: &str) -> Option<Compression> {
     if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
         Some(Compression::Gzip)
     } else if media_type.ends_with("+zstd") || media_type.ends_with(".tar.zstd") {
@@ -176,15 +173,6 @@ impl Worker {
         )
     }
 
-    /// Layers downloaded (and verified) from imported caches so far, and their total size.
-    pub fn cache_downloads(&self) -> (u64, u64) {
-        *self
-            .remote
-            .downloaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Fetches `layer` from `import` into the content store unless it is there already.
     fn fetch_into_store(
         &self,
@@ -201,17 +189,11 @@ impl Worker {
             .backend
             .fetch_layer(layer, &sink)
             .map_err(remote_err)?;
-        let mut downloaded = self
-            .remote
-            .downloaded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        downloaded.0 += 1;
-        downloaded.1 += layer.size;
+        self.remote.lazy.count_download(layer.size);
         Ok(())
     }
 
-    fn warn(&self, line: String) {
+    pub(crate) fn warn(&self, line: String) {
         self.remote
             .warnings
             .lock()
@@ -219,8 +201,9 @@ impl Worker {
             .push(line);
     }
 
-    /// The result cached under `key` in an imported cache, unpacked; `None` when no cache has
-    /// it or its layers could not be had (said in the warnings).
+    /// The result cached under `key` in an imported cache, as a lazy result: nothing is
+    /// downloaded until it is needed. `None` when no cache has it, or only with a layer
+    /// refused earlier in this build.
     pub(super) fn load_remote_key(&self, key: &CacheKey) -> Result<Option<WorkerRef>, WorkerError> {
         let imports = self
             .remote
@@ -233,88 +216,33 @@ impl Worker {
             let Some(chain) = import.config.lookup(&key) else {
                 continue;
             };
-            match self.materialize(&import, &chain) {
-                Ok(output) => return Ok(Some(output)),
-                Err(err) => self.warn(format!(
-                    "cache {}: {}; the step runs instead",
-                    import.backend.location(),
-                    error_chain(&err)
-                )),
+            if chain
+                .iter()
+                .any(|l| self.remote.lazy.is_refused(l.digest.as_ref()))
+            {
+                continue;
             }
+            let location = import.backend.location();
+            let diff_ids = chain
+                .iter()
+                .map(|l| oci_digest(&l.diff_id, &location))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut layers = Vec::with_capacity(chain.len());
+            for ((layer, diff_id), chain_id) in
+                chain.iter().zip(&diff_ids).zip(chain_ids(&diff_ids))
+            {
+                layers.push(LazyLayer {
+                    layer: (*layer).clone(),
+                    digest: oci_digest(&layer.digest, &location)?,
+                    diff_id: *diff_id,
+                    key: self.layer_key(&chain_id),
+                });
+            }
+            return self
+                .lazy_result(Origin::Cache(import.clone()), layers, None)
+                .map(Some);
         }
         Ok(None)
-    }
-
-    /// Unpacks `chain` into snapshots named by chain id and returns its top.
-    fn materialize(
-        &self,
-        import: &Import,
-        chain: &[&CacheLayer],
-    ) -> Result<WorkerRef, WorkerError> {
-        let location = import.backend.location();
-        let diff_ids = chain
-            .iter()
-            .map(|l| oci_digest(&l.diff_id, &location))
-            .collect::<Result<Vec<_>, _>>()?;
-        let content = self.store.content();
-        let mut parent: Option<String> = None;
-        for ((layer, chain_id), diff_id) in chain.iter().zip(chain_ids(&diff_ids)).zip(&diff_ids) {
-            let key = format!("layer/{chain_id}");
-            let digest = oci_digest(&layer.digest, &location)?;
-            match self.snapshotter.stat(&key) {
-                Ok(_) => {}
-                Err(SnapshotError::NotFound { .. }) => {
-                    self.fetch_into_store(import, layer, &digest)?;
-                    self.lease.add_blob(&digest).map_err(WorkerError::Lease)?;
-                    let parent_ref = parent.as_ref().map(|key| WorkerRef::Snapshot {
-                        key: key.clone(),
-                        image: None,
-                    });
-                    let active = self.prepare(parent_ref.as_ref())?;
-                    let report = self.snapshotter.apply(active.key(), &content, &digest)?;
-                    if report.diff_id != *diff_id {
-                        return Err(WorkerError::DiffIdMismatch {
-                            reference: location,
-                            layer: digest.to_string(),
-                            expected: diff_id.to_string(),
-                            actual: report.diff_id.to_string(),
-                        });
-                    }
-                    active.commit_shared(&key)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            self.lease.add_snapshot(&key).map_err(WorkerError::Lease)?;
-            // Exporting this snapshot is exporting the blob it came from.
-            if let Some(compression) = compression_of(&layer.media_type) {
-                if content.exists(&digest) {
-                    let variant = ExportVariant {
-                        compression,
-                        level: None,
-                        source_date_epoch: None,
-                    };
-                    let descriptor = LayerDescriptor {
-                        digest,
-                        size: layer.size,
-                        diff_id: *diff_id,
-                        compression,
-                    };
-                    self.layers.put(&key, &variant, &descriptor)?;
-                }
-            }
-            parent = Some(key);
-        }
-        let key = match parent {
-            Some(key) => key,
-            None => {
-                let key = "layer/empty".to_owned();
-                if self.snapshotter.stat(&key).is_err() {
-                    self.prepare(None)?.commit_shared(&key)?;
-                }
-                key
-            }
-        };
-        Ok(WorkerRef::Snapshot { key, image: None })
     }
 
     /// Restores the imported content of the cache mounts `definition` uses into cache
@@ -438,7 +366,7 @@ impl Worker {
                     .zip(chain_ids(&parts.diff_ids))
                 {
                     image_layers.insert(
-                        format!("layer/{chain_id}"),
+                        self.layer_key(&chain_id),
                         CacheLayer::new(
                             digest.to_oci(),
                             *size,
@@ -454,6 +382,13 @@ impl Worker {
             level: None,
             source_date_epoch: options.source_date_epoch,
         };
+        // Lazy results, and snapshots unpacked from them, are the blobs they came from (when
+        // of the compression asked for): nothing is downloaded or compressed again.
+        for layer in self.lazy_layers() {
+            if compression_of(&layer.layer.media_type) == Some(options.compression) {
+                image_layers.entry(layer.key).or_insert(layer.layer);
+            }
+        }
         // mode=min keeps the chains of the results: one per platform of a multi-platform build.
         let mut final_chain: HashSet<String> = HashSet::new();
         for output in definition.outputs() {
@@ -552,18 +487,36 @@ impl Worker {
         references
     }
 
-    /// Writes `config` to `backend`, its layers read from the content store.
+    /// Writes `config` to `backend`, its layers read from the content store; a layer of a
+    /// lazy result is downloaded only if the backend has it neither already nor for a mount.
     pub fn export_cache(
         &self,
         backend: &dyn CacheBackend,
         config: &CacheConfig,
     ) -> Result<WriteReport, CacheError> {
-        let blobs = LocalBlobs::new(self.store.content(), Some(&self.lease));
-        backend.write(config, &blobs)
+        backend.write(config, &self.lazy_blobs())
     }
 
-    /// The snapshot keys from the bottom of `key`'s chain up to `key`.
+    /// The registry references of the imported caches: repositories that hold their layers,
+    /// for a cross-repository mount instead of a download and an upload.
+    pub fn imported_cache_references(&self) -> Vec<String> {
+        let imports = self
+            .remote
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        imports
+            .iter()
+            .filter_map(|import| import.backend.registry_reference())
+            .collect()
+    }
+
+    /// The snapshot keys from the bottom of `key`'s chain up to `key` (a lazy result's from
+    /// its layers, without unpacking them).
     fn snapshot_chain(&self, key: &str) -> Result<Vec<String>, WorkerError> {
+        if let Some(lazy) = self.lazy_chain(key) {
+            return Ok(lazy.layers().iter().map(|l| l.key.clone()).collect());
+        }
         let mut chain = Vec::new();
         let mut next = Some(key.to_owned());
         while let Some(k) = next {
@@ -615,7 +568,7 @@ fn cache_layer(layer: &LayerDescriptor) -> CacheLayer {
     )
 }
 
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(next) = cause {

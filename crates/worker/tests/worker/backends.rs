@@ -50,8 +50,10 @@ fn rebuilt_on_the_other_backend() -> TestResult {
 
     let native = solver_on(&fx, BackendChoice::Native);
     let second = solve(&native, &definition).map_err(fail)?;
+    // The base image source may come from its record: a lazy result, unpacked on this
+    // backend when a step needs it. No step's overlayfs snapshot is reused.
     check(
-        second.cached.is_empty(),
+        second.cached.iter().all(|d| *d == graph.base.digest),
         format!(
             "overlayfs results reused by the native backend: {:?}",
             second.cached

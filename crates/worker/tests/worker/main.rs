@@ -8,6 +8,7 @@ mod common;
 mod consistency;
 mod dockerfile;
 mod hostile;
+mod lazy;
 mod output;
 mod remote;
 mod sources;
@@ -33,5 +34,6 @@ fn main() {
     tests.extend(dockerfile::tests());
     tests.extend(hostile::tests());
     tests.extend(consistency::tests());
+    tests.extend(lazy::tests());
     libtest_mimic::run(&args, tests).exit();
 }

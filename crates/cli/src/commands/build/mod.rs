@@ -172,15 +172,36 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &definition,
         &display,
     );
-    let solved = solver.solve(&definition, &solve_options, &display.solver_sink());
+    // The final results of every platform, as the outputs write them.
+    let roots = |solved: &Solved<WorkerRef>| -> Vec<WorkerRef> {
+        builds
+            .iter()
+            .filter_map(|b| {
+                let output = op(&b.lowered.definition.output());
+                solved.outputs.get(&output.digest).cloned()
+            })
+            .collect()
+    };
+    let solved = remote_cache::solve(
+        &solver,
+        &definition,
+        &solve_options,
+        &display,
+        &roots,
+        remote_cache::output_needs(&build.outputs),
+    );
     cache_warnings.extend(solver.executor().take_cache_warnings());
-    remote_cache::report_downloads(solver.executor(), &build.cache_from, &display);
+    let imported =
+        remote_cache::report_downloads(solver.executor(), &build.cache_from, &display, None);
     let solved = match solved {
         Ok(solved) => solved,
-        Err(err) => {
+        Err(failure) => {
             display.finish();
             print_warnings(&cache_warnings);
-            return Err(explain_failure(err, host.as_ref()));
+            return Err(match failure {
+                remote_cache::SolveFailure::Solve(err) => explain_failure(err, host.as_ref()),
+                remote_cache::SolveFailure::Outputs(err) => err,
+            });
         }
     };
     let inline_cache = remote_cache::inline_config(
@@ -224,7 +245,14 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         ),
         Err(_) => Ok(Vec::new()),
     };
+    remote_cache::report_downloads(
+        solver.executor(),
+        &build.cache_from,
+        &display,
+        Some(imported),
+    );
     display.finish();
+    cache_warnings.extend(solver.executor().take_cache_warnings());
     print_warnings(&cache_warnings);
     if let Some(attestor) = attestor.as_ref().filter(|_| !quiet) {
         print_warnings(&attestor.take_warnings());
@@ -582,8 +610,18 @@ fn write_outputs(
     for output in &build.outputs {
         let started = std::time::Instant::now();
         match output {
-            OutputSpec::Image { names, .. } => {
+            OutputSpec::Image { names, push } => {
                 let exported = exported()?;
+                // Pushed, an image whose layers were imported lazily is not downloaded to be
+                // stored here too: the registry has it.
+                let missing = remote_cache::missing_layers(worker, exported);
+                if *push && missing > 0 {
+                    step.line(&format!(
+                        "not stored locally: {missing} layers were not downloaded (pushed only)"
+                    ));
+                    continue;
+                }
+                remote_cache::fetch_layers(worker, exported)?;
                 let store_as = |names: &[String]| match exported {
                     Exported::Image(image) => store_image(store, image, names),
                     Exported::Index(index) => store_index(store, index, names),
@@ -613,6 +651,7 @@ fn write_outputs(
                         _ => anyhow::bail!("{}", options::DOCKER_MULTI_PLATFORM),
                     },
                 };
+                remote_cache::fetch_layers(worker, exported()?)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let scratch = store.state().tmp();
@@ -626,6 +665,7 @@ fn write_outputs(
             }
             OutputSpec::Oci { dest, names } => {
                 let exported = exported()?;
+                remote_cache::fetch_layers(worker, exported)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
                     let names = oci_ref_names(names);
@@ -687,7 +727,14 @@ fn push_outputs(
     solver: &Solver<Worker>,
     image: Option<&Exported>,
 ) -> anyhow::Result<()> {
-    let content = solver.executor().store().content();
+    let worker = solver.executor();
+    // Lazily imported layers are read (downloaded) only for a registry that has them neither
+    // already nor for a mount from the cache's or the base image's repository.
+    let blobs = worker.lazy_blobs();
+    let options = img_registry::PushOptions {
+        mount_from: remote_cache::mount_sources(worker),
+        ..img_registry::PushOptions::default()
+    };
     for output in &build.outputs {
         let names = match output {
             OutputSpec::Image { names, push: true } | OutputSpec::Registry { names } => names,
@@ -697,7 +744,14 @@ fn push_outputs(
         let client = Client::new(config.registry.clone());
         for name in names {
             let reference = Reference::parse(name)?;
-            super::push::push_manifest(config, &client, &content, &reference, image.bytes())?;
+            super::push::push_manifest_from(
+                config,
+                &client,
+                &blobs,
+                &options,
+                &reference,
+                image.bytes(),
+            )?;
         }
     }
     Ok(())

@@ -1,19 +1,29 @@
 //! The build's shared caches: `--cache-from` read before the solve (a missing or broken one is
 //! a warning, and the build goes on without it), `--cache-to` written after the export, each
 //! shown as a step of the build's display with its sizes.
+//!
+//! Hits are lazy (see `img_worker`): the solve downloads only what the steps that run need,
+//! then [`solve`] prepares what the outputs need (the final files for a local or tar output,
+//! the layer blobs for an archive or the image store, nothing for a push). A cache layer
+//! refused on the way (a corrupt or missing blob) is a warning and the build solves again,
+//! running the steps whose cached results used it. What was downloaded lazily is reported
+//! as the "importing cache layers" step, after the solve and again after the exports.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use img_llb::Definition;
 use img_registry::Client;
 use img_remote_cache::{CacheBackend, CacheConfig, LayoutCache, RegistryCache};
 use img_snapshot::Compression;
-use img_solver::Solved;
-use img_worker::{CacheExportOptions, CacheMode, Worker, WorkerRef};
+use img_solver::{SolveError, SolveOptions, Solved, Solver};
+use img_worker::{CacheExportOptions, CacheMode, LazyStats, Worker, WorkerError, WorkerRef};
 
 use super::cache_spec::{CacheFromSpec, CacheTarget, CacheToSpec};
 use super::export_step::ExportStep;
+use super::output::OutputSpec;
+use super::Exported;
 use crate::progress::Display;
 
 /// Sizes as people read them.
@@ -88,18 +98,120 @@ pub fn import(
     warnings
 }
 
-/// After the solve: what the cache hits downloaded, as a step with its size.
-pub fn report_downloads(worker: &Worker, specs: &[CacheFromSpec], display: &Display) {
-    if specs.is_empty() {
-        return;
+/// What the outputs need of the build's final results before they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputNeeds {
+    /// Their files (a local directory or a tar of the root filesystem): unpacked.
+    Files,
+    /// Their layer blobs (an OCI or docker archive, the image store): downloaded, not
+    /// unpacked.
+    Blobs,
+    /// Nothing (pushes only): a registry that has the layers, or can mount them from the
+    /// cache's repository, needs none of them here.
+    Nothing,
+}
+
+/// Why [`solve`] failed.
+pub enum SolveFailure {
+    /// A step failed.
+    Solve(SolveError),
+    /// The outputs' files or blobs could not be had.
+    Outputs(anyhow::Error),
+}
+
+/// How many times a build solves again after refusing a cache layer; each round refuses at
+/// least one more layer, so this only bounds a cache full of broken layers.
+const MAX_SOLVES: usize = 8;
+
+/// Solves `definition`, then makes what `needs` says of `roots` (the final results) present.
+/// A cache layer refused on the way is said in the warnings and the build solves again
+/// without the results that used it (those steps run instead).
+pub fn solve(
+    solver: &Solver<Worker>,
+    definition: &Definition,
+    options: &SolveOptions,
+    display: &Display,
+    roots: &dyn Fn(&Solved<WorkerRef>) -> Vec<WorkerRef>,
+    needs: OutputNeeds,
+) -> Result<Solved<WorkerRef>, SolveFailure> {
+    let worker = solver.executor();
+    let mut round = 1;
+    loop {
+        if round > 1 {
+            let step = ExportStep::start(display.solver_sink(), "importing cache layers");
+            step.line("a cache layer was refused (see the warnings): solving again, the steps that used it run");
+            step.finish();
+        }
+        let solved = solver.solve(definition, options, &display.solver_sink());
+        let prepared = match solved {
+            Ok(solved) => prepare_outputs(worker, &roots(&solved), needs).map(|()| solved),
+            Err(err) if worker.take_refused() && round < MAX_SOLVES => {
+                round += 1;
+                drop(err);
+                continue;
+            }
+            Err(err) => return Err(SolveFailure::Solve(err)),
+        };
+        match prepared {
+            Ok(solved) => return Ok(solved),
+            Err(_) if worker.take_refused() && round < MAX_SOLVES => round += 1,
+            Err(err) => {
+                return Err(SolveFailure::Outputs(
+                    anyhow::Error::new(err).context("cannot prepare the build's outputs"),
+                ))
+            }
+        }
     }
-    let (layers, bytes) = worker.cache_downloads();
+}
+
+fn prepare_outputs(
+    worker: &Worker,
+    roots: &[WorkerRef],
+    needs: OutputNeeds,
+) -> Result<(), WorkerError> {
+    for root in roots {
+        match needs {
+            OutputNeeds::Files => worker.unpack(root)?,
+            OutputNeeds::Blobs => worker.fetch_chain_blobs(root)?,
+            OutputNeeds::Nothing => {}
+        }
+    }
+    Ok(())
+}
+
+/// What the cache hits downloaded and unpacked since `before`, as a step with its sizes;
+/// returns the totals now. Nothing is shown when nothing happened after the first report.
+pub fn report_downloads(
+    worker: &Worker,
+    specs: &[CacheFromSpec],
+    display: &Display,
+    before: Option<LazyStats>,
+) -> LazyStats {
+    let now = worker.lazy_stats();
+    if specs.is_empty() || before == Some(now) {
+        return now;
+    }
+    let base = before.unwrap_or_default();
     let step = ExportStep::start(display.solver_sink(), "importing cache layers");
     step.line(&format!(
-        "{layers} layers downloaded and verified, {}",
-        human(bytes)
+        "{} layers downloaded and verified, {}; {} layers unpacked",
+        now.downloaded - base.downloaded,
+        human(now.downloaded_bytes - base.downloaded_bytes),
+        now.unpacked - base.unpacked,
     ));
     step.finish();
+    now
+}
+
+/// Repositories an image push may mount the build's layers from: the imported caches' and
+/// the base images'.
+pub fn mount_sources(worker: &Worker) -> Vec<img_registry::Reference> {
+    let mut references = worker.imported_cache_references();
+    references.extend(worker.base_image_references());
+    references
+        .iter()
+        .filter_map(|r| img_registry::Reference::parse(r).ok())
+        .collect()
 }
 
 /// The inline cache for the image's config when a `--cache-to type=inline` asks for one.
@@ -143,12 +255,9 @@ pub fn export(
         let backend: Arc<dyn CacheBackend> = match &spec.target {
             CacheTarget::Inline => continue,
             CacheTarget::Registry(reference) => {
-                // Base layers may be mounted from the repositories the base images came from.
-                let mount_from = worker
-                    .base_image_references()
-                    .iter()
-                    .filter_map(|r| img_registry::Reference::parse(r).ok())
-                    .collect();
+                // Layers may be mounted from the repositories the base images and the imported
+                // caches came from.
+                let mount_from = mount_sources(worker);
                 Arc::new(
                     RegistryCache::new(client.clone(), reference.clone())
                         .with_mount_from(mount_from),
@@ -230,4 +339,49 @@ fn export_one(
         started,
     );
     Ok(built.warnings)
+}
+
+/// What the outputs need of the final results: files for the root filesystem outputs, blobs
+/// for archives and the image store, nothing for pushes.
+pub fn output_needs(outputs: &[OutputSpec]) -> OutputNeeds {
+    let mut needs = OutputNeeds::Nothing;
+    for output in outputs {
+        match output {
+            OutputSpec::Tar { .. } | OutputSpec::Local { .. } => return OutputNeeds::Files,
+            OutputSpec::Oci { .. }
+            | OutputSpec::Docker { .. }
+            | OutputSpec::Image { push: false, .. } => needs = OutputNeeds::Blobs,
+            OutputSpec::Image { push: true, .. } | OutputSpec::Registry { .. } => {}
+        }
+    }
+    needs
+}
+
+/// The layer blobs of every image of `exported`.
+fn layer_digests(exported: &Exported) -> Vec<img_snapshot::Digest> {
+    let images: Vec<&img_worker::ExportedImage> = match exported {
+        Exported::Image(image) => vec![image],
+        Exported::Index(index) => index.images.iter().map(|(_, image)| image).collect(),
+    };
+    images
+        .iter()
+        .flat_map(|image| image.layers.iter().map(|l| l.digest))
+        .collect()
+}
+
+/// How many of `exported`'s layer blobs are not in the content store (imported lazily).
+pub fn missing_layers(worker: &Worker, exported: &Exported) -> usize {
+    let content = worker.store().content();
+    layer_digests(exported)
+        .iter()
+        .filter(|d| !content.exists(d))
+        .count()
+}
+
+/// Downloads the layer blobs of `exported` that were imported lazily; the outputs cannot
+/// fall back to running the steps any more, so a refused blob is an error here.
+pub fn fetch_layers(worker: &Worker, exported: &Exported) -> anyhow::Result<()> {
+    worker
+        .fetch_blobs(&layer_digests(exported))
+        .context("cannot download the image's layers from the imported cache")
 }
