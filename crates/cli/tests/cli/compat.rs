@@ -231,6 +231,58 @@ fn compression_level_of_an_output() {
     );
 }
 
+/// The media types of every layer of the image in an OCI archive img wrote.
+fn layer_media_types(b: &Build, archive: &str) -> Vec<String> {
+    let dir = b.path(&format!("{archive}.types"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(b.path(archive))
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let blob = |digest: &str| {
+        read(
+            &dir.join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+    };
+    let index: Value = serde_json::from_str(&read(&dir.join("index.json"))).unwrap();
+    let manifest: Value =
+        serde_json::from_str(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `-o …,force-compression=true` writes the base image's gzip layers again as zstd; without
+/// it they keep their compression.
+#[test]
+fn force_compression_rewrites_base_layers() {
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo forced > /forced\n");
+    b.ok(&["-o", "type=oci,dest=kept.tar,compression=zstd"]);
+    let kept = layer_media_types(&b, "kept.tar");
+    assert!(kept.len() >= 2, "{kept:?}");
+    assert!(kept[0].ends_with("+gzip"), "{kept:?}");
+    assert!(kept.last().unwrap().ends_with("+zstd"), "{kept:?}");
+    b.ok(&[
+        "-o",
+        "type=oci,dest=forced.tar,name=forced:v1,compression=zstd,force-compression=true",
+    ]);
+    let forced = layer_media_types(&b, "forced.tar");
+    assert_eq!(forced.len(), kept.len());
+    assert!(forced.iter().all(|t| t.ends_with("+zstd")), "{forced:?}");
+    // The image is whole: its layers apply on a fresh state directory.
+    b.img
+        .ok(&["load", "-i", b.path("forced.tar").to_str().unwrap()]);
+}
+
 /// `--annotation` as buildx reads it: on the manifest by default or with `manifest:`, on its
 /// descriptor with `manifest-descriptor:`; index annotations need an index.
 #[test]

@@ -155,13 +155,37 @@ fn add_blob(
     tar.file(path, &file, size)
 }
 
+/// A name of the image in an OCI archive's `index.json`, as BuildKit's OCI exporter writes it:
+/// the full name as `io.containerd.image.name` (what `img load`, `ctr import` and `docker load`
+/// name the image by) and the tag as `org.opencontainers.image.ref.name` (what `skopeo
+/// oci-archive:FILE:TAG` and `umoci --image DIR:TAG` select by).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OciName {
+    /// The full name, `registry/repository:tag`; `None` writes only the ref name.
+    pub full: Option<String>,
+    /// The ref name, usually the tag.
+    pub ref_name: String,
+}
+
+impl From<&str> for OciName {
+    /// A ref name alone.
+    fn from(ref_name: &str) -> Self {
+        OciName {
+            full: None,
+            ref_name: ref_name.to_owned(),
+        }
+    }
+}
+
+/// The containerd annotation naming an image by its full name.
+const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
+
 /// Writes `image` as an OCI image layout tar: `oci-layout`, `index.json` (one entry per name,
-/// annotated with `org.opencontainers.image.ref.name`; one unnamed entry without names) and
-/// every blob.
+/// annotated as [`OciName`] says; one unnamed entry without names) and every blob.
 pub fn write_oci_archive<'a>(
     content: &ContentStore,
     image: &ExportedImage,
-    names: &[String],
+    names: &[OciName],
     out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
     let top = Top {
@@ -179,7 +203,7 @@ pub fn write_oci_archive<'a>(
 pub fn write_oci_index_archive<'a>(
     content: &ContentStore,
     index: &ExportedIndex,
-    names: &[String],
+    names: &[OciName],
     out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
     let top = Top {
@@ -215,12 +239,12 @@ fn write_layout(
     content: &ContentStore,
     top: &Top<'_>,
     mut blobs: Vec<&Digest>,
-    names: &[String],
+    names: &[OciName],
     out: ArchiveOutput<'_>,
 ) -> Result<(), ExportError> {
     let mut tar = ArchiveWriter::new(out);
     tar.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let entry = |name: Option<&String>| {
+    let entry = |name: Option<&OciName>| {
         let mut d = json!({
             "mediaType": top.media_type,
             "digest": top.digest.to_string(),
@@ -228,7 +252,10 @@ fn write_layout(
         });
         let mut annotations = top.annotations.clone();
         if let Some(name) = name {
-            annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
+            if let Some(full) = &name.full {
+                annotations.insert(CONTAINERD_IMAGE_NAME.to_owned(), full.clone());
+            }
+            annotations.insert(REF_NAME_ANNOTATION.to_owned(), name.ref_name.clone());
         }
         if !annotations.is_empty() {
             d["annotations"] = json!(annotations);

@@ -35,6 +35,15 @@ pub enum ExportError {
     /// The layer record database failed.
     #[error(transparent)]
     LayerDb(#[from] LayerDbError),
+    /// Writing a base image layer again in another compression failed.
+    #[error("cannot recompress base image layer {blob}")]
+    Recompress {
+        /// The base layer's blob.
+        blob: String,
+        /// The cause.
+        #[source]
+        source: img_snapshot::ExportError,
+    },
     /// The build's lease could not be extended.
     #[error("cannot protect exported blobs from garbage collection")]
     Lease(#[source] DatabaseError),

@@ -24,13 +24,14 @@ use std::time::{Duration, SystemTime};
 
 use img_registry::{no_progress, Client, PushOptions, Reference};
 use img_snapshot::{
-    Compression, ContentStore, Digest, ExportOptions, ExportProgress, LayerDescriptor, Store,
+    recompress_layer, Compression, ContentStore, Digest, ExportOptions, ExportProgress,
+    LayerDescriptor, Store,
 };
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{json, Value};
 
 pub use archive::{
-    write_docker_archive, write_oci_archive, write_oci_index_archive, ArchiveOutput,
+    write_docker_archive, write_oci_archive, write_oci_index_archive, ArchiveOutput, OciName,
 };
 pub use error::ExportError;
 pub use index::{
@@ -59,6 +60,9 @@ pub struct ImageExportOptions {
     pub compression: Compression,
     /// Compression level; `None` for the compression's default.
     pub level: Option<u32>,
+    /// Write base image layers of another compression again in this one
+    /// (`force-compression=true`); by default they are kept as they are.
+    pub force_compression: bool,
     /// `SOURCE_DATE_EPOCH`: the config's `created`, history times and the clamp for file
     /// times in new layers.
     pub source_date_epoch: Option<i64>,
@@ -150,6 +154,12 @@ impl ImageExportOptions {
     /// Sets the compression level (`None`: the compression's default).
     pub fn with_level(mut self, level: Option<u32>) -> Self {
         self.level = level;
+        self
+    }
+
+    /// Writes base image layers of another compression again in this one.
+    pub fn with_force_compression(mut self, force: bool) -> Self {
+        self.force_compression = force;
         self
     }
 
@@ -313,6 +323,11 @@ pub fn export_image(
         if let Some(manifest) = base.image_manifest() {
             let parts = image_parts(&content, manifest)?;
             for ((digest, media_type, size), diff_id) in parts.layers.iter().zip(&parts.diff_ids) {
+                let media_type = oci_layer_type(media_type);
+                if options.force_compression && media_type != options.compression.media_type() {
+                    layers.push(recompressed_base_layer(worker, &content, digest, options)?);
+                    continue;
+                }
                 worker
                     .lease()
                     .add_blob(digest)
@@ -320,7 +335,7 @@ pub fn export_image(
                 layers.push(ExportedLayer {
                     digest: *digest,
                     size: *size,
-                    media_type: oci_layer_type(media_type),
+                    media_type,
                     diff_id: *diff_id,
                 });
             }
@@ -462,6 +477,50 @@ pub fn export_image(
 }
 
 /// The recorded export of `key`, if its blob still exists.
+/// A base image layer written again in the export's compression (`force-compression`),
+/// once: the layer database remembers it under the blob it came from.
+fn recompressed_base_layer(
+    worker: &Worker,
+    content: &ContentStore,
+    blob: &Digest,
+    options: &ImageExportOptions,
+) -> Result<ExportedLayer, ExportError> {
+    let key = format!("recompressed/{blob}");
+    let variant = ExportVariant {
+        compression: options.compression,
+        level: options.level,
+        source_date_epoch: None,
+    };
+    let layer = match cached_layer(worker, content, &key, &variant)? {
+        Some(layer) => layer,
+        None => {
+            worker.fetch_blobs(std::slice::from_ref(blob))?;
+            let export = ExportOptions {
+                compression: options.compression,
+                level: options.level,
+                ..ExportOptions::default()
+            };
+            let layer = recompress_layer(content, Some(worker.lease().id()), blob, &export)
+                .map_err(|source| ExportError::Recompress {
+                    blob: blob.to_string(),
+                    source,
+                })?;
+            worker.layer_db().put(&key, &variant, &layer)?;
+            layer
+        }
+    };
+    worker
+        .lease()
+        .add_blob(&layer.digest)
+        .map_err(ExportError::Lease)?;
+    Ok(ExportedLayer {
+        digest: layer.digest,
+        size: layer.size,
+        media_type: options.compression.media_type().to_owned(),
+        diff_id: layer.diff_id,
+    })
+}
+
 fn cached_layer(
     worker: &Worker,
     content: &ContentStore,

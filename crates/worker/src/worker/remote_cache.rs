@@ -52,6 +52,8 @@ pub struct CacheExportOptions {
     pub mode: CacheMode,
     /// Layer compression; the image export's, so both name the same blobs.
     pub compression: Compression,
+    /// Compression level (`None`: the compression's default); the image export's too.
+    pub level: Option<u32>,
     /// `SOURCE_DATE_EPOCH` of the image export, for the same reason.
     pub source_date_epoch: Option<i64>,
     /// Export the content of the build's cache mounts (`cache-mounts=true`).
@@ -379,7 +381,7 @@ impl Worker {
         }
         let variant = ExportVariant {
             compression: options.compression,
-            level: None,
+            level: options.level,
             source_date_epoch: options.source_date_epoch,
         };
         // Lazy results, and snapshots unpacked from them, are the blobs they came from (when
@@ -454,6 +456,7 @@ impl Worker {
                 }
                 let export = ExportOptions {
                     compression: options.compression,
+                    level: options.level,
                     ..ExportOptions::default()
                 };
                 let layer = export_layer(&content, &data, &export).map_err(|source| {

@@ -211,7 +211,11 @@ fn archives_copied_by_the_kernel_match_the_buffered_ones() -> TestResult {
     let scratch = solver.executor().store().state().tmp();
     let names = ["app:1".to_owned()];
     type Write<'a> = dyn Fn(ArchiveOutput<'_>) -> Result<(), img_worker::ExportError> + 'a;
-    let oci = |out: ArchiveOutput<'_>| write_oci_archive(&content, &image, &names, out);
+    let oci_names = [img_worker::OciName {
+        full: Some("docker.io/library/app:1".to_owned()),
+        ref_name: "1".to_owned(),
+    }];
+    let oci = |out: ArchiveOutput<'_>| write_oci_archive(&content, &image, &oci_names, out);
     let docker =
         |out: ArchiveOutput<'_>| write_docker_archive(&content, &image, &names, &scratch, out);
     let writers: [(&str, &Write<'_>); 2] = [("oci", &oci), ("docker", &docker)];

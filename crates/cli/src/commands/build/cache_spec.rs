@@ -30,6 +30,8 @@ pub struct CacheToSpec {
     pub mode: CacheMode,
     /// `None`: the image's compression.
     pub compression: Option<Compression>,
+    /// `compression-level=N`; `None`: the image's level when the compression is the image's.
+    pub compression_level: Option<u32>,
     /// A failed export is a warning, not a failed build.
     pub ignore_error: bool,
     pub cache_mounts: bool,
@@ -101,6 +103,7 @@ pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheToSpec> {
         target: CacheTarget::Inline,
         mode: CacheMode::Min,
         compression: None,
+        compression_level: None,
         ignore_error: false,
         cache_mounts: false,
         cache_mounts_max_size: None,
@@ -138,8 +141,15 @@ pub fn parse_cache_to(spec: &str) -> anyhow::Result<CacheToSpec> {
                     bail!("invalid {FLAG} {spec:?}: img writes the cache with OCI media types as an image manifest; {key}=false is not supported");
                 }
             }
-            // buildx's compression tuning: accepted, the level is the image's.
-            "compression-level" | "force-compression" => {}
+            "compression-level" => {
+                out.compression_level = Some(value.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "invalid {FLAG} {spec:?}: compression-level {value:?} is not a number"
+                    )
+                })?)
+            }
+            // Layers of another compression are written again in the cache's already.
+            "force-compression" => {}
             // Reported after the type, which says which options there are.
             _ => {
                 unknown.get_or_insert(key);
@@ -225,13 +235,14 @@ mod tests {
 
     #[test]
     fn cache_to_forms() {
-        let spec = parse_cache_to("type=registry,ref=localhost:5000/app:cache,mode=max,compression=zstd,ignore-error=true,cache-mounts=true,cache-mounts-max-size=2g").unwrap();
+        let spec = parse_cache_to("type=registry,ref=localhost:5000/app:cache,mode=max,compression=zstd,compression-level=12,ignore-error=true,cache-mounts=true,cache-mounts-max-size=2g").unwrap();
         assert_eq!(
             spec.target,
             CacheTarget::Registry(Reference::parse("localhost:5000/app:cache").unwrap())
         );
         assert_eq!(spec.mode, CacheMode::Max);
         assert_eq!(spec.compression, Some(Compression::Zstd));
+        assert_eq!(spec.compression_level, Some(12));
         assert!(spec.ignore_error && spec.cache_mounts);
         assert_eq!(spec.cache_mounts_max_size, Some(2 << 30));
         let local = parse_cache_to("type=local,dest=/tmp/c").unwrap();

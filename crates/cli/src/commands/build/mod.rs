@@ -42,7 +42,7 @@ use crate::graph::{lower_plan, plan_dockerfile};
 use crate::host_check::HostReport;
 use crate::progress::Display;
 use options::BuildConfig;
-use output::{describe, oci_ref_names, write_dest, write_dest_file, write_small_file, OutputSpec};
+use output::{describe, oci_names, write_dest, write_dest_file, write_small_file, OutputSpec};
 pub use platforms::host_binfmt_dir;
 use platforms::PlatformBuild;
 
@@ -209,8 +209,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
         &build.cache_to,
         &definition,
         &solved,
-        build.compression,
-        build.source_date_epoch,
+        build.layer_format(),
     )?;
 
     // The export is a step of the same display, as BuildKit's "exporting to image" is; pushes
@@ -239,8 +238,7 @@ pub fn run(config: &Config, quiet: bool, flags: &BuildFlags) -> anyhow::Result<(
             &cache_client,
             &definition,
             &solved,
-            build.compression,
-            build.source_date_epoch,
+            build.layer_format(),
             &display,
         ),
         Err(_) => Ok(Vec::new()),
@@ -466,6 +464,7 @@ fn export_one(
     let options = ImageExportOptions::new()
         .with_compression(build.compression)
         .with_level(build.compression_level)
+        .with_force_compression(build.force_compression)
         .with_source_date_epoch(build.source_date_epoch)
         .with_annotations(
             build.annotations.manifest_for(platform),
@@ -668,7 +667,7 @@ fn write_outputs(
                 remote_cache::fetch_layers(worker, exported)?;
                 step.line("sending tarball");
                 write_dest_file(dest, |out| {
-                    let names = oci_ref_names(names);
+                    let names = oci_names(names);
                     match exported {
                         Exported::Image(image) => write_oci_archive(&content, image, &names, out)?,
                         Exported::Index(index) => {

@@ -72,6 +72,8 @@ pub struct BuildConfig {
     pub compression: Compression,
     /// `-o …,compression-level=N`, checked against the compression.
     pub compression_level: Option<u32>,
+    /// `-o …,force-compression=true`: base image layers take the compression too.
+    pub force_compression: bool,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
     /// `--iidfile`.
@@ -95,6 +97,15 @@ pub struct BuildConfig {
 }
 
 impl BuildConfig {
+    /// How the image's layers are written, for a cache that should name the same blobs.
+    pub fn layer_format(&self) -> super::remote_cache::LayerFormat {
+        super::remote_cache::LayerFormat {
+            compression: self.compression,
+            level: self.compression_level,
+            source_date_epoch: self.source_date_epoch,
+        }
+    }
+
     /// Checks `flags`; `env` reads the environment (`--build-arg KEY`, `--secret env=`,
     /// `--ssh default`, `SOURCE_DATE_EPOCH`).
     pub fn from_flags(
@@ -171,8 +182,10 @@ impl BuildConfig {
         let mut annotation_specs = flags.annotations.clone();
         let mut output_compression: Option<(Compression, &str)> = None;
         let mut output_level: Option<(u32, &str)> = None;
+        let mut force_compression = false;
         for spec in &flags.outputs {
             let options = image_options(spec)?;
+            force_compression |= options.force_compression;
             annotation_specs.extend(options.annotations);
             if let Some(wanted) = options.level {
                 if let Some((earlier, earlier_spec)) = output_level {
@@ -226,6 +239,7 @@ impl BuildConfig {
             entitlements,
             compression,
             compression_level,
+            force_compression,
             source_date_epoch,
             iidfile: flags.iidfile.clone(),
             metadata_file: flags.metadata_file.clone(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use img_registry::Reference;
 use img_snapshot::Compression;
+use img_worker::OciName;
 
 use crate::image::stored_name;
 
@@ -168,6 +169,8 @@ pub fn parse_output(spec: &str, tags: &[String]) -> anyhow::Result<OutputSpec> {
 pub struct OutputImageOptions {
     /// `compression=gzip|zstd|uncompressed`.
     pub compression: Option<Compression>,
+    /// `force-compression=true`: base image layers of another compression are written again.
+    pub force_compression: bool,
     /// `compression-level=N`: 0–9 for gzip, 0–22 for zstd (checked against the compression
     /// once every option is known: [`check_level`]).
     pub level: Option<u32>,
@@ -214,10 +217,8 @@ pub fn image_options(spec: &str) -> anyhow::Result<OutputImageOptions> {
             "oci-mediatypes" if !parse_bool(spec, value)? => bail!(
                 "invalid --output {spec:?}: img writes OCI media types only; leave oci-mediatypes out"
             ),
-            // Base image layers are kept as they are; recompressing them is not supported.
-            "force-compression" if parse_bool(spec, value)? => bail!(
-                "invalid --output {spec:?}: force-compression=true is not supported; base image layers keep their compression"
-            ),
+            // Base image layers keep their compression unless this asks otherwise.
+            "force-compression" => options.force_compression = parse_bool(spec, value)?,
             _ => {
                 if let Some(key) = key.strip_prefix("annotation.") {
                     options.annotations.push(format!("manifest:{key}={value}"));
@@ -258,21 +259,21 @@ fn parse_bool(spec: &str, value: &str) -> anyhow::Result<bool> {
     }
 }
 
-/// The tags of `names` for an OCI layout's `org.opencontainers.image.ref.name` (what `skopeo
-/// oci-archive:FILE:TAG` and `umoci --image DIR:TAG` select by), without repeats.
-pub fn oci_ref_names(names: &[String]) -> Vec<String> {
-    let mut tags: Vec<String> = Vec::new();
-    for name in names {
-        if let Some(tag) = Reference::parse(name)
-            .ok()
-            .and_then(|r| r.tag().map(str::to_owned))
-        {
-            if !tags.contains(&tag) {
-                tags.push(tag);
-            }
-        }
-    }
-    tags
+/// The index.json names of an OCI archive, as BuildKit writes them: each name in full, and
+/// its tag as the ref name (what `skopeo oci-archive:FILE:TAG` and `umoci --image DIR:TAG`
+/// select by).
+pub fn oci_names(names: &[String]) -> Vec<OciName> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let reference = Reference::parse(name).ok()?;
+            let tag = reference.tag()?.to_owned();
+            Some(OciName {
+                full: Some(name.clone()),
+                ref_name: tag,
+            })
+        })
+        .collect()
 }
 
 /// Runs `write` on the destination: standard output (never a terminal), or a temporary file
@@ -464,6 +465,12 @@ mod tests {
         .unwrap();
         assert_eq!(options.compression, Some(Compression::Zstd));
         assert_eq!(options.level, Some(19));
+        assert!(!options.force_compression);
+        assert!(
+            image_options("type=oci,dest=x,force-compression=true")
+                .unwrap()
+                .force_compression
+        );
         assert_eq!(check_level(Compression::Zstd, Some(19)).unwrap(), Some(19));
         assert_eq!(
             check_level(Compression::Uncompressed, Some(5)).unwrap(),
@@ -481,7 +488,6 @@ mod tests {
                 "type=oci,dest=x,oci-mediatypes=false",
                 "OCI media types only",
             ),
-            ("type=oci,dest=x,force-compression=true", "not supported"),
             ("type=oci,dest=x,compression-level=high", "is not a number"),
             ("type=oci,dest=x,rewrite-timestamp=false", "always clamps"),
             (
@@ -497,14 +503,21 @@ mod tests {
     }
 
     #[test]
-    fn oci_ref_names_are_tags() {
+    fn oci_names_are_full_names_and_tags() {
+        let names = oci_names(&[
+            "docker.io/library/b:latest".into(),
+            "localhost:5000/c:v1".into(),
+        ]);
+        let pairs: Vec<(Option<&str>, &str)> = names
+            .iter()
+            .map(|n| (n.full.as_deref(), n.ref_name.as_str()))
+            .collect();
         assert_eq!(
-            oci_ref_names(&[
-                APP.into(),
-                "docker.io/library/b:latest".into(),
-                "c:v1".into()
-            ]),
-            ["latest", "v1"]
+            pairs,
+            [
+                (Some("docker.io/library/b:latest"), "latest"),
+                (Some("localhost:5000/c:v1"), "v1")
+            ]
         );
     }
 

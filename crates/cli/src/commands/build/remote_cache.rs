@@ -214,22 +214,33 @@ pub fn mount_sources(worker: &Worker) -> Vec<img_registry::Reference> {
         .collect()
 }
 
+/// How the image's layers are written: a cache written the same way names the same blobs.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerFormat {
+    /// The compression.
+    pub compression: Compression,
+    /// The compression level (`None`: the compression's default).
+    pub level: Option<u32>,
+    /// `SOURCE_DATE_EPOCH`, which clamps the layers' file times.
+    pub source_date_epoch: Option<i64>,
+}
+
 /// The inline cache for the image's config when a `--cache-to type=inline` asks for one.
 pub fn inline_config(
     worker: &Worker,
     specs: &[CacheToSpec],
     definition: &img_llb::Definition,
     solved: &Solved<WorkerRef>,
-    compression: Compression,
-    source_date_epoch: Option<i64>,
+    format: LayerFormat,
 ) -> anyhow::Result<Option<CacheConfig>> {
     if !specs.iter().any(|s| s.target == CacheTarget::Inline) {
         return Ok(None);
     }
     let mut options = CacheExportOptions::default();
     options.mode = CacheMode::Min;
-    options.compression = compression;
-    options.source_date_epoch = source_date_epoch;
+    options.compression = format.compression;
+    options.level = format.level;
+    options.source_date_epoch = format.source_date_epoch;
     options.skip_empty_layers = true;
     let built = worker
         .build_cache(definition, solved, &options)
@@ -246,8 +257,7 @@ pub fn export(
     client: &Arc<Client>,
     definition: &img_llb::Definition,
     solved: &Solved<WorkerRef>,
-    compression: Compression,
-    source_date_epoch: Option<i64>,
+    format: LayerFormat,
     display: &Display,
 ) -> anyhow::Result<Vec<String>> {
     let mut warnings = Vec::new();
@@ -276,8 +286,7 @@ pub fn export(
             backend.as_ref(),
             definition,
             solved,
-            compression,
-            source_date_epoch,
+            format,
             &step,
         );
         match result {
@@ -307,15 +316,20 @@ fn export_one(
     backend: &dyn CacheBackend,
     definition: &img_llb::Definition,
     solved: &Solved<WorkerRef>,
-    compression: Compression,
-    source_date_epoch: Option<i64>,
+    format: LayerFormat,
     step: &ExportStep,
 ) -> anyhow::Result<Vec<String>> {
     let started = Instant::now();
     let mut options = CacheExportOptions::default();
     options.mode = spec.mode;
-    options.compression = spec.compression.unwrap_or(compression);
-    options.source_date_epoch = source_date_epoch;
+    options.compression = spec.compression.unwrap_or(format.compression);
+    // The image's level goes with the image's compression only.
+    let image_level = (options.compression == format.compression)
+        .then_some(format.level)
+        .flatten();
+    options.level =
+        super::output::check_level(options.compression, spec.compression_level.or(image_level))?;
+    options.source_date_epoch = format.source_date_epoch;
     options.cache_mounts = spec.cache_mounts;
     options.cache_mounts_max_size = spec.cache_mounts_max_size;
     let built = worker.build_cache(definition, solved, &options)?;
