@@ -66,7 +66,8 @@ pub use export::{
     write_docker_archive, write_oci_archive, write_oci_index_archive, write_platforms_rootfs_tar,
     write_rootfs_dir, write_rootfs_tar, ArchiveOutput, AttachedManifest, ExportCallback,
     ExportError, ExportEvent, ExportedImage, ExportedIndex, ExportedLayer, ImageExportOptions,
-    ImageRequest, IndexAnnotations, LayerSource, OciName, OCI_INDEX, OCI_MANIFEST,
+    ImageRequest, IndexAnnotations, LayerSource, MediaTypes, OciName, DOCKER_CONFIG,
+    DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
 };
 pub use worker::remote_cache::{cache_mount_ids, BuiltCache, CacheExportOptions, CacheMode};
 pub use worker::root::{dir_in_root, read_file_in_root};

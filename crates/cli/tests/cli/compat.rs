@@ -283,6 +283,44 @@ fn force_compression_rewrites_base_layers() {
         .ok(&["load", "-i", b.path("forced.tar").to_str().unwrap()]);
 }
 
+/// `-o …,oci-mediatypes=false` writes Docker's schema 2 media types, base image layers
+/// included, in an archive and in a push that skopeo reads back; zstd needs OCI's.
+#[test]
+fn docker_media_types_on_request() {
+    let registry = crate::fixtures::Registry::anonymous();
+    let b = Build::new();
+    b.write("Dockerfile", "FROM busybox\nRUN echo docker > /docker\n");
+    b.ok(&["-o", "type=oci,dest=docker.tar,oci-mediatypes=false"]);
+    let types = layer_media_types(&b, "docker.tar");
+    assert!(types.len() >= 2, "{types:?}");
+    assert!(
+        types
+            .iter()
+            .all(|t| t == "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        "{types:?}"
+    );
+
+    let name = format!("{}/team/docker-types:1", registry.host());
+    let dest = format!("type=registry,name={name},oci-mediatypes=false");
+    b.ok(&["-o", &dest]);
+    let raw: Value = serde_json::from_slice(&crate::fixtures::skopeo_raw_manifest(&name)).unwrap();
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    b.fails(
+        &[
+            "-o",
+            "type=oci,dest=z.tar,compression=zstd,oci-mediatypes=false",
+        ],
+        "zstd layers need OCI media types",
+    );
+}
+
 /// `--annotation` as buildx reads it: on the manifest by default or with `manifest:`, on its
 /// descriptor with `manifest-descriptor:`; index annotations need an index.
 #[test]

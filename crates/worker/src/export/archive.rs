@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::index::{ExportedIndex, OCI_INDEX};
 use super::kernel_copy::copy_into;
-use super::{ExportError, ExportedImage, OCI_MANIFEST};
+use super::{ExportError, ExportedImage};
 
 /// Where an archive goes.
 pub enum ArchiveOutput<'a> {
@@ -189,7 +189,7 @@ pub fn write_oci_archive<'a>(
     out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
     let top = Top {
-        media_type: OCI_MANIFEST,
+        media_type: &image.manifest_media_type,
         digest: &image.manifest_digest,
         size: image.manifest.len(),
         annotations: &image.descriptor_annotations,
@@ -207,7 +207,7 @@ pub fn write_oci_index_archive<'a>(
     out: impl Into<ArchiveOutput<'a>>,
 ) -> Result<(), ExportError> {
     let top = Top {
-        media_type: OCI_INDEX,
+        media_type: &index.media_type,
         digest: &index.digest,
         size: index.bytes.len(),
         annotations: &index.descriptor_annotations,

@@ -13,7 +13,7 @@ use img_snapshot::{Digest, Store};
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::json;
 
-use super::{write_blob, ExportError, ExportedImage, OCI_MANIFEST};
+use super::{write_blob, ExportError, ExportedImage, MediaTypes};
 use crate::worker::Worker;
 
 /// The OCI media type of image indexes.
@@ -27,6 +27,9 @@ pub struct ExportedIndex {
     pub digest: Digest,
     /// The index bytes.
     pub bytes: Vec<u8>,
+    /// The index's media type: OCI's index, or Docker's manifest list when its images have
+    /// Docker's media types.
+    pub media_type: String,
     /// Each platform and its image.
     pub images: Vec<(Platform, ExportedImage)>,
     /// Annotations for the index's own descriptor (`--annotation index-descriptor:…`), written
@@ -43,7 +46,7 @@ impl ExportedIndex {
     /// The descriptor of the index, for an image store or an archive's `index.json`.
     pub fn descriptor(&self) -> Descriptor {
         Descriptor::new(
-            MediaType::ImageIndex,
+            MediaType::from(self.media_type.as_str()),
             self.bytes.len() as u64,
             self.digest.to_oci(),
         )
@@ -60,7 +63,7 @@ fn entry(platform: &Platform, image: &ExportedImage) -> serde_json::Value {
         platform_json["variant"] = json!(variant);
     }
     let mut entry = json!({
-        "mediaType": OCI_MANIFEST,
+        "mediaType": image.manifest_media_type,
         "digest": image.manifest_digest.to_string(),
         "size": image.manifest.len(),
         "platform": platform_json,
@@ -130,9 +133,16 @@ pub fn export_index(
     for entry in &attached_entries {
         manifests.push(serde_json::to_value(entry).map_err(ExportError::Json)?);
     }
+    // The index is of the family of its images: a Docker manifest list lists Docker
+    // manifests.
+    let family = images
+        .first()
+        .and_then(|(_, image)| MediaTypes::of(&image.manifest_media_type))
+        .unwrap_or_default();
+    let media_type = family.index();
     let mut index = json!({
         "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
+        "mediaType": media_type,
         "manifests": manifests,
     });
     if !annotations.index.is_empty() {
@@ -143,6 +153,7 @@ pub fn export_index(
     Ok(ExportedIndex {
         digest,
         bytes,
+        media_type: media_type.to_owned(),
         images,
         descriptor_annotations: annotations.descriptor.clone(),
         attached: attached_entries,

@@ -13,6 +13,7 @@ mod archive;
 mod error;
 mod index;
 mod kernel_copy;
+mod media_types;
 mod rootfs;
 mod rootfs_view;
 
@@ -37,6 +38,7 @@ pub use error::ExportError;
 pub use index::{
     export_index, store_index, AttachedManifest, ExportedIndex, IndexAnnotations, OCI_INDEX,
 };
+pub use media_types::{MediaTypes, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 pub use rootfs::{write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar};
 pub use rootfs_view::with_rootfs_view;
 
@@ -63,6 +65,8 @@ pub struct ImageExportOptions {
     /// Write base image layers of another compression again in this one
     /// (`force-compression=true`); by default they are kept as they are.
     pub force_compression: bool,
+    /// OCI's media types (the default) or Docker's (`oci-mediatypes=false`).
+    pub media_types: MediaTypes,
     /// `SOURCE_DATE_EPOCH`: the config's `created`, history times and the clamp for file
     /// times in new layers.
     pub source_date_epoch: Option<i64>,
@@ -157,6 +161,12 @@ impl ImageExportOptions {
         self
     }
 
+    /// Writes OCI's media types or Docker's.
+    pub fn with_media_types(mut self, media_types: MediaTypes) -> Self {
+        self.media_types = media_types;
+        self
+    }
+
     /// Writes base image layers of another compression again in this one.
     pub fn with_force_compression(mut self, force: bool) -> Self {
         self.force_compression = force;
@@ -230,6 +240,8 @@ pub struct ExportedLayer {
 pub struct ExportedImage {
     /// The manifest's digest: the image's identity.
     pub manifest_digest: Digest,
+    /// The manifest's media type (OCI's, or Docker's schema 2).
+    pub manifest_media_type: String,
     /// The manifest bytes.
     pub manifest: Vec<u8>,
     /// The config's digest (`docker images` shows it as the image id).
@@ -248,7 +260,7 @@ impl ExportedImage {
     /// The descriptor of the manifest, for an image store or an index.
     pub fn descriptor(&self) -> Descriptor {
         let mut descriptor = Descriptor::new(
-            MediaType::ImageManifest,
+            MediaType::from(self.manifest_media_type.as_str()),
             self.manifest.len() as u64,
             self.manifest_digest.to_oci(),
         );
@@ -281,23 +293,6 @@ fn base_created(config: &Value) -> Option<SystemTime> {
         .max()
 }
 
-/// The OCI media type for a layer of a base image (Docker's are translated, as BuildKit does
-/// when it writes an OCI manifest).
-fn oci_layer_type(media_type: &str) -> String {
-    match media_type {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.v1.tar+gzip".to_owned()
-        }
-        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
-            "application/vnd.oci.image.layer.v1.tar+zstd".to_owned()
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => {
-            "application/vnd.oci.image.layer.v1.tar".to_owned()
-        }
-        other => other.to_owned(),
-    }
-}
-
 fn write_blob(
     content: &ContentStore,
     worker: &Worker,
@@ -323,8 +318,10 @@ pub fn export_image(
         if let Some(manifest) = base.image_manifest() {
             let parts = image_parts(&content, manifest)?;
             for ((digest, media_type, size), diff_id) in parts.layers.iter().zip(&parts.diff_ids) {
-                let media_type = oci_layer_type(media_type);
-                if options.force_compression && media_type != options.compression.media_type() {
+                let media_type = options.media_types.convert_layer(media_type);
+                if options.force_compression
+                    && media_type != options.media_types.layer(options.compression)
+                {
                     layers.push(recompressed_base_layer(worker, &content, digest, options)?);
                     continue;
                 }
@@ -410,7 +407,7 @@ pub fn export_image(
         layers.push(ExportedLayer {
             digest: layer.digest,
             size: layer.size,
-            media_type: options.compression.media_type().to_owned(),
+            media_type: options.media_types.layer(options.compression),
             diff_id: layer.diff_id,
         });
     }
@@ -448,9 +445,9 @@ pub fn export_image(
     let config_digest = write_blob(&content, worker, &config_bytes)?;
     let mut manifest = json!({
         "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
+        "mediaType": options.media_types.manifest(),
         "config": {
-            "mediaType": OCI_CONFIG,
+            "mediaType": options.media_types.config(),
             "digest": config_digest.to_string(),
             "size": config_bytes.len(),
         },
@@ -467,6 +464,7 @@ pub fn export_image(
     let manifest_digest = write_blob(&content, worker, &manifest_bytes)?;
     Ok(ExportedImage {
         manifest_digest,
+        manifest_media_type: options.media_types.manifest().to_owned(),
         manifest: manifest_bytes,
         config_digest,
         config: config_bytes,
@@ -516,7 +514,7 @@ fn recompressed_base_layer(
     Ok(ExportedLayer {
         digest: layer.digest,
         size: layer.size,
-        media_type: options.compression.media_type().to_owned(),
+        media_type: options.media_types.layer(options.compression),
         diff_id: layer.diff_id,
     })
 }

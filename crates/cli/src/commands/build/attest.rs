@@ -237,8 +237,11 @@ impl Attestor {
                 let record = self.platform_record(image, finished);
                 statements.push(provenance_statement(&record, subject));
             }
-            let manifest =
-                AttestationManifest::new(&statements, &image.image.manifest_digest, true);
+            let manifest = AttestationManifest::new(
+                &statements,
+                &image.image.manifest_digest,
+                image.image.manifest_media_type == img_worker::OCI_MANIFEST,
+            );
             manifests.push(AttachedManifest {
                 entry: manifest.index_entry.clone(),
                 blobs: manifest.blobs().map(|blob| blob.bytes.clone()).collect(),

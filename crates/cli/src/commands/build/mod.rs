@@ -32,7 +32,7 @@ use img_worker::{
     export_image, export_index, store_image, store_index, write_docker_archive, write_oci_archive,
     write_oci_index_archive, write_platforms_rootfs_tar, write_rootfs_dir, write_rootfs_tar,
     ExportedImage, ExportedIndex, ImageExportOptions, ImageRequest, LayerSource, LocalDirs, Worker,
-    WorkerError, WorkerOptions, WorkerRef, OCI_INDEX,
+    WorkerError, WorkerOptions, WorkerRef,
 };
 
 use crate::config::Config;
@@ -301,10 +301,10 @@ impl Exported {
         }
     }
 
-    fn media_type(&self) -> &'static str {
+    fn media_type(&self) -> &str {
         match self {
-            Exported::Image(_) => img_worker::OCI_MANIFEST,
-            Exported::Index(_) => OCI_INDEX,
+            Exported::Image(image) => &image.manifest_media_type,
+            Exported::Index(index) => &index.media_type,
         }
     }
 }
@@ -465,6 +465,7 @@ fn export_one(
         .with_compression(build.compression)
         .with_level(build.compression_level)
         .with_force_compression(build.force_compression)
+        .with_media_types(build.media_types)
         .with_source_date_epoch(build.source_date_epoch)
         .with_annotations(
             build.annotations.manifest_for(platform),

@@ -17,6 +17,7 @@ use crate::context::ContextSpec;
 use crate::flags::BuildFlags;
 use crate::graph::{check_key, GraphOptions};
 use crate::image::stored_name;
+use img_worker::MediaTypes;
 
 /// Why `type=docker` cannot take a multi-platform build.
 pub const DOCKER_MULTI_PLATFORM: &str = "type=docker cannot hold a multi-platform image (a docker archive has no index): use type=oci, type=image or --push, or build one --platform";
@@ -74,6 +75,8 @@ pub struct BuildConfig {
     pub compression_level: Option<u32>,
     /// `-o …,force-compression=true`: base image layers take the compression too.
     pub force_compression: bool,
+    /// `-o …,oci-mediatypes=false`: Docker's media types instead of OCI's.
+    pub media_types: MediaTypes,
     /// `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
     /// `--iidfile`.
@@ -183,9 +186,20 @@ impl BuildConfig {
         let mut output_compression: Option<(Compression, &str)> = None;
         let mut output_level: Option<(u32, &str)> = None;
         let mut force_compression = false;
+        let mut output_media_types: Option<(bool, &str)> = None;
         for spec in &flags.outputs {
             let options = image_options(spec)?;
             force_compression |= options.force_compression;
+            if let Some(wanted) = options.oci_media_types {
+                if let Some((earlier, earlier_spec)) = output_media_types {
+                    if earlier != wanted {
+                        bail!(
+                            "--output {earlier_spec:?} and {spec:?} ask for different media types; img exports one image for every output"
+                        );
+                    }
+                }
+                output_media_types = Some((wanted, spec));
+            }
             annotation_specs.extend(options.annotations);
             if let Some(wanted) = options.level {
                 if let Some((earlier, earlier_spec)) = output_level {
@@ -211,6 +225,15 @@ impl BuildConfig {
         }
         let compression_level =
             super::output::check_level(compression, output_level.map(|(level, _)| level))?;
+        let media_types = match output_media_types {
+            Some((false, spec)) => {
+                if !MediaTypes::Docker.supports(compression) {
+                    bail!("invalid --output {spec:?}: zstd layers need OCI media types; leave oci-mediatypes=false out or use gzip");
+                }
+                MediaTypes::Docker
+            }
+            _ => MediaTypes::Oci,
+        };
         let cache_to = flags
             .cache_to
             .iter()
@@ -240,6 +263,7 @@ impl BuildConfig {
             compression,
             compression_level,
             force_compression,
+            media_types,
             source_date_epoch,
             iidfile: flags.iidfile.clone(),
             metadata_file: flags.metadata_file.clone(),

@@ -171,6 +171,8 @@ pub struct OutputImageOptions {
     pub compression: Option<Compression>,
     /// `force-compression=true`: base image layers of another compression are written again.
     pub force_compression: bool,
+    /// `oci-mediatypes=true|false`: OCI's media types (the default) or Docker's.
+    pub oci_media_types: Option<bool>,
     /// `compression-level=N`: 0–9 for gzip, 0–22 for zstd (checked against the compression
     /// once every option is known: [`check_level`]).
     pub level: Option<u32>,
@@ -213,10 +215,7 @@ pub fn image_options(spec: &str) -> anyhow::Result<OutputImageOptions> {
             "rewrite-timestamp" if !parse_bool(spec, value)? => bail!(
                 "invalid --output {spec:?}: img always clamps the file times of new layers to SOURCE_DATE_EPOCH; leave rewrite-timestamp out or set it to true"
             ),
-            // img writes OCI media types only; buildx's default is the same.
-            "oci-mediatypes" if !parse_bool(spec, value)? => bail!(
-                "invalid --output {spec:?}: img writes OCI media types only; leave oci-mediatypes out"
-            ),
+            "oci-mediatypes" => options.oci_media_types = Some(parse_bool(spec, value)?),
             // Base image layers keep their compression unless this asks otherwise.
             "force-compression" => options.force_compression = parse_bool(spec, value)?,
             _ => {
@@ -466,6 +465,13 @@ mod tests {
         assert_eq!(options.compression, Some(Compression::Zstd));
         assert_eq!(options.level, Some(19));
         assert!(!options.force_compression);
+        assert_eq!(options.oci_media_types, Some(true));
+        assert_eq!(
+            image_options("type=oci,dest=x,oci-mediatypes=false")
+                .unwrap()
+                .oci_media_types,
+            Some(false)
+        );
         assert!(
             image_options("type=oci,dest=x,force-compression=true")
                 .unwrap()
@@ -484,10 +490,6 @@ mod tests {
         );
         for (spec, want) in [
             ("type=oci,dest=x,compression=lzma", "invalid --output"),
-            (
-                "type=oci,dest=x,oci-mediatypes=false",
-                "OCI media types only",
-            ),
             ("type=oci,dest=x,compression-level=high", "is not a number"),
             ("type=oci,dest=x,rewrite-timestamp=false", "always clamps"),
             (
