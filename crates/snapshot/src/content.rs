@@ -237,7 +237,9 @@ impl BlobWriter {
         match &self.lease {
             // The rename happens while the write lock is held, and gc holds the same lock
             // while it marks and sweeps, so gc sees the blob either leased or not at all.
-            Some(lease) => self.store.db.write_with(|tx| {
+            // The lease row need not outlive the process; the blob itself is synced by
+            // `publish`.
+            Some(lease) => self.store.db.write_transient_with(|tx| {
                 tx.execute(
                     "INSERT OR IGNORE INTO lease_resources (lease, kind, resource) VALUES (?1, 'blob', ?2)",
                     (lease, digest.to_string()),

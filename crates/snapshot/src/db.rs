@@ -111,6 +111,42 @@ impl Db {
         self.write_with(|tx| f(tx).map_err(|e| self.err(e)))
     }
 
+    /// As [`Db::write`] for records that need not outlive the process (leases): the commit is
+    /// not synced to disk by itself (`synchronous=NORMAL`), which saves an fsync per lease
+    /// change. The database stays consistent after a crash, and the next durable commit on
+    /// the same write-ahead log syncs these frames too, in order; a lease lost to a power
+    /// failure protected only the work of a process that died with it.
+    pub(crate) fn write_transient<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, DatabaseError> {
+        self.write_transient_with(|tx| f(tx).map_err(|e| self.err(e)))
+    }
+
+    /// As [`Db::write_transient`] with a caller error type (see [`Db::write_with`]).
+    pub(crate) fn write_transient_with<T, E: From<DatabaseError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.lock();
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err(e))?;
+        let result = (|| -> Result<T, E> {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| self.err(e))?;
+            let value = f(&tx)?;
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok(value)
+        })();
+        let restored = conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.err(e));
+        let value = result?;
+        restored?;
+        Ok(value)
+    }
+
     /// As [`Db::write`] with a caller error type, so work outside SQLite (a rename, a file
     /// write) can happen while the write lock is held and abort the transaction on failure.
     pub(crate) fn write_with<T, E: From<DatabaseError>>(

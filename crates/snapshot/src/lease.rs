@@ -37,7 +37,7 @@ impl Lease {
         );
         let now = now_unix();
         let expires = now.saturating_add(ttl.as_secs().min(i64::MAX as u64) as i64);
-        db.write(|tx| {
+        db.write_transient(|tx| {
             tx.execute(
                 "INSERT INTO leases (id, created, expires) VALUES (?1, ?2, ?3)",
                 (&id, now, expires),
@@ -62,7 +62,7 @@ impl Lease {
     }
 
     fn add(&self, kind: &str, resource: &str) -> Result<(), DatabaseError> {
-        self.db.write(|tx| {
+        self.db.write_transient(|tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO lease_resources (lease, kind, resource) VALUES (?1, ?2, ?3)",
                 (&self.id, kind, resource),
@@ -80,7 +80,7 @@ impl Lease {
 
     fn delete(&self) -> Result<(), DatabaseError> {
         self.db
-            .write(|tx| tx.execute("DELETE FROM leases WHERE id = ?1", [&self.id]))?;
+            .write_transient(|tx| tx.execute("DELETE FROM leases WHERE id = ?1", [&self.id]))?;
         Ok(())
     }
 }

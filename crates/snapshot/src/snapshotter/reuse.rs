@@ -27,7 +27,9 @@ impl Snapshotter {
     ) -> Result<Option<SnapshotInfo>, SnapshotError> {
         let row = self
             .db
-            .write_with(|tx| -> Result<Option<Row>, SnapshotError> {
+            // Only the lease changes: it need not outlive the process (see
+            // `Db::write_transient`).
+            .write_transient_with(|tx| -> Result<Option<Row>, SnapshotError> {
                 let row = tx
                     .query_row(
                         "SELECT id, key, parent, kind, backend, size, created FROM snapshots WHERE key = ?1",

@@ -298,6 +298,17 @@ fn write_blob(
     worker: &Worker,
     bytes: &[u8],
 ) -> Result<Digest, ExportError> {
+    // A rebuild writes the same manifest and config again: leased first, so a concurrent
+    // garbage collection cannot take it after the check, a blob already here is kept as it
+    // is, which saves its write and fsyncs.
+    let digest = Digest::of(bytes);
+    worker
+        .lease()
+        .add_blob(&digest)
+        .map_err(ExportError::Lease)?;
+    if content.exists(&digest) {
+        return Ok(digest);
+    }
     let mut writer = content.ingest(None)?.with_lease(worker.lease());
     writer.write_all(bytes).map_err(|source| ExportError::Io {
         what: "writing a blob",
