@@ -140,3 +140,30 @@ impl std::fmt::Debug for TreeListing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_an_executor_gives_are_listed_sorted_and_once() {
+        let digest = |byte: u8| [byte; 32];
+        let listing = TreeListing::from_digests([
+            (b"b/x".to_vec(), digest(1)),
+            (b"a".to_vec(), digest(2)),
+            (b"b/x".to_vec(), digest(1)),
+            (b"a.txt".to_vec(), digest(3)),
+            (Vec::new(), digest(4)),
+        ]);
+        assert_eq!(
+            listing.path_digests().unwrap(),
+            [
+                (Vec::new(), [4; 8]),
+                (b"a".to_vec(), [2; 8]),
+                (b"a.txt".to_vec(), [3; 8]),
+                (b"b/x".to_vec(), [1; 8]),
+            ]
+        );
+        assert!(TreeListing::default().path_digests().is_none());
+    }
+}
