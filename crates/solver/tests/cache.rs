@@ -315,7 +315,7 @@ fn checksums_under_a_directory_stream_in_path_order_and_only_below_it() {
             inode: 3,
         },
         sha256: [byte; 32],
-        xattrs: (byte % 2 == 0).then_some([byte; 32]),
+        xattrs: byte.is_multiple_of(2).then_some([byte; 32]),
         recorded_ns: 4,
     };
     // Stored out of order, with neighbours of the directory that are not below it.
