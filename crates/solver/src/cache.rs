@@ -110,12 +110,6 @@ pub struct StampedChecksum {
 pub struct CacheDb {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// The checksum cache entries last loaded for a tree root. A build checksums its context
-    /// once whole and once per `COPY` from it; loading every entry again for each would cost
-    /// more than the walks. Dropped when this process stores new entries, so the next load
-    /// sees them; entries another process stores meanwhile are only missed shortcuts (every
-    /// entry is checked against the file's stamp before use).
-    loaded: Mutex<Option<(Vec<u8>, Arc<KnownChecksums>)>>,
 }
 
 /// Checksum cache entries by absolute path bytes.
@@ -193,7 +187,6 @@ impl CacheDb {
         Ok(CacheDb {
             path,
             conn: Mutex::new(conn),
-            loaded: Mutex::new(None),
         })
     }
 
@@ -302,24 +295,25 @@ impl CacheDb {
     }
 
     /// Checksum cache entries for files under the directory `root` (an absolute path), by
-    /// path bytes. Shared with executors that hash files themselves (the worker keys what a
-    /// copy reads with it).
+    /// path bytes. Holds every entry at once: [`CacheDb::visit_checksums_under`] streams them.
     pub fn checksums_under(&self, root: &[u8]) -> Result<Arc<KnownChecksums>, CacheError> {
-        if let Some((loaded_root, known)) = &*self.loaded_checksums() {
-            if loaded_root == root {
-                return Ok(Arc::clone(known));
-            }
-        }
-        let known = Arc::new(self.load_checksums_under(root)?);
-        *self.loaded_checksums() = Some((root.to_vec(), Arc::clone(&known)));
-        Ok(known)
+        let mut entries = HashMap::new();
+        self.visit_checksums_under(root, |path, checksum| {
+            entries.insert(path.to_vec(), checksum);
+        })?;
+        Ok(Arc::new(entries))
     }
 
-    fn loaded_checksums(&self) -> MutexGuard<'_, Option<(Vec<u8>, Arc<KnownChecksums>)>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn load_checksums_under(&self, root: &[u8]) -> Result<KnownChecksums, CacheError> {
+    /// Calls `visit` with each checksum cache entry for a file under the directory `root` (an
+    /// absolute path), in path byte order, holding none of them: a caller that sorts its own
+    /// paths the same way merges the two lists in one pass (the worker keys a whole context
+    /// so, in memory that does not grow with the number of recorded files). The database stays
+    /// locked for this process while `visit` runs.
+    pub fn visit_checksums_under(
+        &self,
+        root: &[u8],
+        mut visit: impl FnMut(&[u8], StampedChecksum),
+    ) -> Result<(), CacheError> {
         let trimmed = root.strip_suffix(b"/").unwrap_or(root);
         let mut prefix = trimmed.to_vec();
         prefix.push(b'/');
@@ -329,53 +323,26 @@ impl CacheDb {
         upper.push(b'0');
         let conn = self.conn();
         let err = self.query_err("read the checksum cache");
+        // The primary key's index gives the rows in path order: no sort.
         let mut stmt = conn
             .prepare_cached(
                 "SELECT path, size, mtime_ns, ctime_ns, inode, sha256, xattrs, recorded_ns
-                 FROM file_digests WHERE path >= ?1 AND path < ?2",
+                 FROM file_digests WHERE path >= ?1 AND path < ?2 ORDER BY path",
             )
             .map_err(&err)?;
-        let rows = stmt
-            .query_map(params![prefix, upper], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    FileStamp {
-                        size: row.get::<_, i64>(1)? as u64,
-                        mtime_ns: row.get(2)?,
-                        ctime_ns: row.get(3)?,
-                        inode: row.get::<_, i64>(4)? as u64,
-                    },
-                    row.get::<_, Vec<u8>>(5)?,
-                    row.get::<_, Option<Vec<u8>>>(6)?,
-                    row.get::<_, i64>(7)?,
-                ))
-            })
-            .map_err(&err)?;
-        let mut entries = HashMap::new();
-        for row in rows {
-            let (path, stamp, sha, xattrs, recorded_ns) = row.map_err(&err)?;
+        let mut rows = stmt.query(params![prefix, upper]).map_err(&err)?;
+        while let Some(row) = rows.next().map_err(&err)? {
             // A malformed entry is only a missed shortcut: the file is hashed again.
-            let Ok(sha256) = <[u8; 32]>::try_from(sha.as_slice()) else {
+            let Some(checksum) = stamped_checksum(row).map_err(&err)? else {
                 continue;
             };
-            let xattrs = match xattrs {
-                None => None,
-                Some(x) => match <[u8; 32]>::try_from(x.as_slice()) {
-                    Ok(x) => Some(x),
-                    Err(_) => continue,
-                },
-            };
-            entries.insert(
-                path,
-                StampedChecksum {
-                    stamp,
-                    sha256,
-                    xattrs,
-                    recorded_ns,
-                },
-            );
+            let path = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(&err)?;
+            visit(path, checksum);
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// Stores checksum cache entries (by absolute path bytes) in one transaction.
@@ -383,7 +350,6 @@ impl CacheDb {
         if entries.is_empty() {
             return Ok(());
         }
-        *self.loaded_checksums() = None;
         let err = self.query_err("update the checksum cache");
         let mut conn = self.conn();
         let tx = conn
@@ -492,6 +458,37 @@ impl CacheDb {
             .map_err(self.query_err("record a tree checksum"))?;
         Ok(())
     }
+}
+
+/// A checksum cache row (path first) as an entry; `None` when its digests are malformed.
+fn stamped_checksum(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<StampedChecksum>> {
+    let digest = |index| -> rusqlite::Result<Option<[u8; 32]>> {
+        Ok(match row.get_ref(index)?.as_blob_or_null()? {
+            None => None,
+            Some(bytes) => <[u8; 32]>::try_from(bytes).ok(),
+        })
+    };
+    let Some(sha256) = digest(5)? else {
+        return Ok(None);
+    };
+    let xattrs = match row.get_ref(6)?.as_blob_or_null()? {
+        None => None,
+        Some(_) => match digest(6)? {
+            Some(x) => Some(x),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(StampedChecksum {
+        stamp: FileStamp {
+            size: row.get::<_, i64>(1)? as u64,
+            mtime_ns: row.get(2)?,
+            ctime_ns: row.get(3)?,
+            inode: row.get::<_, i64>(4)? as u64,
+        },
+        sha256,
+        xattrs,
+        recorded_ns: row.get(7)?,
+    }))
 }
 
 struct RawRecord {

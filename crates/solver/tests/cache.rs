@@ -301,3 +301,51 @@ fn child_process_solve() {
     }
     println!("child solved");
 }
+
+#[test]
+fn checksums_under_a_directory_stream_in_path_order_and_only_below_it() {
+    use img_solver::{FileStamp, StampedChecksum};
+    let dir = tempfile::tempdir().unwrap();
+    let db = CacheDb::open(dir.path().join("cache.db")).unwrap();
+    let checksum = |byte: u8| StampedChecksum {
+        stamp: FileStamp {
+            size: u64::from(byte),
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+        },
+        sha256: [byte; 32],
+        xattrs: byte.is_multiple_of(2).then_some([byte; 32]),
+        recorded_ns: 4,
+    };
+    // Stored out of order, with neighbours of the directory that are not below it.
+    let paths: [&[u8]; 6] = [
+        b"/ctx/b/x",
+        b"/ctx.txt",
+        b"/ctx/a",
+        b"/ctx0/a",
+        b"/ctx/a.txt",
+        b"/ctx/a/\xff",
+    ];
+    let entries: Vec<(&[u8], StampedChecksum)> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, checksum(i as u8)))
+        .collect();
+    db.store_checksums(&entries).unwrap();
+    let mut seen = Vec::new();
+    db.visit_checksums_under(b"/ctx/", |path, known| {
+        seen.push((path.to_vec(), known.sha256[0], known.xattrs.is_some()));
+    })
+    .unwrap();
+    let expected: Vec<(Vec<u8>, u8, bool)> = vec![
+        (b"/ctx/a".to_vec(), 2, true),
+        (b"/ctx/a.txt".to_vec(), 4, true),
+        (b"/ctx/a/\xff".to_vec(), 5, false),
+        (b"/ctx/b/x".to_vec(), 0, true),
+    ];
+    assert_eq!(seen, expected);
+    let all = db.checksums_under(b"/ctx").unwrap();
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[&b"/ctx/a/\xff"[..]].stamp.size, 5);
+}

@@ -28,8 +28,57 @@ enum Listed {
         entries: Vec<Entry>,
         options: ChecksumOptions,
     },
-    /// Digests an executor computed itself, already sorted.
-    Digests(PathDigests),
+    /// Digests an executor computed itself, sorted by path and packed: one buffer of paths
+    /// rather than an allocation each, as a listing of a large context lives until its step
+    /// has run.
+    Packed(PackedDigests),
+}
+
+/// Paths end to end in one buffer, with where each ends and its digest, sorted by path.
+#[derive(Default)]
+struct PackedDigests {
+    paths: Vec<u8>,
+    ends: Vec<usize>,
+    digests: Vec<[u8; 8]>,
+}
+
+impl PackedDigests {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn path(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.paths[start..self.ends[index]]
+    }
+
+    fn push(&mut self, path: &[u8], digest: [u8; 8]) {
+        self.paths.extend_from_slice(path);
+        self.ends.push(self.paths.len());
+        self.digests.push(digest);
+    }
+
+    /// The same digests sorted by path, each (path, digest) pair once.
+    fn sorted(self) -> PackedDigests {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            (self.path(a), self.digests[a]).cmp(&(self.path(b), self.digests[b]))
+        });
+        let mut out = PackedDigests {
+            paths: Vec::with_capacity(self.paths.len()),
+            ends: Vec::with_capacity(self.len()),
+            digests: Vec::with_capacity(self.len()),
+        };
+        for index in order {
+            let (path, digest) = (self.path(index), self.digests[index]);
+            let last = out.len().checked_sub(1);
+            if last.is_some_and(|last| out.path(last) == path && out.digests[last] == digest) {
+                continue;
+            }
+            out.push(path, digest);
+        }
+        out
+    }
 }
 
 impl TreeListing {
@@ -40,17 +89,13 @@ impl TreeListing {
     /// A listing of paths an executor checksummed itself (raw path bytes relative to the
     /// tree's root, with the digest of what was read there), so that a miss can name them.
     pub fn from_digests(paths: impl IntoIterator<Item = (Vec<u8>, [u8; 32])>) -> TreeListing {
-        let mut out: PathDigests = paths
-            .into_iter()
-            .map(|(path, digest)| {
-                let mut short = [0u8; 8];
-                short.copy_from_slice(&digest[..8]);
-                (path, short)
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        TreeListing(Some(Arc::new(Listed::Digests(out))))
+        let mut packed = PackedDigests::default();
+        for (path, digest) in paths {
+            let mut short = [0u8; 8];
+            short.copy_from_slice(&digest[..8]);
+            packed.push(&path, short);
+        }
+        TreeListing(Some(Arc::new(Listed::Packed(packed.sorted()))))
     }
 
     /// Whether there is nothing to list: the checksum came from a record, not from the files.
@@ -62,7 +107,10 @@ impl TreeListing {
     pub(crate) fn path_digests(&self) -> Option<PathDigests> {
         let (entries, options) = match self.0.as_deref()? {
             Listed::Examined { entries, options } => (entries, options),
-            Listed::Digests(digests) => return Some(digests.clone()),
+            Listed::Packed(packed) => {
+                let paths = (0..packed.len()).map(|i| (packed.path(i).to_vec(), packed.digests[i]));
+                return Some(paths.collect());
+            }
         };
         let mut record = Vec::with_capacity(128);
         let mut out: PathDigests = entries
@@ -87,8 +135,35 @@ impl std::fmt::Debug for TreeListing {
             Some(Listed::Examined { entries, .. }) => {
                 write!(f, "TreeListing({} entries)", entries.len())
             }
-            Some(Listed::Digests(digests)) => write!(f, "TreeListing({} paths)", digests.len()),
+            Some(Listed::Packed(packed)) => write!(f, "TreeListing({} paths)", packed.len()),
             None => f.write_str("TreeListing(empty)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_an_executor_gives_are_listed_sorted_and_once() {
+        let digest = |byte: u8| [byte; 32];
+        let listing = TreeListing::from_digests([
+            (b"b/x".to_vec(), digest(1)),
+            (b"a".to_vec(), digest(2)),
+            (b"b/x".to_vec(), digest(1)),
+            (b"a.txt".to_vec(), digest(3)),
+            (Vec::new(), digest(4)),
+        ]);
+        assert_eq!(
+            listing.path_digests().unwrap(),
+            [
+                (Vec::new(), [4; 8]),
+                (b"a".to_vec(), [2; 8]),
+                (b"a.txt".to_vec(), [3; 8]),
+                (b"b/x".to_vec(), [1; 8]),
+            ]
+        );
+        assert!(TreeListing::default().path_digests().is_none());
     }
 }

@@ -140,12 +140,13 @@ impl Worker {
             local.include_patterns.clone(),
             local.exclude_patterns.clone(),
         );
+        let reads = Arc::new(reads);
         let previous = self
             .local_reads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), Arc::new(reads.clone()));
-        if previous.is_some_and(|p| *p != reads) {
+            .insert(key.clone(), Arc::clone(&reads));
+        if previous.is_some_and(|p| p != reads) {
             // A worker solving again after the context changed: the old copy is stale.
             self.staged_locals
                 .lock()

@@ -108,10 +108,10 @@ impl Copier<'_> {
         let mut files = Vec::new();
         let mut directories = Vec::new();
         for (index, entry) in entries.iter().enumerate() {
-            let target = if entry.rel.as_os_str().is_empty() {
+            let target = if entry.rel().as_os_str().is_empty() {
                 dest.to_path_buf()
             } else {
-                dest.join(&entry.rel)
+                dest.join(entry.rel())
             };
             match &entry.kind {
                 EntryKind::Dir => {
@@ -156,7 +156,7 @@ impl Copier<'_> {
             contents[index] = Some(sha);
         }
         for (entry, target) in directories.iter().rev() {
-            if keep_top && entry.rel.as_os_str().is_empty() {
+            if keep_top && entry.rel().as_os_str().is_empty() {
                 continue;
             }
             let dir = tree

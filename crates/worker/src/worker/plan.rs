@@ -8,8 +8,9 @@
 //! follows a link, and each match is followed like a literal source. What a resolved source holds is walked without following any link: links below a
 //! copied directory are copied as links.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use img_llb::{CopyAction, PathPattern};
@@ -32,17 +33,58 @@ pub(crate) enum EntryKind {
     Special,
 }
 
-/// One entry a copy reads.
+/// One entry a copy reads. A plan holds one per entry of a source, so it is kept small: one
+/// allocation, its path, whose tail is also its destination name.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     /// Its canonical path in the source tree.
-    pub path: PathBuf,
-    /// Its path below the copied source (empty for the source itself): the destination name.
-    pub rel: PathBuf,
+    pub path: Box<Path>,
+    /// Where in `path` the part below the copied source starts.
+    rel_start: usize,
     /// Its own metadata (a link's, never its target's).
     pub meta: Meta,
     /// What it is.
     pub kind: EntryKind,
+}
+
+impl Entry {
+    /// The top entry of a source, at `path`.
+    fn top(path: &Path, meta: Meta, kind: EntryKind) -> Entry {
+        let path: Box<Path> = path.into();
+        Entry {
+            rel_start: path.as_os_str().len(),
+            path,
+            meta,
+            kind,
+        }
+    }
+
+    /// The entry at `path`, in directory `dir` (an entry of the same source).
+    fn child(dir: &Entry, path: PathBuf, meta: Meta, kind: EntryKind) -> Entry {
+        let path: Box<Path> = path.into();
+        let (dir_len, dir_rel_start) = (dir.path.as_os_str().len(), dir.rel_start);
+        // Below the top, `rel` starts after the top's path and its `/`; at the top of the tree
+        // (an empty path) it is the whole path.
+        let rel_start = if dir_rel_start == 0 || dir_len == 0 {
+            0
+        } else if dir_rel_start >= dir_len {
+            dir_len + 1
+        } else {
+            dir_rel_start
+        };
+        Entry {
+            path,
+            rel_start,
+            meta,
+            kind,
+        }
+    }
+
+    /// Its path below the copied source (empty for the source itself): the destination name.
+    pub(crate) fn rel(&self) -> &Path {
+        let bytes = self.path.as_os_str().as_bytes();
+        Path::new(OsStr::from_bytes(&bytes[self.rel_start.min(bytes.len())..]))
+    }
 }
 
 /// One source of a copy, resolved.
@@ -260,14 +302,9 @@ fn plan_source(
     let read_link = || tree.read_link(&resolved.path);
     if let Some(kind) = kind_of(&meta, read_link).map_err(reading(tree, &resolved.path))? {
         let is_dir = kind == EntryKind::Dir;
-        entries.push(Entry {
-            path: resolved.path.clone(),
-            rel: PathBuf::new(),
-            meta,
-            kind,
-        });
+        entries.push(Entry::top(&resolved.path, meta, kind));
         if is_dir {
-            walk(tree, &resolved.path, Path::new(""), selection, &mut entries)?;
+            walk(tree, 0, selection, &mut entries)?;
         }
     }
     Ok(PlannedSource {
@@ -288,14 +325,9 @@ pub(crate) fn plan_tree(
     let mut entries = Vec::new();
     if let Some(kind) = kind_of(&meta, || tree.read_link(start)).map_err(reading(tree, start))? {
         let is_dir = kind == EntryKind::Dir;
-        entries.push(Entry {
-            path: start.to_path_buf(),
-            rel: PathBuf::new(),
-            meta,
-            kind,
-        });
+        entries.push(Entry::top(start, meta, kind));
         if is_dir {
-            walk(tree, start, Path::new(""), selection, &mut entries)?;
+            walk(tree, 0, selection, &mut entries)?;
         }
     }
     Ok(entries)
@@ -321,51 +353,51 @@ fn kind_of(
     }))
 }
 
-/// Appends what directory `dir` (at `rel` below the copied source) holds, depth first, in
-/// name order; never follows a link.
+/// Appends what directory `entries[dir]` holds, depth first, in name order; never follows a
+/// link.
 ///
 /// The directory is opened once, through the root, and its entries are looked at relative to
 /// that descriptor (`fstatat` without following, `readlinkat`): one in-root open per directory
 /// rather than an open, a stat and a close per entry. No file is opened here; reading content
 /// goes through the root (`TreeRoot::open_file`). The descriptor is closed before the walk
-/// goes down, so a deep tree never holds more than one open.
+/// goes down, so a deep tree never holds more than one open. Children are appended in place
+/// and walked from there, so nothing but `entries` grows with the tree.
 fn walk(
     tree: &TreeRoot,
-    dir: &Path,
-    rel: &Path,
+    dir: usize,
     selection: &Selection<'_>,
     entries: &mut Vec<Entry>,
 ) -> Result<(), WorkerError> {
-    let listing = tree.listing(dir).map_err(reading(tree, dir))?;
-    let mut children = Vec::with_capacity(listing.names().len());
+    let first_child = entries.len();
+    let listing = tree
+        .listing(&entries[dir].path)
+        .map_err(reading(tree, &entries[dir].path))?;
     for name in listing.names() {
-        let path = dir.join(name);
-        let child_rel = rel.join(name);
+        let path = entries[dir].path.join(name);
         let meta = listing.lstat(name).map_err(reading(tree, &path))?;
         let is_dir = meta.is_dir();
-        if !selection.keeps(&rel_str(&path), is_dir)
-            || !selection.patterns_keep(&rel_str(&child_rel), is_dir)
+        let child = Entry::child(&entries[dir], path, meta, EntryKind::Special);
+        if !selection.keeps(&rel_str(&child.path), is_dir)
+            || !selection.patterns_keep(&rel_str(child.rel()), is_dir)
         {
             continue;
         }
-        let kind = kind_of(&meta, || listing.read_link(name)).map_err(reading(tree, &path))?;
+        let kind =
+            kind_of(&child.meta, || listing.read_link(name)).map_err(reading(tree, &child.path))?;
         let Some(kind) = kind else {
             continue;
         };
-        children.push(Entry {
-            path,
-            rel: child_rel,
-            meta,
-            kind,
-        });
+        entries.push(Entry { kind, ..child });
     }
     drop(listing);
+    // Depth first: a directory's contents follow it. Its children are moved out of the way
+    // of what the walk below them appends, then put back in order one by one.
+    let children: Vec<Entry> = entries.drain(first_child..).collect();
     for child in children {
-        // Depth first: a directory's contents follow it.
-        let below = (child.kind == EntryKind::Dir).then(|| (child.path.clone(), child.rel.clone()));
+        let is_dir = child.kind == EntryKind::Dir;
         entries.push(child);
-        if let Some((path, child_rel)) = below {
-            walk(tree, &path, &child_rel, selection, entries)?;
+        if is_dir {
+            walk(tree, entries.len() - 1, selection, entries)?;
         }
     }
     Ok(())
@@ -452,7 +484,7 @@ mod tests {
         let abs = planned[0]
             .entries
             .iter()
-            .find(|e| e.path == Path::new("abs.txt"))
+            .find(|e| &*e.path == Path::new("abs.txt"))
             .unwrap();
         assert!(matches!(abs.kind, EntryKind::Symlink(_)));
     }
@@ -560,7 +592,11 @@ mod tests {
         };
         let copied = |selection: &Selection<'_>| -> Vec<String> {
             let planned = plan_copy(&tree, &copy(&["/app"]), selection).unwrap();
-            planned[0].entries.iter().map(|e| rel_str(&e.rel)).collect()
+            planned[0]
+                .entries
+                .iter()
+                .map(|e| rel_str(e.rel()))
+                .collect()
         };
         let exclude = Selection {
             exclude: compile(&["**/*.md", "/vendor/**/*.go"]),

@@ -2,7 +2,6 @@
 //! stands for its sources' content. The same record is made from the plan when the key is
 //! computed and from what the copy actually read when it runs; the two must agree.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -78,7 +77,7 @@ fn entry_read(entry: &Entry, content: Option<&[u8; 32]>, ownership: bool) -> Rea
     }
     field(&mut hasher, payload);
     Read {
-        path: entry.path.clone(),
+        path: entry.path.to_path_buf(),
         digest: hasher.finalize().into(),
     }
 }
@@ -238,13 +237,17 @@ fn common_dir<'p>(paths: impl Iterator<Item = &'p Path>) -> PathBuf {
     common.unwrap_or_default().into_iter().collect()
 }
 
-/// A file hashed for a key: host path, content sha256, attributes digest, and whether it was
-/// read now (rather than taken from the checksum cache).
-type Hashed = (Vec<u8>, [u8; 32], Option<[u8; 32]>, bool);
+/// How many files are hashed, then recorded in the checksum cache, at a time: what a cold
+/// build holds of them at once.
+const HASH_BATCH: usize = 4096;
 
 /// The reads of `sources` as planned in `tree`, file contents hashed now: from the checksum
 /// cache (`cache`, for a tree that stays at its path, the context) when a file's size, times
 /// and inode are unchanged since it was last hashed, read otherwise.
+///
+/// Memory stays a few dozen bytes per file beyond the plan itself: the cache's entries are
+/// merged with the planned files in one pass over both in path order, never loaded whole, and
+/// files to hash are hashed and recorded in batches.
 pub(crate) fn planned_reads(
     tree: &TreeRoot,
     sources: &[PlannedSource],
@@ -257,67 +260,109 @@ pub(crate) fn planned_reads(
         .flat_map(|s| &s.entries)
         .filter(|e| e.kind == EntryKind::File)
         .collect();
-    let host = |e: &Entry| tree.host_path(&e.path).into_os_string().into_vec();
-    let known = match cache {
-        Some(db) if !files.is_empty() => {
-            let dir = common_dir(files.iter().map(|e| e.path.as_path()));
-            db.checksums_under(tree.host_path(&dir).as_os_str().as_bytes())?
+    // Each file's digest, in walk order: from the cache first, the rest hashed below.
+    let mut contents: Vec<Option<[u8; 32]>> = vec![None; files.len()];
+    if let Some(db) = cache.filter(|_| !files.is_empty()) {
+        let dir = common_dir(files.iter().map(|e| &*e.path));
+        // Host paths are the tree's path, a `/` and the path in the tree: both lists sort the
+        // same once that prefix is taken off.
+        let mut root = tree.host_path(Path::new("")).into_os_string().into_vec();
+        if !root.ends_with(b"/") {
+            root.push(b'/');
         }
-        _ => Default::default(),
-    };
-    let hashes: Vec<Hashed> = files
-        .par_iter()
-        .map(|entry| {
-            let path = host(entry);
-            if let Some(hit) = known.get(&path).filter(|k| trusted(k, &stamp(&entry.meta))) {
-                // Setting an attribute changes the ctime, so the stamp guards them too.
-                return Ok((path, hit.sha256, hit.xattrs, false));
-            }
-            let shown = tree.host_path(&entry.path);
-            let mut file = tree
-                .open_file(&entry.path)
-                .map_err(WorkerError::file("reading", &shown))?;
-            let sha = copy_hashing(&mut file, &mut std::io::sink())
-                .map_err(WorkerError::file("reading", &shown))?;
-            let xattrs =
-                xattrs_digest(&file).map_err(WorkerError::file("reading attributes of", &shown))?;
-            Ok((path, sha, xattrs, true))
-        })
-        .collect::<Result<_, WorkerError>>()?;
-    if let Some(db) = cache {
-        let fresh: Vec<(&[u8], StampedChecksum)> = files
-            .iter()
-            .zip(&hashes)
-            .filter(|(_, (_, _, _, fresh))| *fresh)
-            .map(|(entry, (path, sha256, xattrs, _))| {
-                let checksum = StampedChecksum {
-                    stamp: stamp(&entry.meta),
-                    sha256: *sha256,
-                    xattrs: *xattrs,
-                    recorded_ns: started_ns,
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.sort_unstable_by(|&a, &b| path_bytes(files[a]).cmp(path_bytes(files[b])));
+        let mut next = 0;
+        db.visit_checksums_under(
+            tree.host_path(&dir).as_os_str().as_bytes(),
+            |host, known| {
+                let Some(rel) = host.strip_prefix(root.as_slice()) else {
+                    return;
                 };
-                (path.as_slice(), checksum)
-            })
-            .collect();
-        db.store_checksums(&fresh)?;
+                while next < order.len() && path_bytes(files[order[next]]) < rel {
+                    next += 1;
+                }
+                // The same file may be planned more than once (two sources naming it).
+                while next < order.len() && path_bytes(files[order[next]]) == rel {
+                    let index = order[next];
+                    // Setting an attribute changes the ctime, so the stamp guards them too.
+                    if trusted(&known, &stamp(&files[index].meta)) {
+                        contents[index] = Some(file_digest(known.sha256, known.xattrs));
+                    }
+                    next += 1;
+                }
+            },
+        )?;
     }
-    let by_path: HashMap<&[u8], [u8; 32]> = hashes
-        .iter()
-        .map(|(path, sha, xattrs, _)| (path.as_slice(), file_digest(*sha, *xattrs)))
+    let unknown: Vec<usize> = (0..files.len())
+        .filter(|&i| contents[i].is_none())
         .collect();
+    for batch in unknown.chunks(HASH_BATCH) {
+        let hashed: Vec<([u8; 32], Option<[u8; 32]>)> = batch
+            .par_iter()
+            .map(|&index| hash_entry(tree, files[index]))
+            .collect::<Result<_, WorkerError>>()?;
+        if let Some(db) = cache {
+            let hosts: Vec<Vec<u8>> = batch
+                .iter()
+                .map(|&index| {
+                    tree.host_path(&files[index].path)
+                        .into_os_string()
+                        .into_vec()
+                })
+                .collect();
+            let fresh: Vec<(&[u8], StampedChecksum)> = batch
+                .iter()
+                .zip(&hashed)
+                .zip(&hosts)
+                .map(|((&index, (sha256, xattrs)), host)| {
+                    let checksum = StampedChecksum {
+                        stamp: stamp(&files[index].meta),
+                        sha256: *sha256,
+                        xattrs: *xattrs,
+                        recorded_ns: started_ns,
+                    };
+                    (host.as_slice(), checksum)
+                })
+                .collect();
+            db.store_checksums(&fresh)?;
+        }
+        for (&index, (sha256, xattrs)) in batch.iter().zip(hashed) {
+            contents[index] = Some(file_digest(sha256, xattrs));
+        }
+    }
+    drop(files);
     let mut reads = Vec::new();
+    let mut files_done = contents.into_iter();
     for source in sources {
-        let contents: Vec<Option<[u8; 32]>> = source
+        let aligned: Vec<Option<[u8; 32]>> = source
             .entries
             .iter()
             .map(|e| match e.kind {
-                EntryKind::File => by_path.get(host(e).as_slice()).copied(),
+                EntryKind::File => files_done.next().flatten(),
                 _ => None,
             })
             .collect();
-        source_reads(source, &contents, ownership, &mut reads);
+        source_reads(source, &aligned, ownership, &mut reads);
     }
     Ok(reads)
+}
+
+fn path_bytes(entry: &Entry) -> &[u8] {
+    entry.path.as_os_str().as_bytes()
+}
+
+/// The content sha256 and attributes digest of a planned file, read now.
+fn hash_entry(tree: &TreeRoot, entry: &Entry) -> Result<([u8; 32], Option<[u8; 32]>), WorkerError> {
+    let shown = tree.host_path(&entry.path);
+    let mut file = tree
+        .open_file(&entry.path)
+        .map_err(WorkerError::file("reading", &shown))?;
+    let sha = copy_hashing(&mut file, &mut std::io::sink())
+        .map_err(WorkerError::file("reading", &shown))?;
+    let xattrs =
+        xattrs_digest(&file).map_err(WorkerError::file("reading attributes of", &shown))?;
+    Ok((sha, xattrs))
 }
 
 /// A reader that hashes what passes through it, for a file read by someone else (an archive
