@@ -76,8 +76,7 @@ impl Db {
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        enable_wal(&conn, BUSY_TIMEOUT).map_err(err)?;
         // WAL with synchronous=FULL: a committed transaction survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(err)?;
@@ -169,6 +168,25 @@ impl Db {
     ) -> Result<T, DatabaseError> {
         let conn = self.lock();
         f(&conn).map_err(|e| self.err(e))
+    }
+}
+
+/// Switches `conn` to write-ahead logging. Processes opening a new database at the same time
+/// each take a read lock and then ask for the write lock, which SQLite refuses at once
+/// (`SQLITE_BUSY`, without its busy handler, to avoid a deadlock): that refusal is retried
+/// until `timeout`.
+pub fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
     }
 }
 

@@ -51,7 +51,7 @@ mod state;
 mod store;
 
 pub use content::{BlobInfo, BlobWriter, ContentError, ContentStore};
-pub use db::DatabaseError;
+pub use db::{enable_wal, DatabaseError};
 pub use image::{ImageError, ImageRecord, ImageStore, REF_NAME_ANNOTATION};
 pub use img_llb::{Digest, DigestError};
 pub use layer::{

@@ -22,6 +22,24 @@ use crate::CacheKey;
 /// How long a process waits for another one holding the write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Switches `conn` to write-ahead logging, retrying the immediate `SQLITE_BUSY` SQLite gives
+/// when processes open a new database at once (each holds a read lock and asks for the write
+/// lock, which it refuses without waiting, to avoid a deadlock).
+fn enable_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// An error of the cache database.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -173,8 +191,7 @@ impl CacheDb {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // Switching to WAL takes an exclusive lock once per database file; later opens find
         // it already in WAL and only read the setting.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        enable_wal(&conn).map_err(open_err)?;
         // In WAL mode NORMAL keeps the database consistent after a crash and skips an fsync per
         // commit; a lost last record only costs a rebuild of that op.
         conn.pragma_update(None, "synchronous", "NORMAL")

@@ -77,8 +77,7 @@ impl LayerDb {
         let conn = Connection::open(path).map_err(err("open"))?;
         conn.busy_timeout(Duration::from_secs(120))
             .map_err(err("open"))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err("open"))?;
+        img_snapshot::enable_wal(&conn, Duration::from_secs(120)).map_err(err("open"))?;
         // Which blob a snapshot was exported to is derived data: a record lost to a power
         // failure costs one export again, so commits skip their fsync (the log stays
         // consistent in WAL mode).
