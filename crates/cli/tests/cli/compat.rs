@@ -169,8 +169,8 @@ fn add_host_ulimit_and_shm_size_reach_run_steps() {
     );
 }
 
-/// The size of the last layer of the image in an OCI archive img wrote.
-fn last_layer_size(b: &Build, archive: &str) -> u64 {
+/// The image manifest in an OCI archive img wrote (its index.json's first entry).
+fn archive_manifest(b: &Build, archive: &str) -> Value {
     let dir = b.path(&format!("{archive}.d"));
     std::fs::create_dir_all(&dir).unwrap();
     let untar = std::process::Command::new("tar")
@@ -188,9 +188,16 @@ fn last_layer_size(b: &Build, archive: &str) -> u64 {
         )
     };
     let index: Value = serde_json::from_str(&read(&dir.join("index.json"))).unwrap();
-    let manifest: Value =
-        serde_json::from_str(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    manifest["layers"].as_array().unwrap().last().unwrap()["size"]
+    serde_json::from_str(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()
+}
+
+/// The size of the last layer of the image in an OCI archive img wrote.
+fn last_layer_size(b: &Build, archive: &str) -> u64 {
+    archive_manifest(b, archive)["layers"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["size"]
         .as_u64()
         .unwrap()
 }
@@ -233,26 +240,7 @@ fn compression_level_of_an_output() {
 
 /// The media types of every layer of the image in an OCI archive img wrote.
 fn layer_media_types(b: &Build, archive: &str) -> Vec<String> {
-    let dir = b.path(&format!("{archive}.types"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let untar = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(b.path(archive))
-        .arg("-C")
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(untar.success());
-    let blob = |digest: &str| {
-        read(
-            &dir.join("blobs/sha256")
-                .join(digest.strip_prefix("sha256:").unwrap()),
-        )
-    };
-    let index: Value = serde_json::from_str(&read(&dir.join("index.json"))).unwrap();
-    let manifest: Value =
-        serde_json::from_str(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    manifest["layers"]
+    archive_manifest(b, archive)["layers"]
         .as_array()
         .unwrap()
         .iter()

@@ -47,6 +47,18 @@ fn layer_downloads(registry: &Registry, before: usize, config: &str) -> BTreeSet
 }
 
 /// Pod A builds with LAST=1 and exports a mode=max cache to `cache`; returns pod A.
+/// The pod's state directory holds no snapshot: nothing was unpacked.
+fn assert_no_snapshots(pod: &Pod) {
+    let snapshots = pod
+        .img
+        .store()
+        .snapshotter(img_snapshot::BackendChoice::Auto)
+        .unwrap()
+        .list()
+        .unwrap();
+    assert!(snapshots.is_empty(), "{snapshots:?}");
+}
+
 fn pod_a(cache: &str) -> Pod {
     let a = Pod::new(DOCKERFILE);
     a.build(&[
@@ -129,14 +141,7 @@ fn a_push_from_a_fresh_pod_downloads_no_layer() {
     );
     assert!(progress.contains("Mounted from ci/app"), "{progress}");
     // Nothing was unpacked: not even the base image.
-    let snapshots = b
-        .img
-        .store()
-        .snapshotter(img_snapshot::BackendChoice::Auto)
-        .unwrap()
-        .list()
-        .unwrap();
-    assert!(snapshots.is_empty(), "{snapshots:?}");
+    assert_no_snapshots(&b);
 
     // The pushed image is pod A's: its layers are the cache's, and its random bytes A's.
     let cache_layers: BTreeSet<String> = layers(&cache).into_iter().collect();
@@ -180,14 +185,7 @@ fn an_oci_archive_downloads_blobs_but_unpacks_nothing() {
         "{downloaded:?}"
     );
     assert!(progress.contains("0 layers unpacked"), "{progress}");
-    let snapshots = c
-        .img
-        .store()
-        .snapshotter(img_snapshot::BackendChoice::Auto)
-        .unwrap()
-        .list()
-        .unwrap();
-    assert!(snapshots.is_empty(), "{snapshots:?}");
+    assert_no_snapshots(&c);
     // The archive holds them.
     let listing = crate::tool(
         "tar",

@@ -144,32 +144,8 @@ pub(crate) fn export_entries(
     entries: &[LayerEntry],
     options: &ExportOptions,
 ) -> Result<LayerDescriptor, ExportError> {
-    let mut blob = content.ingest(None)?;
-    if let Some(lease) = lease {
-        blob = blob.with_lease_id(lease.to_owned());
-    }
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    };
-    let level = options.level.unwrap_or(options.compression.default_level());
     let write_err = |source| ExportError::Write { source };
-    let compressor =
-        Compressor::new(options.compression, level, threads, blob).map_err(write_err)?;
-    // An uncompressed blob is the tar itself: its digest is the diffID.
-    let hasher = match options.compression {
-        Compression::Uncompressed => None,
-        _ => Some(Stage::start("img-diffid", HashingWriter::new(io::sink())).map_err(write_err)?),
-    };
-    let sink = ChunkSink {
-        buf: Vec::with_capacity(CHUNK),
-        compressor,
-        hasher,
-        written: 0,
-        progress: options.progress.clone(),
-    };
+    let sink = ChunkSink::start(content, lease, options)?;
     let mut builder = tar::Builder::new(sink);
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for entry in entries {
@@ -216,31 +192,8 @@ pub fn recompress_layer(
         }
         _ => Box::new(reader),
     };
-    let mut out = content.ingest(None)?;
-    if let Some(lease) = lease {
-        out = out.with_lease_id(lease.to_owned());
-    }
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        n => n,
-    };
-    let level = options.level.unwrap_or(options.compression.default_level());
     let write_err = |source| ExportError::Write { source };
-    let compressor =
-        Compressor::new(options.compression, level, threads, out).map_err(write_err)?;
-    let hasher = match options.compression {
-        Compression::Uncompressed => None,
-        _ => Some(Stage::start("img-diffid", HashingWriter::new(io::sink())).map_err(write_err)?),
-    };
-    let mut sink = ChunkSink {
-        buf: Vec::with_capacity(CHUNK),
-        compressor,
-        hasher,
-        written: 0,
-        progress: options.progress.clone(),
-    };
+    let mut sink = ChunkSink::start(content, lease, options)?;
     io::copy(&mut tar, &mut sink).map_err(read_err)?;
     let (out, diff_id) = sink.finish().map_err(write_err)?;
     let info = out.commit()?;
@@ -263,6 +216,43 @@ struct ChunkSink {
 }
 
 impl ChunkSink {
+    /// A new blob in `content` (kept by `lease`), written with `options`' compression, level
+    /// and threads; the diffID is hashed beside it unless the blob is the tar itself.
+    fn start(
+        content: &ContentStore,
+        lease: Option<&str>,
+        options: &ExportOptions,
+    ) -> Result<ChunkSink, ExportError> {
+        let mut blob = content.ingest(None)?;
+        if let Some(lease) = lease {
+            blob = blob.with_lease_id(lease.to_owned());
+        }
+        let threads = match options.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        };
+        let level = options.level.unwrap_or(options.compression.default_level());
+        let write_err = |source| ExportError::Write { source };
+        let compressor =
+            Compressor::new(options.compression, level, threads, blob).map_err(write_err)?;
+        // An uncompressed blob is the tar itself: its digest is the diffID.
+        let hasher = match options.compression {
+            Compression::Uncompressed => None,
+            _ => Some(
+                Stage::start("img-diffid", HashingWriter::new(io::sink())).map_err(write_err)?,
+            ),
+        };
+        Ok(ChunkSink {
+            buf: Vec::with_capacity(CHUNK),
+            compressor,
+            hasher,
+            written: 0,
+            progress: options.progress.clone(),
+        })
+    }
+
     fn emit(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
