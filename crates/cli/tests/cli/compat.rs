@@ -405,8 +405,13 @@ fn annotations_reach_the_manifest_and_its_descriptor() {
         "ask for different compressions",
     );
     b.fails(
-        &["-o", "type=oci,dest=a.tar,oci-mediatypes=false"],
-        "OCI media types only",
+        &[
+            "-o",
+            "type=oci,dest=a.tar,oci-mediatypes=false",
+            "-o",
+            "type=oci,dest=b.tar,oci-mediatypes=true",
+        ],
+        "ask for different media types",
     );
 }
 
