@@ -199,10 +199,37 @@ impl Executor for FakeExecutor {
     }
 }
 
-/// The fake "process": `sleep MS`, `fail CODE`, `panic`, `wait-cancel`; anything else
-/// succeeds at once.
+/// How many `meet KEY N` processes have started, by KEY, with the condition they wait on.
+static MEETINGS: std::sync::Mutex<Option<std::collections::HashMap<String, usize>>> =
+    std::sync::Mutex::new(None);
+static MET: std::sync::Condvar = std::sync::Condvar::new();
+
+/// `meet KEY N`: waits until N processes of the same KEY have started, so they provably ran
+/// at the same time; run one after the other, the first fails after a minute. Nothing here
+/// depends on how fast the machine is.
+fn meet(key: &str, count: usize) -> Result<(), FakeError> {
+    let mut meetings = MEETINGS.lock().unwrap();
+    *meetings
+        .get_or_insert_with(Default::default)
+        .entry(key.to_owned())
+        .or_default() += 1;
+    MET.notify_all();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while meetings.as_ref().unwrap()[key] < count {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(FakeError::Exit { code: 124 });
+        }
+        meetings = MET.wait_timeout(meetings, left).unwrap().0;
+    }
+    Ok(())
+}
+
+/// The fake "process": `sleep MS`, `meet KEY N`, `fail CODE`, `panic`, `wait-cancel`;
+/// anything else succeeds at once.
 fn run_script(args: &[String], ctx: &ExecContext<'_>) -> Result<(), FakeError> {
     match args.first().map(String::as_str) {
+        Some("meet") => meet(&args[1], args[2].parse().unwrap()),
         Some("sleep") => {
             let ms: u64 = args[1].parse().unwrap();
             if ctx.cancel_token().wait_timeout(Duration::from_millis(ms)) {

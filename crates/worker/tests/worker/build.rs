@@ -209,11 +209,9 @@ fn rebuild_is_cached() -> TestResult {
         first.manifest_digest == second.manifest_digest,
         format!("{} != {}", first.manifest_digest, second.manifest_digest),
     )?;
+    // Shown, not asserted: how long it takes depends on the machine's load.
     eprintln!("    fully cached rebuild with export: {took:?}");
-    check(
-        took < Duration::from_secs(3),
-        format!("cached rebuild took {took:?}"),
-    )
+    Ok(())
 }
 
 fn changing_one_file_reruns_dependents() -> TestResult {
