@@ -117,3 +117,16 @@ pub enum Error {
     #[error(transparent)]
     Solve(#[from] SolveError),
 }
+
+/// An error and its causes on one line, `outer: cause: root cause`, for messages that are
+/// text rather than typed errors (progress events, warnings).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
+}

@@ -81,7 +81,7 @@ pub use checksum::{
     checksum_immutable_tree, checksum_tree, ChecksumError, ChecksumOptions, PathFilter, SelectAll,
     TreeChecksum, TreeListing,
 };
-pub use error::{Error, ExecutorError, OpLabel, SolveError};
+pub use error::{error_chain, Error, ExecutorError, OpLabel, SolveError};
 pub use executor::{CacheKeyExtra, ExecContext, Executor, Inputs};
 pub use explain::{CacheChange, ChangeKind, PathChange};
 pub use key::CacheKey;

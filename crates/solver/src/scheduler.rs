@@ -436,7 +436,7 @@ impl<E: Executor> Solver<E> {
                 let source = boxed(err);
                 shared.progress.emit(ProgressEvent::Failed {
                     op: job.digest,
-                    error: error_chain(source.as_ref()),
+                    error: crate::error::error_chain(source.as_ref()),
                     at: SystemTime::now(),
                 });
                 return Outcome::Failed(SolveError::OpFailed {
@@ -623,17 +623,6 @@ fn label(op: Digest, metadata: &OpMetadata) -> Box<OpLabel> {
 
 fn boxed<E: std::error::Error + Send + Sync + 'static>(err: E) -> ExecutorError {
     Box::new(err)
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }
 
 /// A counting semaphore for exec ops; unbounded when `limit` is `None`.

@@ -466,7 +466,7 @@ impl Worker {
         let location = import.backend.location();
         lock(&self.remote.lazy.refused).insert(layer.layer.digest.to_string());
         self.remote.lazy.refused_new.store(true, Ordering::Release);
-        let reason = super::remote_cache::error_chain(&err);
+        let reason = img_solver::error_chain(&err);
         self.warn(format!(
             "cache {location}: layer {} refused: {reason}; the steps using it run instead",
             layer.digest
@@ -547,7 +547,7 @@ impl BlobSource for LazyBlobs<'_> {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.worker
             .fetch_blobs(&[local])
-            .map_err(|e| io::Error::other(super::remote_cache::error_chain(&e)))?;
+            .map_err(|e| io::Error::other(img_solver::error_chain(&e)))?;
         LocalBlobs::new(self.worker.store.content(), Some(&self.worker.lease)).open(digest)
     }
 }

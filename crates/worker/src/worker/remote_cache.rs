@@ -280,7 +280,7 @@ impl Worker {
                         "cache {}: cache mount {:?}: {}; it starts empty",
                         import.backend.location(),
                         entry.id,
-                        error_chain(&err)
+                        img_solver::error_chain(&err)
                     )),
                 }
             }
@@ -569,15 +569,4 @@ fn cache_layer(layer: &LayerDescriptor) -> CacheLayer {
         layer.compression.media_type(),
         layer.diff_id.to_oci(),
     )
-}
-
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }

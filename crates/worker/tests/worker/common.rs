@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use img_llb::{
-    Definition, DefinitionBuilder, ExecOp, ImageSource, Op, OpMetadata, OpRef, Platform, SourceOp,
+    CopyAction, Definition, DefinitionBuilder, ExecOp, FileOp, GitSource, ImageSource, Op,
+    OpMetadata, OpRef, Platform, SourceOp,
 };
 use img_sandbox::{HostPaths, IdMapping};
 use img_snapshot::{
@@ -204,6 +205,28 @@ impl Graph {
             .unwrap();
         self.steps.push(r);
         r
+    }
+
+    /// Adds the checkout of the git repository `repo` at `reference` and a step copying it to
+    /// `/src/` (`ADD repo#reference /src/`).
+    pub fn add_git(&mut self, repo: &Path, reference: &str) -> OpRef {
+        let checkout = self
+            .builder
+            .add(
+                SourceOp::Git(GitSource {
+                    url: repo.display().to_string(),
+                    reference: Some(reference.into()),
+                    keep_git_dir: false,
+                }),
+                OpMetadata::described("git"),
+            )
+            .unwrap();
+        let mut action = CopyAction::new(checkout, vec!["/".into()], "/src/");
+        action.allow_wildcard = false;
+        self.step(
+            FileOp::new(Some(self.top())).with_action(action),
+            &format!("ADD repo#{reference} /src/"),
+        )
     }
 
     /// Adds `sh -c script` on the current top.

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use img_llb::{CopyAction, FileOp, GitSource, HttpSource, OpMetadata, SourceOp};
+use img_llb::{CopyAction, FileOp, HttpSource, OpMetadata, SourceOp};
 use img_solver::CacheDb;
 use img_worker::{write_rootfs_dir, WorkerOptions};
 use libtest_mimic::Trial;
@@ -216,23 +216,7 @@ fn git_branch_moves() -> TestResult {
     git(&repo, &["add", "version"])?;
     git(&repo, &["commit", "-qm", "one"])?;
     let mut graph = Graph::on_busybox();
-    let checkout = graph
-        .builder
-        .add(
-            SourceOp::Git(GitSource {
-                url: repo.display().to_string(),
-                reference: Some("main".into()),
-                keep_git_dir: false,
-            }),
-            OpMetadata::described("git"),
-        )
-        .unwrap();
-    let mut action = CopyAction::new(checkout, vec!["/".into()], "/src/");
-    action.allow_wildcard = false;
-    graph.step(
-        FileOp::new(Some(graph.top())).with_action(action),
-        "ADD repo#main /src/",
-    );
+    graph.add_git(&repo, "main");
     let build = |name: &str| -> Result<(String, bool), String> {
         let solver = fx.solver();
         let solved = solve(&solver, &graph.definition()).map_err(|e| fail(&e))?;

@@ -8,8 +8,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use img_llb::{
-    CopyAction, DiffOp, Digest as OpDigest, FileOp, GitSource, HttpSource, LocalSource, OpMetadata,
-    OpRef, SourceOp,
+    CopyAction, DiffOp, Digest as OpDigest, FileOp, HttpSource, LocalSource, OpMetadata, OpRef,
+    SourceOp,
 };
 use img_registry::{Client, ClientConfig, Reference};
 use img_solver::SolveError;
@@ -406,23 +406,7 @@ fn git_source() -> TestResult {
     std::fs::write(repo.join("version"), "two").map_err(fail)?;
     git(&repo, &["commit", "-qam", "two"])?;
     let mut graph = Graph::on_busybox();
-    let checkout = graph
-        .builder
-        .add(
-            SourceOp::Git(GitSource {
-                url: repo.display().to_string(),
-                reference: Some("v1".into()),
-                keep_git_dir: false,
-            }),
-            OpMetadata::described("git"),
-        )
-        .unwrap();
-    let mut action = CopyAction::new(checkout, vec!["/".into()], "/src/");
-    action.allow_wildcard = false;
-    graph.step(
-        FileOp::new(Some(graph.top())).with_action(action),
-        "ADD repo /src/",
-    );
+    graph.add_git(&repo, "v1");
     let out = rootfs(&fx, &graph)?;
     check(
         read(&out.join("src/version")) == "one",
